@@ -1,0 +1,1 @@
+"""Task transport between the conductor and the workers: in-process (embedded) or Celery."""

@@ -1,0 +1,1 @@
+"""The conductor: task graphs, the execution state machine, cancel, cleanup and recovery."""

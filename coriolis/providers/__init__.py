@@ -1,0 +1,2 @@
+"""Provider plugins: one package per platform, registered under the ``coriolis.providers``
+entry-point group."""

@@ -1,0 +1,156 @@
+"""What a provider plugin implements.
+
+A provider knows one platform and nothing else (like a virt-v2v input/output module). Every
+method receives the endpoint's decrypted ``connection_info`` and the relevant environment dict.
+Methods raise ``coriolis.exceptions`` errors with messages that never include secrets.
+
+Data shapes (plain JSON-able dicts, stored in the per-instance ``task_info``):
+
+``export_info`` (what ``get_instance`` returns; upstream's vm_export_info)::
+
+    {"id": str, "name": str, "instance_name": str, "num_cpu": int, "memory_mb": int,
+     "os_type": str, "firmware_type": "BIOS"|"EFI", "flavor_name": str|None,
+     "power_state": str,
+     "devices": {"disks": [{"id": str, "size_bytes": int, "format": str, "bus": str,
+                            "storage_backend": str|None, ...provider keys}],
+                 "nics": [{"id": str, "mac_address": str, "network_name": str}],
+                 "controllers": [], "cdroms": [], "floppies": [], "serial_ports": []}}
+
+``volumes_info`` (what ``create_disks`` returns; one entry per source disk)::
+
+    [{"disk_id": str, "size_bytes": int, "storage_backend": str, "format": str,
+      ...provider keys locating the volume}]
+
+The destination environment given to import methods already contains ``network_map``
+(source network → destination network) and ``storage_mappings`` (``default``,
+``backend_mappings``, ``disk_mappings``), as upstream does.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, ClassVar
+
+from coriolis.transfer.base import DiskReader, DiskWriter
+
+JSON = dict[str, Any]
+
+
+class BaseProvider(abc.ABC):
+    """Endpoint capabilities: connection schema, validation and listings."""
+
+    platform: ClassVar[str]
+    provider_types: ClassVar[int]
+
+    # --- schemas --------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def connection_info_schema(self) -> JSON: ...
+
+    @abc.abstractmethod
+    def source_environment_schema(self) -> JSON: ...
+
+    @abc.abstractmethod
+    def destination_environment_schema(self) -> JSON: ...
+
+    # --- endpoint -------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def validate_connection(self, connection_info: JSON) -> None:
+        """Raise ``ConnectionValidationFailed`` with a reason if the cloud is unusable."""
+
+    @abc.abstractmethod
+    def list_instances(self, connection_info: JSON, env: JSON) -> list[JSON]:
+        """Instance summaries: id, name, instance_name, num_cpu, memory_mb, os_type,
+        firmware_type, flavor_name. A malformed instance must not break the listing."""
+
+    @abc.abstractmethod
+    def get_instance(self, connection_info: JSON, env: JSON, instance: str) -> JSON:
+        """Full ``export_info`` of one instance; ``InstanceNotFound`` if absent or malformed."""
+
+    @abc.abstractmethod
+    def list_networks(self, connection_info: JSON, env: JSON) -> list[JSON]:
+        """``[{"id", "name"}]``."""
+
+    @abc.abstractmethod
+    def list_storage(self, connection_info: JSON, env: JSON) -> JSON:
+        """``{"storage_backends": [{"id", "name", "additional_provider_properties"}],
+        "config_default": str|None}``."""
+
+    def list_destination_options(
+        self, connection_info: JSON, env: JSON, option_names: list[str] | None
+    ) -> list[JSON]:
+        """``[{"name", "values", "config_default"}]``."""
+        return []
+
+    def list_source_options(
+        self, connection_info: JSON, env: JSON, option_names: list[str] | None
+    ) -> list[JSON]:
+        return []
+
+
+class ExportProvider(abc.ABC):
+    """Source side of migrations and replicas."""
+
+    @abc.abstractmethod
+    def validate_source_inputs(self, connection_info: JSON, env: JSON, instance: str) -> None: ...
+
+    @abc.abstractmethod
+    def deploy_source_resources(
+        self, connection_info: JSON, env: JSON, export_info: JSON
+    ) -> JSON:
+        """Prepare reading (e.g. point-in-time snapshots when ``env["snapshot"]``); returns
+        ``source_resources`` handed back to ``open_disk_reader`` and the delete call."""
+
+    @abc.abstractmethod
+    def open_disk_reader(
+        self, connection_info: JSON, env: JSON, export_info: JSON, disk_id: str,
+        source_resources: JSON,
+    ) -> DiskReader: ...
+
+    @abc.abstractmethod
+    def delete_source_resources(
+        self, connection_info: JSON, env: JSON, source_resources: JSON
+    ) -> None: ...
+
+    @abc.abstractmethod
+    def shutdown_instance(self, connection_info: JSON, env: JSON, export_info: JSON) -> None: ...
+
+
+class ImportProvider(abc.ABC):
+    """Destination side of migrations and replicas."""
+
+    @abc.abstractmethod
+    def validate_destination_inputs(
+        self, connection_info: JSON, env: JSON, export_info: JSON
+    ) -> None:
+        """Refuse before any data moves: unknown storage backend or network, name clash."""
+
+    @abc.abstractmethod
+    def create_disks(
+        self, connection_info: JSON, env: JSON, export_info: JSON, volumes_info: list[JSON]
+    ) -> list[JSON]:
+        """Create the destination disks that ``volumes_info`` does not already hold."""
+
+    @abc.abstractmethod
+    def open_disk_writer(self, connection_info: JSON, env: JSON, volume: JSON) -> DiskWriter: ...
+
+    @abc.abstractmethod
+    def delete_disks(self, connection_info: JSON, env: JSON, volumes_info: list[JSON]) -> None: ...
+
+    @abc.abstractmethod
+    def deploy_instance(
+        self, connection_info: JSON, env: JSON, export_info: JSON, volumes_info: list[JSON],
+        clone_disks: bool = False,
+    ) -> JSON:
+        """Define the destination instance over the disks (not started yet); returns
+        ``instance_deployment_info``."""
+
+    @abc.abstractmethod
+    def finalize_instance(
+        self, connection_info: JSON, env: JSON, instance_deployment_info: JSON
+    ) -> JSON:
+        """Make the instance final; returns ``transfer_result`` (what the API shows)."""
+
+    @abc.abstractmethod
+    def cleanup_failed_instance(
+        self, connection_info: JSON, env: JSON, instance_deployment_info: JSON
+    ) -> None: ...

@@ -1,0 +1,1 @@
+"""Encryption at rest of connection info, and secret references (Barbican-style)."""

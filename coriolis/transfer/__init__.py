@@ -1,0 +1,1 @@
+"""Data path: extents, the copy pipeline, change tracking and the writer agent."""
