@@ -1,0 +1,144 @@
+"""Run an all-in-one server as a child process and drive the `coriolis` CLI against it.
+
+Used by the end-to-end tests, the demo (scripts/demo.py) and the benchmarks."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+SERVER = str(BIN / "coriolis-server")
+CLI = str(BIN / "coriolis")
+LISTEN_RE = re.compile(r"Coriolis API listening on (http://\S+)")
+
+
+def read_openrc(path: Path) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        m = re.match(r"export (\w+)=(.*)$", line.strip())
+        if m:
+            value = m.group(2)
+            if value[:1] in "'\"" and value[-1:] == value[:1]:
+                value = value[1:-1]
+            env[m.group(1)] = value
+    return env
+
+
+@dataclass
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def json(self):  # type: ignore[no-untyped-def]
+        return json.loads(self.stdout)
+
+
+@dataclass
+class RunningServer:
+    url: str
+    data_dir: Path
+    env: dict[str, str]
+    process: subprocess.Popen[str]
+    log_path: Path
+
+    def cli(self, *args: str, check: bool = True, env: dict[str, str] | None = None) -> CliResult:
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
+        full_env.update(self.env)
+        if env:
+            full_env.update(env)
+        proc = subprocess.run(
+            [CLI, *args], capture_output=True, text=True, env=full_env, timeout=300
+        )
+        result = CliResult(proc.returncode, proc.stdout, proc.stderr)
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f"coriolis {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}"
+            )
+        return result
+
+    def wait_for(self, args: list[str], predicate, timeout: float = 180.0):  # type: ignore[no-untyped-def]
+        """Re-run a `-f json` show command until ``predicate(data)`` holds."""
+        deadline = time.monotonic() + timeout
+        data = None
+        while time.monotonic() < deadline:
+            data = self.cli(*args, "-f", "json").json()
+            if predicate(data):
+                return data
+            time.sleep(0.5)
+        raise AssertionError(f"timed out waiting on {args}: last={data}")
+
+
+def start_server(data_dir: Path) -> RunningServer:
+    log_path = data_dir.parent / f"{data_dir.name}-server.out"
+    log = open(log_path, "w")  # noqa: SIM115 - closed by the fixture through the process
+    proc = subprocess.Popen(
+        [SERVER, "all-in-one", "--host", "127.0.0.1", "--port", "0", "--data-dir", str(data_dir)],
+        stdout=subprocess.PIPE, stderr=log, text=True,
+    )
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 60
+    url = None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            if proc.poll() is not None:
+                break
+            continue
+        m = LISTEN_RE.search(line)
+        if m:
+            url = m.group(1)
+            break
+    if url is None:
+        proc.kill()
+        raise RuntimeError(f"server did not start; see {log_path}:\n{log_path.read_text()}")
+    # keep draining stdout so the server never blocks on a full pipe
+    import threading
+
+    threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()  # type: ignore[union-attr]
+    env = read_openrc(data_dir / "openrc")
+    return RunningServer(url=url, data_dir=data_dir, env=env, process=proc, log_path=log_path)
+
+
+def stop_server(server: RunningServer) -> None:
+    server.process.terminate()
+    try:
+        server.process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+
+
+def local_cloud(*args: str) -> str:
+    """Run ``coriolis-server local-cloud ARGS`` (build sample clouds and instances)."""
+    proc = subprocess.run([SERVER, "local-cloud", *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"local-cloud {' '.join(args)} failed:\n{proc.stderr}")
+    return proc.stdout
+
+
+def parse_tasks(rendered: str) -> list[dict[str, str]]:
+    """Split the CLI's rendering of ``tasks`` (blocks of ``key: value`` lines separated by
+    blank lines) into dicts; ``progress_updates`` keeps its following lines joined."""
+    tasks: list[dict[str, str]] = []
+    for block in rendered.strip().split("\n\n"):
+        task: dict[str, str] = {}
+        key = None
+        for line in block.splitlines():
+            m = re.match(r"^(\w+):\s?(.*)$", line)
+            if m and m.group(1) in {"id", "task_type", "instance", "status", "depends_on",
+                                    "exception_details", "progress_updates"}:
+                key = m.group(1)
+                task[key] = m.group(2)
+            elif key:
+                task[key] = (task[key] + "\n" + line).strip()
+        if task:
+            tasks.append(task)
+    return tasks

@@ -1,0 +1,22 @@
+"""Fixtures: a real all-in-one server on a free port, driven through the real CLI."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+
+import pytest
+
+from coriolis.harness import RunningServer, start_server, stop_server
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    if not shutil.which("qemu-img"):
+        pytest.fail("qemu-img is required (./dev setup installs qemu-utils)")
+    data_dir = tmp_path_factory.mktemp("server") / "data"
+    srv = start_server(data_dir)
+    try:
+        yield srv
+    finally:
+        stop_server(srv)
