@@ -1,0 +1,154 @@
+"""`coriolis-server local-cloud`: build sample local clouds and instances with real disks."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from coriolis.providers.local.cloud import DISK_FORMATS, LocalCloud, write_json_atomic
+
+_UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+_REGION = 1 << 20  # data is written in 1 MiB regions
+
+
+def parse_size(text: str) -> int:
+    text = text.strip().upper().removesuffix("B").removesuffix("I")
+    if text and text[-1] in _UNITS:
+        return int(float(text[:-1]) * _UNITS[text[-1]])
+    return int(text)
+
+
+def init_cloud(path: str | Path, networks: list[str] | None = None,
+               storage: list[tuple[str, str]] | None = None) -> Path:
+    root = Path(path)
+    (root / "instances").mkdir(parents=True, exist_ok=True)
+    config = {"networks": networks or ["default"],
+              "storage": [{"name": n, "format": f} for n, f in (storage or [("default", "raw")])]}
+    write_json_atomic(root / "cloud.json", config)
+    return root
+
+
+def _fill_raw(path: Path, size: int, fill: str, fraction: float, rng: random.Random) -> None:
+    """Write random (or zero-free text) data into scattered 1 MiB regions of a sparse file."""
+    if fill == "none":
+        return
+    regions = size // _REGION
+    count = max(1, int(regions * fraction)) if regions else 0
+    chosen = sorted(rng.sample(range(regions), min(count, regions)))
+    with open(path, "r+b") as f:
+        for index in chosen:
+            f.seek(index * _REGION)
+            f.write(rng.randbytes(_REGION) if fill == "random" else bytes(_REGION))
+        tail = size % _REGION
+        if tail and fill == "random":  # odd sizes: put data in the last partial region too
+            f.seek(size - tail)
+            f.write(rng.randbytes(tail))
+
+
+def make_disk(path: Path, size: int, fmt: str, *, fill: str = "random",
+              allocated_fraction: float = 0.25, seed: int | None = None) -> None:
+    rng = random.Random(seed)
+    if fmt == "raw":
+        with open(path, "wb") as f:
+            f.truncate(size)
+        _fill_raw(path, size, fill, allocated_fraction, rng)
+        return
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        raw = Path(tmp) / "disk.raw"
+        make_disk(raw, size, "raw", fill=fill, allocated_fraction=allocated_fraction, seed=seed)
+        subprocess.run(["qemu-img", "convert", "-q", "-f", "raw", "-O", fmt, str(raw),
+                        str(path)], check=True)
+
+
+def add_instance(path: str | Path, name: str, *, disk_size: str | int = "1G",
+                 disk_format: str = "raw", disks: int = 1, fill: str = "random",
+                 allocated_fraction: float = 0.25, cpus: int = 1, memory_mb: int = 512,
+                 os_type: str = "linux", network: str = "default", firmware: str = "bios",
+                 seed: int | None = None) -> Path:
+    if disk_format not in DISK_FORMATS:
+        raise ValueError(f"disk format must be one of {', '.join(DISK_FORMATS)}")
+    cloud = LocalCloud({"path": str(path)})
+    folder = cloud.instance_dir(name)
+    if folder.exists():
+        raise ValueError(f"instance '{name}' already exists in {path}")
+    folder.mkdir(parents=True)
+    size = disk_size if isinstance(disk_size, int) else parse_size(disk_size)
+    entries = []
+    for i in range(disks):
+        file = f"disk{i}.{disk_format}"
+        make_disk(folder / file, size, disk_format, fill=fill,
+                  allocated_fraction=allocated_fraction,
+                  seed=None if seed is None else seed + i)
+        entries.append({"file": file, "format": disk_format, "bus": "sata"})
+    mac = "52:54:00:" + ":".join(f"{b:02x}" for b in os.urandom(3))
+    desc = {"name": name, "cpus": cpus, "memory_mb": memory_mb, "os_type": os_type,
+            "firmware": firmware, "power_state": "running",
+            "nics": [{"network": network, "mac": mac}], "disks": entries}
+    write_json_atomic(folder / "instance.json", desc)
+    return folder
+
+
+def register_subcommands(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("local-cloud", help="build sample local clouds")
+    sub = parser.add_subparsers(dest="local_cloud_command", required=True)
+    init = sub.add_parser("init", help="create a cloud directory with cloud.json")
+    init.add_argument("path")
+    init.add_argument("--network", action="append", dest="networks")
+    init.add_argument("--storage", action="append", default=None, metavar="NAME:FORMAT")
+    init.set_defaults(func=_cmd_init)
+    add = sub.add_parser("add-instance", help="add an instance with real disk images")
+    add.add_argument("path")
+    add.add_argument("name")
+    add.add_argument("--disk-size", default="1G")
+    add.add_argument("--disk-format", default="raw", choices=DISK_FORMATS)
+    add.add_argument("--disks", type=int, default=1)
+    add.add_argument("--allocated", type=float, default=0.25,
+                     help="fraction of each disk filled with data (default 0.25)")
+    add.add_argument("--fill", default="random", choices=("random", "zeros", "none"))
+    add.add_argument("--cpus", type=int, default=1)
+    add.add_argument("--memory-mb", type=int, default=512)
+    add.add_argument("--os-type", default="linux")
+    add.add_argument("--network", default="default")
+    add.add_argument("--firmware", default="bios", choices=("bios", "uefi"))
+    add.add_argument("--seed", type=int)
+    add.set_defaults(func=_cmd_add)
+
+
+def _cmd_init(args: argparse.Namespace) -> None:
+    storage = []
+    for item in args.storage or ["default:raw"]:
+        name, _, fmt = item.partition(":")
+        if fmt not in ("raw", "qcow2"):
+            raise SystemExit(f"--storage {item}: format must be raw or qcow2")
+        storage.append((name, fmt))
+    root = init_cloud(args.path, args.networks, storage)
+    print(json.dumps({"path": str(root.resolve())}))
+
+
+def _cmd_add(args: argparse.Namespace) -> None:
+    try:
+        folder = add_instance(args.path, args.name, disk_size=args.disk_size,
+                              disk_format=args.disk_format, disks=args.disks, fill=args.fill,
+                              allocated_fraction=args.allocated, cpus=args.cpus,
+                              memory_mb=args.memory_mb, os_type=args.os_type,
+                              network=args.network, firmware=args.firmware, seed=args.seed)
+    except (ValueError, OSError, subprocess.CalledProcessError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+    print(folder)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="coriolis-local-cloud")
+    register_subcommands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["local-cloud", *(sys.argv[1:] if argv is None else argv)])
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

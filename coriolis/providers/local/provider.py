@@ -1,0 +1,337 @@
+"""The `local` provider: export from and import into a directory-backed cloud."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+from typing import Any
+
+from coriolis import constants as c
+from coriolis import exceptions
+from coriolis.providers import mappings
+from coriolis.providers.base import JSON, BaseProvider, ExportProvider, ImportProvider
+from coriolis.providers.local.cloud import PENDING_FILE, LocalCloud
+from coriolis.transfer.base import DiskReader, DiskWriter
+from coriolis.transfer.extents import qemu_img_info
+from coriolis.transfer.files import RawFileReader, RawFileWriter
+from coriolis.transfer.nbd import NbdImageReader, NbdImageWriter
+
+CONNECTION_SCHEMA: JSON = {
+    "$schema": "http://json-schema.org/draft-07/schema#",
+    "type": "object",
+    "properties": {"path": {"type": "string", "minLength": 1,
+                            "description": "Directory that holds the cloud"}},
+    "required": ["path"],
+    "additionalProperties": False,
+}
+SOURCE_ENV_SCHEMA: JSON = {
+    "$schema": "http://json-schema.org/draft-07/schema#",
+    "type": "object",
+    "properties": {"snapshot": {
+        "type": "boolean", "default": False,
+        "description": "Read a point-in-time copy of the disks (reflink where possible)"}},
+    "additionalProperties": False,
+}
+DESTINATION_ENV_SCHEMA: JSON = {
+    "$schema": "http://json-schema.org/draft-07/schema#",
+    "type": "object",
+    "properties": {
+        "storage_backend": {"type": "string", "description": "Default backend for the disks"},
+        "instance_name": {"type": "string", "description": "Name of the destination instance"},
+        "network_map": {"type": "object"},
+        "storage_mappings": {"type": "object"},
+    },
+    "additionalProperties": False,
+}
+
+
+def _reflink_copy(src: Path, dst: Path) -> None:
+    proc = subprocess.run(["cp", "--reflink=auto", "--sparse=always", str(src), str(dst)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise exceptions.ProviderError(f"cannot copy {src.name}: {proc.stderr.strip()}")
+
+
+def open_image_reader(path: str, fmt: str) -> DiskReader:
+    return RawFileReader(path) if fmt == "raw" else NbdImageReader(path, fmt)
+
+
+def open_image_writer(path: str, fmt: str) -> DiskWriter:
+    return RawFileWriter(path) if fmt == "raw" else NbdImageWriter(path, fmt)
+
+
+def create_image(path: Path, fmt: str, size: int) -> None:
+    if fmt == "raw":
+        with open(path, "xb") as f:
+            f.truncate(size)
+        return
+    proc = subprocess.run(["qemu-img", "create", "-q", "-f", fmt, str(path), str(size)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise exceptions.ProviderError(f"cannot create {path.name}: {proc.stderr.strip()}")
+
+
+class LocalProvider(BaseProvider, ExportProvider, ImportProvider):
+    platform = "local"
+    provider_types = (
+        c.PROVIDER_TYPE_ENDPOINT | c.PROVIDER_TYPE_ENDPOINT_INSTANCES
+        | c.PROVIDER_TYPE_ENDPOINT_NETWORKS | c.PROVIDER_TYPE_ENDPOINT_STORAGE
+        | c.PROVIDER_TYPE_EXPORT | c.PROVIDER_TYPE_IMPORT | c.PROVIDER_TYPE_REPLICA_EXPORT
+        | c.PROVIDER_TYPE_REPLICA_IMPORT | c.PROVIDER_TYPE_DESTINATION_ENDPOINT_OPTIONS
+        | c.PROVIDER_TYPE_SOURCE_ENDPOINT_OPTIONS
+    )
+
+    # --- schemas --------------------------------------------------------------------------
+    def connection_info_schema(self) -> JSON:
+        return CONNECTION_SCHEMA
+
+    def source_environment_schema(self) -> JSON:
+        return SOURCE_ENV_SCHEMA
+
+    def destination_environment_schema(self) -> JSON:
+        return DESTINATION_ENV_SCHEMA
+
+    # --- endpoint -------------------------------------------------------------------------
+    def validate_connection(self, connection_info: JSON) -> None:
+        LocalCloud(connection_info).validate()
+
+    def list_instances(self, connection_info: JSON, env: JSON) -> list[JSON]:
+        cloud = LocalCloud(connection_info)
+        result = []
+        for name in cloud.instance_names():
+            try:
+                desc = cloud.load_instance(name)
+            except exceptions.CoriolisError as exc:
+                # A broken instance is reported by name, never breaks the listing.
+                result.append({"id": name, "name": name, "instance_name": name, "num_cpu": 0,
+                               "memory_mb": 0, "os_type": "unknown", "firmware_type": None,
+                               "flavor_name": None, "error": str(exc)})
+                continue
+            result.append(self._summary(desc))
+        return result
+
+    @staticmethod
+    def _summary(desc: JSON) -> JSON:
+        return {
+            "id": desc["name"], "name": desc["name"], "instance_name": desc["name"],
+            "num_cpu": desc["cpus"], "memory_mb": desc["memory_mb"], "os_type": desc["os_type"],
+            "firmware_type": "EFI" if desc["firmware"] == "uefi" else "BIOS",
+            "flavor_name": None,
+        }
+
+    def get_instance(self, connection_info: JSON, env: JSON, instance: str) -> JSON:
+        cloud = LocalCloud(connection_info)
+        desc = cloud.load_instance(instance)
+        disks = []
+        for i, disk in enumerate(desc["disks"]):
+            path = cloud.disk_path(instance, disk)
+            fmt = disk.get("format", "raw")
+            info = qemu_img_info(str(path), fmt)
+            backend = path.parent.name if path.parent.parent == cloud.root / "storage" else None
+            disks.append({"id": f"disk{i}", "size_bytes": int(info["virtual-size"]),
+                          "format": fmt, "bus": disk.get("bus", "virtio"), "file": disk["file"],
+                          "storage_backend": backend})
+        nics = [{"id": f"nic{i}", "mac_address": nic.get("mac"), "network_name": nic["network"]}
+                for i, nic in enumerate(desc["nics"])]
+        return {**self._summary(desc), "power_state": desc["power_state"],
+                "devices": {"disks": disks, "nics": nics, "controllers": [], "cdroms": [],
+                            "floppies": [], "serial_ports": []}}
+
+    def list_networks(self, connection_info: JSON, env: JSON) -> list[JSON]:
+        return [{"id": n, "name": n} for n in LocalCloud(connection_info).networks()]
+
+    def list_storage(self, connection_info: JSON, env: JSON) -> JSON:
+        backends = LocalCloud(connection_info).storage_backends()
+        return {"storage_backends": [{"id": b.name, "name": b.name,
+                                      "additional_provider_properties": {"format": b.format}}
+                                     for b in backends],
+                "config_default": backends[0].name if backends else None}
+
+    @staticmethod
+    def _filter(options: list[JSON], names: list[str] | None) -> list[JSON]:
+        return [o for o in options if not names or o["name"] in names]
+
+    def list_destination_options(self, connection_info: JSON, env: JSON,
+                                 option_names: list[str] | None) -> list[JSON]:
+        backends = [b.name for b in LocalCloud(connection_info).storage_backends()]
+        return self._filter([{"name": "storage_backend", "values": backends,
+                              "config_default": backends[0] if backends else None}],
+                            option_names)
+
+    def list_source_options(self, connection_info: JSON, env: JSON,
+                            option_names: list[str] | None) -> list[JSON]:
+        return self._filter([{"name": "snapshot", "values": [True, False],
+                              "config_default": False}], option_names)
+
+    # --- export ---------------------------------------------------------------------------
+    def validate_source_inputs(self, connection_info: JSON, env: JSON, instance: str) -> None:
+        cloud = LocalCloud(connection_info)
+        desc = cloud.load_instance(instance)
+        for disk in desc["disks"]:
+            path = cloud.disk_path(instance, disk)
+            if not os.access(path, os.R_OK):
+                raise exceptions.InvalidInput(
+                    f"instance '{instance}': disk file {disk['file']} is not readable")
+
+    def deploy_source_resources(self, connection_info: JSON, env: JSON,
+                                export_info: JSON) -> JSON:
+        """With ``snapshot``, a point-in-time copy of every disk file (a reflink where the
+        file system has them, else a sparse copy) that reads stay on."""
+        if not env.get("snapshot"):
+            return {}
+        cloud = LocalCloud(connection_info)
+        folder = cloud.scratch_dir() / f"snapshot-{uuid.uuid4().hex[:12]}"
+        folder.mkdir()
+        snapshots = {}
+        for disk in export_info["devices"]["disks"]:
+            src = cloud.disk_path(export_info["name"], disk)
+            dst = folder / f"{disk['id']}{src.suffix}"
+            _reflink_copy(src, dst)
+            snapshots[disk["id"]] = str(dst)
+        return {"snapshot_dir": str(folder), "snapshots": snapshots}
+
+    def open_disk_reader(self, connection_info: JSON, env: JSON, export_info: JSON,
+                         disk_id: str, source_resources: JSON) -> DiskReader:
+        disk = next((d for d in export_info["devices"]["disks"] if d["id"] == disk_id), None)
+        if disk is None:
+            raise exceptions.ProviderError(f"instance has no disk {disk_id}")
+        path = (source_resources or {}).get("snapshots", {}).get(disk_id)
+        if path is None:
+            path = str(LocalCloud(connection_info).disk_path(export_info["name"], disk))
+        if not os.path.exists(path):
+            raise exceptions.ProviderError(
+                f"instance '{export_info['name']}': disk file {disk['file']} is missing")
+        return open_image_reader(path, disk["format"])
+
+    def delete_source_resources(self, connection_info: JSON, env: JSON,
+                                source_resources: JSON) -> None:
+        folder = (source_resources or {}).get("snapshot_dir")
+        if folder:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def shutdown_instance(self, connection_info: JSON, env: JSON, export_info: JSON) -> None:
+        cloud = LocalCloud(connection_info)
+        desc = cloud.load_instance(export_info["name"])
+        desc["power_state"] = "stopped"
+        cloud.save_instance(export_info["name"], desc)
+
+    # --- import ---------------------------------------------------------------------------
+    @staticmethod
+    def _target_name(env: JSON, export_info: JSON) -> str:
+        return env.get("instance_name") or export_info["name"]
+
+    def _disk_backends(self, cloud: LocalCloud, env: JSON, export_info: JSON) -> dict[str, Any]:
+        default = cloud.storage_backends()[0].name if cloud.storage_backends() else None
+        result = {}
+        for disk in export_info["devices"]["disks"]:
+            name = mappings.storage_backend_for_disk(disk, env, default)
+            if name is None:
+                raise exceptions.InvalidInput("no storage backend for disk " + disk["id"])
+            result[disk["id"]] = cloud.backend(name)
+        return result
+
+    def validate_destination_inputs(self, connection_info: JSON, env: JSON,
+                                    export_info: JSON) -> None:
+        cloud = LocalCloud(connection_info)
+        name = self._target_name(env, export_info)
+        if cloud.exists(name):
+            raise exceptions.InvalidInput(
+                f"an instance named '{name}' already exists on the destination")
+        self._disk_backends(cloud, env, export_info)
+        networks = cloud.networks()
+        for nic in export_info["devices"]["nics"]:
+            target = mappings.destination_network(nic["network_name"], env, networks)
+            if target is None:
+                raise exceptions.InvalidInput(
+                    f"network '{nic['network_name']}' of instance '{export_info['name']}' is not "
+                    f"mapped in network_map and does not exist on the destination")
+            if target not in networks:
+                raise exceptions.InvalidInput(
+                    f"network_map maps '{nic['network_name']}' to '{target}', which does not "
+                    f"exist on the destination (available: {', '.join(networks)})")
+
+    def create_disks(self, connection_info: JSON, env: JSON, export_info: JSON,
+                     volumes_info: list[JSON]) -> list[JSON]:
+        cloud = LocalCloud(connection_info)
+        backends = self._disk_backends(cloud, env, export_info)
+        existing = {v["disk_id"]: v for v in volumes_info or [] if os.path.exists(v["path"])}
+        name = self._target_name(env, export_info)
+        result = []
+        for disk in export_info["devices"]["disks"]:
+            if disk["id"] in existing:
+                result.append(existing[disk["id"]])
+                continue
+            backend = backends[disk["id"]]
+            file_name = f"{name}-{disk['id']}-{uuid.uuid4().hex[:8]}.{backend.format}"
+            path = cloud.storage_dir(backend.name) / file_name
+            create_image(path, backend.format, disk["size_bytes"])
+            result.append({"disk_id": disk["id"], "size_bytes": disk["size_bytes"],
+                           "storage_backend": backend.name, "format": backend.format,
+                           "path": str(path)})
+        return result
+
+    def open_disk_writer(self, connection_info: JSON, env: JSON, volume: JSON) -> DiskWriter:
+        if not os.path.exists(volume["path"]):
+            raise exceptions.ProviderError(f"destination disk {volume['disk_id']} is missing")
+        return open_image_writer(volume["path"], volume["format"])
+
+    def delete_disks(self, connection_info: JSON, env: JSON, volumes_info: list[JSON]) -> None:
+        for volume in volumes_info or []:
+            Path(volume["path"]).unlink(missing_ok=True)
+
+    def deploy_instance(self, connection_info: JSON, env: JSON, export_info: JSON,
+                        volumes_info: list[JSON], clone_disks: bool = False) -> JSON:
+        cloud = LocalCloud(connection_info)
+        name = self._target_name(env, export_info)
+        if (cloud.instance_dir(name) / "instance.json").exists():
+            raise exceptions.InvalidInput(
+                f"an instance named '{name}' already exists on the destination")
+        folder = cloud.instance_dir(name)
+        folder.mkdir(parents=True, exist_ok=True)
+        disks, cloned = [], []
+        for volume in volumes_info:
+            path = Path(volume["path"])
+            if clone_disks:
+                clone = path.with_name(f"{name}-{volume['disk_id']}-{uuid.uuid4().hex[:8]}"
+                                       f"{path.suffix}")
+                _reflink_copy(path, clone)
+                cloned.append(str(clone))
+                path = clone
+            bus = next((d.get("bus") for d in export_info["devices"]["disks"]
+                        if d["id"] == volume["disk_id"]), "virtio")
+            disks.append({"file": os.path.relpath(path, folder), "format": volume["format"],
+                          "bus": bus})
+        networks = cloud.networks()
+        nics = [{"network": mappings.destination_network(n["network_name"], env, networks),
+                 "mac": n["mac_address"]} for n in export_info["devices"]["nics"]]
+        desc = {"name": name, "cpus": export_info["num_cpu"],
+                "memory_mb": export_info["memory_mb"], "os_type": export_info["os_type"],
+                "firmware": "uefi" if export_info.get("firmware_type") == "EFI" else "bios",
+                "power_state": "stopped", "nics": nics, "disks": disks}
+        pending = cloud.save_instance(name, desc, pending=True)
+        return {"instance_name": name, "pending_file": str(pending), "cloned_disks": cloned,
+                "disks": [str((folder / d["file"]).resolve()) for d in disks]}
+
+    def finalize_instance(self, connection_info: JSON, env: JSON,
+                          instance_deployment_info: JSON) -> JSON:
+        cloud = LocalCloud(connection_info)
+        name = instance_deployment_info["instance_name"]
+        folder = cloud.instance_dir(name)
+        os.replace(folder / PENDING_FILE, folder / "instance.json")
+        return {"instance_name": name, "path": str(folder),
+                "disks": instance_deployment_info["disks"]}
+
+    def cleanup_failed_instance(self, connection_info: JSON, env: JSON,
+                                instance_deployment_info: JSON) -> None:
+        if not instance_deployment_info:
+            return
+        cloud = LocalCloud(connection_info)
+        folder = cloud.instance_dir(instance_deployment_info["instance_name"])
+        (folder / PENDING_FILE).unlink(missing_ok=True)
+        for path in instance_deployment_info.get("cloned_disks", []):
+            Path(path).unlink(missing_ok=True)
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
