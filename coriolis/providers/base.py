@@ -120,9 +120,11 @@ class ImportProvider(abc.ABC):
 
     @abc.abstractmethod
     def validate_destination_inputs(
-        self, connection_info: JSON, env: JSON, export_info: JSON
+        self, connection_info: JSON, env: JSON, export_info: JSON, check_name_clash: bool = True
     ) -> None:
-        """Refuse before any data moves: unknown storage backend or network, name clash."""
+        """Refuse before any data moves: unknown storage backend or network, and (unless
+        ``check_name_clash`` is false, as for replica executions) an existing instance of the
+        same name."""
 
     @abc.abstractmethod
     def create_disks(

@@ -234,10 +234,10 @@ class LocalProvider(BaseProvider, ExportProvider, ImportProvider):
         return result
 
     def validate_destination_inputs(self, connection_info: JSON, env: JSON,
-                                    export_info: JSON) -> None:
+                                    export_info: JSON, check_name_clash: bool = True) -> None:
         cloud = LocalCloud(connection_info)
         name = self._target_name(env, export_info)
-        if cloud.exists(name):
+        if check_name_clash and cloud.exists(name):
             raise exceptions.InvalidInput(
                 f"an instance named '{name}' already exists on the destination")
         self._disk_backends(cloud, env, export_info)

@@ -1,0 +1,58 @@
+"""The embedded transport: tasks run on a thread pool of this process's worker."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from coriolis.bus.base import EndpointRef, TaskEventSink, TaskMessage
+from coriolis.worker.service import Worker
+
+
+class InProcessBus:
+    def __init__(self, worker: Worker, max_workers: int = 4) -> None:
+        self.worker = worker
+        self._tasks = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="task")
+        # Endpoint calls get their own pool so that listings never wait behind long copies.
+        self._calls = ThreadPoolExecutor(max_workers=4, thread_name_prefix="call")
+        self._cancel_flags: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
+        self._sink: TaskEventSink | None = None
+
+    def set_event_sink(self, sink: TaskEventSink) -> None:
+        self._sink = sink
+
+    def dispatch(self, message: TaskMessage) -> None:
+        if self._sink is None:
+            raise RuntimeError("no event sink attached to the bus")
+        flag = threading.Event()
+        with self._lock:
+            self._cancel_flags[message.task_id] = flag
+        sink = self._sink
+
+        def run() -> None:
+            try:
+                self.worker.run_task(message, sink, flag)
+            finally:
+                with self._lock:
+                    self._cancel_flags.pop(message.task_id, None)
+
+        self._tasks.submit(run)
+
+    def cancel(self, task_id: str, force: bool) -> None:
+        with self._lock:
+            flag = self._cancel_flags.get(task_id)
+        if flag is not None:
+            flag.set()
+
+    def call(self, operation: str, endpoint: EndpointRef, timeout: float = 120.0,
+             **kwargs: Any) -> Any:
+        return self._calls.submit(self.worker.call, operation, endpoint, **kwargs).result(timeout)
+
+    def shutdown(self) -> None:
+        with self._lock:
+            for flag in self._cancel_flags.values():
+                flag.set()
+        self._tasks.shutdown(wait=True, cancel_futures=True)
+        self._calls.shutdown(wait=True, cancel_futures=True)

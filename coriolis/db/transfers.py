@@ -1,0 +1,55 @@
+"""Queries for transfer actions, executions and tasks, always scoped to a project."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from coriolis import exceptions
+from coriolis.db import models
+
+
+def get_endpoint(session: Session, project_id: str, endpoint_id: str) -> models.Endpoint:
+    endpoint = session.get(models.Endpoint, endpoint_id)
+    if endpoint is None or endpoint.project_id != project_id:
+        raise exceptions.NotFound(f"Endpoint {endpoint_id} could not be found")
+    return endpoint
+
+
+def get_action(session: Session, project_id: str, action_id: str,
+               action_type: str | None = None) -> models.TransferAction:
+    action = session.get(models.TransferAction, action_id)
+    kind = (action_type or "transfer").capitalize()
+    if (action is None or action.deleted or action.project_id != project_id
+            or (action_type and action.type != action_type)):
+        raise exceptions.NotFound(f"{kind} {action_id} could not be found")
+    return action
+
+
+def list_actions(session: Session, project_id: str, action_type: str,
+                 replica_deploys: bool | None = None) -> list[models.TransferAction]:
+    query = select(models.TransferAction).where(
+        models.TransferAction.project_id == project_id,
+        models.TransferAction.type == action_type,
+        models.TransferAction.deleted.is_(False),
+    )
+    if replica_deploys is True:
+        query = query.where(models.TransferAction.replica_id.is_not(None))
+    return list(session.scalars(query.order_by(models.TransferAction.created_at)))
+
+
+def get_execution(session: Session, project_id: str, execution_id: str,
+                  action_id: str | None = None) -> models.Execution:
+    execution = session.get(models.Execution, execution_id)
+    if (execution is None or execution.action.project_id != project_id
+            or execution.action.deleted
+            or (action_id is not None and execution.action_id != action_id)):
+        raise exceptions.NotFound(f"Execution {execution_id} could not be found")
+    return execution
+
+
+def active_tasks(session: Session) -> list[models.Task]:
+    from coriolis import constants as c
+
+    return list(session.scalars(select(models.Task).where(
+        models.Task.status.in_(c.ACTIVE_TASK_STATUSES))))

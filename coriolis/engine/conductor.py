@@ -1,0 +1,560 @@
+"""The conductor: the only writer of execution state.
+
+API calls arrive through the ``ConductorAPI`` methods; workers report through the
+``TaskEventSink`` methods. Every transition is one DB transaction under one lock; tasks are
+dispatched only after the transaction that made them PENDING has committed.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from coriolis import constants as c
+from coriolis import exceptions
+from coriolis.bus.base import EndpointRef, TaskBus, TaskMessage
+from coriolis.context import RequestContext
+from coriolis.db import models, transfers
+from coriolis.db.session import Database
+from coriolis.engine import graphs, state, validation
+from coriolis.providers import registry
+from coriolis.secrets.box import SecretBox
+
+LOG = logging.getLogger(__name__)
+
+ENDPOINT_OPERATIONS = frozenset({
+    "validate_connection", "list_instances", "get_instance", "list_networks", "list_storage",
+    "list_destination_options", "list_source_options",
+})
+# Keys of the per-instance task_info that API views may show (never connection info).
+_REPLICA_INFO_KEYS = ("export_info", "volumes_info")
+
+
+class Conductor:
+    def __init__(self, db: Database, box: SecretBox, bus: TaskBus) -> None:
+        self.db = db
+        self.box = box
+        self.bus = bus
+        self._lock = threading.RLock()
+        # Tasks force-cancelled: late events from their still-stopping worker are ignored.
+        self._ignored_tasks: set[str] = set()
+
+    # ============================================================================ life cycle
+    def start(self) -> None:
+        """Fail whatever a previous process left running: its worker threads are gone."""
+        with self._lock, self.db.session() as session:
+            executions = {t.execution for t in transfers.active_tasks(session)}
+            for task in transfers.active_tasks(session):
+                self._set_task(session, task, c.TASK_STATUS_ERROR,
+                               "The server stopped while this task was running")
+            for execution in executions:
+                self._advance(session, execution)
+            stale = session.scalars(select(models.Execution).where(
+                models.Execution.status.in_(c.ACTIVE_EXECUTION_STATUSES)))
+            for execution in stale:
+                self._advance(session, execution)
+        self._dispatch_pending()
+
+    def stop(self) -> None:
+        pass
+
+    # ============================================================================ helpers
+    def _endpoint_ref(self, endpoint: models.Endpoint, env: dict[str, Any]) -> EndpointRef:
+        return EndpointRef(platform=endpoint.type,
+                           connection_info=self.box.decrypt_json(endpoint.connection_info_encrypted),
+                           environment=env)
+
+    @staticmethod
+    def _destination_env(action: models.TransferAction) -> dict[str, Any]:
+        """Upstream copies network_map and storage_mappings into the destination env."""
+        return {**(action.destination_environment or {}), "network_map": action.network_map or {},
+                "storage_mappings": action.storage_mappings or {}}
+
+    def _call(self, endpoint_ref: EndpointRef, operation: str, **kwargs: Any) -> Any:
+        return self.bus.call(operation, endpoint_ref, **kwargs)
+
+    def _transfer_endpoints(self, session: Session, ctx: RequestContext,
+                            body: dict[str, Any], kind: str
+                            ) -> tuple[models.Endpoint, models.Endpoint]:
+        origin_id = validation.require(body, "origin_endpoint_id", kind)
+        destination_id = validation.require(body, "destination_endpoint_id", kind)
+        if origin_id == destination_id:
+            raise exceptions.InvalidInput(
+                "origin_endpoint_id and destination_endpoint_id must differ")
+        return (transfers.get_endpoint(session, ctx.project_id, origin_id),
+                transfers.get_endpoint(session, ctx.project_id, destination_id))
+
+    def _check_environments(self, origin: models.Endpoint, destination: models.Endpoint,
+                            source_env: dict[str, Any], dest_env: dict[str, Any]) -> None:
+        src_provider = registry.get_provider(origin.type)
+        dst_provider = registry.get_provider(destination.type)
+        validation.against_schema(source_env, src_provider.source_environment_schema(),
+                                  "source_environment")
+        validation.against_schema(dest_env, dst_provider.destination_environment_schema(),
+                                  "destination_environment")
+
+    def _check_instances(self, origin: models.Endpoint, destination: models.Endpoint,
+                         instances: list[str], source_env: dict[str, Any],
+                         dest_env: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        """Synchronously, on a worker: the instances exist and the destination accepts them.
+        Returns each instance's export info."""
+        origin_ref = self._endpoint_ref(origin, source_env)
+        dest_ref = self._endpoint_ref(destination, dest_env)
+        infos = {}
+        for name in instances:
+            try:
+                export_info = self._call(origin_ref, "get_instance", instance=name)
+            except exceptions.NotFound as exc:
+                raise exceptions.InvalidInput(f"instances: {exc}") from None
+            self._call(dest_ref, "validate_destination_inputs", export_info=export_info)
+            infos[name] = export_info
+        return infos
+
+    # ============================================================================ migrations
+    def create_migration(self, ctx: RequestContext, body: dict[str, Any]) -> str:
+        with self.db.session() as session:
+            origin, destination = self._transfer_endpoints(session, ctx, body, "migration")
+            instances = validation.instances(validation.require(body, "instances", "migration"))
+            source_env = validation.json_object(body, "source_environment")
+            network_map = validation.json_object(body, "network_map")
+            storage_mappings = validation.storage_mappings(body)
+            dest_env = validation.json_object(body, "destination_environment")
+            full_dest_env = {**dest_env, "network_map": network_map,
+                             "storage_mappings": storage_mappings}
+            self._check_environments(origin, destination, source_env, full_dest_env)
+            action = models.TransferAction(
+                type=c.ACTION_TYPE_MIGRATION, project_id=ctx.project_id, user_id=ctx.user_id,
+                origin_endpoint_id=origin.id, destination_endpoint_id=destination.id,
+                instances=instances, source_environment=source_env,
+                destination_environment=dest_env, network_map=network_map,
+                storage_mappings=storage_mappings,
+                user_scripts=validation.user_scripts(body, instances),
+                notes=body.get("notes"),
+                origin_minion_pool_id=body.get("origin_minion_pool_id"),
+                destination_minion_pool_id=body.get("destination_minion_pool_id"),
+                instance_osmorphing_minion_pool_mappings=validation.pool_mappings(body, instances),
+                shutdown_instances=validation.boolean(body, "shutdown_instances", False),
+                replication_count=validation.replication_count(body, 2),
+                skip_os_morphing=validation.boolean(body, "skip_os_morphing", False),
+            )
+            self._check_instances(origin, destination, instances, source_env, full_dest_env)
+            session.add(action)
+            session.flush()
+            specs = graphs.migration_graph(action.replication_count or 1,
+                                           action.shutdown_instances, action.skip_os_morphing)
+            with self._lock:
+                self._start_execution(session, action, c.EXECUTION_TYPE_MIGRATION,
+                                      {name: specs for name in instances})
+            action_id = action.id
+        self._dispatch_pending()
+        return action_id
+
+    def deploy_replica(self, ctx: RequestContext, body: dict[str, Any]) -> str:
+        with self.db.session() as session:
+            replica = transfers.get_action(session, ctx.project_id,
+                                           validation.require(body, "replica_id", "migration"),
+                                           c.ACTION_TYPE_REPLICA)
+            self._refuse_if_active(session, replica)
+            force = validation.boolean(body, "force", False)
+            completed = any(e.type == c.EXECUTION_TYPE_REPLICA_EXECUTION
+                            and e.status == c.EXECUTION_STATUS_COMPLETED
+                            for e in replica.executions)
+            if not completed and not force:
+                raise exceptions.InvalidState(
+                    f"Replica {replica.id} has no completed execution to deploy from "
+                    "(use force to deploy anyway)")
+            missing = [i for i in replica.instances
+                       if not (replica.info.get(i) or {}).get("volumes_info")]
+            if missing:
+                raise exceptions.InvalidState(
+                    f"Replica {replica.id} has no disks for: {', '.join(missing)}")
+            clone_disks = validation.boolean(body, "clone_disks", True)
+            skip = validation.boolean(body, "skip_os_morphing", False)
+            migration = models.TransferAction(
+                type=c.ACTION_TYPE_MIGRATION, project_id=ctx.project_id, user_id=ctx.user_id,
+                origin_endpoint_id=replica.origin_endpoint_id,
+                destination_endpoint_id=replica.destination_endpoint_id,
+                instances=list(replica.instances),
+                source_environment=replica.source_environment,
+                destination_environment=replica.destination_environment,
+                network_map=replica.network_map, storage_mappings=replica.storage_mappings,
+                user_scripts=validation.user_scripts(body, replica.instances)
+                if body.get("user_scripts") else replica.user_scripts,
+                notes=replica.notes, replica_id=replica.id, clone_disks=clone_disks,
+                skip_os_morphing=skip,
+                instance_osmorphing_minion_pool_mappings=validation.pool_mappings(
+                    body, replica.instances),
+                info={i: {k: copy.deepcopy(v) for k, v in (replica.info.get(i) or {}).items()
+                          if k in _REPLICA_INFO_KEYS} for i in replica.instances},
+            )
+            session.add(migration)
+            session.flush()
+            specs = graphs.replica_deploy_graph(clone_disks, skip)
+            with self._lock:
+                self._start_execution(session, migration, c.EXECUTION_TYPE_REPLICA_DEPLOY,
+                                      {name: specs for name in migration.instances})
+            migration_id = migration.id
+        self._dispatch_pending()
+        return migration_id
+
+    # ============================================================================ replicas
+    def create_replica(self, ctx: RequestContext, body: dict[str, Any]) -> str:
+        with self.db.session() as session:
+            origin, destination = self._transfer_endpoints(session, ctx, body, "replica")
+            instances = validation.instances(validation.require(body, "instances", "replica"))
+            source_env = validation.json_object(body, "source_environment")
+            network_map = validation.json_object(body, "network_map")
+            storage_mappings = validation.storage_mappings(body)
+            dest_env = validation.json_object(body, "destination_environment")
+            full_dest_env = {**dest_env, "network_map": network_map,
+                             "storage_mappings": storage_mappings}
+            self._check_environments(origin, destination, source_env, full_dest_env)
+            scenario = body.get("scenario") or "replica"
+            if scenario not in ("replica", "live_migration"):
+                raise exceptions.InvalidInput("'scenario' must be 'replica' or 'live_migration'")
+            self._check_instances(origin, destination, instances, source_env, full_dest_env)
+            replica = models.TransferAction(
+                type=c.ACTION_TYPE_REPLICA, project_id=ctx.project_id, user_id=ctx.user_id,
+                origin_endpoint_id=origin.id, destination_endpoint_id=destination.id,
+                instances=instances, source_environment=source_env,
+                destination_environment=dest_env, network_map=network_map,
+                storage_mappings=storage_mappings,
+                user_scripts=validation.user_scripts(body, instances), notes=body.get("notes"),
+                origin_minion_pool_id=body.get("origin_minion_pool_id"),
+                destination_minion_pool_id=body.get("destination_minion_pool_id"),
+                instance_osmorphing_minion_pool_mappings=validation.pool_mappings(body, instances),
+                scenario=scenario, info={name: {} for name in instances},
+            )
+            session.add(replica)
+            session.flush()
+            return replica.id
+
+    def _refuse_if_active(self, session: Session, action: models.TransferAction) -> None:
+        if any(e.status in c.ACTIVE_EXECUTION_STATUSES for e in action.executions):
+            raise exceptions.InvalidState(
+                f"{action.type.capitalize()} {action.id} has an execution in progress")
+        if action.type == c.ACTION_TYPE_REPLICA:
+            deploys = session.scalars(select(models.TransferAction).where(
+                models.TransferAction.replica_id == action.id,
+                models.TransferAction.last_execution_status.in_(c.ACTIVE_EXECUTION_STATUSES)))
+            if list(deploys):
+                raise exceptions.InvalidState(
+                    f"Replica {action.id} is being deployed by a running migration")
+
+    def _replica_execution(self, ctx: RequestContext, replica_id: str, execution_type: str,
+                           specs: list[graphs.TaskSpec], instances: Iterable[str] | None = None,
+                           prepare: Any = None) -> str:
+        with self.db.session() as session:
+            replica = transfers.get_action(session, ctx.project_id, replica_id,
+                                           c.ACTION_TYPE_REPLICA)
+            self._refuse_if_active(session, replica)
+            if prepare is not None:
+                prepare(session, replica)
+            names = list(instances if instances is not None else replica.instances)
+            with self._lock:
+                execution = self._start_execution(session, replica, execution_type,
+                                                  {name: specs for name in names})
+            execution_id = execution.id
+        self._dispatch_pending()
+        return execution_id
+
+    def execute_replica(self, ctx: RequestContext, replica_id: str,
+                        shutdown_instances: bool) -> str:
+        return self._replica_execution(ctx, replica_id, c.EXECUTION_TYPE_REPLICA_EXECUTION,
+                                       graphs.replica_execution_graph(shutdown_instances))
+
+    def delete_replica_disks(self, ctx: RequestContext, replica_id: str) -> str:
+        with self.db.session() as session:
+            replica = transfers.get_action(session, ctx.project_id, replica_id,
+                                           c.ACTION_TYPE_REPLICA)
+            with_disks = [i for i in replica.instances
+                          if (replica.info.get(i) or {}).get("volumes_info")]
+        if not with_disks:
+            raise exceptions.InvalidState(f"Replica {replica_id} has no disks to delete")
+        return self._replica_execution(ctx, replica_id, c.EXECUTION_TYPE_REPLICA_DISKS_DELETE,
+                                       graphs.replica_disks_delete_graph(), with_disks)
+
+    def update_replica(self, ctx: RequestContext, replica_id: str, body: dict[str, Any]) -> str:
+        """Apply the new values, then run a ``replica_update`` execution that checks them
+        against both platforms."""
+        for key in ("origin_endpoint_id", "destination_endpoint_id", "instances"):
+            if key in body:
+                raise exceptions.InvalidInput(f"'{key}' of a replica cannot be changed")
+
+        def apply(session: Session, replica: models.TransferAction) -> None:
+            if "source_environment" in body:
+                replica.source_environment = {
+                    **replica.source_environment,
+                    **validation.json_object(body, "source_environment")}
+            if "destination_environment" in body:
+                replica.destination_environment = {
+                    **replica.destination_environment,
+                    **validation.json_object(body, "destination_environment")}
+            if "network_map" in body:
+                replica.network_map = {**replica.network_map,
+                                       **validation.json_object(body, "network_map")}
+            if "storage_mappings" in body:
+                replica.storage_mappings = _merge_storage_mappings(
+                    replica.storage_mappings, validation.storage_mappings(body))
+            if "notes" in body:
+                replica.notes = body["notes"]
+            if "user_scripts" in body:
+                new = validation.user_scripts(body, replica.instances)
+                old = replica.user_scripts or {"global": {}, "instances": {}}
+                replica.user_scripts = {
+                    part: {k: v for k, v in {**(old.get(part) or {}), **new[part]}.items()
+                           if v is not None} for part in ("global", "instances")}
+            for key in ("origin_minion_pool_id", "destination_minion_pool_id"):
+                if key in body:
+                    setattr(replica, key, body[key] or None)
+            if "instance_osmorphing_minion_pool_mappings" in body:
+                replica.instance_osmorphing_minion_pool_mappings = validation.pool_mappings(
+                    body, replica.instances)
+            origin = transfers.get_endpoint(session, ctx.project_id, replica.origin_endpoint_id)
+            dest = transfers.get_endpoint(session, ctx.project_id,
+                                          replica.destination_endpoint_id)
+            self._check_environments(origin, dest, replica.source_environment,
+                                     self._destination_env(replica))
+
+        return self._replica_execution(ctx, replica_id, c.EXECUTION_TYPE_REPLICA_UPDATE,
+                                       graphs.replica_update_graph(), prepare=apply)
+
+    # ============================================================================ shared
+    def cancel_execution(self, ctx: RequestContext, execution_id: str, force: bool) -> None:
+        with self._lock, self.db.session() as session:
+            execution = transfers.get_execution(session, ctx.project_id, execution_id)
+            if execution.status not in c.ACTIVE_EXECUTION_STATUSES:
+                raise exceptions.InvalidState(
+                    f"Execution {execution_id} is {execution.status}; only running executions "
+                    "can be cancelled")
+            if execution.status == c.EXECUTION_STATUS_CANCELLING and not force:
+                return
+            self._set_execution(session, execution, c.EXECUTION_STATUS_CANCELLING)
+            for task in execution.tasks:
+                if task.status in c.ACTIVE_TASK_STATUSES and not task.on_error \
+                        and not task.on_error_only:
+                    self.bus.cancel(task.id, force)
+                    if force:
+                        self._ignored_tasks.add(task.id)
+                        self._set_task(session, task, c.TASK_STATUS_FORCE_CANCELED,
+                                       "Force-cancelled by the user")
+                    else:
+                        self._set_task(session, task, c.TASK_STATUS_CANCELLING)
+            self._advance(session, execution)
+        self._dispatch_pending()
+
+    def delete_action(self, ctx: RequestContext, action_id: str) -> None:
+        with self.db.session() as session:
+            action = transfers.get_action(session, ctx.project_id, action_id)
+            self._refuse_if_active(session, action)
+            action.deleted = True
+            action.deleted_at = models.utcnow()
+
+    def delete_execution(self, ctx: RequestContext, execution_id: str) -> None:
+        with self.db.session() as session:
+            execution = transfers.get_execution(session, ctx.project_id, execution_id)
+            if execution.status in c.ACTIVE_EXECUTION_STATUSES:
+                raise exceptions.InvalidState(
+                    f"Execution {execution_id} is still running; cancel it first")
+            session.delete(execution)
+
+    def endpoint_call(self, ctx: RequestContext, endpoint_id: str, operation: str,
+                      env: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+        if operation not in ENDPOINT_OPERATIONS:
+            raise exceptions.InvalidInput(f"unknown endpoint operation '{operation}'")
+        with self.db.session() as session:
+            endpoint = transfers.get_endpoint(session, ctx.project_id, endpoint_id)
+            ref = self._endpoint_ref(endpoint, env or {})
+        return self._call(ref, operation, **kwargs)
+
+    # ============================================================================ state machine
+    def _start_execution(self, session: Session, action: models.TransferAction,
+                         execution_type: str,
+                         graph: dict[str, list[graphs.TaskSpec]]) -> models.Execution:
+        number = max((e.number for e in action.executions), default=0) + 1
+        execution = models.Execution(action=action, number=number, type=execution_type,
+                                     status=c.EXECUTION_STATUS_RUNNING)
+        session.add(execution)
+        index = 0
+        for instance, specs in graph.items():
+            graphs.check_graph(specs)
+            ids = {spec.key: models.new_id() for spec in specs}
+            for spec in specs:
+                session.add(models.Task(
+                    id=ids[spec.key], execution=execution, index=index, instance=instance,
+                    task_type=spec.task_type, depends_on=[ids[d] for d in spec.depends_on],
+                    on_error=spec.on_error, on_error_only=spec.on_error_only,
+                    status=(c.TASK_STATUS_ON_ERROR_ONLY if spec.on_error_only
+                            else c.TASK_STATUS_SCHEDULED)))
+                index += 1
+        action.last_execution_status = c.EXECUTION_STATUS_RUNNING
+        session.flush()
+        self._advance(session, execution)
+        return execution
+
+    def _set_task(self, session: Session, task: models.Task, status: str,
+                  details: str | None = None) -> None:
+        task.status = status
+        if details is not None:
+            task.exception_details = details
+
+    def _set_execution(self, session: Session, execution: models.Execution, status: str) -> None:
+        execution.status = status
+        execution.action.last_execution_status = status
+
+    def _advance(self, session: Session, execution: models.Execution) -> None:
+        cancelling = execution.status == c.EXECUTION_STATUS_CANCELLING
+        tasks = {t.id: t for t in execution.tasks}
+        step = state.advance([state.TaskState(t.id, t.status, list(t.depends_on or []),
+                                              t.on_error, t.on_error_only)
+                              for t in tasks.values()], cancelling)
+        for task_id, status in step.changes.items():
+            tasks[task_id].status = status
+        status = state.execution_status([t.status for t in tasks.values()], cancelling)
+        if status != execution.status:
+            self._set_execution(session, execution, status)
+            if status not in c.ACTIVE_EXECUTION_STATUSES:
+                self._on_execution_finished(session, execution)
+
+    def _on_execution_finished(self, session: Session, execution: models.Execution) -> None:
+        action = execution.action
+        LOG.info("execution %s of %s %s finished: %s", execution.id, action.type, action.id,
+                 execution.status)
+        if execution.status != c.EXECUTION_STATUS_COMPLETED:
+            return
+        if execution.type in (c.EXECUTION_TYPE_MIGRATION, c.EXECUTION_TYPE_REPLICA_DEPLOY):
+            action.transfer_result = {name: (action.info.get(name) or {}).get("transfer_result")
+                                      for name in action.instances}
+        if execution.type == c.EXECUTION_TYPE_REPLICA_DEPLOY and not action.clone_disks:
+            # The deployed instance now owns the replica's disks.
+            replica = session.get(models.TransferAction, action.replica_id)
+            if replica is not None:
+                replica.info = {name: {k: v for k, v in (info or {}).items()
+                                       if k != "volumes_info"}
+                                for name, info in replica.info.items()}
+
+    def _dispatch_pending(self) -> None:
+        """Send every PENDING task (ready, not yet sent) once the transaction that made it
+        PENDING has committed; sent tasks become STARTING until a worker picks them up."""
+        messages = []
+        with self._lock, self.db.session() as session:
+            tasks = session.scalars(select(models.Task).where(
+                models.Task.status == c.TASK_STATUS_PENDING))
+            for task in tasks:
+                action = task.execution.action
+                origin = session.get(models.Endpoint, action.origin_endpoint_id)
+                dest = session.get(models.Endpoint, action.destination_endpoint_id)
+                if origin is None or dest is None:
+                    self._set_task(session, task, c.TASK_STATUS_FAILED_TO_SCHEDULE,
+                                   "An endpoint of this transfer was deleted")
+                    self._advance(session, task.execution)
+                    continue
+                task.status = c.TASK_STATUS_STARTING  # handed to the bus
+                task_info = copy.deepcopy(action.info.get(task.instance) or {})
+                task_info.update({
+                    "action_id": action.id, "replica_id": action.replica_id,
+                    "clone_disks": action.clone_disks,
+                    "user_scripts": action.user_scripts or {},
+                    "incremental": task.execution.type != c.EXECUTION_TYPE_MIGRATION
+                    or _is_later_sync(task, task.execution.tasks),
+                })
+                messages.append(TaskMessage(
+                    task_id=task.id, execution_id=task.execution_id, task_type=task.task_type,
+                    instance=task.instance,
+                    origin=self._endpoint_ref(origin, action.source_environment or {}),
+                    destination=self._endpoint_ref(dest, self._destination_env(action)),
+                    task_info=task_info))
+        for message in messages:
+            self.bus.dispatch(message)
+
+    # ============================================================================ worker events
+    def _task_event(self, task_id: str, apply: Any) -> None:
+        if task_id in self._ignored_tasks:
+            return
+        with self._lock:
+            with self.db.session() as session:
+                task = session.get(models.Task, task_id)
+                if task is None:
+                    return
+                apply(session, task)
+            self._dispatch_pending()
+
+    def task_started(self, task_id: str, host: str, process_id: int) -> None:
+        def apply(session: Session, task: models.Task) -> None:
+            if task.status in (c.TASK_STATUS_PENDING, c.TASK_STATUS_STARTING):
+                task.status = c.TASK_STATUS_RUNNING
+            task.host, task.process_id = host, process_id
+        self._task_event(task_id, apply)
+
+    def task_progress(self, task_id: str, current_step: int, total_steps: int | None,
+                      message: str) -> None:
+        def apply(session: Session, task: models.Task) -> None:
+            updates = task.progress_updates
+            last = updates[-1] if updates else None
+            if (last is not None and last.total_steps == total_steps
+                    and (last.message or "").split(":")[0] == message.split(":")[0]):
+                last.current_step, last.message = current_step, message
+                last.updated_at = models.utcnow()
+            else:
+                session.add(models.TaskProgressUpdate(
+                    task_id=task.id, index=len(updates), current_step=current_step,
+                    total_steps=total_steps, message=message))
+        self._task_event(task_id, apply)
+
+    def task_event(self, task_id: str, level: str, message: str) -> None:
+        def apply(session: Session, task: models.Task) -> None:
+            session.add(models.TaskEvent(task_id=task.id, index=len(task.events), level=level,
+                                         message=message))
+        self._task_event(task_id, apply)
+
+    def task_completed(self, task_id: str, result: dict[str, Any]) -> None:
+        def apply(session: Session, task: models.Task) -> None:
+            action = task.execution.action
+            info = dict(action.info or {})
+            info[task.instance] = {**(info.get(task.instance) or {}), **(result or {})}
+            action.info = info
+            # A task that finished while being cancelled still completed: cleanups need its
+            # result; the execution being CANCELLING skips what would have followed.
+            self._set_task(session, task, c.TASK_STATUS_COMPLETED)
+            self._advance(session, task.execution)
+        self._task_event(task_id, apply)
+
+    def task_failed(self, task_id: str, error: str) -> None:
+        def apply(session: Session, task: models.Task) -> None:
+            LOG.warning("task %s (%s, %s) failed: %s", task.id, task.task_type, task.instance,
+                        error)
+            self._set_task(session, task, c.TASK_STATUS_ERROR, error)
+            self._advance(session, task.execution)
+        self._task_event(task_id, apply)
+
+    def task_canceled(self, task_id: str, forced: bool) -> None:
+        def apply(session: Session, task: models.Task) -> None:
+            self._set_task(session, task, c.TASK_STATUS_FORCE_CANCELED if forced
+                           else c.TASK_STATUS_CANCELED, "Cancelled by the user")
+            self._advance(session, task.execution)
+        self._task_event(task_id, apply)
+
+
+def _is_later_sync(task: models.Task, siblings: list[models.Task]) -> bool:
+    """True for the second and later REPLICATE_DISKS of a migration (incremental syncs)."""
+    syncs = [t for t in siblings if t.instance == task.instance
+             and t.task_type == c.TASK_TYPE_REPLICATE_DISKS]
+    return bool(syncs) and syncs[0].id != task.id
+
+
+def _merge_storage_mappings(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(old or {})
+    if new.get("default"):
+        merged["default"] = new["default"]
+    for key, ident in (("backend_mappings", "source"), ("disk_mappings", "disk_id")):
+        items = {m[ident]: m for m in merged.get(key) or []}
+        items.update({m[ident]: m for m in new.get(key) or []})
+        if items:
+            merged[key] = list(items.values())
+    return merged

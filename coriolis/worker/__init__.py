@@ -1,0 +1,1 @@
+"""Worker service: runs tasks and endpoint operations with the provider plugins."""

@@ -1,0 +1,57 @@
+"""A worker: runs tasks (reporting to the conductor) and endpoint operations."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from coriolis import exceptions
+from coriolis.bus.base import EndpointRef, TaskEventSink, TaskMessage
+from coriolis.providers import registry
+from coriolis.worker.tasks import TASK_RUNNERS, TaskContext
+
+LOG = logging.getLogger(__name__)
+
+
+class Worker:
+    def __init__(self, host: str, data_dir: Path) -> None:
+        self.host = host
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+
+    def providers(self) -> dict[str, int]:
+        return registry.platforms()
+
+    def call(self, operation: str, endpoint: EndpointRef, **kwargs: Any) -> Any:
+        provider = registry.get_provider(endpoint.platform)
+        method = getattr(provider, operation, None)
+        if method is None:
+            raise exceptions.InvalidInput(
+                f"provider '{endpoint.platform}' does not support {operation}")
+        return method(endpoint.connection_info, endpoint.environment, **kwargs)
+
+    def run_task(self, message: TaskMessage, sink: TaskEventSink,
+                 cancel_flag: threading.Event) -> None:
+        if cancel_flag.is_set():
+            sink.task_canceled(message.task_id, forced=False)
+            return
+        sink.task_started(message.task_id, self.host, os.getpid())
+        runner = TASK_RUNNERS.get(message.task_type)
+        try:
+            if runner is None:
+                raise exceptions.ProviderError(f"no runner for task type {message.task_type}")
+            ctx = TaskContext(message, sink, cancel_flag, self.data_dir)
+            result = runner(ctx)
+        except exceptions.TaskCanceled:
+            sink.task_canceled(message.task_id, forced=False)
+        except exceptions.CoriolisError as exc:
+            sink.task_failed(message.task_id, str(exc))
+        except Exception as exc:  # a bug or an unexpected provider error: keep the message
+            LOG.exception("task %s (%s) crashed", message.task_id, message.task_type)
+            sink.task_failed(message.task_id, f"{type(exc).__name__}: {exc}")
+        else:
+            sink.task_completed(message.task_id, result or {})
+

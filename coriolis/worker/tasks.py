@@ -1,0 +1,241 @@
+"""One runner per task type. A runner reads the instance's task_info and returns what it adds
+to it; it talks to the platforms only through the provider interfaces."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from coriolis import constants as c
+from coriolis import exceptions
+from coriolis.bus.base import TaskEventSink, TaskMessage
+from coriolis.providers import registry
+from coriolis.transfer.copy import copy_disk
+from coriolis.transfer.manifest import BlockManifest
+
+MANIFEST_BLOCK = 1024 * 1024
+MiB = 1024 * 1024
+
+JSON = dict[str, Any]
+
+
+class TaskContext:
+    def __init__(self, message: TaskMessage, sink: TaskEventSink, cancel_flag: threading.Event,
+                 data_dir: Path) -> None:
+        self.message = message
+        self.instance = message.instance
+        self.info: JSON = message.task_info
+        self.origin = registry.get_provider(message.origin.platform)
+        self.destination = registry.get_provider(message.destination.platform)
+        self.origin_conn = message.origin.connection_info
+        self.origin_env = message.origin.environment
+        self.dest_conn = message.destination.connection_info
+        self.dest_env = message.destination.environment
+        self.data_dir = data_dir
+        self._sink = sink
+        self._cancel = cancel_flag
+
+    def progress(self, current: int, total: int | None, message: str) -> None:
+        self._sink.task_progress(self.message.task_id, current, total, message)
+
+    def event(self, message: str, level: str = c.TASK_EVENT_INFO) -> None:
+        self._sink.task_event(self.message.task_id, level, message)
+
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def require(self, key: str) -> Any:
+        value = self.info.get(key)
+        if value is None:
+            raise exceptions.ProviderError(f"task_info of {self.instance} lacks '{key}'")
+        return value
+
+
+Runner = Callable[[TaskContext], JSON]
+TASK_RUNNERS: dict[str, Runner] = {}
+
+
+def runs(*task_types: str) -> Callable[[Runner], Runner]:
+    def register(fn: Runner) -> Runner:
+        for task_type in task_types:
+            TASK_RUNNERS[task_type] = fn
+        return fn
+    return register
+
+
+def _nothing(ctx: TaskContext) -> JSON:
+    return {}
+
+
+for _type in (c.TASK_TYPE_DEPLOY_MIGRATION_TARGET_RESOURCES,
+              c.TASK_TYPE_DEPLOY_REPLICA_TARGET_RESOURCES,
+              c.TASK_TYPE_DELETE_MIGRATION_TARGET_RESOURCES,
+              c.TASK_TYPE_DELETE_REPLICA_TARGET_RESOURCES,
+              c.TASK_TYPE_CLEANUP_INSTANCE_SOURCE_STORAGE,
+              c.TASK_TYPE_DELETE_REPLICA_SOURCE_DISK_SNAPSHOTS,
+              c.TASK_TYPE_CREATE_REPLICA_DISK_SNAPSHOTS,
+              c.TASK_TYPE_DELETE_REPLICA_TARGET_DISK_SNAPSHOTS,
+              c.TASK_TYPE_RESTORE_REPLICA_DISK_SNAPSHOTS,
+              c.TASK_TYPE_DELETE_OS_MORPHING_RESOURCES):
+    TASK_RUNNERS[_type] = _nothing
+
+
+@runs(c.TASK_TYPE_GET_INSTANCE_INFO)
+def get_instance_info(ctx: TaskContext) -> JSON:
+    return {"export_info": ctx.origin.get_instance(ctx.origin_conn, ctx.origin_env,
+                                                   ctx.instance)}
+
+
+@runs(c.TASK_TYPE_VALIDATE_MIGRATION_SOURCE_INPUTS, c.TASK_TYPE_VALIDATE_REPLICA_SOURCE_INPUTS,
+      c.TASK_TYPE_UPDATE_SOURCE_REPLICA)
+def validate_source(ctx: TaskContext) -> JSON:
+    ctx.origin.validate_source_inputs(ctx.origin_conn, ctx.origin_env, ctx.instance)
+    return {}
+
+
+@runs(c.TASK_TYPE_VALIDATE_MIGRATION_DESTINATION_INPUTS)
+def validate_migration_destination(ctx: TaskContext) -> JSON:
+    ctx.destination.validate_destination_inputs(ctx.dest_conn, ctx.dest_env,
+                                                ctx.require("export_info"))
+    return {}
+
+
+@runs(c.TASK_TYPE_VALIDATE_REPLICA_DESTINATION_INPUTS, c.TASK_TYPE_UPDATE_DESTINATION_REPLICA)
+def validate_replica_destination(ctx: TaskContext) -> JSON:
+    ctx.destination.validate_destination_inputs(ctx.dest_conn, ctx.dest_env,
+                                                ctx.require("export_info"),
+                                                check_name_clash=False)
+    return {}
+
+
+@runs(c.TASK_TYPE_VALIDATE_REPLICA_DEPLOYMENT_INPUTS)
+def validate_deployment(ctx: TaskContext) -> JSON:
+    ctx.require("volumes_info")
+    ctx.destination.validate_destination_inputs(ctx.dest_conn, ctx.dest_env,
+                                                ctx.require("export_info"))
+    return {}
+
+
+@runs(c.TASK_TYPE_CREATE_INSTANCE_DISKS, c.TASK_TYPE_DEPLOY_REPLICA_DISKS)
+def create_disks(ctx: TaskContext) -> JSON:
+    volumes = ctx.destination.create_disks(ctx.dest_conn, ctx.dest_env,
+                                           ctx.require("export_info"),
+                                           ctx.info.get("volumes_info") or [])
+    ctx.event(f"{len(volumes)} destination disk(s) ready")
+    return {"volumes_info": volumes}
+
+
+@runs(c.TASK_TYPE_DEPLOY_MIGRATION_SOURCE_RESOURCES, c.TASK_TYPE_DEPLOY_REPLICA_SOURCE_RESOURCES)
+def deploy_source_resources(ctx: TaskContext) -> JSON:
+    return {"source_resources": ctx.origin.deploy_source_resources(
+        ctx.origin_conn, ctx.origin_env, ctx.require("export_info"))}
+
+
+@runs(c.TASK_TYPE_DELETE_MIGRATION_SOURCE_RESOURCES, c.TASK_TYPE_DELETE_REPLICA_SOURCE_RESOURCES)
+def delete_source_resources(ctx: TaskContext) -> JSON:
+    ctx.origin.delete_source_resources(ctx.origin_conn, ctx.origin_env,
+                                       ctx.info.get("source_resources") or {})
+    return {"source_resources": {}}
+
+
+@runs(c.TASK_TYPE_SHUTDOWN_INSTANCE)
+def shutdown_instance(ctx: TaskContext) -> JSON:
+    ctx.origin.shutdown_instance(ctx.origin_conn, ctx.origin_env, ctx.require("export_info"))
+    ctx.event(f"instance {ctx.instance} shut down")
+    return {}
+
+
+def _manifest_path(ctx: TaskContext, volume: JSON) -> Path:
+    """One manifest per destination volume (a recreated volume starts a new one)."""
+    key = hashlib.sha256(f"{volume.get('path')}|{volume['disk_id']}".encode()).hexdigest()[:24]
+    folder = ctx.data_dir / "manifests"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{key}.manifest"
+
+
+@runs(c.TASK_TYPE_REPLICATE_DISKS)
+def replicate_disks(ctx: TaskContext) -> JSON:
+    """Copy every disk; later runs (``incremental``) send only blocks whose hash differs
+    from what the destination holds according to the volume's block manifest."""
+    export_info = ctx.require("export_info")
+    volumes = [dict(v) for v in ctx.require("volumes_info")]
+    sources = ctx.info.get("source_resources") or {}
+    incremental = bool(ctx.info.get("incremental"))
+    for volume in volumes:
+        disk_id = volume["disk_id"]
+        manifest_file = _manifest_path(ctx, volume)
+        reader = ctx.origin.open_disk_reader(ctx.origin_conn, ctx.origin_env, export_info,
+                                             disk_id, sources)
+        try:
+            writer = ctx.destination.open_disk_writer(ctx.dest_conn, ctx.dest_env, volume)
+            try:
+                if incremental and volume.get("manifest"):
+                    manifest = BlockManifest.load_or_new(manifest_file, MANIFEST_BLOCK,
+                                                         reader.size)
+                else:
+                    manifest = BlockManifest(MANIFEST_BLOCK, reader.size)
+
+                def progress(done: int, scan_total: int, _id: str = disk_id) -> None:
+                    ctx.progress(done, scan_total or 1,
+                                 f"Disk {_id}: {done / MiB:.1f} of {scan_total / MiB:.1f} MiB "
+                                 f"allocated data scanned")
+
+                stats = copy_disk(reader, writer, manifest=manifest, progress=progress,
+                                  cancel=ctx.cancelled, dest_is_blank=False)
+                manifest.save(manifest_file)
+            finally:
+                writer.close()
+        finally:
+            reader.close()
+        volume.update({"manifest": str(manifest_file), "bytes_scanned": stats.bytes_scanned,
+                       "bytes_written": stats.bytes_written, "bytes_zeroed": stats.bytes_zeroed,
+                       "bytes_skipped_unchanged": stats.bytes_skipped_unchanged})
+        ctx.event(f"Disk {disk_id}: scanned {stats.bytes_scanned} bytes, wrote "
+                  f"{stats.bytes_written}, zeroed {stats.bytes_zeroed}, unchanged "
+                  f"{stats.bytes_skipped_unchanged} in {stats.seconds:.2f}s")
+    return {"volumes_info": volumes}
+
+
+@runs(c.TASK_TYPE_DEPLOY_INSTANCE_RESOURCES, c.TASK_TYPE_DEPLOY_REPLICA_INSTANCE_RESOURCES)
+def deploy_instance(ctx: TaskContext) -> JSON:
+    clone = (ctx.message.task_type == c.TASK_TYPE_DEPLOY_REPLICA_INSTANCE_RESOURCES
+             and bool(ctx.info.get("clone_disks", True)))
+    return {"instance_deployment_info": ctx.destination.deploy_instance(
+        ctx.dest_conn, ctx.dest_env, ctx.require("export_info"), ctx.require("volumes_info"),
+        clone_disks=clone)}
+
+
+@runs(c.TASK_TYPE_FINALIZE_INSTANCE_DEPLOYMENT, c.TASK_TYPE_FINALIZE_REPLICA_INSTANCE_DEPLOYMENT)
+def finalize(ctx: TaskContext) -> JSON:
+    result = ctx.destination.finalize_instance(ctx.dest_conn, ctx.dest_env,
+                                               ctx.require("instance_deployment_info"))
+    ctx.event(f"instance {ctx.instance} deployed")
+    return {"transfer_result": result}
+
+
+@runs(c.TASK_TYPE_CLEANUP_FAILED_INSTANCE_DEPLOYMENT,
+      c.TASK_TYPE_CLEANUP_FAILED_REPLICA_INSTANCE_DEPLOYMENT)
+def cleanup_failed_instance(ctx: TaskContext) -> JSON:
+    ctx.destination.cleanup_failed_instance(ctx.dest_conn, ctx.dest_env,
+                                            ctx.info.get("instance_deployment_info") or {})
+    return {"instance_deployment_info": None}
+
+
+@runs(c.TASK_TYPE_CLEANUP_INSTANCE_TARGET_STORAGE, c.TASK_TYPE_DELETE_REPLICA_DISKS)
+def delete_disks(ctx: TaskContext) -> JSON:
+    volumes = ctx.info.get("volumes_info") or []
+    ctx.destination.delete_disks(ctx.dest_conn, ctx.dest_env, volumes)
+    for volume in volumes:
+        _manifest_path(ctx, volume).unlink(missing_ok=True)
+    ctx.event(f"{len(volumes)} destination disk(s) deleted")
+    return {"volumes_info": []}
+
+
+@runs(c.TASK_TYPE_DEPLOY_OS_MORPHING_RESOURCES, c.TASK_TYPE_OS_MORPHING)
+def os_morphing_unavailable(ctx: TaskContext) -> JSON:
+    raise exceptions.ProviderError(
+        "OS morphing is not available in this version; run the transfer with "
+        "--skip-os-morphing")
