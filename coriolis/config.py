@@ -1,0 +1,43 @@
+"""Server settings: command-line values over environment variables over defaults."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from coriolis import constants
+
+
+def default_data_dir() -> Path:
+    env = os.environ.get("CORIOLIS_DATA_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "coriolis"
+
+
+@dataclass
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = constants.DEFAULT_API_PORT
+    data_dir: Path = Path()
+    database_url: str | None = None
+    workers: int = 4
+    token_ttl_seconds: int = 12 * 3600
+
+    def __post_init__(self) -> None:
+        if self.data_dir == Path():
+            self.data_dir = default_data_dir()
+        self.data_dir = Path(self.data_dir).expanduser().resolve()
+        if self.database_url is None:
+            self.database_url = os.environ.get("CORIOLIS_DATABASE_URL") or (
+                f"sqlite:///{self.data_dir / 'coriolis.db'}")
+
+    @property
+    def secret_key_file(self) -> Path:
+        return self.data_dir / "secret.key"
+
+    @property
+    def token_key_file(self) -> Path:
+        return self.data_dir / "token.key"

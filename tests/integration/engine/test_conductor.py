@@ -1,0 +1,173 @@
+"""The conductor, bus and worker together on a real SQLite database and the real `local`
+provider, moving real disk images."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from coriolis import constants as c
+from coriolis import exceptions
+from coriolis.cmd.local_cloud import add_instance
+from coriolis.db import models
+from coriolis.service import Services
+from tests.integration.conftest import FINAL
+
+
+def wait_execution(services: Services, action_id: str, timeout: float = 60) -> models.Execution:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with services.db.session() as session:
+            action = session.get(models.TransferAction, action_id)
+            execution = action.executions[-1]
+            if execution.status in FINAL:
+                _ = [t.progress_updates for t in execution.tasks]
+                return execution
+        time.sleep(0.1)
+    raise AssertionError("execution did not finish")
+
+
+def disks(cloud: Path, name: str) -> list[Path]:
+    desc = json.loads((cloud / "instances" / name / "instance.json").read_text())
+    return [(cloud / "instances" / name / d["file"]).resolve() for d in desc["disks"]]
+
+
+def same(a: Path, b: Path) -> bool:
+    return subprocess.run(["qemu-img", "compare", "-q", str(a), str(b)]).returncode == 0
+
+
+def body(endpoints: dict[str, str], instance: str, **extra: object) -> dict:
+    return {"origin_endpoint_id": endpoints["src"], "destination_endpoint_id": endpoints["dst"],
+            "instances": [instance], "source_environment": {},
+            "destination_environment": {"storage_backend": "bulk"},
+            "network_map": {"lan": "prod"}, "skip_os_morphing": True, **extra}
+
+
+@pytest.mark.parametrize("instance, backend", [("vm1", "bulk"), ("vm2", "fast")])
+def test_migration_completes_and_disks_match(services, ctx, endpoints, clouds, instance,
+                                             backend) -> None:
+    mid = services.conductor.create_migration(
+        ctx, body(endpoints, instance, destination_environment={"storage_backend": backend}))
+    execution = wait_execution(services, mid)
+    statuses = {t.task_type: t.status for t in execution.tasks}
+    assert execution.status == c.EXECUTION_STATUS_COMPLETED, [
+        (t.task_type, t.status, t.exception_details) for t in execution.tasks]
+    assert statuses[c.TASK_TYPE_CLEANUP_INSTANCE_TARGET_STORAGE] == c.TASK_STATUS_ON_ERROR_ONLY
+    for a, b in zip(disks(clouds["src"], instance), disks(clouds["dst"], instance), strict=True):
+        assert same(a, b)
+    with services.db.session() as session:
+        action = session.get(models.TransferAction, mid)
+        assert action.last_execution_status == c.EXECUTION_STATUS_COMPLETED
+        assert action.transfer_result[instance]["instance_name"] == instance
+        volumes = action.info[instance]["volumes_info"]
+        # second (incremental) sync of the default replication_count=2 wrote nothing
+        assert all(v["bytes_written"] == 0 for v in volumes)
+        syncs = [t for t in action.executions[0].tasks
+                 if t.task_type == c.TASK_TYPE_REPLICATE_DISKS]
+        assert len(syncs) == 2 and syncs[0].progress_updates
+
+
+@pytest.mark.parametrize("change, needle", [
+    ({"instances": ["ghost"]}, "ghost"),
+    ({"destination_environment": {"storage_backend": "nope"}}, "nope"),
+    ({"network_map": {}}, "lan"),
+    ({"destination_environment": {"bogus": 1}}, "bogus"),
+    ({"storage_mappings": {"default": 3}}, "storage_mappings"),
+    ({"instances": []}, "instances"),
+])
+def test_bad_input_refused_before_anything_is_stored(services, ctx, endpoints, change,
+                                                     needle) -> None:
+    with pytest.raises(exceptions.InvalidInput, match=needle):
+        services.conductor.create_migration(ctx, {**body(endpoints, "vm1"), **change})
+    with services.db.session() as session:
+        assert session.query(models.TransferAction).count() == 0
+
+
+def test_other_project_endpoints_are_not_found(services, endpoints) -> None:
+    from coriolis.context import RequestContext
+
+    other = RequestContext(user_id="u2", project_id="other", roles=("member",))
+    with pytest.raises(exceptions.NotFound):
+        services.conductor.create_migration(other, body(endpoints, "vm1"))
+
+
+def test_failure_runs_cleanup_and_removes_destination_disks(services, ctx, endpoints,
+                                                            clouds) -> None:
+    add_instance(clouds["src"], "frail", disk_size="20M", network="lan")
+    src_disk = disks(clouds["src"], "frail")[0]
+    mid = services.conductor.create_migration(ctx, body(endpoints, "frail"))
+    # The validation passed; now the disk disappears before the copy reads it.
+    src_disk.unlink()
+    execution = wait_execution(services, mid)
+    assert execution.status == c.EXECUTION_STATUS_ERROR
+    by_type = {t.task_type: t for t in execution.tasks}
+    failed = [t for t in execution.tasks if t.status == c.TASK_STATUS_ERROR]
+    assert failed and "frail" in (failed[0].exception_details or "")
+    assert by_type[c.TASK_TYPE_FINALIZE_INSTANCE_DEPLOYMENT].status == c.TASK_STATUS_UNSCHEDULED
+    if by_type[c.TASK_TYPE_CREATE_INSTANCE_DISKS].status == c.TASK_STATUS_COMPLETED:
+        assert by_type[c.TASK_TYPE_CLEANUP_INSTANCE_TARGET_STORAGE].status == \
+            c.TASK_STATUS_COMPLETED
+    assert not list((clouds["dst"] / "storage").glob("*/frail-*"))
+    assert not (clouds["dst"] / "instances" / "frail").exists()
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_cancel_running_copy(services, ctx, endpoints, clouds, force) -> None:
+    add_instance(clouds["src"], "big", disk_size="1500M", allocated_fraction=0.5,
+                 network="lan", fill="random")
+    mid = services.conductor.create_migration(ctx, body(endpoints, "big",
+                                                        replication_count=1))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with services.db.session() as session:
+            execution = session.get(models.TransferAction, mid).executions[0]
+            copy = [t for t in execution.tasks if t.task_type == c.TASK_TYPE_REPLICATE_DISKS][0]
+            if copy.status == c.TASK_STATUS_RUNNING:
+                break
+        time.sleep(0.02)
+    services.conductor.cancel_execution(ctx, execution.id, force)
+    execution = wait_execution(services, mid)
+    assert execution.status == c.EXECUTION_STATUS_CANCELED
+    if force:
+        time.sleep(1)  # the copy thread stops at its next chunk
+    statuses = {t.task_type: t.status for t in execution.tasks}
+    assert statuses[c.TASK_TYPE_DEPLOY_INSTANCE_RESOURCES] in c.CANCELED_TASK_STATUSES
+    assert statuses[c.TASK_TYPE_CLEANUP_INSTANCE_TARGET_STORAGE] == c.TASK_STATUS_COMPLETED
+    assert not list((clouds["dst"] / "storage").glob("*/big-*"))
+    with pytest.raises(exceptions.InvalidState):
+        services.conductor.cancel_execution(ctx, execution.id, False)
+
+
+def test_restart_recovers_interrupted_execution(tmp_path, ctx, clouds) -> None:
+    from coriolis.config import Settings
+    from coriolis.service import build_all_in_one
+    from tests.integration.conftest import PROJECT, add_endpoint
+
+    settings = Settings(data_dir=tmp_path / "data")
+    first = build_all_in_one(settings)
+    src = add_endpoint(first, PROJECT, "src", clouds["src"])
+    dst = add_endpoint(first, PROJECT, "dst", clouds["dst"])
+    with first.db.session() as session:  # a task left RUNNING by a process that died
+        action = models.TransferAction(type="migration", project_id=PROJECT,
+                                       origin_endpoint_id=src, destination_endpoint_id=dst,
+                                       instances=["vm1"], last_execution_status="RUNNING")
+        execution = models.Execution(action=action, number=1, type="migration",
+                                     status="RUNNING")
+        models.Task(execution=execution, instance="vm1", task_type="REPLICATE_DISKS",
+                    status="RUNNING")
+        session.add(action)
+        session.flush()
+        action_id = action.id
+    first.close()
+    second = build_all_in_one(settings)
+    try:
+        with second.db.session() as session:
+            action = session.get(models.TransferAction, action_id)
+            assert action.last_execution_status == c.EXECUTION_STATUS_ERROR
+            assert action.executions[0].tasks[0].status == c.TASK_STATUS_ERROR
+    finally:
+        second.close()
