@@ -101,7 +101,8 @@ class Conductor:
 
     def _check_instances(self, origin: models.Endpoint, destination: models.Endpoint,
                          instances: list[str], source_env: dict[str, Any],
-                         dest_env: dict[str, Any]) -> dict[str, dict[str, Any]]:
+                         dest_env: dict[str, Any], check_name_clash: bool = True
+                         ) -> dict[str, dict[str, Any]]:
         """Synchronously, on a worker: the instances exist and the destination accepts them.
         Returns each instance's export info."""
         origin_ref = self._endpoint_ref(origin, source_env)
@@ -112,7 +113,8 @@ class Conductor:
                 export_info = self._call(origin_ref, "get_instance", instance=name)
             except exceptions.NotFound as exc:
                 raise exceptions.InvalidInput(f"instances: {exc}") from None
-            self._call(dest_ref, "validate_destination_inputs", export_info=export_info)
+            self._call(dest_ref, "validate_destination_inputs", export_info=export_info,
+                       check_name_clash=check_name_clash)
             infos[name] = export_info
         return infos
 
@@ -218,7 +220,9 @@ class Conductor:
             scenario = body.get("scenario") or "replica"
             if scenario not in ("replica", "live_migration"):
                 raise exceptions.InvalidInput("'scenario' must be 'replica' or 'live_migration'")
-            self._check_instances(origin, destination, instances, source_env, full_dest_env)
+            # The destination instance is created at deploy time, which checks the name then.
+            self._check_instances(origin, destination, instances, source_env, full_dest_env,
+                                  check_name_clash=False)
             replica = models.TransferAction(
                 type=c.ACTION_TYPE_REPLICA, project_id=ctx.project_id, user_id=ctx.user_id,
                 origin_endpoint_id=origin.id, destination_endpoint_id=destination.id,

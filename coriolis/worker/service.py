@@ -14,6 +14,8 @@ from coriolis.providers import registry
 from coriolis.worker.tasks import TASK_RUNNERS, TaskContext
 
 LOG = logging.getLogger(__name__)
+# Provider operations that take no environment.
+_CONNECTION_ONLY = frozenset({"validate_connection"})
 
 
 class Worker:
@@ -31,6 +33,8 @@ class Worker:
         if method is None:
             raise exceptions.InvalidInput(
                 f"provider '{endpoint.platform}' does not support {operation}")
+        if operation in _CONNECTION_ONLY:
+            return method(endpoint.connection_info, **kwargs)
         return method(endpoint.connection_info, endpoint.environment, **kwargs)
 
     def run_task(self, message: TaskMessage, sink: TaskEventSink,

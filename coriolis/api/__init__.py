@@ -1,0 +1,1 @@
+"""HTTP only: routers, request parsing, views and error mapping."""

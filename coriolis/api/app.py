@@ -1,0 +1,39 @@
+"""The FastAPI application: identity under /identity, the v1 API under /v1."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+
+from coriolis import __version__
+from coriolis.api import errors
+from coriolis.api.auth import context_dependency
+from coriolis.api.v1 import admin, endpoints, transfers
+from coriolis.identity.keystone import build_router as identity_router
+from coriolis.identity.tokens import TokenIssuer
+from coriolis.service import Services
+
+
+def create_app(services: Services) -> FastAPI:
+    app = FastAPI(title="Coriolis", version=__version__, openapi_url="/v1/openapi.json",
+                  docs_url=None, redoc_url=None)
+    errors.install(app)
+    issuer = TokenIssuer(services.settings.token_key_file,
+                         services.settings.token_ttl_seconds)
+    app.state.token_issuer = issuer
+    app.include_router(identity_router(services.db, issuer))
+    context = context_dependency(issuer)
+    routers = [module.build_router(services, context)
+               for module in (endpoints, transfers, admin)]
+    # /v1/{project_id}/... as the catalog gives it; /v1/... (project from the token) for the
+    # client's --endpoint override, which drops the project id.
+    for prefix in ("/v1/{project_id}", "/v1"):
+        for router in routers:
+            app.include_router(router, prefix=prefix)
+
+    @app.get("/", include_in_schema=False)
+    def root() -> dict[str, Any]:
+        return {"versions": [{"id": "v1", "status": "CURRENT"}]}
+
+    return app

@@ -1,0 +1,53 @@
+"""Errors as the upstream API shapes them: ``{"error": {"code", "message", "fault"}}``."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from coriolis import exceptions
+
+LOG = logging.getLogger(__name__)
+FAULTS = {400: "badRequest", 401: "unauthorized", 403: "forbidden", 404: "itemNotFound",
+          405: "badMethod", 409: "conflictingRequest", 413: "overLimit", 415: "badMediaType",
+          501: "notImplemented", 503: "serviceUnavailable"}
+
+
+def error_response(code: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message,
+                                   "fault": FAULTS.get(code, "computeFault")}},
+                        status_code=code)
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+        parts.append(f"{loc}: {err.get('msg')}" if loc else str(err.get("msg")))
+    return "Invalid request: " + "; ".join(parts)
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(exceptions.CoriolisError)
+    async def coriolis_error(request: Request, exc: exceptions.CoriolisError) -> JSONResponse:
+        if exc.code >= 500:
+            LOG.error("%s %s failed: %s", request.method, request.url.path, exc)
+            return error_response(500, "The server could not complete the request")
+        return error_response(exc.code, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(400, _validation_message(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error_response(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        LOG.exception("%s %s crashed", request.method, request.url.path)
+        return error_response(500, "The server could not complete the request")

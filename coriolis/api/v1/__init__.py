@@ -1,0 +1,1 @@
+"""The Coriolis v1 API, one router module per resource family."""

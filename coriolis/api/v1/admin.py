@@ -1,0 +1,225 @@
+"""Providers, regions, worker services, diagnostics and minion pools."""
+
+from __future__ import annotations
+
+import platform
+import socket
+from importlib.metadata import distributions
+from typing import Any
+
+from fastapi import APIRouter, Body, Depends, Response
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from coriolis import constants as c
+from coriolis import exceptions
+from coriolis.api import views
+from coriolis.api.auth import require_admin
+from coriolis.api.v1.common import unwrap
+from coriolis.context import RequestContext
+from coriolis.db import models
+from coriolis.providers import registry
+from coriolis.service import Services
+
+
+def _bits(mask: int) -> list[int]:
+    return [1 << i for i in range(mask.bit_length()) if mask & (1 << i)]
+
+
+def _regions(session: Session, ids: Any) -> list[models.Region]:
+    if not isinstance(ids, list):
+        raise exceptions.InvalidInput("'mapped_regions' must be a list of region ids")
+    found = []
+    for region_id in ids:
+        region = session.get(models.Region, region_id)
+        if region is None:
+            raise exceptions.InvalidInput(f"mapped_regions: region {region_id} does not exist")
+        found.append(region)
+    return found
+
+
+def _get(session: Session, model: type, row_id: str, kind: str) -> Any:
+    row = session.get(model, row_id)
+    if row is None:
+        raise exceptions.NotFound(f"{kind} {row_id} could not be found")
+    return row
+
+
+def _boolean(data: dict[str, Any], key: str) -> bool:
+    if not isinstance(data[key], bool):
+        raise exceptions.InvalidInput(f"'{key}' must be a boolean")
+    return data[key]
+
+
+def build_router(services: Services, context: Any) -> APIRouter:
+    router = APIRouter()
+    db = services.db
+
+    # --- providers ---------------------------------------------------------------------------
+    @router.get("/providers")
+    def list_providers(ctx: RequestContext = Depends(context)) -> dict[str, Any]:
+        return {"providers": {name: {"types": _bits(mask)}
+                              for name, mask in services.worker.providers().items()}}
+
+    @router.get("/providers/{platform_name}/schemas/{provider_type}")
+    def provider_schemas(platform_name: str, provider_type: int,
+                         ctx: RequestContext = Depends(context)) -> dict[str, Any]:
+        provider = registry.get_provider(platform_name)
+        key = c.SCHEMA_KEY_BY_PROVIDER_TYPE.get(provider_type)
+        if key is None or not provider.provider_types & provider_type:
+            raise exceptions.InvalidInput(
+                f"provider '{platform_name}' has no schema for type {provider_type}")
+        getter = {"connection_info_schema": provider.connection_info_schema,
+                  "source_environment_schema": provider.source_environment_schema,
+                  "destination_environment_schema": provider.destination_environment_schema
+                  }.get(key)
+        return {"schemas": {key: getter() if getter else {}}}
+
+    # --- regions -----------------------------------------------------------------------------
+    @router.get("/regions")
+    def list_regions(ctx: RequestContext = Depends(context)) -> dict[str, Any]:
+        with db.session() as session:
+            rows = session.scalars(select(models.Region).order_by(models.Region.created_at))
+            return {"regions": [views.region(r) for r in rows]}
+
+    @router.get("/regions/{region_id}")
+    def show_region(region_id: str, ctx: RequestContext = Depends(context)) -> dict[str, Any]:
+        with db.session() as session:
+            return {"region": views.region(_get(session, models.Region, region_id, "Region"))}
+
+    def apply_region(row: models.Region, data: dict[str, Any]) -> None:
+        if "name" in data:
+            if not isinstance(data["name"], str) or not data["name"]:
+                raise exceptions.InvalidInput("'name' must be a non-empty string")
+            row.name = data["name"]
+        if "description" in data:
+            row.description = data["description"] or ""
+        if "enabled" in data:
+            row.enabled = _boolean(data, "enabled")
+
+    @router.post("/regions")
+    def create_region(body: Any = Body(None),
+                      ctx: RequestContext = Depends(context)) -> dict[str, Any]:
+        require_admin(ctx)
+        data = unwrap(body, "region")
+        if not data.get("name"):
+            raise exceptions.InvalidInput("The region body lacks a required attribute: 'name'")
+        with db.session() as session:
+            row = models.Region(name="", description="", enabled=True)
+            apply_region(row, data)
+            session.add(row)
+            session.flush()
+            return {"region": views.region(row)}
+
+    @router.put("/regions/{region_id}")
+    def update_region(region_id: str, body: Any = Body(None),
+                      ctx: RequestContext = Depends(context)) -> dict[str, Any]:
+        require_admin(ctx)
+        data = unwrap(body, "region")
+        with db.session() as session:
+            row = _get(session, models.Region, region_id, "Region")
+            apply_region(row, data)
+            row.updated_at = models.utcnow()
+            session.flush()
+            return {"region": views.region(row)}
+
+    @router.delete("/regions/{region_id}", status_code=204)
+    def delete_region(region_id: str, ctx: RequestContext = Depends(context)) -> Response:
+        require_admin(ctx)
+        with db.session() as session:
+            session.delete(_get(session, models.Region, region_id, "Region"))
+        return Response(status_code=204)
+
+    # --- services ----------------------------------------------------------------------------
+    @router.get("/services")
+    def list_services(ctx: RequestContext = Depends(context)) -> dict[str, Any]:
+        with db.session() as session:
+            rows = session.scalars(select(models.Service).order_by(models.Service.created_at))
+            return {"services": [views.service(r) for r in rows]}
+
+    @router.get("/services/{service_id}")
+    def show_service(service_id: str, ctx: RequestContext = Depends(context)) -> dict[str, Any]:
+        with db.session() as session:
+            return {"service": views.service(_get(session, models.Service, service_id,
+                                                  "Service"))}
+
+    @router.post("/services")
+    def create_service(body: Any = Body(None),
+                       ctx: RequestContext = Depends(context)) -> dict[str, Any]:
+        require_admin(ctx)
+        data = unwrap(body, "service")
+        for key in ("host", "binary", "topic"):
+            if not isinstance(data.get(key), str) or not data[key]:
+                raise exceptions.InvalidInput(
+                    f"The service body lacks a required attribute: '{key}'")
+        with db.session() as session:
+            clash = session.scalar(select(models.Service).where(
+                models.Service.host == data["host"], models.Service.binary == data["binary"]))
+            if clash is not None:
+                raise exceptions.Conflict(
+                    f"A {data['binary']} service is already registered for host {data['host']}")
+            row = models.Service(host=data["host"], binary=data["binary"], topic=data["topic"],
+                                 enabled=_boolean(data, "enabled") if "enabled" in data else True,
+                                 regions=_regions(session, data.get("mapped_regions") or []))
+            session.add(row)
+            session.flush()
+            return {"service": views.service(row)}
+
+    @router.put("/services/{service_id}")
+    def update_service(service_id: str, body: Any = Body(None),
+                       ctx: RequestContext = Depends(context)) -> dict[str, Any]:
+        require_admin(ctx)
+        data = unwrap(body, "service")
+        with db.session() as session:
+            row = _get(session, models.Service, service_id, "Service")
+            if "enabled" in data:
+                row.enabled = _boolean(data, "enabled")
+            if "mapped_regions" in data:
+                row.regions = _regions(session, data["mapped_regions"])
+            row.updated_at = models.utcnow()
+            session.flush()
+            return {"service": views.service(row)}
+
+    @router.delete("/services/{service_id}", status_code=204)
+    def delete_service(service_id: str, ctx: RequestContext = Depends(context)) -> Response:
+        require_admin(ctx)
+        with db.session() as session:
+            session.delete(_get(session, models.Service, service_id, "Service"))
+        return Response(status_code=204)
+
+    # --- diagnostics -------------------------------------------------------------------------
+    @router.get("/diagnostics")
+    def diagnostics(ctx: RequestContext = Depends(context)) -> dict[str, Any]:
+        require_admin(ctx)
+        host = socket.gethostname()
+        try:
+            addresses = sorted({a[4][0] for a in socket.getaddrinfo(host, None)})
+        except OSError:
+            addresses = []
+        packages = sorted(f"{d.metadata['Name']}=={d.version}" for d in distributions())
+        os_info = {"system": platform.system(), "release": platform.release(),
+                   "python": platform.python_version()}
+        return {"diagnostics": [{"application": app, "hostname": host,
+                                 "ip_addresses": addresses, "packages": packages,
+                                 "os_info": os_info}
+                                for app in ("coriolis-api", "coriolis-conductor",
+                                            "coriolis-worker")]}
+
+    # --- minion pools (no provider supports them yet) ----------------------------------------
+    @router.get("/minion_pools")
+    def list_pools(ctx: RequestContext = Depends(context)) -> dict[str, Any]:
+        return {"minion_pools": []}
+
+    @router.get("/minion_pools/{pool_id}")
+    def show_pool(pool_id: str, ctx: RequestContext = Depends(context)) -> dict[str, Any]:
+        raise exceptions.NotFound(f"Minion pool {pool_id} could not be found")
+
+    @router.post("/minion_pools")
+    def create_pool(body: Any = Body(None),
+                    ctx: RequestContext = Depends(context)) -> dict[str, Any]:
+        data = unwrap(body, "minion_pool")
+        raise exceptions.InvalidInput(
+            f"endpoint_id: no provider of this server supports minion pools "
+            f"(endpoint {data.get('endpoint_id')})")
+
+    return router

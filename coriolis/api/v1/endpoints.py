@@ -1,0 +1,206 @@
+"""Endpoints and what can be listed through them (instances, networks, storage, options)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import jsonschema
+from fastapi import APIRouter, Body, Depends, Response
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from coriolis import exceptions
+from coriolis.api import views
+from coriolis.api.v1.common import b64_json, b64_text, env_object, single_action, unwrap
+from coriolis.context import RequestContext
+from coriolis.db import models, transfers
+from coriolis.providers import registry
+from coriolis.service import Services
+
+
+def _regions(session: Session, ids: Any) -> list[models.Region]:
+    if ids is None:
+        return []
+    if not isinstance(ids, list):
+        raise exceptions.InvalidInput("'mapped_regions' must be a list of region ids")
+    regions = []
+    for region_id in ids:
+        region = session.get(models.Region, region_id)
+        if region is None:
+            raise exceptions.InvalidInput(f"mapped_regions: region {region_id} does not exist")
+        regions.append(region)
+    return regions
+
+
+def _connection_info(platform: str, value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise exceptions.InvalidInput("'connection_info' must be a JSON object")
+    if "secret_ref" in value:
+        if set(value) != {"secret_ref"} or not isinstance(value["secret_ref"], str):
+            raise exceptions.InvalidInput("connection_info.secret_ref must be a string alone")
+        return value
+    schema = registry.get_provider(platform).connection_info_schema()
+    try:
+        jsonschema.validate(value, schema)
+    except jsonschema.ValidationError as exc:
+        where = ".".join(str(p) for p in exc.absolute_path)
+        # The message names the field, never the values (they may be secrets).
+        raise exceptions.InvalidInput(
+            f"connection_info{'.' + where if where else ''} is invalid: {exc.validator} "
+            f"check failed for the {platform} connection schema") from None
+    return value
+
+
+def build_router(services: Services, context: Any) -> APIRouter:
+    router = APIRouter()
+    db, box, conductor = services.db, services.box, services.conductor
+
+    def show(session: Session, row: models.Endpoint) -> dict[str, Any]:
+        return {"endpoint": views.endpoint(row, box.decrypt_json(row.connection_info_encrypted))}
+
+    @router.get("/endpoints")
+    def list_endpoints(ctx: RequestContext = Depends(context)) -> dict[str, Any]:
+        with db.session() as session:
+            rows = session.scalars(select(models.Endpoint).where(
+                models.Endpoint.project_id == ctx.project_id).order_by(
+                models.Endpoint.created_at))
+            return {"endpoints": [views.endpoint(r, None) for r in rows]}
+
+    @router.get("/endpoints/{endpoint_id}")
+    def get_endpoint(endpoint_id: str, ctx: RequestContext = Depends(context)) -> dict[str, Any]:
+        with db.session() as session:
+            return show(session, transfers.get_endpoint(session, ctx.project_id, endpoint_id))
+
+    @router.post("/endpoints")
+    def create_endpoint(body: Any = Body(None),
+                        ctx: RequestContext = Depends(context)) -> dict[str, Any]:
+        data = unwrap(body, "endpoint")
+        for key in ("name", "type", "connection_info"):
+            if data.get(key) in (None, ""):
+                raise exceptions.InvalidInput(f"The endpoint body lacks a required attribute: "
+                                              f"'{key}'")
+        if not isinstance(data["name"], str):
+            raise exceptions.InvalidInput("'name' must be a string")
+        conn = _connection_info(str(data["type"]), data["connection_info"])
+        with db.session() as session:
+            row = models.Endpoint(project_id=ctx.project_id, user_id=ctx.user_id,
+                                  name=data["name"], type=data["type"],
+                                  description=data.get("description"),
+                                  connection_info_encrypted=box.encrypt_json(conn),
+                                  regions=_regions(session, data.get("mapped_regions")))
+            session.add(row)
+            session.flush()
+            return show(session, row)
+
+    @router.put("/endpoints/{endpoint_id}")
+    def update_endpoint(endpoint_id: str, body: Any = Body(None),
+                        ctx: RequestContext = Depends(context)) -> dict[str, Any]:
+        data = unwrap(body, "endpoint")
+        with db.session() as session:
+            row = transfers.get_endpoint(session, ctx.project_id, endpoint_id)
+            if "name" in data:
+                if not isinstance(data["name"], str) or not data["name"]:
+                    raise exceptions.InvalidInput("'name' must be a non-empty string")
+                row.name = data["name"]
+            if "description" in data:
+                row.description = data["description"]
+            if "connection_info" in data:
+                row.connection_info_encrypted = box.encrypt_json(
+                    _connection_info(row.type, data["connection_info"]))
+            if "mapped_regions" in data:
+                row.regions = _regions(session, data["mapped_regions"])
+            row.updated_at = models.utcnow()
+            session.flush()
+            return show(session, row)
+
+    @router.delete("/endpoints/{endpoint_id}", status_code=204)
+    def delete_endpoint(endpoint_id: str, ctx: RequestContext = Depends(context)) -> Response:
+        with db.session() as session:
+            row = transfers.get_endpoint(session, ctx.project_id, endpoint_id)
+            users = session.scalars(select(models.TransferAction).where(
+                models.TransferAction.deleted.is_(False),
+                (models.TransferAction.origin_endpoint_id == endpoint_id)
+                | (models.TransferAction.destination_endpoint_id == endpoint_id))).all()
+            if users:
+                raise exceptions.InvalidState(
+                    f"Endpoint {endpoint_id} is used by {len(users)} migration(s)/replica(s); "
+                    "delete them first")
+            session.delete(row)
+        return Response(status_code=204)
+
+    @router.post("/endpoints/{endpoint_id}/actions")
+    def endpoint_action(endpoint_id: str, body: Any = Body(None),
+                        ctx: RequestContext = Depends(context)) -> dict[str, Any]:
+        action, _ = single_action(body)
+        if action != "validate-connection":
+            raise exceptions.InvalidInput(f"There is no such action: {action}")
+        try:
+            conductor.endpoint_call(ctx, endpoint_id, "validate_connection")
+        except exceptions.ConnectionValidationFailed as exc:
+            return {"validate-connection": {"valid": False, "message": str(exc)}}
+        except exceptions.InvalidInput as exc:
+            return {"validate-connection": {"valid": False, "message": str(exc)}}
+        return {"validate-connection": {"valid": True, "message": None}}
+
+    @router.get("/endpoints/{endpoint_id}/instances")
+    def list_instances(endpoint_id: str, env: str | None = None, marker: str | None = None,
+                       limit: int | None = None, name: str | None = None,
+                       ctx: RequestContext = Depends(context)) -> dict[str, Any]:
+        instances = conductor.endpoint_call(ctx, endpoint_id, "list_instances",
+                                            env_object(env))
+        if name:
+            try:
+                pattern = re.compile(name)
+            except re.error:
+                raise exceptions.InvalidInput(f"'name' is not a valid pattern: {name}") from None
+            instances = [i for i in instances if pattern.search(i["name"])]
+        if marker:
+            ids = [i["id"] for i in instances]
+            instances = instances[ids.index(marker) + 1:] if marker in ids else []
+        if limit is not None:
+            instances = instances[:max(limit, 0)]
+        return {"instances": instances}
+
+    @router.get("/endpoints/{endpoint_id}/instances/{instance_b64}")
+    def get_instance(endpoint_id: str, instance_b64: str, env: str | None = None,
+                     ctx: RequestContext = Depends(context)) -> dict[str, Any]:
+        instance = b64_text(instance_b64, "instance")
+        try:
+            info = conductor.endpoint_call(ctx, endpoint_id, "get_instance", env_object(env),
+                                           instance=instance)
+        except exceptions.InvalidInput as exc:
+            raise exceptions.NotFound(str(exc)) from None
+        return {"instance": info}
+
+    @router.get("/endpoints/{endpoint_id}/networks")
+    def list_networks(endpoint_id: str, env: str | None = None,
+                      ctx: RequestContext = Depends(context)) -> dict[str, Any]:
+        return {"networks": conductor.endpoint_call(ctx, endpoint_id, "list_networks",
+                                                    env_object(env))}
+
+    @router.get("/endpoints/{endpoint_id}/storage")
+    def list_storage(endpoint_id: str, env: str | None = None,
+                     ctx: RequestContext = Depends(context)) -> dict[str, Any]:
+        return {"storage": conductor.endpoint_call(ctx, endpoint_id, "list_storage",
+                                                   env_object(env))}
+
+    def options_route(path: str, key: str, operation: str | None) -> None:
+        @router.get(f"/endpoints/{{endpoint_id}}/{path}", name=key)
+        def list_options(endpoint_id: str, env: str | None = None, options: str | None = None,
+                         ctx: RequestContext = Depends(context)) -> dict[str, Any]:
+            names = b64_json(options, "options")
+            if names is not None and not isinstance(names, list):
+                raise exceptions.InvalidInput("query parameter 'options' must encode a list")
+            if operation is None:  # minion pools are not supported by any provider yet
+                with db.session() as session:
+                    transfers.get_endpoint(session, ctx.project_id, endpoint_id)
+                return {key: []}
+            return {key: conductor.endpoint_call(ctx, endpoint_id, operation, env_object(env),
+                                                 option_names=names)}
+
+    options_route("destination-options", "destination_options", "list_destination_options")
+    options_route("source-options", "source_options", "list_source_options")
+    options_route("destination-minion-pool-options", "destination_minion_pool_options", None)
+    options_route("source-minion-pool-options", "source_minion_pool_options", None)
+    return router

@@ -1,0 +1,109 @@
+"""Rows to the JSON shapes the upstream API returns (field names as the client reads them)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from coriolis import constants as c
+from coriolis.db import models
+
+
+def ts(value: dt.datetime | None) -> str | None:
+    return value.strftime("%Y-%m-%dT%H:%M:%S.%f") if value else None
+
+
+def _base(row: Any) -> dict[str, Any]:
+    return {"id": row.id, "created_at": ts(row.created_at), "updated_at": ts(row.updated_at)}
+
+
+def endpoint(row: models.Endpoint, connection_info: dict[str, Any] | None) -> dict[str, Any]:
+    view = {**_base(row), "name": row.name, "type": row.type, "description": row.description,
+            "project_id": row.project_id, "user_id": row.user_id,
+            "mapped_regions": [r.id for r in row.regions]}
+    if connection_info is not None:
+        view["connection_info"] = connection_info
+    return view
+
+
+def region(row: models.Region) -> dict[str, Any]:
+    return {**_base(row), "name": row.name, "description": row.description,
+            "enabled": row.enabled, "mapped_endpoints": [e.id for e in row.endpoints],
+            "mapped_services": [s.id for s in row.services]}
+
+
+def service(row: models.Service) -> dict[str, Any]:
+    return {**_base(row), "host": row.host, "binary": row.binary, "topic": row.topic,
+            "enabled": row.enabled, "status": row.status, "providers": row.providers,
+            "specs": row.specs, "mapped_regions": [r.id for r in row.regions]}
+
+
+def progress_update(row: models.TaskProgressUpdate) -> dict[str, Any]:
+    return {**_base(row), "index": row.index, "current_step": row.current_step,
+            "total_steps": row.total_steps, "message": row.message}
+
+
+def task(row: models.Task) -> dict[str, Any]:
+    return {**_base(row), "execution_id": row.execution_id, "index": row.index,
+            "instance": row.instance, "task_type": row.task_type, "status": row.status,
+            "depends_on": row.depends_on, "on_error": row.on_error, "host": row.host,
+            "process_id": row.process_id, "exception_details": row.exception_details,
+            "progress_updates": [progress_update(p) for p in row.progress_updates],
+            "events": [{**_base(e), "index": e.index, "level": e.level, "message": e.message}
+                       for e in row.events]}
+
+
+def visible_tasks(execution: models.Execution) -> list[dict[str, Any]]:
+    """Cleanups that were never needed (EXECUTE_ON_ERROR_ONLY) are hidden, as upstream."""
+    return [task(t) for t in execution.tasks if t.status != c.TASK_STATUS_ON_ERROR_ONLY]
+
+
+def execution(row: models.Execution, with_tasks: bool = True) -> dict[str, Any]:
+    view = {**_base(row), "action_id": row.action_id, "number": row.number, "type": row.type,
+            "status": row.status}
+    if with_tasks:
+        view["tasks"] = visible_tasks(row)
+    return view
+
+
+def _transfer(row: models.TransferAction) -> dict[str, Any]:
+    return {
+        **_base(row), "type": row.type, "project_id": row.project_id, "user_id": row.user_id,
+        "origin_endpoint_id": row.origin_endpoint_id,
+        "destination_endpoint_id": row.destination_endpoint_id,
+        "origin_minion_pool_id": row.origin_minion_pool_id,
+        "destination_minion_pool_id": row.destination_minion_pool_id,
+        "instance_osmorphing_minion_pool_mappings": row.instance_osmorphing_minion_pool_mappings,
+        "instances": row.instances, "source_environment": row.source_environment,
+        "destination_environment": row.destination_environment,
+        "network_map": row.network_map, "storage_mappings": row.storage_mappings,
+        "user_scripts": row.user_scripts, "notes": row.notes,
+        "last_execution_status": row.last_execution_status,
+        "reservation_id": row.reservation_id, "info": row.info,
+        "deleted": row.deleted, "deleted_at": ts(row.deleted_at),
+    }
+
+
+def migration(row: models.TransferAction, replica_scenario: str | None = None
+              ) -> dict[str, Any]:
+    """Upstream flattens the single execution's tasks into ``tasks``."""
+    last = row.executions[-1] if row.executions else None
+    return {**_transfer(row), "replica_id": row.replica_id,
+            "replica_scenario_type": replica_scenario,
+            "shutdown_instances": row.shutdown_instances,
+            "replication_count": row.replication_count,
+            "skip_os_morphing": row.skip_os_morphing, "clone_disks": row.clone_disks,
+            "transfer_result": row.transfer_result,
+            "tasks": visible_tasks(last) if last else []}
+
+
+def replica(row: models.TransferAction, with_executions: bool = True) -> dict[str, Any]:
+    return {**_transfer(row), "scenario": row.scenario or "replica",
+            "executions": [execution(e) for e in row.executions] if with_executions else []}
+
+
+def schedule(row: models.ReplicaSchedule) -> dict[str, Any]:
+    return {**_base(row), "replica_id": row.replica_id, "schedule": row.schedule,
+            "enabled": row.enabled, "expiration_date": ts(row.expiration_date),
+            "shutdown_instance": row.shutdown_instance, "trust_id": row.trust_id,
+            "last_run_at": ts(row.last_run_at)}

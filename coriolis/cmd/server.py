@@ -1,0 +1,166 @@
+"""`coriolis-server`: the all-in-one server and its administration commands."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shlex
+import socket
+import sys
+from pathlib import Path
+
+from coriolis import __version__
+from coriolis.cmd import local_cloud
+from coriolis.config import Settings
+
+LOG = logging.getLogger("coriolis")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return Settings(host=getattr(args, "host", "127.0.0.1"),
+                    port=getattr(args, "port", 7667),
+                    data_dir=Path(args.data_dir) if args.data_dir else Path(),
+                    database_url=args.database_url,
+                    workers=getattr(args, "workers", 4))
+
+
+def _setup_logging(settings: Settings, verbose: bool) -> None:
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    root = logging.getLogger()
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    for handler in (logging.StreamHandler(sys.stderr),
+                    logging.FileHandler(settings.data_dir / "coriolis.log")):
+        handler.setFormatter(fmt)
+        root.addHandler(handler)
+
+
+def write_openrc(settings: Settings, url: str, password: str) -> Path:
+    values = {"OS_AUTH_URL": f"{url}/identity/v3", "OS_USERNAME": "admin",
+              "OS_PASSWORD": password, "OS_PROJECT_NAME": "admin",
+              "OS_USER_DOMAIN_NAME": "Default", "OS_PROJECT_DOMAIN_NAME": "Default",
+              "OS_IDENTITY_API_VERSION": "3"}
+    path = settings.data_dir / "openrc"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.writelines(f"export {k}={shlex.quote(v)}\n" for k, v in values.items())
+    return path
+
+
+def _register_worker(services) -> None:  # type: ignore[no-untyped-def]
+    from sqlalchemy import select
+
+    from coriolis.db import models
+
+    with services.db.session() as session:
+        row = session.scalar(select(models.Service).where(
+            models.Service.host == services.worker.host,
+            models.Service.binary == "coriolis-worker"))
+        if row is None:
+            row = models.Service(host=services.worker.host, binary="coriolis-worker",
+                                 topic="coriolis_worker")
+            session.add(row)
+        row.status = "UP"
+        row.providers = {name: {"types": mask}
+                         for name, mask in services.worker.providers().items()}
+        row.specs = {"version": __version__}
+        row.last_heartbeat = models.utcnow()
+
+
+def cmd_all_in_one(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from coriolis.api.app import create_app
+    from coriolis.identity.users import bootstrap
+    from coriolis.service import build_all_in_one
+
+    settings = _settings(args)
+    _setup_logging(settings, args.verbose)
+    services = build_all_in_one(settings)
+    try:
+        password = bootstrap(services.db, settings.data_dir / "admin-password")
+        _register_worker(services)
+        sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((settings.host, settings.port))
+        sock.listen(128)
+        port = sock.getsockname()[1]
+        host = f"[{settings.host}]" if ":" in settings.host else settings.host
+        url = f"http://{host}:{port}"
+        openrc = write_openrc(settings, url, password)
+        print(f"Credentials written to {openrc}; to use the CLI:\n  source {openrc}")
+        print(f"Coriolis API listening on {url}", flush=True)
+        config = uvicorn.Config(create_app(services), log_level="warning", access_log=False)
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        services.close()
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> None:
+    from coriolis.db.session import Database
+
+    settings = _settings(args)
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    assert settings.database_url is not None
+    Database(settings.database_url).create_schema()
+    print("database schema is up to date")
+
+
+def cmd_bootstrap(args: argparse.Namespace) -> None:
+    from coriolis.db.session import Database
+    from coriolis.identity.users import bootstrap
+
+    settings = _settings(args)
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    assert settings.database_url is not None
+    db = Database(settings.database_url)
+    db.create_schema()
+    bootstrap(db, settings.data_dir / "admin-password")
+    print(f"admin user ready; password in {settings.data_dir / 'admin-password'}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="coriolis-server",
+                                     description="Coriolis migration server")
+    parser.add_argument("--version", action="version", version=__version__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def data_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--data-dir", help="state directory (default $CORIOLIS_DATA_DIR or "
+                                          "~/.local/share/coriolis)")
+        p.add_argument("--database-url", help="SQLAlchemy URL (default SQLite in the data dir)")
+
+    aio = sub.add_parser("all-in-one", help="API, conductor and a worker in one process")
+    aio.add_argument("--host", default="127.0.0.1")
+    aio.add_argument("--port", type=int, default=7667, help="0 picks a free port")
+    aio.add_argument("--workers", type=int, default=4, help="concurrent tasks")
+    aio.add_argument("-v", "--verbose", action="store_true")
+    data_options(aio)
+    aio.set_defaults(func=cmd_all_in_one)
+
+    db = sub.add_parser("db", help="database administration")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    upgrade = db_sub.add_parser("upgrade", help="bring the schema to the newest revision")
+    data_options(upgrade)
+    upgrade.set_defaults(func=cmd_db_upgrade)
+
+    boot = sub.add_parser("bootstrap", help="create the first admin user and project")
+    data_options(boot)
+    boot.set_defaults(func=cmd_bootstrap)
+
+    local_cloud.register_subcommands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

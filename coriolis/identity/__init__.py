@@ -1,0 +1,1 @@
+"""Embedded identity: a Keystone v3 (and v2.0) subset, users, projects, roles and tokens."""

@@ -1,0 +1,146 @@
+"""The subset of the Keystone v3 and v2.0 APIs that keystoneauth1 needs, so OS_AUTH_URL,
+OS_USERNAME, ... work unchanged against the embedded server."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from coriolis import exceptions
+from coriolis.identity import users
+from coriolis.identity.tokens import TokenData, TokenIssuer
+
+DOMAIN = {"id": "default", "name": "Default"}
+
+
+def _iso(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _catalog_url(request: Request, project_id: str) -> str:
+    return f"{str(request.base_url).rstrip('/')}/v1/{project_id}"
+
+
+def _v3_body(request: Request, data: TokenData, methods: list[str]) -> dict[str, Any]:
+    url = _catalog_url(request, data.project_id)
+    return {"token": {
+        "methods": methods, "expires_at": _iso(data.expires_at), "issued_at": _iso(data.issued_at),
+        "user": {"id": data.user_id, "name": data.user_name, "domain": DOMAIN},
+        "project": {"id": data.project_id, "name": data.project_name, "domain": DOMAIN},
+        "roles": [{"id": r, "name": r} for r in data.roles],
+        "catalog": [{"type": "migration", "name": "coriolis", "id": "coriolis",
+                     "endpoints": [{"id": f"coriolis-{i}", "interface": i, "region": "RegionOne",
+                                    "region_id": "RegionOne", "url": url}
+                                   for i in ("public", "internal", "admin")]}],
+    }}
+
+
+def _bad(message: str) -> exceptions.InvalidInput:
+    return exceptions.InvalidInput(message)
+
+
+def build_router(db: Any, issuer: TokenIssuer) -> APIRouter:
+    router = APIRouter(prefix="/identity", include_in_schema=False)
+
+    def issue(user_name: str | None, user_id: str | None, password: str | None,
+              token: str | None, project_id: str | None,
+              project_name: str | None) -> TokenData:
+        with db.session() as session:
+            if token is not None:
+                previous = issuer.validate(token)
+                user = session.get(users.models.User, previous.user_id)
+                if user is None:
+                    raise exceptions.Unauthorized("The token's user no longer exists")
+            else:
+                if password is None:
+                    raise _bad("auth: a password is required")
+                user = users.authenticate(session, password=password, name=user_name,
+                                          user_id=user_id)
+            if not (project_id or project_name):
+                raise _bad("auth.scope: a project scope is required")
+            project = users.find_project(session, project_id=project_id, name=project_name)
+            roles = users.roles_in(session, user, project)
+            if not roles:
+                raise exceptions.Unauthorized(
+                    f"User {user.name} has no role on project {project.name}")
+            _, data = issuer.issue(user.id, user.name, project.id, project.name, roles)
+            return data
+
+    @router.get("")
+    @router.get("/")
+    def versions(request: Request) -> JSONResponse:
+        base = str(request.base_url).rstrip("/") + "/identity"
+        return JSONResponse({"versions": {"values": [
+            {"id": "v3.14", "status": "stable", "links": [{"rel": "self", "href": base + "/v3/"}],
+             "media-types": [{"base": "application/json",
+                              "type": "application/vnd.openstack.identity-v3+json"}]},
+            {"id": "v2.0", "status": "deprecated",
+             "links": [{"rel": "self", "href": base + "/v2.0/"}]}]}}, status_code=300)
+
+    @router.get("/v3")
+    @router.get("/v3/")
+    def v3_version(request: Request) -> dict[str, Any]:
+        base = str(request.base_url).rstrip("/") + "/identity/v3/"
+        return {"version": {"id": "v3.14", "status": "stable",
+                            "links": [{"rel": "self", "href": base}]}}
+
+    @router.post("/v3/auth/tokens")
+    async def v3_issue(request: Request) -> JSONResponse:
+        try:
+            auth = (await request.json())["auth"]
+            identity = auth["identity"]
+            methods = identity["methods"]
+        except (ValueError, KeyError, TypeError):
+            raise _bad("auth: expected {'auth': {'identity': {'methods': [...]}}}") from None
+        user_name = user_id = password = token = None
+        if "password" in methods:
+            user = identity.get("password", {}).get("user", {})
+            user_name, user_id, password = user.get("name"), user.get("id"), user.get("password")
+        elif "token" in methods:
+            token = identity.get("token", {}).get("id")
+        else:
+            raise _bad("auth.identity.methods: only password and token are supported")
+        project = ((auth.get("scope") or {}).get("project")) or {}
+        data = issue(user_name, user_id, password, token, project.get("id"), project.get("name"))
+        token_id, _ = issuer.issue(data.user_id, data.user_name, data.project_id,
+                                   data.project_name, list(data.roles))
+        return JSONResponse(_v3_body(request, data, methods), status_code=201,
+                            headers={"X-Subject-Token": token_id})
+
+    @router.get("/v3/auth/tokens")
+    def v3_validate(request: Request) -> JSONResponse:
+        issuer.validate(request.headers.get("X-Auth-Token"))
+        subject = request.headers.get("X-Subject-Token")
+        data = issuer.validate(subject)
+        return JSONResponse(_v3_body(request, data, ["token"]),
+                            headers={"X-Subject-Token": subject or ""})
+
+    @router.post("/v2.0/tokens")
+    async def v2_issue(request: Request) -> dict[str, Any]:
+        try:
+            auth = (await request.json())["auth"]
+        except (ValueError, KeyError, TypeError):
+            raise _bad("auth: expected {'auth': {...}}") from None
+        creds = auth.get("passwordCredentials") or {}
+        token = (auth.get("token") or {}).get("id")
+        data = issue(creds.get("username"), creds.get("userId"), creds.get("password"), token,
+                     auth.get("tenantId"), auth.get("tenantName"))
+        token_id, _ = issuer.issue(data.user_id, data.user_name, data.project_id,
+                                   data.project_name, list(data.roles))
+        url = _catalog_url(request, data.project_id)
+        return {"access": {
+            "token": {"id": token_id, "expires": _iso(data.expires_at),
+                      "issued_at": _iso(data.issued_at),
+                      "tenant": {"id": data.project_id, "name": data.project_name,
+                                 "enabled": True}},
+            "serviceCatalog": [{"type": "migration", "name": "coriolis", "endpoints": [
+                {"region": "RegionOne", "publicURL": url, "internalURL": url, "adminURL": url}]}],
+            "user": {"id": data.user_id, "name": data.user_name, "username": data.user_name,
+                     "roles": [{"name": r} for r in data.roles]},
+            "metadata": {"is_admin": 0, "roles": list(data.roles)},
+        }}
+
+    return router
