@@ -1,0 +1,1 @@
+"""The `coriolis` command line (cliff)."""

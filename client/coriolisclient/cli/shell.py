@@ -1,0 +1,125 @@
+"""The `coriolis` application: global options, Keystone authentication, command registry."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+from cliff import app, commandmanager
+from keystoneauth1 import loading, session
+from keystoneauth1.identity import v2, v3
+
+from coriolisclient import __version__
+from coriolisclient import client as coriolis_client
+from coriolisclient.cli import admin, endpoints, extras, transfers
+from coriolisclient.cli.utils import CLIError
+
+COMMAND_MODULES = (endpoints, transfers, admin, extras)
+
+
+def env(*names: str, default: Any = None) -> Any:
+    for name in names:
+        if os.environ.get(name):
+            return os.environ[name]
+    return default
+
+
+class CoriolisApp(app.App):
+    CONSOLE_MESSAGE_FORMAT = "%(levelname)s: %(message)s"
+
+    def __init__(self) -> None:
+        manager = commandmanager.CommandManager("coriolis.v1")
+        for module in COMMAND_MODULES:
+            for name, command in module.COMMANDS.items():
+                manager.add_command(name, command)
+        super().__init__(description="Coriolis command line client", version=__version__,
+                         command_manager=manager, deferred_help=True)
+        self._client: coriolis_client.Client | None = None
+
+    def build_option_parser(self, description: str, version: str,
+                            argparse_kwargs: dict[str, Any] | None = None
+                            ) -> argparse.ArgumentParser:
+        parser = super().build_option_parser(description, version, argparse_kwargs)
+        add = parser.add_argument
+        add("--no-auth", "-N", action="store_true", help="Do not use authentication")
+        add("--os-identity-api-version", default=env("OS_IDENTITY_API_VERSION", default="3"))
+        add("--os-auth-url", "-A", default=env("OS_AUTH_URL"))
+        add("--os-username", "-U", default=env("OS_USERNAME"))
+        add("--os-user-id", default=env("OS_USER_ID"))
+        add("--os-password", "-P", default=env("OS_PASSWORD"))
+        add("--os-user-domain-id", default=env("OS_USER_DOMAIN_ID"))
+        add("--os-user-domain-name", default=env("OS_USER_DOMAIN_NAME"))
+        add("--os-tenant-name", "-T", default=env("OS_TENANT_NAME"))
+        add("--os-tenant-id", "-I", default=env("OS_TENANT_ID"))
+        add("--os-project-id", default=env("OS_PROJECT_ID"))
+        add("--os-project-name", default=env("OS_PROJECT_NAME"))
+        add("--os-project-domain-id", default=env("OS_PROJECT_DOMAIN_ID"))
+        add("--os-project-domain-name", default=env("OS_PROJECT_DOMAIN_NAME"))
+        add("--os-auth-token", default=env("OS_AUTH_TOKEN"))
+        add("--endpoint", "-E", default=env("CORIOLIS_ENDPOINT"),
+            help="Coriolis API URL, instead of the Keystone catalog's")
+        add("--interface", default=env("CORIOLIS_INTERFACE", default="public"))
+        add("--service-type", default=env("CORIOLIS_SERVICE_TYPE", default="migration"))
+        add("--service-name", default=env("CORIOLIS_SERVICE_NAME"))
+        add("--region-name", default=env("CORIOLIS_REGION_NAME"))
+        add("--coriolis-api-version", default=env("CORIOLIS_API_VERSION", default="v1"))
+        loading.register_session_argparse_arguments(parser)
+        return parser
+
+    # --- authentication ---------------------------------------------------------------------
+    def _auth_plugin(self) -> Any:
+        o = self.options
+        if o.no_auth:
+            raise CLIError("--no-auth is not supported: the Coriolis API requires Keystone "
+                           "authentication")
+        if not o.os_auth_url:
+            raise CLIError("You must provide authentication credentials: --os-auth-url "
+                           "(or OS_AUTH_URL) and a user and password or a token")
+        v2_api = str(o.os_identity_api_version) in ("2", "2.0")
+        if v2_api:
+            if not (o.os_tenant_id or o.os_tenant_name):
+                raise CLIError("Identity v2 needs --os-tenant-id or --os-tenant-name")
+            scope = {"tenant_id": o.os_tenant_id, "tenant_name": o.os_tenant_name}
+            if o.os_auth_token:
+                return v2.Token(o.os_auth_url, o.os_auth_token, **scope)
+            return v2.Password(o.os_auth_url, username=o.os_username, user_id=o.os_user_id,
+                               password=o.os_password, **scope)
+        if not (o.os_project_id or (o.os_project_name and (o.os_project_domain_name
+                                                            or o.os_project_domain_id))):
+            raise CLIError("Identity v3 needs --os-project-id, or --os-project-name with "
+                           "--os-project-domain-name or --os-project-domain-id")
+        scope = {"project_id": o.os_project_id, "project_name": o.os_project_name,
+                 "project_domain_id": o.os_project_domain_id,
+                 "project_domain_name": o.os_project_domain_name}
+        if o.os_auth_token:
+            return v3.Token(o.os_auth_url, o.os_auth_token, **scope)
+        if not o.os_password or not (o.os_username or o.os_user_id):
+            raise CLIError("You must provide a user (--os-username or --os-user-id) and a "
+                           "password (--os-password or OS_PASSWORD)")
+        return v3.Password(o.os_auth_url, username=o.os_username, user_id=o.os_user_id,
+                           password=o.os_password, user_domain_id=o.os_user_domain_id,
+                           user_domain_name=o.os_user_domain_name, **scope)
+
+    @property
+    def client(self) -> coriolis_client.Client:
+        if self._client is None:
+            o = self.options
+            verify: Any = o.os_cacert if o.os_cacert else not o.insecure
+            sess = session.Session(auth=self._auth_plugin(), verify=verify)
+            override = (f"{o.endpoint.rstrip('/')}/{o.coriolis_api_version}"
+                        if o.endpoint else None)
+            self._client = coriolis_client.Client(
+                session=sess, service_type=o.service_type, interface=o.interface,
+                region_name=o.region_name, service_name=o.service_name,
+                endpoint_override=override, version=o.coriolis_api_version, verify=verify)
+        return self._client
+
+
+def main(argv: list[str] | None = None) -> int:
+    return CoriolisApp().run(sys.argv[1:] if argv is None else argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

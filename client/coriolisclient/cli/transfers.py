@@ -1,0 +1,508 @@
+"""`coriolis migration|deployment|replica ...` commands."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+from coriolisclient.cli import utils
+from coriolisclient.cli.base import Command, Lister, ShowOne
+
+MIGRATION_FIELDS = (
+    "id", "status", "created", "last_updated", "reservation_id", "instances", "notes",
+    "origin_endpoint_id", "origin_minion_pool_id", "destination_endpoint_id",
+    "destination_minion_pool_id", "instance_osmorphing_minion_pool_mappings",
+    "replication_count", "shutdown_instances", "destination_environment", "source_environment",
+    "network_map", "disk_storage_mappings", "storage_backend_mappings",
+    "default_storage_backend", "user_scripts", "tasks", "transfer_result")
+REPLICA_FIELDS = (
+    "id", "created", "last_updated", "scenario_type", "reservation_id", "instances", "notes",
+    "origin_endpoint_id", "origin_minion_pool_id", "destination_endpoint_id",
+    "destination_minion_pool_id", "instance_osmorphing_minion_pool_mappings",
+    "destination_environment", "source_environment", "network_map", "disk_storage_mappings",
+    "storage_backend_mappings", "default_storage_backend", "user_scripts", "executions")
+EXECUTION_FIELDS = ("id", "replica_id", "status", "created", "last_updated", "instances",
+                    "tasks")
+SCHEDULE_FIELDS = ("id", "replica_id", "schedule", "created", "last_updated", "enabled",
+                   "expires", "shutdown_instance")
+
+
+def _storage_columns(obj: Any) -> list[Any]:
+    default, backends, disks = utils.parse_storage_mappings(
+        obj.to_dict().get("storage_mappings", {}))
+    return [utils.format_json(obj.network_map), utils.format_mapping(disks),
+            utils.format_mapping(backends), default]
+
+
+def _common(obj: Any) -> list[Any]:
+    d = obj.to_dict()
+    return [obj.reservation_id, os.linesep.join(sorted(obj.instances)), obj.notes,
+            obj.origin_endpoint_id, obj.origin_minion_pool_id, obj.destination_endpoint_id,
+            obj.destination_minion_pool_id,
+            utils.format_json(d.get("instance_osmorphing_minion_pool_mappings"))]
+
+
+def migration_show(obj: Any, deployment: bool = False,
+                   instances_data: bool = False) -> tuple[tuple[str, ...], list[Any]]:
+    d = obj.to_dict()
+    fields = list(MIGRATION_FIELDS)
+    values = [obj.id, obj.last_execution_status, obj.created_at, obj.updated_at]
+    if deployment:
+        fields[4:4] = ["replica_id", "replica_scenario_type"]
+        values += [obj.replica_id, obj.replica_scenario_type]
+    values += _common(obj) + [
+        d.get("replication_count"), d.get("shutdown_instances", False),
+        utils.format_json(d.get("destination_environment")),
+        utils.format_json(d.get("source_environment")), *_storage_columns(obj),
+        utils.format_json(d.get("user_scripts")), utils.format_tasks(obj.tasks),
+        utils.format_json(d.get("transfer_result"))]
+    if instances_data:
+        fields.append("instances_data")
+        values.append(obj.info)
+    return tuple(fields), values
+
+
+def replica_show(obj: Any, instances_data: bool = False) -> tuple[tuple[str, ...], list[Any]]:
+    d = obj.to_dict()
+    executions = os.linesep.join(f"{e['id']} {e['status']}" for e in sorted(
+        obj.executions, key=lambda e: e.get("created_at") or ""))
+    values = [obj.id, obj.created_at, obj.updated_at, d.get("scenario") or "replica",
+              *_common(obj), utils.format_json(d.get("destination_environment")),
+              utils.format_json(d.get("source_environment")), *_storage_columns(obj),
+              utils.format_json(d.get("user_scripts")), executions]
+    fields = REPLICA_FIELDS
+    if instances_data:
+        fields = (*fields, "instances-data")
+        values.append(obj.info)
+    return fields, values
+
+
+def execution_show(obj: Any) -> tuple[tuple[str, ...], list[Any]]:
+    tasks = obj.tasks
+    instances = os.linesep.join(sorted({t["instance"] for t in tasks}))
+    return EXECUTION_FIELDS, [obj.id, obj.action_id, obj.status, obj.created_at,
+                              obj.updated_at, instances, utils.format_tasks(tasks)]
+
+
+def schedule_show(obj: Any) -> tuple[tuple[str, ...], list[Any]]:
+    return SCHEDULE_FIELDS, [obj.id, obj.replica_id, obj.schedule, obj.created_at,
+                             obj.updated_at, obj.enabled, obj.expiration_date,
+                             obj.shutdown_instance]
+
+
+def _id_parser(cmd: Any, prog_name: str, *names: str) -> argparse.ArgumentParser:
+    parser = super(type(cmd), cmd).get_parser(prog_name)
+    for name in names:
+        parser.add_argument(name)
+    return parser
+
+
+def _add_transfer_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--origin-endpoint", required=True, help="Origin endpoint id or name")
+    parser.add_argument("--destination-endpoint", required=True,
+                        help="Destination endpoint id or name")
+    parser.add_argument("--instance", dest="instances", action="append", required=True,
+                        help="An instance to transfer; may be repeated")
+    parser.add_argument("--notes")
+    utils.add_user_scripts(parser)
+    utils.add_json_pair(parser, "destination-environment", "Destination environment")
+    utils.add_json_pair(parser, "network-map", "Network map")
+    utils.add_json_pair(parser, "source-environment", "Source environment")
+    utils.add_storage_mappings(parser)
+    utils.add_pools(parser)
+
+
+def _transfer_args(cmd: Any, args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "origin_endpoint_id": cmd.endpoint_id(args.origin_endpoint),
+        "destination_endpoint_id": cmd.endpoint_id(args.destination_endpoint),
+        "source_environment": utils.get_json_pair(args, "source-environment", required=True),
+        "destination_environment": utils.get_json_pair(args, "destination-environment",
+                                                       required=True),
+        "instances": args.instances,
+        "network_map": utils.get_json_pair(args, "network-map", required=True),
+        "notes": args.notes, "storage_mappings": utils.get_storage_mappings(args),
+        "user_scripts": utils.get_user_scripts(args),
+        "origin_minion_pool_id": args.origin_minion_pool_id,
+        "destination_minion_pool_id": args.destination_minion_pool_id,
+        "instance_osmorphing_minion_pool_mappings": utils.get_pool_mappings(args),
+    }
+
+
+# --- migrations and deployments --------------------------------------------------------------
+class CreateMigration(ShowOne):
+    """Start a migration"""
+
+    def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
+        parser = super().get_parser(prog_name)
+        _add_transfer_options(parser)
+        parser.add_argument("--skip-os-morphing", action="store_true")
+        parser.add_argument("--replication-count", type=int,
+                            help="Number of disk syncs before the final one (1-10)")
+        parser.add_argument("--shutdown-instances", action="store_true",
+                            help="Shut the instances down before the last sync")
+        return parser
+
+    def take_action(self, args: argparse.Namespace) -> Any:
+        migration = self.client.migrations.create(
+            **_transfer_args(self, args), skip_os_morphing=args.skip_os_morphing,
+            replication_count=args.replication_count,
+            shutdown_instances=args.shutdown_instances)
+        return migration_show(migration)
+
+
+def _add_deploy_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("replica", help="The replica's id")
+    parser.add_argument("--force", action="store_true",
+                        help="Deploy even without a completed execution")
+    parser.add_argument("--dont-clone-disks", action="store_true",
+                        help="Use the replica's disks instead of copies")
+    parser.add_argument("--skip-os-morphing", action="store_true")
+    utils.add_user_scripts(parser)
+    utils.add_pool_mappings(parser)
+
+
+def _deploy(manager: Any, args: argparse.Namespace) -> Any:
+    return manager.create_from_replica(
+        args.replica, clone_disks=not args.dont_clone_disks, force=args.force,
+        skip_os_morphing=args.skip_os_morphing, user_scripts=utils.get_user_scripts(args),
+        instance_osmorphing_minion_pool_mappings=utils.get_pool_mappings(args))
+
+
+class DeployReplica(ShowOne):
+    """Deploy a replica into instances (a migration from the replica's disks)"""
+
+    def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
+        parser = super().get_parser(prog_name)
+        _add_deploy_options(parser)
+        return parser
+
+    def take_action(self, args: argparse.Namespace) -> Any:
+        return migration_show(_deploy(self.client.migrations, args))
+
+
+class CreateDeployment(DeployReplica):
+    """Deploy a replica into instances"""
+
+    def take_action(self, args: argparse.Namespace) -> Any:
+        return migration_show(_deploy(self.client.deployments, args), deployment=True)
+
+
+def _show_command(manager: str, deployment: bool, doc: str) -> type[ShowOne]:
+    class Show(ShowOne):
+        __doc__ = doc
+
+        def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
+            parser = _id_parser(self, prog_name, "id")
+            parser.add_argument("--show-instances-data", action="store_true")
+            return parser
+
+        def take_action(self, args: argparse.Namespace) -> Any:
+            obj = getattr(self.client, manager).get(args.id)
+            return migration_show(obj, deployment, args.show_instances_data)
+
+    return Show
+
+
+def _list_command(manager: str, deployment: bool, doc: str) -> type[Lister]:
+    class List(Lister):
+        __doc__ = doc
+
+        def take_action(self, args: argparse.Namespace) -> Any:
+            rows = utils.by_created(getattr(self.client, manager).list())
+            columns = ["ID", "Status", "Instances", "Notes", "Created"]
+            if deployment:
+                columns.insert(1, "Replica ID")
+
+            def row(m: Any) -> tuple[Any, ...]:
+                values = [m.id, m.last_execution_status, "\n".join(m.instances), m.notes,
+                          m.created_at]
+                if deployment:
+                    values.insert(1, m.replica_id)
+                return tuple(values)
+            return (tuple(columns) if rows else ()), (row(m) for m in rows)
+
+    return List
+
+
+def _id_command(doc: str, names: tuple[str, ...], call: Any, force: bool = False
+                ) -> type[Command]:
+    class IdCommand(Command):
+        __doc__ = doc
+
+        def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
+            parser = _id_parser(self, prog_name, *names)
+            if force:
+                parser.add_argument("--force", action="store_true",
+                                    help="Stop running tasks now")
+            return parser
+
+        def take_action(self, args: argparse.Namespace) -> None:
+            call(self.client, args)
+
+    return IdCommand
+
+
+# --- replicas ----------------------------------------------------------------------------------
+class CreateReplica(ShowOne):
+    """Create a replica"""
+
+    def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
+        parser = super().get_parser(prog_name)
+        _add_transfer_options(parser)
+        parser.add_argument("--scenario", choices=("replica", "live_migration"),
+                            default="replica")
+        return parser
+
+    def take_action(self, args: argparse.Namespace) -> Any:
+        return replica_show(self.client.replicas.create(
+            replica_scenario=args.scenario, **_transfer_args(self, args)))
+
+
+class UpdateReplica(ShowOne):
+    """Update a replica (runs as a replica_update execution)"""
+
+    def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
+        parser = _id_parser(self, prog_name, "id")
+        parser.add_argument("--notes")
+        utils.add_user_scripts(parser)
+        utils.add_json_pair(parser, "destination-environment", "Destination environment")
+        utils.add_json_pair(parser, "network-map", "Network map")
+        utils.add_json_pair(parser, "source-environment", "Source environment")
+        utils.add_storage_mappings(parser)
+        utils.add_pools(parser)
+        return parser
+
+    def take_action(self, args: argparse.Namespace) -> Any:
+        values: dict[str, Any] = {}
+        for name in ("destination-environment", "source-environment", "network-map"):
+            value = utils.get_json_pair(args, name)
+            if value is not None:
+                values[name.replace("-", "_")] = value
+        mappings = utils.get_storage_mappings(args)
+        if mappings:
+            values["storage_mappings"] = mappings
+        if args.notes is not None:
+            values["notes"] = args.notes
+        for key in ("origin_minion_pool_id", "destination_minion_pool_id"):
+            value = getattr(args, key)
+            if value is not None:
+                values[key] = value or None
+        pools = utils.get_pool_mappings(args)
+        if pools:
+            values["instance_osmorphing_minion_pool_mappings"] = pools
+        values["user_scripts"] = utils.get_user_scripts(args)
+        return execution_show(self.client.replicas.update(args.id, values))
+
+
+class DeleteReplicaDisks(ShowOne):
+    """Delete a replica's destination disks"""
+
+    def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
+        return _id_parser(self, prog_name, "id")
+
+    def take_action(self, args: argparse.Namespace) -> Any:
+        return execution_show(self.client.replicas.delete_disks(args.id))
+
+
+class ListReplicas(Lister):
+    """List replicas"""
+
+    def take_action(self, args: argparse.Namespace) -> Any:
+        rows = utils.by_created(self.client.replicas.list())
+        columns = ("ID", "Scenario", "Instances", "Notes", "Last Execution Status", "Created")
+        return (columns if rows else ()), (
+            (r.id, r.to_dict().get("scenario") or "replica", "\n".join(r.instances), r.notes,
+             r.last_execution_status, r.created_at) for r in rows)
+
+
+class ShowReplica(ShowOne):
+    """Show a replica"""
+
+    def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
+        parser = _id_parser(self, prog_name, "id")
+        parser.add_argument("--show-instances-data", action="store_true")
+        return parser
+
+    def take_action(self, args: argparse.Namespace) -> Any:
+        return replica_show(self.client.replicas.get(args.id), args.show_instances_data)
+
+
+class ExecuteReplica(ShowOne):
+    """Start a replica execution"""
+
+    def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
+        parser = _id_parser(self, prog_name, "replica")
+        parser.add_argument("--shutdown-instances", action="store_true")
+        return parser
+
+    def take_action(self, args: argparse.Namespace) -> Any:
+        return execution_show(self.client.replica_executions.create(
+            args.replica, args.shutdown_instances))
+
+
+class ListExecutions(Lister):
+    """List a replica's executions"""
+
+    def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
+        return _id_parser(self, prog_name, "replica")
+
+    def take_action(self, args: argparse.Namespace) -> Any:
+        rows = utils.by_created(self.client.replica_executions.list(args.replica))
+        return (("Replica ID", "ID", "Status", "Created") if rows else ()), (
+            (e.action_id, e.id, e.status, e.created_at) for e in rows)
+
+
+class ShowExecution(ShowOne):
+    """Show a replica execution"""
+
+    def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
+        return _id_parser(self, prog_name, "replica", "id")
+
+    def take_action(self, args: argparse.Namespace) -> Any:
+        return execution_show(self.client.replica_executions.get(args.replica, args.id))
+
+
+# --- schedules ---------------------------------------------------------------------------------
+def _add_schedule_fields(parser: argparse.ArgumentParser) -> None:
+    def bounded(low: int, high: int) -> Any:
+        def parse(value: str) -> int:
+            number = int(value)
+            if not low <= number <= high:
+                raise argparse.ArgumentTypeError(f"must be between {low} and {high}")
+            return number
+        return parse
+
+    for short, long, key, low, high in (("-M", "--minute", "minute", 0, 59),
+                                        ("-H", "--hour", "hour", 0, 23),
+                                        ("-d", "--day-of-month", "dom", 1, 31),
+                                        ("-m", "--month", "month", 1, 12),
+                                        ("-w", "--day-of-week", "dow", 0, 6)):
+        parser.add_argument(short, long, dest=key, type=bounded(low, high),
+                            metavar=f"[{low}-{high}]")
+
+
+def _schedule(args: argparse.Namespace) -> dict[str, int]:
+    return {k: getattr(args, k) for k in ("minute", "hour", "dom", "month", "dow")
+            if getattr(args, k) is not None}
+
+
+class CreateSchedule(ShowOne):
+    """Create a replica execution schedule (UTC)"""
+
+    def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
+        parser = _id_parser(self, prog_name, "replica")
+        _add_schedule_fields(parser)
+        parser.add_argument("--expires-at", help="ISO 8601 date after which it never runs")
+        parser.add_argument("--disabled", action="store_true")
+        parser.add_argument("--shutdown-instance", action="store_true")
+        return parser
+
+    def take_action(self, args: argparse.Namespace) -> Any:
+        schedule = _schedule(args)
+        if not schedule:
+            raise utils.CLIError("give at least one of -M, -H, -d, -m, -w")
+        expires = utils.parse_utc(args.expires_at) if args.expires_at else None
+        return schedule_show(self.client.replica_schedules.create(
+            args.replica, schedule, not args.disabled, expires, args.shutdown_instance))
+
+
+class UpdateSchedule(ShowOne):
+    """Update a replica execution schedule"""
+
+    def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
+        parser = _id_parser(self, prog_name, "replica", "id")
+        _add_schedule_fields(parser)
+        expiry = parser.add_mutually_exclusive_group()
+        expiry.add_argument("--expires-at")
+        expiry.add_argument("--no-expiration-date", action="store_true")
+        enabled = parser.add_mutually_exclusive_group()
+        enabled.add_argument("--enabled", dest="enabled", action="store_true", default=None)
+        enabled.add_argument("--disabled", dest="enabled", action="store_false")
+        shutdown = parser.add_mutually_exclusive_group()
+        shutdown.add_argument("--shutdown-instance", dest="shutdown", action="store_true",
+                              default=False)
+        shutdown.add_argument("--dont-shutdown-instance", dest="shutdown",
+                              action="store_false")
+        return parser
+
+    def take_action(self, args: argparse.Namespace) -> Any:
+        values: dict[str, Any] = {"shutdown_instance": args.shutdown}
+        if _schedule(args):
+            values["schedule"] = _schedule(args)
+        if args.expires_at:
+            values["expiration_date"] = utils.parse_utc(args.expires_at)
+        elif args.no_expiration_date:
+            values["expiration_date"] = None
+        if args.enabled is not None:
+            values["enabled"] = args.enabled
+        return schedule_show(self.client.replica_schedules.update(args.replica, args.id,
+                                                                  values))
+
+
+class ListSchedules(Lister):
+    """List a replica's schedules"""
+
+    def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
+        parser = _id_parser(self, prog_name, "replica")
+        parser.add_argument("--hide-expired", action="store_true")
+        return parser
+
+    def take_action(self, args: argparse.Namespace) -> Any:
+        rows = utils.by_created(self.client.replica_schedules.list(args.replica,
+                                                                   args.hide_expired))
+        return (("Replica ID", "ID", "Schedule", "Created", "Expires") if rows else ()), (
+            (s.replica_id, s.id, s.schedule, s.created_at, s.expiration_date) for s in rows)
+
+
+class ShowSchedule(ShowOne):
+    """Show a replica schedule"""
+
+    def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
+        return _id_parser(self, prog_name, "replica", "id")
+
+    def take_action(self, args: argparse.Namespace) -> Any:
+        return schedule_show(self.client.replica_schedules.get(args.replica, args.id))
+
+
+COMMANDS = {
+    "migration create": CreateMigration,
+    "migration deploy replica": DeployReplica,
+    "migration show": _show_command("migrations", False, "Show a migration"),
+    "migration list": _list_command("migrations", False, "List migrations"),
+    "migration cancel": _id_command("Cancel a migration", ("id",),
+                                    lambda c, a: c.migrations.cancel(a.id, a.force), True),
+    "migration delete": _id_command("Delete a migration", ("id",),
+                                    lambda c, a: c.migrations.delete(a.id)),
+    "deployment create": CreateDeployment,
+    "deployment show": _show_command("deployments", True, "Show a deployment"),
+    "deployment list": _list_command("deployments", True, "List deployments"),
+    "deployment cancel": _id_command("Cancel a deployment", ("id",),
+                                     lambda c, a: c.deployments.cancel(a.id, a.force), True),
+    "deployment delete": _id_command("Delete a deployment", ("id",),
+                                     lambda c, a: c.deployments.delete(a.id)),
+    "replica create": CreateReplica,
+    "replica update": UpdateReplica,
+    "replica delete": _id_command("Delete a replica", ("id",),
+                                  lambda c, a: c.replicas.delete(a.id)),
+    "replica disks delete": DeleteReplicaDisks,
+    "replica list": ListReplicas,
+    "replica show": ShowReplica,
+    "replica execute": ExecuteReplica,
+    "replica execution list": ListExecutions,
+    "replica execution show": ShowExecution,
+    "replica execution cancel": _id_command(
+        "Cancel a replica execution", ("replica", "id"),
+        lambda c, a: c.replica_executions.cancel(a.replica, a.id, a.force), True),
+    "replica execution delete": _id_command(
+        "Delete a replica execution", ("replica", "id"),
+        lambda c, a: c.replica_executions.delete(a.replica, a.id)),
+    "replica schedule create": CreateSchedule,
+    "replica schedule update": UpdateSchedule,
+    "replica schedule list": ListSchedules,
+    "replica schedule show": ShowSchedule,
+    "replica schedule delete": _id_command(
+        "Delete a replica schedule", ("replica", "id"),
+        lambda c, a: c.replica_schedules.delete(a.replica, a.id)),
+}

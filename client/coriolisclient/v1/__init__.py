@@ -1,0 +1,1 @@
+"""Managers of the Coriolis v1 API resources."""

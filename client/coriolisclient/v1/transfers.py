@@ -1,0 +1,192 @@
+"""Migrations, deployments, replicas, replica executions and schedules."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from coriolisclient import base
+
+
+def _transfer_body(origin_endpoint_id: str, destination_endpoint_id: str,
+                   source_environment: dict[str, Any] | None,
+                   destination_environment: dict[str, Any], instances: list[str],
+                   network_map: dict[str, Any] | None, notes: str | None,
+                   storage_mappings: dict[str, Any] | None,
+                   user_scripts: dict[str, Any] | None) -> dict[str, Any]:
+    """Fields common to new migrations and replicas; like upstream, an empty network map or
+    storage mappings fall back to the destination environment's."""
+    return {
+        "origin_endpoint_id": origin_endpoint_id,
+        "destination_endpoint_id": destination_endpoint_id,
+        "destination_environment": destination_environment, "instances": instances,
+        "network_map": network_map or destination_environment.get("network_map") or {},
+        "notes": notes,
+        "storage_mappings": (storage_mappings
+                             or destination_environment.get("storage_mappings") or {}),
+        "user_scripts": user_scripts or {"global": {}, "instances": {}},
+        **({"source_environment": source_environment} if source_environment else {}),
+    }
+
+
+def _pools(origin: str | None, destination: str | None,
+           mappings: dict[str, str] | None) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    if origin is not None:
+        body["origin_minion_pool_id"] = origin
+    if destination is not None:
+        body["destination_minion_pool_id"] = destination
+    if mappings:
+        body["instance_osmorphing_minion_pool_mappings"] = mappings
+    return body
+
+
+class _ActionManager(base.Manager):
+    collection = ""
+    key = ""
+
+    def list(self, detail: bool = False) -> list[base.Resource]:
+        return self._list(f"/{self.collection}{'/detail' if detail else ''}", self.collection)
+
+    def get(self, obj: Any) -> base.Resource:
+        return self._get(f"/{self.collection}/{base.getid(obj)}", self.key)
+
+    def delete(self, obj: Any) -> None:
+        self._delete(f"/{self.collection}/{base.getid(obj)}")
+
+    def cancel(self, obj: Any, force: bool = False) -> None:
+        self._post(f"/{self.collection}/{base.getid(obj)}/actions",
+                   {"cancel": {"force": force}}, None)
+
+    def create_from_replica(self, replica_id: str, clone_disks: bool = True,
+                            force: bool = False, skip_os_morphing: bool = False,
+                            user_scripts: dict[str, Any] | None = None,
+                            instance_osmorphing_minion_pool_mappings: dict[str, str] | None = None
+                            ) -> base.Resource:
+        body: dict[str, Any] = {"replica_id": replica_id, "clone_disks": clone_disks,
+                                "force": force, "skip_os_morphing": skip_os_morphing,
+                                "user_scripts": user_scripts}
+        if instance_osmorphing_minion_pool_mappings is not None:
+            body["instance_osmorphing_minion_pool_mappings"] = (
+                instance_osmorphing_minion_pool_mappings)
+        return self._post(f"/{self.collection}", {self.key: body}, self.key)
+
+
+class MigrationManager(_ActionManager):
+    collection, key = "migrations", "migration"
+
+    def create(self, origin_endpoint_id: str, destination_endpoint_id: str,
+               source_environment: dict[str, Any] | None,
+               destination_environment: dict[str, Any], instances: list[str],
+               network_map: dict[str, Any] | None = None, notes: str | None = None,
+               storage_mappings: dict[str, Any] | None = None, skip_os_morphing: bool = False,
+               replication_count: int | None = None, shutdown_instances: bool | None = None,
+               user_scripts: dict[str, Any] | None = None,
+               origin_minion_pool_id: str | None = None,
+               destination_minion_pool_id: str | None = None,
+               instance_osmorphing_minion_pool_mappings: dict[str, str] | None = None
+               ) -> base.Resource:
+        body = _transfer_body(origin_endpoint_id, destination_endpoint_id, source_environment,
+                              destination_environment, instances, network_map, notes,
+                              storage_mappings, user_scripts)
+        body["skip_os_morphing"] = skip_os_morphing
+        if shutdown_instances is not None:
+            body["shutdown_instances"] = shutdown_instances
+        if replication_count is not None:
+            body["replication_count"] = replication_count
+        body.update(_pools(origin_minion_pool_id, destination_minion_pool_id,
+                           instance_osmorphing_minion_pool_mappings))
+        return self._post("/migrations", {"migration": body}, "migration")
+
+
+class DeploymentManager(_ActionManager):
+    collection, key = "deployments", "deployment"
+
+
+class ReplicaManager(_ActionManager):
+    collection, key = "replicas", "replica"
+
+    def create(self, origin_endpoint_id: str, destination_endpoint_id: str,
+               source_environment: dict[str, Any] | None,
+               destination_environment: dict[str, Any], instances: list[str],
+               replica_scenario: str = "replica", network_map: dict[str, Any] | None = None,
+               notes: str | None = None, storage_mappings: dict[str, Any] | None = None,
+               origin_minion_pool_id: str | None = None,
+               destination_minion_pool_id: str | None = None,
+               instance_osmorphing_minion_pool_mappings: dict[str, str] | None = None,
+               user_scripts: dict[str, Any] | None = None) -> base.Resource:
+        body = _transfer_body(origin_endpoint_id, destination_endpoint_id, source_environment,
+                              destination_environment, instances, network_map, notes,
+                              storage_mappings, user_scripts)
+        body["scenario"] = replica_scenario
+        body.update(_pools(origin_minion_pool_id, destination_minion_pool_id,
+                           instance_osmorphing_minion_pool_mappings))
+        return self._post("/replicas", {"replica": body}, "replica")
+
+    def update(self, replica: Any, updated_values: dict[str, Any]) -> base.Resource | None:
+        data = self._json("PUT", f"/replicas/{base.getid(replica)}",
+                          {"replica": updated_values})
+        return base.Resource(None, data["execution"], loaded=True)
+
+    def delete_disks(self, replica: Any) -> base.Resource:
+        data = self._post(f"/replicas/{base.getid(replica)}/actions",
+                          {"delete-disks": None}, None)
+        return base.Resource(None, data["execution"], loaded=True)
+
+
+class ReplicaExecutionManager(base.Manager):
+    def list(self, replica: Any) -> list[base.Resource]:
+        return self._list(f"/replicas/{base.getid(replica)}/executions", "executions")
+
+    def get(self, replica: Any, execution: Any = None) -> base.Resource:  # type: ignore[override]
+        return self._get(f"/replicas/{base.getid(replica)}/executions/{base.getid(execution)}",
+                         "execution")
+
+    def create(self, replica: Any, shutdown_instances: bool = False) -> base.Resource:
+        data = self._post(f"/replicas/{base.getid(replica)}/executions",
+                          {"execution": {"shutdown_instances": shutdown_instances}}, None)
+        return base.Resource(None, data["execution"], loaded=True)
+
+    def cancel(self, replica: Any, execution: Any, force: bool = False) -> None:
+        self._post(f"/replicas/{base.getid(replica)}/executions/{base.getid(execution)}"
+                   "/actions", {"cancel": {"force": force}}, None)
+
+    def delete(self, replica: Any, execution: Any) -> None:
+        self._delete(f"/replicas/{base.getid(replica)}/executions/{base.getid(execution)}")
+
+
+class ReplicaScheduleManager(base.Manager):
+    def list(self, replica: Any, hide_expired: bool = False) -> list[base.Resource]:
+        query = "?show_expired=False" if hide_expired else ""
+        return self._list(f"/replicas/{base.getid(replica)}/schedules{query}", "schedules")
+
+    def get(self, replica: Any, schedule: Any = None) -> base.Resource:  # type: ignore[override]
+        return self._get(f"/replicas/{base.getid(replica)}/schedules/{base.getid(schedule)}",
+                         "schedule")
+
+    def create(self, replica: Any, schedule: dict[str, int], enabled: bool,
+               expiration_date: Any, shutdown_instance: bool) -> base.Resource:
+        body: dict[str, Any] = {"schedule": schedule, "enabled": enabled,
+                                "shutdown_instance": shutdown_instance}
+        if expiration_date:
+            body["expiration_date"] = _iso(expiration_date)
+        data = self._post(f"/replicas/{base.getid(replica)}/schedules", body, None)
+        return base.Resource(None, data["schedule"], loaded=True)
+
+    def update(self, replica_id: Any, schedule_id: Any, updated_values: dict[str, Any]
+               ) -> base.Resource:
+        values = dict(updated_values)
+        if values.get("expiration_date"):
+            values["expiration_date"] = _iso(values["expiration_date"])
+        data = self._json("PUT", f"/replicas/{base.getid(replica_id)}/schedules/"
+                                 f"{base.getid(schedule_id)}", values)
+        return base.Resource(None, data["schedule"], loaded=True)
+
+    def delete(self, replica: Any, schedule: Any) -> None:
+        self._delete(f"/replicas/{base.getid(replica)}/schedules/{base.getid(schedule)}")
+
+
+def _iso(value: Any) -> str:
+    """A datetime (naive = UTC) as ``YYYY-MM-DDTHH:MM:SSZ``; strings pass through."""
+    if isinstance(value, str):
+        return value
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
