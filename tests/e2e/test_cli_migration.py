@@ -25,6 +25,7 @@ def clouds(server: RunningServer, tmp_path_factory: pytest.TempPathFactory) -> d
                 "--disk-format", "raw", "--network", "lan")
     local_cloud("add-instance", str(src), "vm2", "--disk-size", "80M",
                 "--disk-format", "qcow2", "--disks", "2", "--network", "dmz")
+    local_cloud("add-instance", str(src), "vm3", "--disk-size", "16M", "--network", "lan")
     local_cloud("init", str(dst), "--network", "prod",
                 "--storage", "fast:qcow2", "--storage", "bulk:raw")
     return {"src": src, "dst": dst}
@@ -70,7 +71,7 @@ def test_endpoint_crud_and_listings(server: RunningServer, endpoints: dict[str, 
     server.cli("endpoint", "validate", "connection", "src")
 
     instances = server.cli("endpoint", "instance", "list", "src", "-f", "json").json()
-    assert {i["Name"] for i in instances} == {"vm1", "vm2"}
+    assert {i["Name"] for i in instances} == {"vm1", "vm2", "vm3"}
     vm2 = server.cli("endpoint", "instance", "show", "src", "vm2", "-f", "json").json()
     assert len(json.loads(vm2["Disks"])) == 2
 
@@ -151,7 +152,7 @@ def test_bad_migration_input_is_refused(
     before = server.cli("migration", "list", "-f", "json").json()
     res = server.cli(
         "migration", "create", "--origin-endpoint", "src", "--destination-endpoint", "dst",
-        "--instance", change.get("instance", "vm1"),
+        "--instance", change.get("instance", "vm3"),
         "--source-environment", json.dumps({"snapshot": False}),
         "--destination-environment", json.dumps(change.get("dest_env", {"storage_backend": "bulk"})),
         "--network-map", json.dumps(change.get("network_map", {"lan": "prod"})),
