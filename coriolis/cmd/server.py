@@ -121,6 +121,26 @@ def cmd_bootstrap(args: argparse.Namespace) -> None:
     print(f"admin user ready; password in {settings.data_dir / 'admin-password'}")
 
 
+def cmd_user_create(args: argparse.Namespace) -> None:
+    """Users act in their project only; ``admin`` may also manage services and regions."""
+    from coriolis import exceptions
+    from coriolis.db.session import Database
+    from coriolis.identity.users import create_user
+
+    settings = _settings(args)
+    assert settings.database_url is not None
+    db = Database(settings.database_url)
+    db.create_schema()
+    try:
+        with db.session() as session:
+            roles = args.roles or ["member"]
+            user = create_user(session, args.name, args.password, args.project, roles)
+            print(f"user {user.name} ({user.id}) created in project {args.project} with roles "
+                  f"{', '.join(roles)}")
+    except exceptions.CoriolisError as exc:
+        raise SystemExit(f"error: {exc}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="coriolis-server",
                                      description="Coriolis migration server")
@@ -149,6 +169,17 @@ def build_parser() -> argparse.ArgumentParser:
     boot = sub.add_parser("bootstrap", help="create the first admin user and project")
     data_options(boot)
     boot.set_defaults(func=cmd_bootstrap)
+
+    user = sub.add_parser("user", help="embedded identity: users")
+    user_sub = user.add_subparsers(dest="user_command", required=True)
+    create = user_sub.add_parser("create", help="create a user with roles in a project")
+    create.add_argument("name")
+    create.add_argument("--password", required=True)
+    create.add_argument("--project", required=True, help="project name (created if missing)")
+    create.add_argument("--role", dest="roles", action="append", default=None,
+                        help="role in the project (default: member); may be repeated")
+    data_options(create)
+    create.set_defaults(func=cmd_user_create)
 
     local_cloud.register_subcommands(sub)
     return parser

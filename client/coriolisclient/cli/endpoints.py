@@ -157,8 +157,9 @@ class ListInstances(Lister):
                                                    name=args.name)
         columns = ("ID", "Name", "Flavor", "Memory MB", "Cores", "OS Type")
         return (columns if rows else ()), (
-            (i.id, i.to_dict().get("instance_name") or i.name, i.to_dict().get("flavor_name"),
-             i.memory_mb, i.num_cpu, i.os_type) for i in rows)
+            (i.id, i.to_dict().get("instance_name") or i.name,
+             i.to_dict().get("flavor_name") or "", i.memory_mb, i.num_cpu, i.os_type)
+            for i in rows)
 
 
 class ShowInstance(ShowOne):

@@ -1,0 +1,158 @@
+"""The HTTP API of a real all-in-one server: identity, error shapes, project isolation,
+roles and secret handling, through keystoneauth1 and plain HTTP."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from keystoneauth1 import session as ks_session
+from keystoneauth1.identity import v3
+
+from coriolis.harness import RunningServer, start_server, stop_server
+
+SERVER_BIN = str(Path(sys.executable).parent / "coriolis-server")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    srv = start_server(tmp_path_factory.mktemp("api") / "data")
+    try:
+        yield srv
+    finally:
+        stop_server(srv)
+
+
+def login(server: RunningServer, user: str, password: str, project: str) -> tuple[str, str]:
+    auth = v3.Password(auth_url=server.env["OS_AUTH_URL"], username=user, password=password,
+                       project_name=project, user_domain_name="Default",
+                       project_domain_name="Default")
+    sess = ks_session.Session(auth=auth)
+    url = sess.get_endpoint(service_type="migration", interface="public")
+    return sess.get_token(), url
+
+
+@pytest.fixture(scope="module")
+def admin(server: RunningServer) -> tuple[str, str]:
+    return login(server, "admin", server.env["OS_PASSWORD"], "admin")
+
+
+@pytest.fixture(scope="module")
+def member_b(server: RunningServer) -> tuple[str, str]:
+    subprocess.run([SERVER_BIN, "user", "create", "bob", "--password", "bob-pass", "--project",
+                    "team-b", "--data-dir", str(server.data_dir)], check=True,
+                   capture_output=True)
+    return login(server, "bob", "bob-pass", "team-b")
+
+
+def call(method: str, url: str, token: str | None, **kwargs) -> requests.Response:  # type: ignore[no-untyped-def]
+    headers = {**kwargs.pop("headers", {}), **({"X-Auth-Token": token} if token else {})}
+    return requests.request(method, url, headers=headers, timeout=30, **kwargs)
+
+
+def assert_error(resp: requests.Response, code: int, *words: str) -> None:
+    assert resp.status_code == code, resp.text
+    error = resp.json()["error"]
+    assert error["code"] == code
+    for word in words:
+        assert word in error["message"]
+
+
+def test_catalog_points_at_project_scoped_v1(admin: tuple[str, str]) -> None:
+    token, url = admin
+    assert url.rstrip("/").split("/")[-2] == "v1"
+    assert call("GET", f"{url}/endpoints", token).json() == {"endpoints": []}
+
+
+def test_missing_and_forged_tokens_are_401(admin: tuple[str, str]) -> None:
+    _, url = admin
+    assert_error(call("GET", f"{url}/endpoints", None), 401)
+    assert_error(call("GET", f"{url}/endpoints", "gAAAAABforged"), 401, "invalid")
+
+
+def test_wrong_password_is_401(server: RunningServer) -> None:
+    resp = requests.post(f"{server.url}/identity/v3/auth/tokens", json={"auth": {
+        "identity": {"methods": ["password"], "password": {"user": {
+            "name": "admin", "domain": {"name": "Default"}, "password": "wrong"}}},
+        "scope": {"project": {"name": "admin", "domain": {"name": "Default"}}}}}, timeout=30)
+    assert resp.status_code == 401 and "X-Subject-Token" not in resp.headers
+
+
+def test_v2_tokens(server: RunningServer) -> None:
+    resp = requests.post(f"{server.url}/identity/v2.0/tokens", json={"auth": {
+        "tenantName": "admin", "passwordCredentials": {
+            "username": "admin", "password": server.env["OS_PASSWORD"]}}}, timeout=30)
+    access = resp.json()["access"]
+    url = access["serviceCatalog"][0]["endpoints"][0]["publicURL"]
+    assert call("GET", f"{url}/providers", access["token"]["id"]).status_code == 200
+
+
+def test_errors_name_the_field_and_never_echo_secrets(admin: tuple[str, str],
+                                                      server: RunningServer) -> None:
+    token, url = admin
+    assert_error(call("POST", f"{url}/endpoints", token, json={"name": "x"}), 400, "endpoint")
+    assert_error(call("POST", f"{url}/endpoints", token, data="{not json",
+                      headers={"Content-Type": "application/json"}), 400)
+    assert_error(call("POST", f"{url}/endpoints", token, json={"endpoint": {
+        "name": "x", "type": "nosuch", "connection_info": {}}}), 404, "nosuch")
+    secret = "hunter2-very-secret"
+    resp = call("POST", f"{url}/endpoints", token, json={"endpoint": {
+        "name": "x", "type": "local", "connection_info": {"path": "/tmp", "password": secret}}})
+    assert_error(resp, 400, "connection_info")
+    assert secret not in resp.text
+    assert secret not in (server.data_dir / "coriolis.log").read_text()
+    assert_error(call("GET", f"{url}/endpoints/00000000-0000-0000-0000-00000000dead", token),
+                 404, "00000000-0000-0000-0000-00000000dead")
+    assert_error(call("GET", f"{url}/migrations/nope", token), 404, "nope")
+
+
+def test_projects_are_isolated(admin: tuple[str, str], member_b: tuple[str, str],
+                               tmp_path: Path) -> None:
+    token_a, url_a = admin
+    token_b, url_b = member_b
+    created = call("POST", f"{url_a}/endpoints", token_a, json={"endpoint": {
+        "name": "a-only", "type": "local", "connection_info": {"path": str(tmp_path)}}})
+    assert created.status_code == 200, created.text
+    endpoint_id = created.json()["endpoint"]["id"]
+    # B cannot see, read, change or delete it, by its own URL or by A's
+    assert endpoint_id not in {e["id"] for e in call("GET", f"{url_b}/endpoints",
+                                                     token_b).json()["endpoints"]}
+    for method in ("GET", "DELETE"):
+        assert_error(call(method, f"{url_b}/endpoints/{endpoint_id}", token_b), 404)
+    assert_error(call("PUT", f"{url_b}/endpoints/{endpoint_id}", token_b,
+                      json={"endpoint": {"name": "stolen"}}), 404)
+    assert call("GET", f"{url_a}/endpoints/{endpoint_id}", token_b).status_code == 403
+    # the owner sees its connection info; lists never carry it
+    shown = call("GET", f"{url_a}/endpoints/{endpoint_id}", token_a).json()["endpoint"]
+    assert shown["connection_info"] == {"path": str(tmp_path)}
+    listed = call("GET", f"{url_a}/endpoints", token_a).json()["endpoints"]
+    assert all("connection_info" not in e for e in listed)
+
+
+def test_admin_only_operations(admin: tuple[str, str], member_b: tuple[str, str]) -> None:
+    token_a, url_a = admin
+    token_b, url_b = member_b
+    assert_error(call("POST", f"{url_b}/regions", token_b,
+                      json={"region": {"name": "r"}}), 403)
+    assert_error(call("GET", f"{url_b}/diagnostics", token_b), 403)
+    region = call("POST", f"{url_a}/regions", token_a, json={"region": {"name": "eu"}})
+    assert region.status_code == 200 and region.json()["region"]["enabled"] is True
+    services = call("GET", f"{url_a}/services", token_a).json()["services"]
+    assert [s["binary"] for s in services] == ["coriolis-worker"]
+    assert services[0]["status"] == "UP"
+
+
+def test_connection_info_is_encrypted_at_rest(admin: tuple[str, str], server: RunningServer,
+                                              tmp_path: Path) -> None:
+    token, url = admin
+    marker = str(tmp_path / "marker-dir-name")
+    call("POST", f"{url}/endpoints", token, json={"endpoint": {
+        "name": "enc", "type": "local", "connection_info": {"path": marker}}})
+    raw = b"".join(p.read_bytes() for p in server.data_dir.glob("coriolis.db*"))
+    assert marker.encode() not in raw
+    assert json.dumps(marker).encode() not in raw
