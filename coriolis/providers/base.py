@@ -156,3 +156,7 @@ class ImportProvider(abc.ABC):
     def cleanup_failed_instance(
         self, connection_info: JSON, env: JSON, instance_deployment_info: JSON
     ) -> None: ...
+
+
+class TransferProvider(BaseProvider, ExportProvider, ImportProvider):
+    """A provider that can be the source and the destination of transfers."""

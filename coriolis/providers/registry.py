@@ -6,7 +6,7 @@ import functools
 from importlib.metadata import entry_points
 
 from coriolis import exceptions
-from coriolis.providers.base import BaseProvider
+from coriolis.providers.base import BaseProvider, TransferProvider
 
 ENTRY_POINT_GROUP = "coriolis.providers"
 
@@ -34,3 +34,11 @@ def get_provider(platform: str) -> BaseProvider:
             f"Provider '{platform}' not found (available providers: {known})"
         ) from None
     return cls()
+
+
+def get_transfer_provider(platform: str) -> TransferProvider:
+    """The provider for ``platform``, which must be able to export and import disks."""
+    provider = get_provider(platform)
+    if not isinstance(provider, TransferProvider):
+        raise exceptions.InvalidInput(f"Provider '{platform}' cannot transfer instances")
+    return provider

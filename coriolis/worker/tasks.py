@@ -28,8 +28,8 @@ class TaskContext:
         self.message = message
         self.instance = message.instance
         self.info: JSON = message.task_info
-        self.origin = registry.get_provider(message.origin.platform)
-        self.destination = registry.get_provider(message.destination.platform)
+        self.origin = registry.get_transfer_provider(message.origin.platform)
+        self.destination = registry.get_transfer_provider(message.destination.platform)
         self.origin_conn = message.origin.connection_info
         self.origin_env = message.origin.environment
         self.dest_conn = message.destination.connection_info

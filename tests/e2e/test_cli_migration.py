@@ -154,7 +154,8 @@ def test_bad_migration_input_is_refused(
         "migration", "create", "--origin-endpoint", "src", "--destination-endpoint", "dst",
         "--instance", change.get("instance", "vm3"),
         "--source-environment", json.dumps({"snapshot": False}),
-        "--destination-environment", json.dumps(change.get("dest_env", {"storage_backend": "bulk"})),
+        "--destination-environment",
+        json.dumps(change.get("dest_env", {"storage_backend": "bulk"})),
         "--network-map", json.dumps(change.get("network_map", {"lan": "prod"})),
         "--skip-os-morphing", check=False,
     )

@@ -38,7 +38,7 @@ class CoriolisApp(app.App):
                          command_manager=manager, deferred_help=True)
         self._client: coriolis_client.Client | None = None
 
-    def build_option_parser(self, description: str, version: str,
+    def build_option_parser(self, description: str | None, version: str | None,
                             argparse_kwargs: dict[str, Any] | None = None
                             ) -> argparse.ArgumentParser:
         parser = super().build_option_parser(description, version, argparse_kwargs)

@@ -71,7 +71,7 @@ def replica_show(obj: Any, instances_data: bool = False) -> tuple[tuple[str, ...
               *_common(obj), utils.format_json(d.get("destination_environment")),
               utils.format_json(d.get("source_environment")), *_storage_columns(obj),
               utils.format_json(d.get("user_scripts")), executions]
-    fields = REPLICA_FIELDS
+    fields: tuple[str, ...] = REPLICA_FIELDS
     if instances_data:
         fields = (*fields, "instances-data")
         values.append(obj.info)

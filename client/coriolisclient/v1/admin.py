@@ -6,6 +6,9 @@ from typing import Any
 
 from coriolisclient import base
 
+# Managers define a method named `list`, which shadows the builtin in annotations.
+Resources = list[base.Resource]
+
 SCHEMA_TYPES = {"connection": 16, "destination": 4, "source": 8,
                 "source_minion_pool": 524288, "destination_minion_pool": 1048576}
 
@@ -28,7 +31,7 @@ class _CrudManager(base.Manager):
     collection = ""
     key = ""
 
-    def list(self) -> list[base.Resource]:
+    def list(self) -> Resources:
         return self._list(f"/{self.collection}", self.collection)
 
     def get(self, obj: Any) -> base.Resource:
@@ -102,5 +105,5 @@ class MinionPoolManager(_CrudManager):
 
 
 class DiagnosticsManager(base.Manager):
-    def get(self, obj_id: Any = None) -> list[base.Resource]:  # type: ignore[override]
+    def get(self, obj_id: Any = None) -> Resources:  # type: ignore[override]
         return self._list("/diagnostics", "diagnostics")

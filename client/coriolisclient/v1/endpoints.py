@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlencode
 
 from coriolisclient import base, exceptions
+
+# Managers define a method named `list`, which shadows the builtin in annotations.
+Resources = list[base.Resource]
 
 
 def _env_query(env: dict[str, Any] | None, options: list[str] | None = None) -> str:
@@ -19,18 +23,18 @@ def _env_query(env: dict[str, Any] | None, options: list[str] | None = None) -> 
 
 
 class EndpointManager(base.Manager):
-    def list(self) -> list[base.Resource]:
+    def list(self) -> Resources:
         return self._list("/endpoints", "endpoints")
 
     def get(self, endpoint: Any) -> base.Resource:
         return self._get(f"/endpoints/{base.getid(endpoint)}", "endpoint")
 
     def create(self, name: str, endpoint_type: str, connection_info: dict[str, Any],
-               description: str | None = None, regions: list[str] | None = None
+               description: str | None = None, regions: Sequence[str] | None = None
                ) -> base.Resource:
         return self._post("/endpoints", {"endpoint": {
             "name": name, "type": endpoint_type, "description": description,
-            "connection_info": connection_info, "mapped_regions": regions or []}}, "endpoint")
+            "connection_info": connection_info, "mapped_regions": list(regions or [])}}, "endpoint")
 
     def update(self, endpoint: Any, updated_values: dict[str, Any]) -> base.Resource | None:
         return self._put(f"/endpoints/{base.getid(endpoint)}", {"endpoint": updated_values},
@@ -63,7 +67,7 @@ class EndpointManager(base.Manager):
 
 class EndpointInstanceManager(base.Manager):
     def list(self, endpoint: Any, env: dict[str, Any] | None = None, marker: str | None = None,
-             limit: int | None = None, name: str | None = None) -> list[base.Resource]:
+             limit: int | None = None, name: str | None = None) -> Resources:
         query = {k: v for k, v in (("marker", marker), ("limit", limit), ("name", name))
                  if v is not None}
         if env is not None:
@@ -79,14 +83,14 @@ class EndpointInstanceManager(base.Manager):
 
 class EndpointNetworkManager(base.Manager):
     def list(self, endpoint: Any, environment: dict[str, Any] | None = None
-             ) -> list[base.Resource]:
+             ) -> Resources:
         return self._list(f"/endpoints/{base.getid(endpoint)}/networks"
                           f"{_env_query(environment)}", "networks")
 
 
 class EndpointStorageManager(base.Manager):
     def list(self, endpoint: Any, environment: dict[str, Any] | None = None
-             ) -> list[base.Resource]:
+             ) -> Resources:
         return self._list(f"/endpoints/{base.getid(endpoint)}/storage"
                           f"{_env_query(environment)}", "storage", "storage_backends")
 
@@ -102,7 +106,7 @@ class EndpointOptionsManager(base.Manager):
     key = ""
 
     def list(self, endpoint: Any, environment: dict[str, Any] | None = None,
-             option_names: list[str] | None = None) -> list[base.Resource]:
+             option_names: list[str] | None = None) -> Resources:
         return self._list(f"/endpoints/{base.getid(endpoint)}/{self.path}"
                           f"{_env_query(environment, option_names)}", self.key)
 

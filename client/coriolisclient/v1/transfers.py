@@ -6,6 +6,9 @@ from typing import Any
 
 from coriolisclient import base
 
+# Managers define a method named `list`, which shadows the builtin in annotations.
+Resources = list[base.Resource]
+
 
 def _transfer_body(origin_endpoint_id: str, destination_endpoint_id: str,
                    source_environment: dict[str, Any] | None,
@@ -44,7 +47,7 @@ class _ActionManager(base.Manager):
     collection = ""
     key = ""
 
-    def list(self, detail: bool = False) -> list[base.Resource]:
+    def list(self, detail: bool = False) -> Resources:
         return self._list(f"/{self.collection}{'/detail' if detail else ''}", self.collection)
 
     def get(self, obj: Any) -> base.Resource:
@@ -134,7 +137,7 @@ class ReplicaManager(_ActionManager):
 
 
 class ReplicaExecutionManager(base.Manager):
-    def list(self, replica: Any) -> list[base.Resource]:
+    def list(self, replica: Any) -> Resources:
         return self._list(f"/replicas/{base.getid(replica)}/executions", "executions")
 
     def get(self, replica: Any, execution: Any = None) -> base.Resource:  # type: ignore[override]
@@ -155,7 +158,7 @@ class ReplicaExecutionManager(base.Manager):
 
 
 class ReplicaScheduleManager(base.Manager):
-    def list(self, replica: Any, hide_expired: bool = False) -> list[base.Resource]:
+    def list(self, replica: Any, hide_expired: bool = False) -> Resources:
         query = "?show_expired=False" if hide_expired else ""
         return self._list(f"/replicas/{base.getid(replica)}/schedules{query}", "schedules")
 

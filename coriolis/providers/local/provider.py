@@ -12,7 +12,7 @@ from typing import Any
 from coriolis import constants as c
 from coriolis import exceptions
 from coriolis.providers import mappings
-from coriolis.providers.base import JSON, BaseProvider, ExportProvider, ImportProvider
+from coriolis.providers.base import JSON, TransferProvider
 from coriolis.providers.local.cloud import PENDING_FILE, LocalCloud
 from coriolis.transfer.base import DiskReader, DiskWriter
 from coriolis.transfer.extents import qemu_img_info
@@ -74,7 +74,7 @@ def create_image(path: Path, fmt: str, size: int) -> None:
         raise exceptions.ProviderError(f"cannot create {path.name}: {proc.stderr.strip()}")
 
 
-class LocalProvider(BaseProvider, ExportProvider, ImportProvider):
+class LocalProvider(TransferProvider):
     platform = "local"
     provider_types = (
         c.PROVIDER_TYPE_ENDPOINT | c.PROVIDER_TYPE_ENDPOINT_INSTANCES
