@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from typing import Any
@@ -67,6 +68,18 @@ class CoriolisApp(app.App):
         add("--coriolis-api-version", default=env("CORIOLIS_API_VERSION", default="v1"))
         loading.register_session_argparse_arguments(parser)
         return parser
+
+    def configure_logging(self) -> None:
+        """cliff adds handlers to the root logger on every run; drop those of an earlier run
+        in the same process (``main()`` called twice), whose streams may be closed."""
+        root = logging.getLogger("")
+        for handler in list(root.handlers):
+            if getattr(handler, "_coriolis_cli", False):
+                root.removeHandler(handler)
+        before = set(root.handlers)
+        super().configure_logging()
+        for handler in set(root.handlers) - before:
+            handler._coriolis_cli = True  # type: ignore[attr-defined]
 
     # --- authentication ---------------------------------------------------------------------
     def _auth_plugin(self) -> Any:

@@ -31,7 +31,7 @@ SCHEDULE_FIELDS = ("id", "replica_id", "schedule", "created", "last_updated", "e
 def _storage_columns(obj: Any) -> list[Any]:
     default, backends, disks = utils.parse_storage_mappings(
         obj.to_dict().get("storage_mappings", {}))
-    return [utils.format_json(obj.network_map), utils.format_mapping(disks),
+    return [utils.format_json(obj.to_dict().get("network_map")), utils.format_mapping(disks),
             utils.format_mapping(backends), default]
 
 
