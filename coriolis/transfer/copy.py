@@ -26,6 +26,18 @@ PROGRESS_INTERVAL = 1.0
 _ZEROS = bytes(DEFAULT_CHUNK)
 
 
+def _runs(changed: list[tuple[int, int]]) -> Iterator[list[tuple[int, int]]]:
+    """Group consecutive block indexes, splitting where zero and data blocks alternate."""
+    run: list[tuple[int, int]] = []
+    for item in changed:
+        if run and (item[0] != run[-1][0] + 1 or (item[1] == ZERO) != (run[-1][1] == ZERO)):
+            yield run
+            run = []
+        run.append(item)
+    if run:
+        yield run
+
+
 def is_zero(data: bytes) -> bool:
     if len(data) <= len(_ZEROS):
         return data == _ZEROS[: len(data)]
@@ -56,8 +68,7 @@ class CopyStats:
 class _Job:
     offset: int
     length: int
-    zero: bool
-    block: int | None = None  # manifest block index
+    zero: bool  # nothing to read: the whole range is a hole / zero extent
 
 
 class _Progress:
@@ -81,15 +92,16 @@ class _Progress:
             self._callback(self.total, self.total)
 
 
-def _manifest_jobs(extents: list[Extent], block_size: int, size: int) -> Iterator[_Job]:
-    """Block-aligned jobs: a block is data if any data extent overlaps it."""
-    data_blocks: set[int] = set()
+def _aligned_jobs(extents: list[Extent], chunk: int, size: int) -> Iterator[_Job]:
+    """Chunk-aligned jobs over the whole disk (for manifests, whose blocks divide ``chunk``):
+    a job is data if any data extent overlaps it."""
+    data_chunks: set[int] = set()
     for ext in extents:
         if not ext.zero:
-            data_blocks.update(range(ext.offset // block_size, (ext.end - 1) // block_size + 1))
-    for index in range((size + block_size - 1) // block_size):
-        offset = index * block_size
-        yield _Job(offset, min(block_size, size - offset), index not in data_blocks, index)
+            data_chunks.update(range(ext.offset // chunk, (ext.end - 1) // chunk + 1))
+    for index in range((size + chunk - 1) // chunk):
+        offset = index * chunk
+        yield _Job(offset, min(chunk, size - offset), index not in data_chunks)
 
 
 def _plain_jobs(extents: list[Extent], chunk_size: int) -> Iterator[_Job]:
@@ -122,57 +134,75 @@ def copy_disk(
     if manifest is not None:
         if manifest.disk_size != size:
             raise exceptions.ProviderError("block manifest does not match the disk size")
-        jobs = _manifest_jobs(extents, manifest.block_size, size)
-        to_scan = sum(j.length for j in _manifest_jobs(extents, manifest.block_size, size)
-                      if not j.zero)
+        chunk = max(chunk_size // manifest.block_size, 1) * manifest.block_size
+        jobs = list(_aligned_jobs(extents, chunk, size))
     else:
-        jobs = _plain_jobs(extents, chunk_size)
-        to_scan = sum(e.length for e in extents if not e.zero)
-    tracker = _Progress(progress, to_scan)
+        jobs = list(_plain_jobs(extents, chunk_size))
+    tracker = _Progress(progress, sum(j.length for j in jobs if not j.zero))
 
     def cancelled() -> bool:
         return bool(cancel and cancel())
 
-    def write_verified(job: _Job, data: bytes) -> None:
+    def write_verified(offset: int, data: bytes) -> None:
         expected = xxhash.xxh3_64_intdigest(data)
         for _attempt in range(VERIFY_ATTEMPTS):
-            writer.write(job.offset, data)
-            if not verify or xxhash.xxh3_64_intdigest(
-                    writer.read(job.offset, job.length)) == expected:
+            writer.write(offset, data)
+            if not verify or xxhash.xxh3_64_intdigest(writer.read(offset, len(data))) == expected:
                 return
         raise exceptions.ProviderError(
-            f"chunk at offset {job.offset} failed its checksum {VERIFY_ATTEMPTS} times")
+            f"chunk at offset {offset} failed its checksum {VERIFY_ATTEMPTS} times")
 
-    def run(job: _Job) -> None:
+    def read(job: _Job) -> bytes | None:
         if cancelled():
             raise exceptions.TaskCanceled("copy cancelled")
         if job.zero:
-            data = None
-            desired = ZERO
-        else:
-            data = reader.read(job.offset, job.length)
-            stats.add(bytes_scanned=job.length)
-            zero = is_zero(data)
-            desired = ZERO if zero else block_hash(data)
-            if zero:
-                data = None
-        if manifest is not None and job.block is not None:
-            if manifest.get(job.block) == desired:
-                stats.add(bytes_skipped_unchanged=job.length, chunks=1)
-                tracker.advance(0 if job.zero else job.length)
-                return
-        if data is None:
-            if not dest_is_blank or manifest is not None:
+            return None
+        data = reader.read(job.offset, job.length)
+        stats.add(bytes_scanned=job.length)
+        return data
+
+    def run_plain(job: _Job) -> None:
+        data = read(job)
+        if data is None or is_zero(data):
+            if not dest_is_blank:
                 writer.zero(job.offset, job.length)
                 stats.add(bytes_zeroed=job.length)
         else:
-            write_verified(job, data)
+            write_verified(job.offset, data)
             stats.add(bytes_written=job.length)
-        if manifest is not None and job.block is not None:
-            manifest.set(job.block, desired)
         stats.add(chunks=1)
         tracker.advance(0 if job.zero else job.length)
 
+    def run_manifest(job: _Job) -> None:
+        """Write only the runs of blocks whose content differs from the manifest's."""
+        assert manifest is not None
+        data = read(job)
+        block = manifest.block_size
+        first = job.offset // block
+        changed: list[tuple[int, int]] = []  # (block index, desired hash)
+        for i in range((job.length + block - 1) // block):
+            piece = data[i * block:(i + 1) * block] if data is not None else None
+            desired = ZERO if piece is None or is_zero(piece) else block_hash(piece)
+            if manifest.get(first + i) != desired:
+                changed.append((first + i, desired))
+        unchanged = job.length - sum(
+            min(block, job.offset + job.length - idx * block) for idx, _ in changed)
+        stats.add(bytes_skipped_unchanged=unchanged, chunks=1)
+        for run in _runs(changed):
+            start = run[0][0] * block
+            end = min((run[-1][0] + 1) * block, job.offset + job.length)
+            if all(h == ZERO for _, h in run):
+                writer.zero(start, end - start)
+                stats.add(bytes_zeroed=end - start)
+            else:
+                assert data is not None
+                write_verified(start, data[start - job.offset:end - job.offset])
+                stats.add(bytes_written=end - start)
+            for idx, desired in run:
+                manifest.set(idx, desired)
+        tracker.advance(0 if job.zero else job.length)
+
+    run = run_plain if manifest is None else run_manifest
     in_flight: set[Future[None]] = set()
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="copy") as pool:
         try:

@@ -16,7 +16,8 @@ from coriolis.providers import registry
 from coriolis.transfer.copy import copy_disk
 from coriolis.transfer.manifest import BlockManifest
 
-MANIFEST_BLOCK = 1024 * 1024
+# Change-detection granularity of block manifests (copies still move 4 MiB chunks).
+MANIFEST_BLOCK = 64 * 1024
 MiB = 1024 * 1024
 
 JSON = dict[str, Any]
@@ -190,12 +191,16 @@ def replicate_disks(ctx: TaskContext) -> JSON:
                 writer.close()
         finally:
             reader.close()
+        changed = stats.bytes_written + stats.bytes_zeroed
         volume.update({"manifest": str(manifest_file), "bytes_scanned": stats.bytes_scanned,
-                       "bytes_written": stats.bytes_written, "bytes_zeroed": stats.bytes_zeroed,
-                       "bytes_skipped_unchanged": stats.bytes_skipped_unchanged})
-        ctx.event(f"Disk {disk_id}: scanned {stats.bytes_scanned} bytes, wrote "
-                  f"{stats.bytes_written}, zeroed {stats.bytes_zeroed}, unchanged "
-                  f"{stats.bytes_skipped_unchanged} in {stats.seconds:.2f}s")
+                       "bytes_changed": changed, "bytes_sent": stats.bytes_written,
+                       "bytes_unchanged": stats.bytes_skipped_unchanged})
+        # The last progress update of a disk is its summary (the CLI shows progress updates).
+        total = stats.bytes_scanned or 1
+        ctx.progress(total, total,
+                     f"Disk {disk_id}: scanned {stats.bytes_scanned / MiB:.1f} MiB, changed "
+                     f"{changed / MiB:.1f} MiB, sent {stats.bytes_written / MiB:.1f} MiB "
+                     f"in {stats.seconds:.2f}s")
     return {"volumes_info": volumes}
 
 
