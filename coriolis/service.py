@@ -9,6 +9,7 @@ from coriolis.bus.inprocess import InProcessBus
 from coriolis.config import Settings
 from coriolis.db.session import Database
 from coriolis.engine.conductor import Conductor
+from coriolis.scheduling.replica_cron import ReplicaCron
 from coriolis.secrets.box import SecretBox
 from coriolis.worker.service import Worker
 
@@ -21,8 +22,10 @@ class Services:
     worker: Worker
     bus: InProcessBus
     conductor: Conductor
+    cron: ReplicaCron
 
     def close(self) -> None:
+        self.cron.stop()
         self.bus.shutdown()
         self.conductor.stop()
         self.db.dispose()
@@ -39,4 +42,6 @@ def build_all_in_one(settings: Settings) -> Services:
     conductor = Conductor(db, box, bus)
     bus.set_event_sink(conductor)
     conductor.start()
-    return Services(settings, db, box, worker, bus, conductor)
+    cron = ReplicaCron(db, conductor)
+    cron.start()
+    return Services(settings, db, box, worker, bus, conductor, cron)

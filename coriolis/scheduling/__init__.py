@@ -1,0 +1,1 @@
+"""Background scheduling: replica cron (and later worker placement and pool upkeep)."""
