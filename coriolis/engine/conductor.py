@@ -465,8 +465,6 @@ class Conductor:
                     "action_id": action.id, "replica_id": action.replica_id,
                     "clone_disks": action.clone_disks,
                     "user_scripts": action.user_scripts or {},
-                    "incremental": task.execution.type != c.EXECUTION_TYPE_MIGRATION
-                    or _is_later_sync(task, task.execution.tasks),
                 })
                 messages.append(TaskMessage(
                     task_id=task.id, execution_id=task.execution_id, task_type=task.task_type,
@@ -543,13 +541,6 @@ class Conductor:
                            else c.TASK_STATUS_CANCELED, "Cancelled by the user")
             self._advance(session, task.execution)
         self._task_event(task_id, apply)
-
-
-def _is_later_sync(task: models.Task, siblings: list[models.Task]) -> bool:
-    """True for the second and later REPLICATE_DISKS of a migration (incremental syncs)."""
-    syncs = [t for t in siblings if t.instance == task.instance
-             and t.task_type == c.TASK_TYPE_REPLICATE_DISKS]
-    return bool(syncs) and syncs[0].id != task.id
 
 
 def _merge_storage_mappings(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:

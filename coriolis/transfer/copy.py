@@ -18,7 +18,7 @@ import xxhash
 from coriolis import exceptions
 from coriolis.transfer.base import DiskReader, DiskWriter, Extent
 from coriolis.transfer.extents import split
-from coriolis.transfer.manifest import ZERO, BlockManifest, block_hash
+from coriolis.transfer.manifest import UNKNOWN, ZERO, BlockManifest, block_hash
 
 DEFAULT_CHUNK = 4 * 1024 * 1024
 VERIFY_ATTEMPTS = 3
@@ -189,6 +189,8 @@ def copy_disk(
             min(block, job.offset + job.length - idx * block) for idx, _ in changed)
         stats.add(bytes_skipped_unchanged=unchanged, chunks=1)
         for run in _runs(changed):
+            for idx, _ in run:  # a write cut short leaves the block unknown, never stale
+                manifest.set(idx, UNKNOWN)
             start = run[0][0] * block
             end = min((run[-1][0] + 1) * block, job.offset + job.length)
             if all(h == ZERO for _, h in run):

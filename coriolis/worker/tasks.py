@@ -14,7 +14,7 @@ from coriolis import exceptions
 from coriolis.bus.base import TaskEventSink, TaskMessage
 from coriolis.providers import registry
 from coriolis.transfer.copy import copy_disk
-from coriolis.transfer.manifest import BlockManifest
+from coriolis.transfer.manifest import UNKNOWN, ZERO, BlockManifest
 
 # Change-detection granularity of block manifests (copies still move 4 MiB chunks).
 MANIFEST_BLOCK = 64 * 1024
@@ -159,12 +159,11 @@ def _manifest_path(ctx: TaskContext, volume: JSON) -> Path:
 
 @runs(c.TASK_TYPE_REPLICATE_DISKS)
 def replicate_disks(ctx: TaskContext) -> JSON:
-    """Copy every disk; later runs (``incremental``) send only blocks whose hash differs
-    from what the destination holds according to the volume's block manifest."""
+    """Copy every disk, sending only blocks whose hash differs from what the destination
+    holds according to the volume's block manifest (a new volume holds zeroes)."""
     export_info = ctx.require("export_info")
     volumes = [dict(v) for v in ctx.require("volumes_info")]
     sources = ctx.info.get("source_resources") or {}
-    incremental = bool(ctx.info.get("incremental"))
     for volume in volumes:
         disk_id = volume["disk_id"]
         manifest_file = _manifest_path(ctx, volume)
@@ -173,20 +172,26 @@ def replicate_disks(ctx: TaskContext) -> JSON:
         try:
             writer = ctx.destination.open_disk_writer(ctx.dest_conn, ctx.dest_env, volume)
             try:
-                if incremental and volume.get("manifest"):
+                if manifest_file.exists():
                     manifest = BlockManifest.load_or_new(manifest_file, MANIFEST_BLOCK,
                                                          reader.size)
-                else:
-                    manifest = BlockManifest(MANIFEST_BLOCK, reader.size)
+                else:  # a new (blank) volume, or one whose manifest was lost: resend all
+                    manifest = BlockManifest(MANIFEST_BLOCK, reader.size,
+                                             fill=UNKNOWN if volume.get("manifest") else ZERO)
 
                 def progress(done: int, scan_total: int, _id: str = disk_id) -> None:
                     ctx.progress(done, scan_total or 1,
                                  f"Disk {_id}: {done / MiB:.1f} of {scan_total / MiB:.1f} MiB "
                                  f"allocated data scanned")
 
-                stats = copy_disk(reader, writer, manifest=manifest, progress=progress,
-                                  cancel=ctx.cancelled, dest_is_blank=False)
-                manifest.save(manifest_file)
+                try:
+                    stats = copy_disk(reader, writer, manifest=manifest, progress=progress,
+                                      cancel=ctx.cancelled, dest_is_blank=False)
+                finally:
+                    # Even after a failure the manifest describes the destination exactly
+                    # (blocks being written are UNKNOWN), so the next run resends only what
+                    # it must.
+                    manifest.save(manifest_file)
             finally:
                 writer.close()
         finally:
