@@ -171,3 +171,42 @@ def test_restart_recovers_interrupted_execution(tmp_path, ctx, clouds) -> None:
             assert action.executions[0].tasks[0].status == c.TASK_STATUS_ERROR
     finally:
         second.close()
+
+
+def wait_task(services: Services, action_id: str, task_type: str, status: str) -> str:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with services.db.session() as session:
+            execution = session.get(models.TransferAction, action_id).executions[-1]
+            if any(t.task_type == task_type and t.status == status for t in execution.tasks):
+                return execution.id
+        time.sleep(0.02)
+    raise AssertionError(f"{task_type} never reached {status}")
+
+
+def test_replica_refusals_and_recovery_after_a_cancelled_execution(services, ctx, endpoints,
+                                                                   clouds) -> None:
+    add_instance(clouds["src"], "busy", disk_size="1200M", allocated_fraction=0.5,
+                 network="lan", seed=9)
+    replica_id = services.conductor.create_replica(ctx, body(endpoints, "busy"))
+    with pytest.raises(exceptions.InvalidState, match="no completed execution"):
+        services.conductor.deploy_replica(ctx, {"replica_id": replica_id})
+    services.conductor.execute_replica(ctx, replica_id, False)
+    execution_id = wait_task(services, replica_id, c.TASK_TYPE_REPLICATE_DISKS,
+                             c.TASK_STATUS_RUNNING)
+    with pytest.raises(exceptions.InvalidState, match="in progress"):
+        services.conductor.execute_replica(ctx, replica_id, False)
+    with pytest.raises(exceptions.InvalidState, match="in progress"):
+        services.conductor.delete_action(ctx, replica_id)
+    with pytest.raises(exceptions.InvalidState):
+        services.conductor.delete_execution(ctx, execution_id)
+    services.conductor.cancel_execution(ctx, execution_id, False)
+    assert wait_execution(services, replica_id).status == c.EXECUTION_STATUS_CANCELED
+
+    # the half-written destination is brought in line by the next execution
+    services.conductor.execute_replica(ctx, replica_id, False)
+    assert wait_execution(services, replica_id).status == c.EXECUTION_STATUS_COMPLETED
+    with services.db.session() as session:
+        volume = session.get(models.TransferAction, replica_id).info["busy"]["volumes_info"][0]
+    assert same(disks(clouds["src"], "busy")[0], Path(volume["path"]))
+    assert 0 < volume["bytes_sent"] < 620 * 1024 * 1024
