@@ -1,0 +1,120 @@
+"""Replica executions: how much the second execution sends, and how fast, against rsync.
+
+A 2 GiB raw disk with 512 MiB allocated is replicated (execution 1) through a real all-in-one
+server and the CLI; then 1 % of its 64 KiB blocks are changed at random and execution 2 runs.
+Printed: bytes sent by execution 2 ÷ bytes changed (from the execution's own counters and this
+script's independent count), execution 2 time ÷ execution 1 time, and execution 2 time ÷ the
+time of `rsync --inplace --no-whole-file` applying the same change to a copy of the old disk.
+
+    .venv/bin/python benchmarks/replica_incremental.py [--runs 3] [--size 2G]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from coriolis.cmd.local_cloud import parse_size
+from coriolis.harness import RunningServer, local_cloud, start_server, stop_server
+
+BLOCK = 64 * 1024
+
+
+def execute(server: RunningServer, replica: str) -> tuple[float, dict]:
+    started = time.monotonic()
+    ex = server.cli("replica", "execute", replica, "-f", "json").json()
+    done = server.wait_for(["replica", "execution", "show", replica, ex["id"]],
+                           lambda e: e["status"] in {"COMPLETED", "ERROR", "CANCELED"},
+                           timeout=1800)
+    elapsed = time.monotonic() - started
+    if done["status"] != "COMPLETED":
+        raise SystemExit(f"execution ended {done['status']}")
+    shown = server.cli("replica", "show", replica, "--show-instances-data", "-f", "json").json()
+    return elapsed, shown["instances-data"]["vm"]["volumes_info"][0]
+
+
+def change_blocks(disk: Path, fraction: float, seed: int) -> int:
+    blocks = disk.stat().st_size // BLOCK
+    chosen = random.Random(seed).sample(range(blocks), int(blocks * fraction))
+    with open(disk, "r+b") as f:
+        for block in chosen:
+            f.seek(block * BLOCK)
+            f.write(os.urandom(BLOCK))
+    return len(chosen) * BLOCK
+
+
+def one_run(work: Path, size: str, seed: int) -> dict[str, float]:
+    src, dst = work / "src", work / "dst"
+    local_cloud("init", str(src))
+    local_cloud("add-instance", str(src), "vm", "--disk-size", size, "--allocated",
+                str(512 * 2**20 / parse_size(size)), "--seed", str(seed))
+    local_cloud("init", str(dst))
+    disk = src / "instances" / "vm" / "disk0.raw"
+    server = start_server(work / "server")
+    try:
+        for name, path in (("a", src), ("b", dst)):
+            server.cli("endpoint", "create", "--name", name, "--provider", "local",
+                       "--connection", json.dumps({"path": str(path)}))
+        replica = server.cli(
+            "replica", "create", "--origin-endpoint", "a", "--destination-endpoint", "b",
+            "--instance", "vm", "--source-environment", '{"snapshot": false}',
+            "--destination-environment", '{"storage_backend": "default"}',
+            "--network-map", '{"default": "default"}', "-f", "value", "-c", "id"
+        ).stdout.strip()
+        t1, _ = execute(server, replica)
+        old = work / "rsync-target.raw"
+        subprocess.run(["cp", "--sparse=always", str(disk), str(old)], check=True)
+        changed = change_blocks(disk, 0.01, seed)
+        t2, volume = execute(server, replica)
+        started = time.monotonic()
+        # --ignore-times: the copy and the change may fall in the same second of mtime
+        subprocess.run(["rsync", "--inplace", "--no-whole-file", "--ignore-times", str(disk),
+                        str(old)],
+                       check=True)
+        t_rsync = time.monotonic() - started
+    finally:
+        stop_server(server)
+    return {"exec1_s": t1, "exec2_s": t2, "rsync_s": t_rsync, "changed": changed,
+            "sent": volume["bytes_sent"], "reported_changed": volume["bytes_changed"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--size", default="2G")
+    args = parser.parse_args()
+    results = []
+    for run in range(args.runs):
+        work = Path(tempfile.mkdtemp(prefix="coriolis-bench-"))
+        try:
+            results.append(one_run(work, args.size, seed=run + 1))
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        r = results[-1]
+        print(f"run {run + 1}: exec1 {r['exec1_s']:.2f}s exec2 {r['exec2_s']:.2f}s "
+              f"rsync {r['rsync_s']:.2f}s changed {r['changed'] / 2**20:.1f} MiB "
+              f"sent {r['sent'] / 2**20:.1f} MiB", flush=True)
+
+    def median(key: str) -> float:
+        return statistics.median(r[key] for r in results)
+
+    print(f"\nmedians over {len(results)} runs ({args.size} disk, 512 MiB allocated, 1 % of "
+          f"64 KiB blocks changed):")
+    print(f"  bytes sent by execution 2 / bytes changed: "
+          f"{statistics.median(r['sent'] / r['changed'] for r in results):.3f}  (goal <= 1.1)")
+    print(f"  execution 2 time / execution 1 time:       "
+          f"{median('exec2_s') / median('exec1_s'):.3f}  (goal <= 0.1 with dirty bitmaps)")
+    print(f"  rsync time / execution 2 time:             "
+          f"{median('rsync_s') / median('exec2_s'):.2f}x  (goal >= 3)")
+
+
+if __name__ == "__main__":
+    main()
