@@ -101,3 +101,14 @@ class Manager:
 
     def get(self, obj_id: Any) -> Resource | None:  # overridden where lazy loading applies
         return None
+
+
+def catalog_url(session: Any, service_type: str, error: type[Exception]) -> str:
+    """The public URL of ``service_type`` in the session's catalog, or ``error``."""
+    try:
+        url = session.get_endpoint(service_type=service_type, interface="public")
+    except Exception as exc:  # keystoneauth raises several catalog errors
+        raise error(f"No '{service_type}' service in the catalog: {exc}") from None
+    if not url:
+        raise error(f"No '{service_type}' service in the catalog")
+    return url.rstrip("/")

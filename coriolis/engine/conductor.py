@@ -118,41 +118,51 @@ class Conductor:
             infos[name] = export_info
         return infos
 
+    def _new_transfer(self, session: Session, ctx: RequestContext, body: dict[str, Any],
+                      action_type: str, check_name_clash: bool) -> models.TransferAction:
+        """Validate the fields migrations and replicas share (synchronously asking the
+        platforms, before anything is stored) and build the unsaved row."""
+        origin, destination = self._transfer_endpoints(session, ctx, body, action_type)
+        instances = validation.instances(validation.require(body, "instances", action_type))
+        source_env = validation.json_object(body, "source_environment")
+        network_map = validation.json_object(body, "network_map")
+        storage_mappings = validation.storage_mappings(body)
+        dest_env = validation.json_object(body, "destination_environment")
+        full_dest_env = {**dest_env, "network_map": network_map,
+                         "storage_mappings": storage_mappings}
+        self._check_environments(origin, destination, source_env, full_dest_env)
+        action = models.TransferAction(
+            type=action_type, project_id=ctx.project_id, user_id=ctx.user_id,
+            origin_endpoint_id=origin.id, destination_endpoint_id=destination.id,
+            instances=instances, source_environment=source_env,
+            destination_environment=dest_env, network_map=network_map,
+            storage_mappings=storage_mappings,
+            user_scripts=validation.user_scripts(body, instances), notes=body.get("notes"),
+            origin_minion_pool_id=body.get("origin_minion_pool_id"),
+            destination_minion_pool_id=body.get("destination_minion_pool_id"),
+            instance_osmorphing_minion_pool_mappings=validation.pool_mappings(body, instances),
+            info={name: {} for name in instances},
+        )
+        self._check_instances(origin, destination, instances, source_env, full_dest_env,
+                              check_name_clash)
+        return action
+
     # ============================================================================ migrations
     def create_migration(self, ctx: RequestContext, body: dict[str, Any]) -> str:
+        shutdown = validation.boolean(body, "shutdown_instances", False)
+        count = validation.replication_count(body, 2)
+        skip = validation.boolean(body, "skip_os_morphing", False)
         with self.db.session() as session:
-            origin, destination = self._transfer_endpoints(session, ctx, body, "migration")
-            instances = validation.instances(validation.require(body, "instances", "migration"))
-            source_env = validation.json_object(body, "source_environment")
-            network_map = validation.json_object(body, "network_map")
-            storage_mappings = validation.storage_mappings(body)
-            dest_env = validation.json_object(body, "destination_environment")
-            full_dest_env = {**dest_env, "network_map": network_map,
-                             "storage_mappings": storage_mappings}
-            self._check_environments(origin, destination, source_env, full_dest_env)
-            action = models.TransferAction(
-                type=c.ACTION_TYPE_MIGRATION, project_id=ctx.project_id, user_id=ctx.user_id,
-                origin_endpoint_id=origin.id, destination_endpoint_id=destination.id,
-                instances=instances, source_environment=source_env,
-                destination_environment=dest_env, network_map=network_map,
-                storage_mappings=storage_mappings,
-                user_scripts=validation.user_scripts(body, instances),
-                notes=body.get("notes"),
-                origin_minion_pool_id=body.get("origin_minion_pool_id"),
-                destination_minion_pool_id=body.get("destination_minion_pool_id"),
-                instance_osmorphing_minion_pool_mappings=validation.pool_mappings(body, instances),
-                shutdown_instances=validation.boolean(body, "shutdown_instances", False),
-                replication_count=validation.replication_count(body, 2),
-                skip_os_morphing=validation.boolean(body, "skip_os_morphing", False),
-            )
-            self._check_instances(origin, destination, instances, source_env, full_dest_env)
+            action = self._new_transfer(session, ctx, body, c.ACTION_TYPE_MIGRATION,
+                                        check_name_clash=True)
+            action.shutdown_instances, action.replication_count = shutdown, count
+            action.skip_os_morphing = skip
             session.add(action)
             session.flush()
-            specs = graphs.migration_graph(action.replication_count or 1,
-                                           action.shutdown_instances, action.skip_os_morphing)
+            specs = graphs.migration_graph(count, shutdown, skip)
             with self._lock:
                 self._start_execution(session, action, c.EXECUTION_TYPE_MIGRATION,
-                                      {name: specs for name in instances})
+                                      {name: specs for name in action.instances})
             action_id = action.id
         self._dispatch_pending()
         return action_id
@@ -207,34 +217,14 @@ class Conductor:
 
     # ============================================================================ replicas
     def create_replica(self, ctx: RequestContext, body: dict[str, Any]) -> str:
+        scenario = body.get("scenario") or "replica"
+        if scenario not in ("replica", "live_migration"):
+            raise exceptions.InvalidInput("'scenario' must be 'replica' or 'live_migration'")
         with self.db.session() as session:
-            origin, destination = self._transfer_endpoints(session, ctx, body, "replica")
-            instances = validation.instances(validation.require(body, "instances", "replica"))
-            source_env = validation.json_object(body, "source_environment")
-            network_map = validation.json_object(body, "network_map")
-            storage_mappings = validation.storage_mappings(body)
-            dest_env = validation.json_object(body, "destination_environment")
-            full_dest_env = {**dest_env, "network_map": network_map,
-                             "storage_mappings": storage_mappings}
-            self._check_environments(origin, destination, source_env, full_dest_env)
-            scenario = body.get("scenario") or "replica"
-            if scenario not in ("replica", "live_migration"):
-                raise exceptions.InvalidInput("'scenario' must be 'replica' or 'live_migration'")
             # The destination instance is created at deploy time, which checks the name then.
-            self._check_instances(origin, destination, instances, source_env, full_dest_env,
-                                  check_name_clash=False)
-            replica = models.TransferAction(
-                type=c.ACTION_TYPE_REPLICA, project_id=ctx.project_id, user_id=ctx.user_id,
-                origin_endpoint_id=origin.id, destination_endpoint_id=destination.id,
-                instances=instances, source_environment=source_env,
-                destination_environment=dest_env, network_map=network_map,
-                storage_mappings=storage_mappings,
-                user_scripts=validation.user_scripts(body, instances), notes=body.get("notes"),
-                origin_minion_pool_id=body.get("origin_minion_pool_id"),
-                destination_minion_pool_id=body.get("destination_minion_pool_id"),
-                instance_osmorphing_minion_pool_mappings=validation.pool_mappings(body, instances),
-                scenario=scenario, info={name: {} for name in instances},
-            )
+            replica = self._new_transfer(session, ctx, body, c.ACTION_TYPE_REPLICA,
+                                         check_name_clash=False)
+            replica.scenario = scenario
             session.add(replica)
             session.flush()
             return replica.id

@@ -6,7 +6,7 @@ from typing import Any
 
 import requests
 
-from coriolisclient import exceptions
+from coriolisclient import base, exceptions
 
 
 class _LicensingClient:
@@ -15,16 +15,8 @@ class _LicensingClient:
         self.verify = verify
 
     def _url(self) -> str:
-        try:
-            url = self.session.get_endpoint(service_type="coriolis-licensing",
-                                            interface="public")
-        except Exception as exc:
-            raise exceptions.LicensingEndpointNotFound(
-                f"No 'coriolis-licensing' service in the catalogue: {exc}") from None
-        if not url:
-            raise exceptions.LicensingEndpointNotFound(
-                "No 'coriolis-licensing' service in the catalogue")
-        return url.rstrip("/")
+        return base.catalog_url(self.session, "coriolis-licensing",
+                                exceptions.LicensingEndpointNotFound)
 
     def request(self, method: str, path: str, key: str, data: Any = None) -> Any:
         resp = requests.request(method, f"{self._url()}{path}", data=data, verify=self.verify,

@@ -6,7 +6,7 @@ from typing import Any
 
 import requests
 
-from coriolisclient import exceptions
+from coriolisclient import base, exceptions
 
 
 class LoggingManager:
@@ -15,15 +15,7 @@ class LoggingManager:
         self.verify = verify
 
     def _url(self) -> str:
-        try:
-            url = self.session.get_endpoint(service_type="coriolis-logger", interface="public")
-        except Exception as exc:  # keystoneauth raises several catalog errors
-            raise exceptions.LoggingEndpointNotFound(
-                f"No 'coriolis-logger' service in the catalog: {exc}") from None
-        if not url:
-            raise exceptions.LoggingEndpointNotFound(
-                "No 'coriolis-logger' service in the catalog")
-        return url.rstrip("/")
+        return base.catalog_url(self.session, "coriolis-logger", exceptions.LoggingEndpointNotFound)
 
     def _headers(self) -> dict[str, str]:
         return {"X-Auth-Token": self.session.get_token()}

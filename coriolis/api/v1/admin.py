@@ -15,7 +15,7 @@ from coriolis import constants as c
 from coriolis import exceptions
 from coriolis.api import views
 from coriolis.api.auth import require_admin
-from coriolis.api.v1.common import unwrap
+from coriolis.api.v1.common import mapped_regions, unwrap
 from coriolis.context import RequestContext
 from coriolis.db import models
 from coriolis.providers import registry
@@ -24,18 +24,6 @@ from coriolis.service import Services
 
 def _bits(mask: int) -> list[int]:
     return [1 << i for i in range(mask.bit_length()) if mask & (1 << i)]
-
-
-def _regions(session: Session, ids: Any) -> list[models.Region]:
-    if not isinstance(ids, list):
-        raise exceptions.InvalidInput("'mapped_regions' must be a list of region ids")
-    found = []
-    for region_id in ids:
-        region = session.get(models.Region, region_id)
-        if region is None:
-            raise exceptions.InvalidInput(f"mapped_regions: region {region_id} does not exist")
-        found.append(region)
-    return found
 
 
 def _get(session: Session, model: type, row_id: str, kind: str) -> Any:
@@ -160,7 +148,7 @@ def build_router(services: Services, context: Any) -> APIRouter:
                     f"A {data['binary']} service is already registered for host {data['host']}")
             row = models.Service(host=data["host"], binary=data["binary"], topic=data["topic"],
                                  enabled=_boolean(data, "enabled") if "enabled" in data else True,
-                                 regions=_regions(session, data.get("mapped_regions") or []))
+                                 regions=mapped_regions(session, data.get("mapped_regions") or []))
             session.add(row)
             session.flush()
             return {"service": views.service(row)}
@@ -175,7 +163,7 @@ def build_router(services: Services, context: Any) -> APIRouter:
             if "enabled" in data:
                 row.enabled = _boolean(data, "enabled")
             if "mapped_regions" in data:
-                row.regions = _regions(session, data["mapped_regions"])
+                row.regions = mapped_regions(session, data["mapped_regions"])
             row.updated_at = models.utcnow()
             session.flush()
             return {"service": views.service(row)}

@@ -7,7 +7,10 @@ import binascii
 import json
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from coriolis import exceptions
+from coriolis.db import models
 
 
 def unwrap(body: Any, key: str) -> dict[str, Any]:
@@ -49,3 +52,18 @@ def env_object(value: str | None) -> dict[str, Any]:
     if not isinstance(env, dict):
         raise exceptions.InvalidInput("query parameter 'env' must encode a JSON object")
     return env
+
+
+def mapped_regions(session: Session, ids: Any) -> list[models.Region]:
+    """The regions named by a ``mapped_regions`` list (400 naming an unknown one)."""
+    if ids is None:
+        return []
+    if not isinstance(ids, list):
+        raise exceptions.InvalidInput("'mapped_regions' must be a list of region ids")
+    regions = []
+    for region_id in ids:
+        region = session.get(models.Region, region_id)
+        if region is None:
+            raise exceptions.InvalidInput(f"mapped_regions: region {region_id} does not exist")
+        regions.append(region)
+    return regions

@@ -12,25 +12,18 @@ from sqlalchemy.orm import Session
 
 from coriolis import exceptions
 from coriolis.api import views
-from coriolis.api.v1.common import b64_json, b64_text, env_object, single_action, unwrap
+from coriolis.api.v1.common import (
+    b64_json,
+    b64_text,
+    env_object,
+    mapped_regions,
+    single_action,
+    unwrap,
+)
 from coriolis.context import RequestContext
 from coriolis.db import models, transfers
 from coriolis.providers import registry
 from coriolis.service import Services
-
-
-def _regions(session: Session, ids: Any) -> list[models.Region]:
-    if ids is None:
-        return []
-    if not isinstance(ids, list):
-        raise exceptions.InvalidInput("'mapped_regions' must be a list of region ids")
-    regions = []
-    for region_id in ids:
-        region = session.get(models.Region, region_id)
-        if region is None:
-            raise exceptions.InvalidInput(f"mapped_regions: region {region_id} does not exist")
-        regions.append(region)
-    return regions
 
 
 def _connection_info(platform: str, value: Any) -> dict[str, Any]:
@@ -88,7 +81,7 @@ def build_router(services: Services, context: Any) -> APIRouter:
                                   name=data["name"], type=data["type"],
                                   description=data.get("description"),
                                   connection_info_encrypted=box.encrypt_json(conn),
-                                  regions=_regions(session, data.get("mapped_regions")))
+                                  regions=mapped_regions(session, data.get("mapped_regions")))
             session.add(row)
             session.flush()
             return show(session, row)
@@ -109,7 +102,7 @@ def build_router(services: Services, context: Any) -> APIRouter:
                 row.connection_info_encrypted = box.encrypt_json(
                     _connection_info(row.type, data["connection_info"]))
             if "mapped_regions" in data:
-                row.regions = _regions(session, data["mapped_regions"])
+                row.regions = mapped_regions(session, data["mapped_regions"])
             row.updated_at = models.utcnow()
             session.flush()
             return show(session, row)
