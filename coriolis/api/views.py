@@ -84,22 +84,29 @@ def _transfer(row: models.TransferAction) -> dict[str, Any]:
     }
 
 
-def migration(row: models.TransferAction, replica_scenario: str | None = None
-              ) -> dict[str, Any]:
-    """Upstream flattens the single execution's tasks into ``tasks``."""
-    last = row.executions[-1] if row.executions else None
-    return {**_transfer(row), "replica_id": row.replica_id,
+def migration(row: models.TransferAction, replica_scenario: str | None = None,
+              detail: bool = True) -> dict[str, Any]:
+    """Upstream flattens the single execution's tasks into ``tasks``. Lists (``detail``
+    false) carry neither tasks nor the per-instance info, as upstream's default."""
+    last = row.executions[-1] if row.executions and detail else None
+    view = {**_transfer(row), "replica_id": row.replica_id,
             "replica_scenario_type": replica_scenario,
             "shutdown_instances": row.shutdown_instances,
             "replication_count": row.replication_count,
             "skip_os_morphing": row.skip_os_morphing, "clone_disks": row.clone_disks,
             "transfer_result": row.transfer_result,
             "tasks": visible_tasks(last) if last else []}
+    if not detail:
+        del view["info"], view["tasks"]
+    return view
 
 
-def replica(row: models.TransferAction, with_executions: bool = True) -> dict[str, Any]:
-    return {**_transfer(row), "scenario": row.scenario or "replica",
-            "executions": [execution(e) for e in row.executions] if with_executions else []}
+def replica(row: models.TransferAction, detail: bool = True) -> dict[str, Any]:
+    view = {**_transfer(row), "scenario": row.scenario or "replica",
+            "executions": [execution(e) for e in row.executions] if detail else []}
+    if not detail:
+        del view["info"]
+    return view
 
 
 def schedule(row: models.ReplicaSchedule) -> dict[str, Any]:

@@ -49,8 +49,9 @@ class Conductor:
     def start(self) -> None:
         """Fail whatever a previous process left running: its worker threads are gone."""
         with self._lock, self.db.session() as session:
-            executions = {t.execution for t in transfers.active_tasks(session)}
-            for task in transfers.active_tasks(session):
+            orphans = transfers.active_tasks(session)
+            executions = {t.execution for t in orphans}
+            for task in orphans:
                 self._set_task(session, task, c.TASK_STATUS_ERROR,
                                "The server stopped while this task was running")
             for execution in executions:
@@ -466,7 +467,9 @@ class Conductor:
             self.bus.dispatch(message)
 
     # ============================================================================ worker events
-    def _task_event(self, task_id: str, apply: Any) -> None:
+    def _task_event(self, task_id: str, apply: Any, transition: bool = False) -> None:
+        """Apply one worker report in its own transaction; after a transition (the task
+        ended), dispatch whatever became ready."""
         if task_id in self._ignored_tasks:
             return
         with self._lock:
@@ -475,7 +478,8 @@ class Conductor:
                 if task is None:
                     return
                 apply(session, task)
-            self._dispatch_pending()
+            if transition:
+                self._dispatch_pending()
 
     def task_started(self, task_id: str, host: str, process_id: int) -> None:
         def apply(session: Session, task: models.Task) -> None:
@@ -515,7 +519,7 @@ class Conductor:
             # result; the execution being CANCELLING skips what would have followed.
             self._set_task(session, task, c.TASK_STATUS_COMPLETED)
             self._advance(session, task.execution)
-        self._task_event(task_id, apply)
+        self._task_event(task_id, apply, transition=True)
 
     def task_failed(self, task_id: str, error: str) -> None:
         def apply(session: Session, task: models.Task) -> None:
@@ -523,14 +527,14 @@ class Conductor:
                         error)
             self._set_task(session, task, c.TASK_STATUS_ERROR, error)
             self._advance(session, task.execution)
-        self._task_event(task_id, apply)
+        self._task_event(task_id, apply, transition=True)
 
     def task_canceled(self, task_id: str, forced: bool) -> None:
         def apply(session: Session, task: models.Task) -> None:
             self._set_task(session, task, c.TASK_STATUS_FORCE_CANCELED if forced
                            else c.TASK_STATUS_CANCELED, "Cancelled by the user")
             self._advance(session, task.execution)
-        self._task_event(task_id, apply)
+        self._task_event(task_id, apply, transition=True)
 
 
 def _merge_storage_mappings(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:

@@ -80,12 +80,13 @@ def build_router(services: Services, context: Any) -> APIRouter:
     router = APIRouter()
     db, conductor = services.db, services.conductor
 
-    def migration_view(session: Any, row: models.TransferAction) -> dict[str, Any]:
+    def migration_view(session: Any, row: models.TransferAction,
+                       detail: bool = True) -> dict[str, Any]:
         scenario = None
         if row.replica_id:
             replica = session.get(models.TransferAction, row.replica_id)
             scenario = (replica.scenario if replica else None) or "replica"
-        return views.migration(row, scenario)
+        return views.migration(row, scenario, detail)
 
     # --- migrations and deployments (same resource, two names) -------------------------------
     def transfer_routes(collection: str, key: str) -> None:
@@ -96,7 +97,7 @@ def build_router(services: Services, context: Any) -> APIRouter:
                 rows = transfers.list_actions(
                     session, ctx.project_id, c.ACTION_TYPE_MIGRATION,
                     replica_deploys=True if collection == "deployments" else None)
-                return {collection: [migration_view(session, r) for r in rows]}
+                return {collection: [migration_view(session, r, detail=False) for r in rows]}
 
         @router.get(f"/{collection}/{{action_id}}", name=f"show_{key}")
         def show(action_id: str, ctx: RequestContext = Depends(context)) -> dict[str, Any]:
@@ -159,7 +160,7 @@ def build_router(services: Services, context: Any) -> APIRouter:
     def list_replicas(ctx: RequestContext = Depends(context)) -> dict[str, Any]:
         with db.session() as session:
             rows = transfers.list_actions(session, ctx.project_id, c.ACTION_TYPE_REPLICA)
-            return {"replicas": [views.replica(r, with_executions=False) for r in rows]}
+            return {"replicas": [views.replica(r, detail=False) for r in rows]}
 
     @router.get("/replicas/{replica_id}")
     def show_replica(replica_id: str, ctx: RequestContext = Depends(context)) -> dict[str, Any]:
