@@ -77,12 +77,17 @@ def replica_execution_graph(shutdown_instances: bool = False) -> list[TaskSpec]:
     info = g.add(c.TASK_TYPE_GET_INSTANCE_INFO)
     validate_dst = g.add(c.TASK_TYPE_VALIDATE_REPLICA_DESTINATION_INPUTS, info)
     disks = g.add(c.TASK_TYPE_DEPLOY_REPLICA_DISKS, validate_src, validate_dst)
-    src_res = g.add(c.TASK_TYPE_DEPLOY_REPLICA_SOURCE_RESOURCES, disks)
-    dst_res = g.add(c.TASK_TYPE_DEPLOY_REPLICA_TARGET_RESOURCES, disks)
+    # The replica disks stay restorable to the last completed execution: snapshot them before
+    # writing, drop the snapshot on success, roll back to it on failure or cancel.
+    snapshot = g.add(c.TASK_TYPE_CREATE_REPLICA_DISK_SNAPSHOTS, disks)
+    src_res = g.add(c.TASK_TYPE_DEPLOY_REPLICA_SOURCE_RESOURCES, snapshot)
+    dst_res = g.add(c.TASK_TYPE_DEPLOY_REPLICA_TARGET_RESOURCES, snapshot)
     parents: list[TaskSpec | None] = [src_res, dst_res]
     if shutdown_instances:
         parents = [g.add(c.TASK_TYPE_SHUTDOWN_INSTANCE, *parents)]
     replicate = g.add(c.TASK_TYPE_REPLICATE_DISKS, *parents)
+    g.add(c.TASK_TYPE_DELETE_REPLICA_TARGET_DISK_SNAPSHOTS, replicate)
+    g.add(c.TASK_TYPE_RESTORE_REPLICA_DISK_SNAPSHOTS, snapshot, replicate, on_error_only=True)
     g.add(c.TASK_TYPE_DELETE_REPLICA_SOURCE_RESOURCES, src_res, replicate, on_error=True)
     g.add(c.TASK_TYPE_DELETE_REPLICA_TARGET_RESOURCES, dst_res, replicate, on_error=True)
     return g.specs

@@ -139,6 +139,22 @@ class ImportProvider(abc.ABC):
     def delete_disks(self, connection_info: JSON, env: JSON, volumes_info: list[JSON]) -> None: ...
 
     @abc.abstractmethod
+    def snapshot_disks(self, connection_info: JSON, env: JSON,
+                       volumes_info: list[JSON]) -> list[JSON]:
+        """Take a point-in-time snapshot of every volume (replica disks before an execution
+        writes them); returns volumes_info recording where each snapshot is."""
+
+    @abc.abstractmethod
+    def restore_disk_snapshots(self, connection_info: JSON, env: JSON,
+                               volumes_info: list[JSON]) -> list[JSON]:
+        """Roll every volume back to its snapshot and drop the snapshot."""
+
+    @abc.abstractmethod
+    def delete_disk_snapshots(self, connection_info: JSON, env: JSON,
+                              volumes_info: list[JSON]) -> list[JSON]:
+        """Drop the snapshots, keeping the volumes as they are."""
+
+    @abc.abstractmethod
     def deploy_instance(
         self, connection_info: JSON, env: JSON, export_info: JSON, volumes_info: list[JSON],
         clone_disks: bool = False,

@@ -4,6 +4,8 @@ to it; it talks to the platforms only through the provider interfaces."""
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -77,9 +79,6 @@ for _type in (c.TASK_TYPE_DEPLOY_MIGRATION_TARGET_RESOURCES,
               c.TASK_TYPE_DELETE_REPLICA_TARGET_RESOURCES,
               c.TASK_TYPE_CLEANUP_INSTANCE_SOURCE_STORAGE,
               c.TASK_TYPE_DELETE_REPLICA_SOURCE_DISK_SNAPSHOTS,
-              c.TASK_TYPE_CREATE_REPLICA_DISK_SNAPSHOTS,
-              c.TASK_TYPE_DELETE_REPLICA_TARGET_DISK_SNAPSHOTS,
-              c.TASK_TYPE_RESTORE_REPLICA_DISK_SNAPSHOTS,
               c.TASK_TYPE_DELETE_OS_MORPHING_RESOURCES):
     TASK_RUNNERS[_type] = _nothing
 
@@ -206,6 +205,48 @@ def replicate_disks(ctx: TaskContext) -> JSON:
                      f"Disk {disk_id}: scanned {stats.bytes_scanned / MiB:.1f} MiB, changed "
                      f"{changed / MiB:.1f} MiB, sent {stats.bytes_written / MiB:.1f} MiB "
                      f"in {stats.seconds:.2f}s")
+    return {"volumes_info": volumes}
+
+
+def _manifest_snapshot(ctx: TaskContext, volume: JSON) -> tuple[Path, Path]:
+    current = _manifest_path(ctx, volume)
+    return current, current.with_suffix(".snapshot")
+
+
+@runs(c.TASK_TYPE_CREATE_REPLICA_DISK_SNAPSHOTS)
+def snapshot_disks(ctx: TaskContext) -> JSON:
+    """Snapshot the replica disks, and their manifests with them."""
+    volumes = ctx.destination.snapshot_disks(ctx.dest_conn, ctx.dest_env,
+                                             ctx.require("volumes_info"))
+    for volume in volumes:
+        current, saved = _manifest_snapshot(ctx, volume)
+        if current.exists():
+            shutil.copyfile(current, saved)
+        else:
+            saved.unlink(missing_ok=True)
+    return {"volumes_info": volumes}
+
+
+@runs(c.TASK_TYPE_RESTORE_REPLICA_DISK_SNAPSHOTS)
+def restore_snapshots(ctx: TaskContext) -> JSON:
+    volumes = ctx.destination.restore_disk_snapshots(ctx.dest_conn, ctx.dest_env,
+                                                     ctx.require("volumes_info"))
+    for volume in volumes:
+        current, saved = _manifest_snapshot(ctx, volume)
+        if saved.exists():
+            os.replace(saved, current)
+        else:  # the snapshot was of a blank volume: so is the disk now
+            current.unlink(missing_ok=True)
+    ctx.event("replica disks rolled back to the last completed execution")
+    return {"volumes_info": volumes}
+
+
+@runs(c.TASK_TYPE_DELETE_REPLICA_TARGET_DISK_SNAPSHOTS)
+def delete_snapshots(ctx: TaskContext) -> JSON:
+    volumes = ctx.destination.delete_disk_snapshots(ctx.dest_conn, ctx.dest_env,
+                                                    ctx.require("volumes_info"))
+    for volume in volumes:
+        _manifest_snapshot(ctx, volume)[1].unlink(missing_ok=True)
     return {"volumes_info": volumes}
 
 

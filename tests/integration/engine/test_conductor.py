@@ -4,6 +4,7 @@ provider, moving real disk images."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -15,6 +16,7 @@ from coriolis import exceptions
 from coriolis.cmd.local_cloud import add_instance
 from coriolis.db import models
 from coriolis.service import Services
+from coriolis.transfer.extents import sparse_file_extents
 from tests.integration.conftest import FINAL
 
 
@@ -184,13 +186,24 @@ def wait_task(services: Services, action_id: str, task_type: str, status: str) -
     raise AssertionError(f"{task_type} never reached {status}")
 
 
-def test_replica_refusals_and_recovery_after_a_cancelled_execution(services, ctx, endpoints,
-                                                                   clouds) -> None:
+def test_replica_refusals_and_rollback_of_a_cancelled_execution(services, ctx, endpoints,
+                                                                clouds, tmp_path) -> None:
     add_instance(clouds["src"], "busy", disk_size="1200M", allocated_fraction=0.5,
                  network="lan", seed=9)
+    source = disks(clouds["src"], "busy")[0]
     replica_id = services.conductor.create_replica(ctx, body(endpoints, "busy"))
     with pytest.raises(exceptions.InvalidState, match="no completed execution"):
         services.conductor.deploy_replica(ctx, {"replica_id": replica_id})
+    services.conductor.execute_replica(ctx, replica_id, False)
+    assert wait_execution(services, replica_id).status == c.EXECUTION_STATUS_COMPLETED
+    before = tmp_path / "before.raw"
+    subprocess.run(["cp", "--sparse=always", str(source), str(before)], check=True)
+
+    with open(source, "r+b") as f:  # rewrite every allocated MiB: execution 2 takes a while
+        for ext in sparse_file_extents(str(source)):
+            if not ext.zero:
+                f.seek(ext.offset)
+                f.write(os.urandom(ext.length))
     services.conductor.execute_replica(ctx, replica_id, False)
     execution_id = wait_task(services, replica_id, c.TASK_TYPE_REPLICATE_DISKS,
                              c.TASK_STATUS_RUNNING)
@@ -201,12 +214,16 @@ def test_replica_refusals_and_recovery_after_a_cancelled_execution(services, ctx
     with pytest.raises(exceptions.InvalidState):
         services.conductor.delete_execution(ctx, execution_id)
     services.conductor.cancel_execution(ctx, execution_id, False)
-    assert wait_execution(services, replica_id).status == c.EXECUTION_STATUS_CANCELED
-
-    # the half-written destination is brought in line by the next execution
-    services.conductor.execute_replica(ctx, replica_id, False)
-    assert wait_execution(services, replica_id).status == c.EXECUTION_STATUS_COMPLETED
+    cancelled = wait_execution(services, replica_id)
+    assert cancelled.status == c.EXECUTION_STATUS_CANCELED
+    statuses = {t.task_type: t.status for t in cancelled.tasks}
+    assert statuses[c.TASK_TYPE_RESTORE_REPLICA_DISK_SNAPSHOTS] == c.TASK_STATUS_COMPLETED
     with services.db.session() as session:
         volume = session.get(models.TransferAction, replica_id).info["busy"]["volumes_info"][0]
-    assert same(disks(clouds["src"], "busy")[0], Path(volume["path"]))
-    assert 0 < volume["bytes_sent"] < 620 * 1024 * 1024
+    # rolled back: the replica disk is what execution 1 left, not a mix
+    assert same(before, Path(volume["path"]))
+    assert not Path(volume["path"] + ".coriolis-snapshot").exists()
+
+    services.conductor.execute_replica(ctx, replica_id, False)
+    assert wait_execution(services, replica_id).status == c.EXECUTION_STATUS_COMPLETED
+    assert same(source, Path(volume["path"]))
