@@ -136,3 +136,23 @@ def test_qemu_map_and_seek_hole_agree(tmp_path: Path) -> None:
 def test_merge_joins_adjacent_extents_of_a_kind() -> None:
     assert merge([Extent(0, 10), Extent(10, 5), Extent(15, 5, True), Extent(20, 1, True)]) == [
         Extent(0, 15), Extent(15, 6, True)]
+
+
+def test_undo_journal_rolls_a_copy_back(tmp_path: Path) -> None:
+    from coriolis.transfer.journal import JournalingWriter, roll_back
+
+    src, dst = tmp_path / "src.raw", tmp_path / "dst.raw"
+    make_source(src, seed=1)
+    original = make_source(dst, seed=2)
+    journal = tmp_path / "undo"
+    reader, writer = RawFileReader(str(src)), JournalingWriter(RawFileWriter(str(dst)), journal)
+    copy_disk(reader, writer, dest_is_blank=False)
+    reader.close()
+    writer.close()
+    assert dst.read_bytes() == src.read_bytes() != original
+    with open(journal, "ab") as f:  # a record torn by a crash is ignored
+        f.write(b"\x00" * 7)
+    plain = RawFileWriter(str(dst))
+    assert roll_back(journal, plain) > 0
+    plain.close()
+    assert dst.read_bytes() == original

@@ -17,6 +17,7 @@ from coriolis.providers.local.cloud import PENDING_FILE, LocalCloud
 from coriolis.transfer.base import DiskReader, DiskWriter
 from coriolis.transfer.extents import qemu_img_info
 from coriolis.transfer.files import RawFileReader, RawFileWriter
+from coriolis.transfer.journal import JournalingWriter, roll_back
 from coriolis.transfer.nbd import NbdImageReader, NbdImageWriter
 
 CONNECTION_SCHEMA: JSON = {
@@ -55,7 +56,7 @@ def _reflink_copy(src: Path, dst: Path) -> None:
         raise exceptions.ProviderError(f"cannot copy {src.name}: {proc.stderr.strip()}")
 
 
-SNAPSHOT_SUFFIX = ".coriolis-snapshot"
+JOURNAL_SUFFIX = ".coriolis-undo"
 SNAPSHOT_NAME = "coriolis-replica"
 
 
@@ -286,25 +287,27 @@ class LocalProvider(TransferProvider):
     def open_disk_writer(self, connection_info: JSON, env: JSON, volume: JSON) -> DiskWriter:
         if not os.path.exists(volume["path"]):
             raise exceptions.ProviderError(f"destination disk {volume['disk_id']} is missing")
-        return open_image_writer(volume["path"], volume["format"])
+        writer = open_image_writer(volume["path"], volume["format"])
+        if volume.get("snapshot") and volume["format"] == "raw":
+            return JournalingWriter(writer, volume["snapshot"])
+        return writer
 
     def delete_disks(self, connection_info: JSON, env: JSON, volumes_info: list[JSON]) -> None:
         for volume in volumes_info or []:
             Path(volume["path"]).unlink(missing_ok=True)
-            Path(f"{volume['path']}{SNAPSHOT_SUFFIX}").unlink(missing_ok=True)
+            Path(f"{volume['path']}{JOURNAL_SUFFIX}").unlink(missing_ok=True)
 
-    # Raw volumes are snapshotted by a (reflink where possible, else sparse) copy beside them;
-    # qcow2 volumes by an internal qcow2 snapshot.
+    # Raw volumes are "snapshotted" by an undo journal beside them that the writer fills with
+    # the old contents of what it overwrites; qcow2 volumes by an internal qcow2 snapshot.
     def snapshot_disks(self, connection_info: JSON, env: JSON,
                        volumes_info: list[JSON]) -> list[JSON]:
         result = []
         for volume in volumes_info or []:
-            path = Path(volume["path"])
             if volume["format"] == "raw":
-                snapshot = f"{path}{SNAPSHOT_SUFFIX}"
-                _reflink_copy(path, Path(snapshot))
+                snapshot = f"{volume['path']}{JOURNAL_SUFFIX}"
+                Path(snapshot).write_bytes(b"")
             else:
-                _qemu_img("snapshot", "-c", SNAPSHOT_NAME, str(path))
+                _qemu_img("snapshot", "-c", SNAPSHOT_NAME, volume["path"])
                 snapshot = SNAPSHOT_NAME
             result.append({**volume, "snapshot": snapshot})
         return result
@@ -315,7 +318,12 @@ class LocalProvider(TransferProvider):
         for volume in volumes_info or []:
             snapshot = volume.get("snapshot")
             if snapshot and volume["format"] == "raw":
-                os.replace(snapshot, volume["path"])
+                writer = RawFileWriter(volume["path"])
+                try:
+                    roll_back(snapshot, writer)
+                finally:
+                    writer.close()
+                Path(snapshot).unlink()
             elif snapshot:
                 _qemu_img("snapshot", "-a", snapshot, volume["path"])
                 _qemu_img("snapshot", "-d", snapshot, volume["path"])

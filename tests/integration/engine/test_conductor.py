@@ -222,7 +222,7 @@ def test_replica_refusals_and_rollback_of_a_cancelled_execution(services, ctx, e
         volume = session.get(models.TransferAction, replica_id).info["busy"]["volumes_info"][0]
     # rolled back: the replica disk is what execution 1 left, not a mix
     assert same(before, Path(volume["path"]))
-    assert not Path(volume["path"] + ".coriolis-snapshot").exists()
+    assert not Path(volume["path"] + ".coriolis-undo").exists()
 
     services.conductor.execute_replica(ctx, replica_id, False)
     assert wait_execution(services, replica_id).status == c.EXECUTION_STATUS_COMPLETED
