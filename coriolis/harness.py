@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,8 +101,6 @@ def start_server(data_dir: Path) -> RunningServer:
         proc.kill()
         raise RuntimeError(f"server did not start; see {log_path}:\n{log_path.read_text()}")
     # keep draining stdout so the server never blocks on a full pipe
-    import threading
-
     threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()  # type: ignore[union-attr]
     env = read_openrc(data_dir / "openrc")
     return RunningServer(url=url, data_dir=data_dir, env=env, process=proc, log_path=log_path)
