@@ -95,21 +95,28 @@ class ExportProvider(abc.ABC):
 
     @abc.abstractmethod
     def deploy_source_resources(
-        self, connection_info: JSON, env: JSON, export_info: JSON
+        self, connection_info: JSON, env: JSON, export_info: JSON,
+        tracking_id: str | None = None,
     ) -> JSON:
         """Prepare reading (e.g. point-in-time snapshots when ``env["snapshot"]``); returns
-        ``source_resources`` handed back to ``open_disk_reader`` and the delete call."""
+        ``source_resources`` handed back to ``open_disk_reader`` and the delete call. With a
+        ``tracking_id`` (a replica's), start native change tracking where the platform has
+        it: ``source_resources["cbt"][disk_id]["token"]`` then marks this moment."""
 
     @abc.abstractmethod
     def open_disk_reader(
         self, connection_info: JSON, env: JSON, export_info: JSON, disk_id: str,
-        source_resources: JSON,
-    ) -> DiskReader: ...
+        source_resources: JSON, since: str | None = None,
+    ) -> DiskReader:
+        """A reader whose ``extents(since)`` yields only what changed after the change
+        tracking token ``since`` when that token is still valid, else every allocated range."""
 
     @abc.abstractmethod
     def delete_source_resources(
         self, connection_info: JSON, env: JSON, source_resources: JSON
-    ) -> None: ...
+    ) -> None:
+        """Drop what ``deploy_source_resources`` made, and every change-tracking token of the
+        same ``tracking_id`` except those in ``source_resources["keep_tokens"]``."""
 
     @abc.abstractmethod
     def shutdown_instance(self, connection_info: JSON, env: JSON, export_info: JSON) -> None: ...

@@ -104,6 +104,21 @@ def _aligned_jobs(extents: list[Extent], chunk: int, size: int) -> Iterator[_Job
         yield _Job(offset, min(chunk, size - offset), index not in data_chunks)
 
 
+def _changed_jobs(extents: list[Extent], block: int, chunk: int, size: int) -> Iterator[_Job]:
+    """Jobs over changed ranges only, widened to whole manifest blocks, at most ``chunk``."""
+    ranges: list[list[int]] = []
+    for e in sorted(extents, key=lambda e: e.offset):
+        if e.zero:
+            continue
+        start, end = e.offset // block * block, min(-(-e.end // block) * block, size)
+        if ranges and start <= ranges[-1][1]:
+            ranges[-1][1] = max(ranges[-1][1], end)
+        else:
+            ranges.append([start, end])
+    for piece in split([Extent(start, end - start) for start, end in ranges], chunk):
+        yield _Job(piece.offset, piece.length, False)
+
+
 def _plain_jobs(extents: list[Extent], chunk_size: int) -> Iterator[_Job]:
     for ext in split(extents, chunk_size):
         yield _Job(ext.offset, ext.length, ext.zero)
@@ -135,7 +150,8 @@ def copy_disk(
         if manifest.disk_size != size:
             raise exceptions.ProviderError("block manifest does not match the disk size")
         chunk = max(chunk_size // manifest.block_size, 1) * manifest.block_size
-        jobs = list(_aligned_jobs(extents, chunk, size))
+        jobs = list(_aligned_jobs(extents, chunk, size) if since is None
+                    else _changed_jobs(extents, manifest.block_size, chunk, size))
     else:
         jobs = list(_plain_jobs(extents, chunk_size))
     tracker = _Progress(progress, sum(j.length for j in jobs if not j.zero))

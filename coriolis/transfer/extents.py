@@ -88,3 +88,15 @@ def split(extents: Iterable[Extent], chunk_size: int) -> Iterator[Extent]:
             length = min(chunk_size, ext.end - pos)
             yield Extent(pos, length, zero=False)
             pos += length
+
+
+def dirty_extents_nbd(socket_path: str, bitmap: str) -> list[Extent]:
+    """Ranges marked dirty in a persistent bitmap that qemu-nbd exports (``-B bitmap``)."""
+    proc = subprocess.run(
+        ["nbdinfo", f"--map=qemu:dirty-bitmap:{bitmap}", "--json",
+         f"nbd+unix:///?socket={socket_path}"], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise exceptions.ProviderError(f"cannot read dirty bitmap {bitmap}: "
+                                       f"{proc.stderr.strip()}")
+    return merge(Extent(int(e["offset"]), int(e["length"]))
+                 for e in json.loads(proc.stdout) if int(e["type"]) & 1)

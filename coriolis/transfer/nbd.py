@@ -21,7 +21,7 @@ from pathlib import Path
 
 from coriolis import exceptions
 from coriolis.transfer.base import Extent
-from coriolis.transfer.extents import qemu_img_extents
+from coriolis.transfer.extents import dirty_extents_nbd, qemu_img_extents
 
 _NBDMAGIC = b"NBDMAGIC"
 _IHAVEOPT = 0x49484156454F5054
@@ -130,12 +130,15 @@ class NbdConnection:
 class QemuNbdExport:
     """``qemu-nbd`` serving one image on a private unix socket, for as long as it is open."""
 
-    def __init__(self, path: str, fmt: str, *, readonly: bool, connections: int = 8) -> None:
+    def __init__(self, path: str, fmt: str, *, readonly: bool, connections: int = 8,
+                 bitmap: str | None = None) -> None:
         self.path, self.fmt = path, fmt
         self._dir = tempfile.mkdtemp(prefix="coriolis-nbd-")
         self.socket_path = os.path.join(self._dir, "nbd.sock")
         cmd = ["qemu-nbd", "--persistent", f"--shared={connections}", "--socket",
                self.socket_path, "-f", fmt, "--cache=writeback"]
+        if bitmap:
+            cmd += ["-B", bitmap]
         if readonly:
             cmd.append("--read-only")
         else:
@@ -204,11 +207,13 @@ class _ConnectionPool:
 
 
 class NbdImageReader:
-    """A DiskReader over any qemu image format; extents from ``qemu-img map``."""
+    """A DiskReader over any qemu image format: allocated extents from ``qemu-img map``, or,
+    given the persistent dirty ``bitmap`` the image carries, the ranges written since that
+    bitmap was created (``extents(since=bitmap)``)."""
 
-    def __init__(self, path: str, fmt: str) -> None:
-        self._extents = qemu_img_extents(path, fmt)
-        self._export = QemuNbdExport(path, fmt, readonly=True)
+    def __init__(self, path: str, fmt: str, bitmap: str | None = None) -> None:
+        self._path, self._fmt, self._bitmap = path, fmt, bitmap
+        self._export = QemuNbdExport(path, fmt, readonly=True, bitmap=bitmap)
         self._conns = _ConnectionPool(self._export)
 
     @property
@@ -216,7 +221,9 @@ class NbdImageReader:
         return self._conns.size
 
     def extents(self, since: str | None = None) -> Iterator[Extent]:
-        return iter(self._extents)
+        if since is not None and since == self._bitmap:
+            return iter(dirty_extents_nbd(self._export.socket_path, since))
+        return iter(qemu_img_extents(self._path, self._fmt))
 
     def read(self, offset: int, length: int) -> bytes:
         with self._conns.borrow() as conn:

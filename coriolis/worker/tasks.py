@@ -130,14 +130,21 @@ def create_disks(ctx: TaskContext) -> JSON:
 
 @runs(c.TASK_TYPE_DEPLOY_MIGRATION_SOURCE_RESOURCES, c.TASK_TYPE_DEPLOY_REPLICA_SOURCE_RESOURCES)
 def deploy_source_resources(ctx: TaskContext) -> JSON:
+    """Replicas (not migrations) track changes natively where the platform can."""
+    replica = ctx.message.task_type == c.TASK_TYPE_DEPLOY_REPLICA_SOURCE_RESOURCES
     return {"source_resources": ctx.origin.deploy_source_resources(
-        ctx.origin_conn, ctx.origin_env, ctx.require("export_info"))}
+        ctx.origin_conn, ctx.origin_env, ctx.require("export_info"),
+        tracking_id=ctx.info.get("action_id") if replica else None)}
 
 
 @runs(c.TASK_TYPE_DELETE_MIGRATION_SOURCE_RESOURCES, c.TASK_TYPE_DELETE_REPLICA_SOURCE_RESOURCES)
 def delete_source_resources(ctx: TaskContext) -> JSON:
+    """Keeps the change-tracking tokens the volumes were last brought up to date with: the new
+    ones after a completed copy, the previous ones after a failed one."""
+    keep = [v["cbt"] for v in ctx.info.get("volumes_info") or [] if v.get("cbt")]
     ctx.origin.delete_source_resources(ctx.origin_conn, ctx.origin_env,
-                                       ctx.info.get("source_resources") or {})
+                                       {**(ctx.info.get("source_resources") or {}),
+                                        "keep_tokens": keep})
     return {"source_resources": {}}
 
 
@@ -166,8 +173,10 @@ def replicate_disks(ctx: TaskContext) -> JSON:
     for volume in volumes:
         disk_id = volume["disk_id"]
         manifest_file = _manifest_path(ctx, volume)
+        tracking = (sources.get("cbt") or {}).get(disk_id)
+        since = volume.get("cbt") if tracking else None
         reader = ctx.origin.open_disk_reader(ctx.origin_conn, ctx.origin_env, export_info,
-                                             disk_id, sources)
+                                             disk_id, sources, since=since)
         try:
             writer = ctx.destination.open_disk_writer(ctx.dest_conn, ctx.dest_env, volume)
             try:
@@ -184,8 +193,9 @@ def replicate_disks(ctx: TaskContext) -> JSON:
                                  f"allocated data scanned")
 
                 try:
-                    stats = copy_disk(reader, writer, manifest=manifest, progress=progress,
-                                      cancel=ctx.cancelled, dest_is_blank=False)
+                    stats = copy_disk(reader, writer, since=since, manifest=manifest,
+                                      progress=progress, cancel=ctx.cancelled,
+                                      dest_is_blank=False)
                 finally:
                     # Even after a failure the manifest describes the destination exactly
                     # (blocks being written are UNKNOWN), so the next run resends only what
@@ -196,6 +206,8 @@ def replicate_disks(ctx: TaskContext) -> JSON:
         finally:
             reader.close()
         changed = stats.bytes_written + stats.bytes_zeroed
+        if tracking:
+            volume["cbt"] = tracking["token"]
         volume.update({"manifest": str(manifest_file), "bytes_scanned": stats.bytes_scanned,
                        "bytes_changed": changed, "bytes_sent": stats.bytes_written,
                        "bytes_unchanged": stats.bytes_skipped_unchanged})

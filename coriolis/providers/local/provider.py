@@ -57,6 +57,7 @@ def _reflink_copy(src: Path, dst: Path) -> None:
 
 
 JOURNAL_SUFFIX = ".coriolis-undo"
+CBT_PREFIX = "coriolis-cbt-"
 SNAPSHOT_NAME = "coriolis-replica"
 
 
@@ -64,6 +65,13 @@ def _qemu_img(*args: str) -> None:
     proc = subprocess.run(["qemu-img", *args], capture_output=True, text=True)
     if proc.returncode != 0:
         raise exceptions.ProviderError(f"qemu-img {args[0]} failed: {proc.stderr.strip()}")
+
+
+def _bitmaps(path: str) -> list[str]:
+    """Names of the persistent dirty bitmaps of a qcow2 image."""
+    info = qemu_img_info(path, "qcow2")
+    data = (info.get("format-specific") or {}).get("data") or {}
+    return [b["name"] for b in data.get("bitmaps") or []]
 
 
 def open_image_reader(path: str, fmt: str) -> DiskReader:
@@ -187,25 +195,37 @@ class LocalProvider(TransferProvider):
                 raise exceptions.InvalidInput(
                     f"instance '{instance}': disk file {disk['file']} is not readable")
 
-    def deploy_source_resources(self, connection_info: JSON, env: JSON,
-                                export_info: JSON) -> JSON:
-        """With ``snapshot``, a point-in-time copy of every disk file (a reflink where the
-        file system has them, else a sparse copy) that reads stay on."""
-        if not env.get("snapshot"):
-            return {}
+    def deploy_source_resources(self, connection_info: JSON, env: JSON, export_info: JSON,
+                                tracking_id: str | None = None) -> JSON:
+        """Change tracking: qcow2 disks get a persistent dirty bitmap (added before any
+        snapshot is taken, so no write falls between the two). With ``snapshot``, reads stay on
+        a point-in-time copy of every disk file (a reflink where the file system has them)."""
         cloud = LocalCloud(connection_info)
-        folder = cloud.scratch_dir() / f"snapshot-{uuid.uuid4().hex[:12]}"
-        folder.mkdir()
-        snapshots = {}
-        for disk in export_info["devices"]["disks"]:
-            src = cloud.disk_path(export_info["name"], disk)
-            dst = folder / f"{disk['id']}{src.suffix}"
-            _reflink_copy(src, dst)
-            snapshots[disk["id"]] = str(dst)
-        return {"snapshot_dir": str(folder), "snapshots": snapshots}
+        resources: JSON = {}
+        if tracking_id:
+            prefix = f"{CBT_PREFIX}{tracking_id[:8]}-"
+            for disk in export_info["devices"]["disks"]:
+                if disk["format"] == "qcow2":
+                    image = str(cloud.disk_path(export_info["name"], disk))
+                    token = f"{prefix}{uuid.uuid4().hex[:8]}"
+                    _qemu_img("bitmap", "--add", image, token)
+                    resources.setdefault("cbt", {})[disk["id"]] = {
+                        "token": token, "image": image, "prefix": prefix}
+        if env.get("snapshot"):
+            folder = cloud.scratch_dir() / f"snapshot-{uuid.uuid4().hex[:12]}"
+            folder.mkdir()
+            snapshots = {}
+            for disk in export_info["devices"]["disks"]:
+                src = cloud.disk_path(export_info["name"], disk)
+                dst = folder / f"{disk['id']}{src.suffix}"
+                _reflink_copy(src, dst)
+                snapshots[disk["id"]] = str(dst)
+            resources.update({"snapshot_dir": str(folder), "snapshots": snapshots})
+        return resources
 
     def open_disk_reader(self, connection_info: JSON, env: JSON, export_info: JSON,
-                         disk_id: str, source_resources: JSON) -> DiskReader:
+                         disk_id: str, source_resources: JSON,
+                         since: str | None = None) -> DiskReader:
         disk = next((d for d in export_info["devices"]["disks"] if d["id"] == disk_id), None)
         if disk is None:
             raise exceptions.ProviderError(f"instance has no disk {disk_id}")
@@ -215,13 +235,23 @@ class LocalProvider(TransferProvider):
         if not os.path.exists(path):
             raise exceptions.ProviderError(
                 f"instance '{export_info['name']}': disk file {disk['file']} is missing")
-        return open_image_reader(path, disk["format"])
+        if disk["format"] == "raw":
+            return RawFileReader(path)
+        bitmap = since if since and since in _bitmaps(path) else None
+        return NbdImageReader(path, disk["format"], bitmap=bitmap)
 
     def delete_source_resources(self, connection_info: JSON, env: JSON,
                                 source_resources: JSON) -> None:
-        folder = (source_resources or {}).get("snapshot_dir")
-        if folder:
-            shutil.rmtree(folder, ignore_errors=True)
+        resources = source_resources or {}
+        if resources.get("snapshot_dir"):
+            shutil.rmtree(resources["snapshot_dir"], ignore_errors=True)
+        keep = set(resources.get("keep_tokens") or [])
+        for tracking in (resources.get("cbt") or {}).values():
+            if not os.path.exists(tracking["image"]):
+                continue
+            for name in _bitmaps(tracking["image"]):
+                if name.startswith(tracking["prefix"]) and name not in keep:
+                    _qemu_img("bitmap", "--remove", tracking["image"], name)
 
     def shutdown_instance(self, connection_info: JSON, env: JSON, export_info: JSON) -> None:
         cloud = LocalCloud(connection_info)

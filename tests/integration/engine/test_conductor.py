@@ -227,3 +227,37 @@ def test_replica_refusals_and_rollback_of_a_cancelled_execution(services, ctx, e
     services.conductor.execute_replica(ctx, replica_id, False)
     assert wait_execution(services, replica_id).status == c.EXECUTION_STATUS_COMPLETED
     assert same(source, Path(volume["path"]))
+
+
+def qcow2_bitmaps(path: Path) -> list[str]:
+    info = json.loads(subprocess.run(["qemu-img", "info", "-U", "--output=json", str(path)],
+                                     capture_output=True, text=True, check=True).stdout)
+    return [b["name"] for b in info["format-specific"]["data"].get("bitmaps", [])]
+
+
+def test_qcow2_replica_reads_only_what_the_dirty_bitmap_marks(services, ctx, endpoints,
+                                                              clouds) -> None:
+    add_instance(clouds["src"], "cbt", disk_size="256M", disk_format="qcow2",
+                 allocated_fraction=0.5, network="lan", seed=4)
+    source = disks(clouds["src"], "cbt")[0]
+    replica_id = services.conductor.create_replica(ctx, body(endpoints, "cbt"))
+
+    def run() -> dict:
+        services.conductor.execute_replica(ctx, replica_id, False)
+        assert wait_execution(services, replica_id).status == c.EXECUTION_STATUS_COMPLETED
+        with services.db.session() as session:
+            action = session.get(models.TransferAction, replica_id)
+            return action.info["cbt"]["volumes_info"][0]
+
+    first = run()
+    assert first["bytes_scanned"] >= 100 * 1024 * 1024
+    assert qcow2_bitmaps(source) == [first["cbt"]]
+    # a "guest" writes through qemu: 3 x 64 KiB, one of them zeroes
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 0x11 1M 64k",
+                    "-c", "write -P 0x22 100M 64k", "-c", "write -z 200M 64k", str(source)],
+                   check=True, capture_output=True)
+    second = run()
+    assert second["bytes_scanned"] == 3 * 64 * 1024
+    assert second["bytes_changed"] <= 3 * 64 * 1024
+    assert qcow2_bitmaps(source) == [second["cbt"]] != [first["cbt"]]
+    assert same(source, Path(second["path"]))
