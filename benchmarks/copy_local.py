@@ -1,7 +1,8 @@
 """P1: a local disk copy by the data path against `qemu-img convert` and `nbdcopy`.
 
 For a raw and a qcow2 source of SIZE with 512 MiB of random data in scattered 1 MiB regions,
-each tool copies into a fresh raw file; runs alternate between tools. Printed: median wall
+each tool copies into a fresh raw file, durably (ours fsyncs; `qemu-img convert` is followed by
+`sync FILE`; `nbdcopy --flush`); runs alternate between tools. Printed: median wall
 times, our time ÷ each tool's, and our bytes read ÷ allocated bytes.
 
     .venv/bin/python benchmarks/copy_local.py [--runs 5] [--size 2G]
@@ -45,14 +46,15 @@ def qemu_img(src: Path, fmt: str, dst: Path, size: int) -> int:
     dst.unlink(missing_ok=True)
     subprocess.run(["qemu-img", "convert", "-W", "-m", "8", "-f", fmt, "-O", "raw", str(src),
                     str(dst)], check=True)
+    subprocess.run(["sync", str(dst)], check=True)  # durable, as ours is
     return 0
 
 
 def nbdcopy(src: Path, fmt: str, dst: Path, size: int) -> int:
     blank(dst, size)
     source = str(src) if fmt == "raw" else f"[ qemu-nbd -r -f {fmt} {src} ]"
-    cmd = ["nbdcopy", "--", *source.split(), str(dst)] if fmt != "raw" else \
-        ["nbdcopy", str(src), str(dst)]
+    cmd = ["nbdcopy", "--flush", "--", *source.split(), str(dst)] if fmt != "raw" else \
+        ["nbdcopy", "--flush", str(src), str(dst)]
     subprocess.run(cmd, check=True)
     return 0
 
@@ -77,7 +79,7 @@ def main() -> None:
         subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw),
                         str(qcow2)], check=True)
         dst = work / "dst.raw"
-        tools = {"ours": ours, "qemu-img convert": qemu_img}
+        tools = {"ours": ours, "qemu-img convert": qemu_img}  # + sync
         if shutil.which("nbdcopy"):
             tools["nbdcopy"] = nbdcopy
         for fmt, src in (("raw", raw), ("qcow2", qcow2)):
