@@ -218,3 +218,13 @@ def test_cancel_running_migration_cleans_up(
     assert done["status"] == "CANCELED"
     assert not (clouds["dst"] / "instances" / "big" / "instance.json").exists()
     assert not list((clouds["dst"] / "storage").glob("**/big*"))
+
+
+def test_seed_v2_login_example_works(server: RunningServer, endpoints: dict[str, str]) -> None:
+    v2 = {"OS_AUTH_URL": server.url + "/identity/v2.0", "OS_TENANT_NAME": "admin",
+          "OS_IDENTITY_API_VERSION": "2", "OS_PROJECT_NAME": "", "OS_USER_DOMAIN_NAME": "",
+          "OS_PROJECT_DOMAIN_NAME": ""}
+    rows = server.cli("endpoint", "list", "-f", "json", env=v2).json()
+    assert {r["ID"] for r in rows} >= set(endpoints.values())
+    bad = server.cli("endpoint", "list", env={**v2, "OS_PASSWORD": "wrong"}, check=False)
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
