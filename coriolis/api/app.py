@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from coriolis import __version__
-from coriolis.api import errors
+from coriolis.api import errors, secrets
 from coriolis.api.auth import context_dependency
 from coriolis.api.v1 import admin, endpoints, transfers
 from coriolis.identity.keystone import build_router as identity_router
@@ -31,6 +31,7 @@ def create_app(services: Services) -> FastAPI:
     for prefix in ("/v1/{project_id}", "/v1"):
         for router in routers:
             app.include_router(router, prefix=prefix)
+    app.include_router(secrets.build_router(services, context))
 
     @app.get("/", include_in_schema=False)
     def root() -> dict[str, Any]:

@@ -243,3 +243,14 @@ class ReplicaSchedule(TimestampMixin, Base):
     shutdown_instance: Mapped[bool] = mapped_column(Boolean, default=False)
     trust_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
     last_run_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class Secret(TimestampMixin, Base):
+    """A secret of the embedded Barbican-v1 subset (e.g. an endpoint's connection info)."""
+
+    __tablename__ = "secrets"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(String(36), index=True)
+    name: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    content_type: Mapped[str] = mapped_column(String(255), default="text/plain")
+    payload_encrypted: Mapped[bytes] = mapped_column(LargeBinary)

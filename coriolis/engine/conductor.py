@@ -24,6 +24,7 @@ from coriolis.db import models, transfers
 from coriolis.db.session import Database
 from coriolis.engine import graphs, state, validation
 from coriolis.providers import registry
+from coriolis.secrets import store as secret_store
 from coriolis.secrets.box import SecretBox
 
 LOG = logging.getLogger(__name__)
@@ -67,9 +68,12 @@ class Conductor:
 
     # ============================================================================ helpers
     def _endpoint_ref(self, endpoint: models.Endpoint, env: dict[str, Any]) -> EndpointRef:
-        return EndpointRef(platform=endpoint.type,
-                           connection_info=self.box.decrypt_json(endpoint.connection_info_encrypted),
-                           environment=env)
+        stored = self.box.decrypt_json(endpoint.connection_info_encrypted)
+        if isinstance(stored, dict) and "secret_ref" in stored:
+            with self.db.session() as session:
+                stored = secret_store.connection_info(session, self.box, endpoint.project_id,
+                                                      stored)
+        return EndpointRef(platform=endpoint.type, connection_info=stored, environment=env)
 
     @staticmethod
     def _destination_env(action: models.TransferAction) -> dict[str, Any]:

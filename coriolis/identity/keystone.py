@@ -20,8 +20,12 @@ def _iso(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def _base(request: Request) -> str:
+    return str(request.base_url).rstrip("/")
+
+
 def _catalog_url(request: Request, project_id: str) -> str:
-    return f"{str(request.base_url).rstrip('/')}/v1/{project_id}"
+    return f"{_base(request)}/v1/{project_id}"
 
 
 def _v3_body(request: Request, data: TokenData, methods: list[str]) -> dict[str, Any]:
@@ -31,10 +35,13 @@ def _v3_body(request: Request, data: TokenData, methods: list[str]) -> dict[str,
         "user": {"id": data.user_id, "name": data.user_name, "domain": DOMAIN},
         "project": {"id": data.project_id, "name": data.project_name, "domain": DOMAIN},
         "roles": [{"id": r, "name": r} for r in data.roles],
-        "catalog": [{"type": "migration", "name": "coriolis", "id": "coriolis",
-                     "endpoints": [{"id": f"coriolis-{i}", "interface": i, "region": "RegionOne",
-                                    "region_id": "RegionOne", "url": url}
-                                   for i in ("public", "internal", "admin")]}],
+        "catalog": [{"type": kind, "name": name, "id": name,
+                     "endpoints": [{"id": f"{name}-{i}", "interface": i, "region": "RegionOne",
+                                    "region_id": "RegionOne", "url": service_url}
+                                   for i in ("public", "internal", "admin")]}
+                    for kind, name, service_url in (
+                        ("migration", "coriolis", url),
+                        ("key-manager", "barbican", _base(request) + "/key-manager"))],
     }}
 
 
@@ -136,8 +143,13 @@ def build_router(db: Any, issuer: TokenIssuer) -> APIRouter:
                       "issued_at": _iso(data.issued_at),
                       "tenant": {"id": data.project_id, "name": data.project_name,
                                  "enabled": True}},
-            "serviceCatalog": [{"type": "migration", "name": "coriolis", "endpoints": [
-                {"region": "RegionOne", "publicURL": url, "internalURL": url, "adminURL": url}]}],
+            "serviceCatalog": [
+                {"type": kind, "name": name, "endpoints": [
+                    {"region": "RegionOne", "publicURL": service_url,
+                     "internalURL": service_url, "adminURL": service_url}]}
+                for kind, name, service_url in (
+                    ("migration", "coriolis", url),
+                    ("key-manager", "barbican", _base(request) + "/key-manager"))],
             "user": {"id": data.user_id, "name": data.user_name, "username": data.user_name,
                      "roles": [{"name": r} for r in data.roles]},
             "metadata": {"is_admin": 0, "roles": list(data.roles)},

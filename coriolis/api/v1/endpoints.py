@@ -23,19 +23,23 @@ from coriolis.api.v1.common import (
 from coriolis.context import RequestContext
 from coriolis.db import models, transfers
 from coriolis.providers import registry
+from coriolis.secrets import store as secret_store
 from coriolis.service import Services
 
 
-def _connection_info(platform: str, value: Any) -> dict[str, Any]:
+def _check_connection_info(session: Session, box: Any, project_id: str, platform: str,
+                           value: Any) -> dict[str, Any]:
+    """Validate connection info (or the secret a ``secret_ref`` names, which must exist in
+    the caller's project) against the provider's schema; returns what is stored."""
     if not isinstance(value, dict):
         raise exceptions.InvalidInput("'connection_info' must be a JSON object")
-    if "secret_ref" in value:
-        if set(value) != {"secret_ref"} or not isinstance(value["secret_ref"], str):
-            raise exceptions.InvalidInput("connection_info.secret_ref must be a string alone")
-        return value
+    if "secret_ref" in value and (set(value) != {"secret_ref"}
+                                  or not isinstance(value["secret_ref"], str)):
+        raise exceptions.InvalidInput("connection_info.secret_ref must be a string alone")
+    resolved = secret_store.connection_info(session, box, project_id, value)
     schema = registry.get_provider(platform).connection_info_schema()
     try:
-        jsonschema.validate(value, schema)
+        jsonschema.validate(resolved, schema)
     except jsonschema.ValidationError as exc:
         where = ".".join(str(p) for p in exc.absolute_path)
         # The message names the field, never the values (they may be secrets).
@@ -75,8 +79,9 @@ def build_router(services: Services, context: Any) -> APIRouter:
                                               f"'{key}'")
         if not isinstance(data["name"], str):
             raise exceptions.InvalidInput("'name' must be a string")
-        conn = _connection_info(str(data["type"]), data["connection_info"])
         with db.session() as session:
+            conn = _check_connection_info(session, box, ctx.project_id, str(data["type"]),
+                                          data["connection_info"])
             row = models.Endpoint(project_id=ctx.project_id, user_id=ctx.user_id,
                                   name=data["name"], type=data["type"],
                                   description=data.get("description"),
@@ -99,8 +104,8 @@ def build_router(services: Services, context: Any) -> APIRouter:
             if "description" in data:
                 row.description = data["description"]
             if "connection_info" in data:
-                row.connection_info_encrypted = box.encrypt_json(
-                    _connection_info(row.type, data["connection_info"]))
+                row.connection_info_encrypted = box.encrypt_json(_check_connection_info(
+                    session, box, ctx.project_id, row.type, data["connection_info"]))
             if "mapped_regions" in data:
                 row.regions = mapped_regions(session, data["mapped_regions"])
             row.updated_at = models.utcnow()

@@ -156,3 +156,34 @@ def test_connection_info_is_encrypted_at_rest(admin: tuple[str, str], server: Ru
     raw = b"".join(p.read_bytes() for p in server.data_dir.glob("coriolis.db*"))
     assert marker.encode() not in raw
     assert json.dumps(marker).encode() not in raw
+
+
+def test_connection_secret_in_the_embedded_secret_store(admin: tuple[str, str],
+                                                        member_b: tuple[str, str],
+                                                        server: RunningServer,
+                                                        tmp_path: Path) -> None:
+    token_a, url_a = admin
+    token_b, url_b = member_b
+    cloud = tmp_path / "cloud"
+    cloud.mkdir()
+    stored = call("POST", f"{server.url}/key-manager/v1/secrets", token_a, json={
+        "payload": json.dumps({"path": str(cloud)}), "payload_content_type": "text/plain"})
+    assert stored.status_code == 201
+    ref = stored.json()["secret_ref"]
+    assert call("GET", f"{ref}/payload", token_a).text == json.dumps({"path": str(cloud)})
+    assert call("GET", f"{ref}/payload", token_b).status_code == 404
+
+    # the CLI's --connection-secret, as the seed README shows it
+    shown = server.cli("endpoint", "create", "--name", "via-secret", "--provider", "local",
+                       "--connection-secret", ref, "-f", "json").json()
+    assert shown["connection_info"] == {"secret_ref": ref}
+    listed = server.cli("endpoint", "instance", "list", "via-secret", "-f", "json")
+    assert listed.returncode == 0
+
+    for token, url in ((token_b, url_b), (token_a, url_a)):
+        bad_ref = ref if token is token_b else ref[:-4] + "0000"
+        resp = call("POST", f"{url}/endpoints", token, json={"endpoint": {
+            "name": "stolen", "type": "local", "connection_info": {"secret_ref": bad_ref}}})
+        assert_error(resp, 400, bad_ref)
+    assert "stolen" not in {e["name"] for e in call("GET", f"{url_b}/endpoints",
+                                                    token_b).json()["endpoints"]}

@@ -1,0 +1,79 @@
+"""The Barbican v1 secrets subset (`barbican secret store|get|list|delete`), per project."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Body, Depends, Request, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
+from sqlalchemy import select
+
+from coriolis import exceptions
+from coriolis.api.views import ts
+from coriolis.context import RequestContext
+from coriolis.db import models
+from coriolis.secrets import store
+from coriolis.service import Services
+
+
+def _view(request: Request, secret: models.Secret) -> dict[str, Any]:
+    return {"secret_ref": f"{str(request.base_url).rstrip('/')}/key-manager/v1/secrets/"
+                          f"{secret.id}",
+            "name": secret.name, "status": "ACTIVE", "secret_type": "opaque",
+            "content_types": {"default": secret.content_type},
+            "created": ts(secret.created_at), "updated": ts(secret.updated_at or
+                                                            secret.created_at),
+            "expiration": None, "algorithm": None, "bit_length": None, "mode": None}
+
+
+def build_router(services: Services, context: Any) -> APIRouter:
+    router = APIRouter(prefix="/key-manager/v1", include_in_schema=False)
+    db, box = services.db, services.box
+
+    @router.post("/secrets", status_code=201)
+    def create(request: Request, body: Any = Body(None),
+               ctx: RequestContext = Depends(context)) -> JSONResponse:
+        if not isinstance(body, dict) or not isinstance(body.get("payload"), str) \
+                or not body["payload"]:
+            raise exceptions.InvalidInput("'payload' must be a non-empty string")
+        content_type = body.get("payload_content_type") or "text/plain"
+        with db.session() as session:
+            secret = store.store(session, box, ctx.project_id, body["payload"], content_type,
+                                 body.get("name"))
+            return JSONResponse({"secret_ref": _view(request, secret)["secret_ref"]},
+                                status_code=201)
+
+    @router.get("/secrets")
+    def list_secrets(request: Request,
+                     ctx: RequestContext = Depends(context)) -> dict[str, Any]:
+        with db.session() as session:
+            rows = session.scalars(select(models.Secret).where(
+                models.Secret.project_id == ctx.project_id).order_by(models.Secret.created_at))
+            secrets = [_view(request, s) for s in rows]
+        return {"secrets": secrets, "total": len(secrets)}
+
+    @router.get("/secrets/{secret_id}")
+    def show(request: Request, secret_id: str,
+             ctx: RequestContext = Depends(context)) -> Any:
+        with db.session() as session:
+            secret = store.get(session, ctx.project_id, secret_id)
+            if "application/json" not in request.headers.get("accept", "application/json") \
+                    and request.headers.get("accept") not in (None, "*/*"):
+                return PlainTextResponse(store.payload(box, secret))
+            return _view(request, secret)
+
+    @router.get("/secrets/{secret_id}/payload")
+    def get_payload(secret_id: str, ctx: RequestContext = Depends(context)) -> Response:
+        with db.session() as session:
+            secret = store.get(session, ctx.project_id, secret_id)
+            return Response(store.payload(box, secret), media_type=secret.content_type)
+
+    @router.delete("/secrets/{secret_id}", status_code=204)
+    def delete(secret_id: str, ctx: RequestContext = Depends(context)) -> Response:
+        with db.session() as session:
+            session.delete(store.get(session, ctx.project_id, secret_id))
+        return Response(status_code=204)
+
+    return router
+
+
