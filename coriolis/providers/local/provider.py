@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,18 @@ def _bitmaps(path: str) -> list[str]:
     info = qemu_img_info(path, "qcow2")
     data = (info.get("format-specific") or {}).get("data") or {}
     return [b["name"] for b in data.get("bitmaps") or []]
+
+
+def _end_snapshots(volumes_info: list[JSON], raw: Callable[[JSON, str], None],
+                   qcow2: Callable[[JSON, str], None]) -> list[JSON]:
+    """Apply ``raw`` or ``qcow2`` to each volume's snapshot; return the volumes without it."""
+    result = []
+    for volume in volumes_info or []:
+        snapshot = volume.get("snapshot")
+        if snapshot:
+            (raw if volume["format"] == "raw" else qcow2)(volume, snapshot)
+        result.append({k: v for k, v in volume.items() if k != "snapshot"})
+    return result
 
 
 def open_image_reader(path: str, fmt: str) -> DiskReader:
@@ -344,33 +357,25 @@ class LocalProvider(TransferProvider):
 
     def restore_disk_snapshots(self, connection_info: JSON, env: JSON,
                                volumes_info: list[JSON]) -> list[JSON]:
-        result = []
-        for volume in volumes_info or []:
-            snapshot = volume.get("snapshot")
-            if snapshot and volume["format"] == "raw":
-                writer = RawFileWriter(volume["path"])
-                try:
-                    roll_back(snapshot, writer)
-                finally:
-                    writer.close()
-                Path(snapshot).unlink()
-            elif snapshot:
-                _qemu_img("snapshot", "-a", snapshot, volume["path"])
-                _qemu_img("snapshot", "-d", snapshot, volume["path"])
-            result.append({k: v for k, v in volume.items() if k != "snapshot"})
-        return result
+        def roll_back_raw(volume: JSON, journal: str) -> None:
+            writer = RawFileWriter(volume["path"])
+            try:
+                roll_back(journal, writer)
+            finally:
+                writer.close()
+            Path(journal).unlink()
+
+        def revert_qcow2(volume: JSON, name: str) -> None:
+            _qemu_img("snapshot", "-a", name, volume["path"])
+            _qemu_img("snapshot", "-d", name, volume["path"])
+
+        return _end_snapshots(volumes_info, roll_back_raw, revert_qcow2)
 
     def delete_disk_snapshots(self, connection_info: JSON, env: JSON,
                               volumes_info: list[JSON]) -> list[JSON]:
-        result = []
-        for volume in volumes_info or []:
-            snapshot = volume.get("snapshot")
-            if snapshot and volume["format"] == "raw":
-                Path(snapshot).unlink(missing_ok=True)
-            elif snapshot:
-                _qemu_img("snapshot", "-d", snapshot, volume["path"])
-            result.append({k: v for k, v in volume.items() if k != "snapshot"})
-        return result
+        return _end_snapshots(
+            volumes_info, lambda volume, journal: Path(journal).unlink(missing_ok=True),
+            lambda volume, name: _qemu_img("snapshot", "-d", name, volume["path"]))
 
     def deploy_instance(self, connection_info: JSON, env: JSON, export_info: JSON,
                         volumes_info: list[JSON], clone_disks: bool = False) -> JSON:
