@@ -20,10 +20,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from coriolis.cmd.local_cloud import make_disk, parse_size
-from coriolis.providers.local.provider import open_image_reader
 from coriolis.transfer.copy import copy_disk
 from coriolis.transfer.extents import qemu_img_extents
 from coriolis.transfer.files import RawFileWriter
+from coriolis.transfer.images import open_image_reader
 
 
 def blank(path: Path, size: int) -> None:

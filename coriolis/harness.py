@@ -18,6 +18,7 @@ BIN = Path(sys.executable).parent
 SERVER = str(BIN / "coriolis-server")
 CLI = str(BIN / "coriolis")
 LISTEN_RE = re.compile(r"Coriolis API listening on (http://\S+)")
+WRITER_RE = re.compile(r"Writer agent listening on (https://\S+)")
 
 
 def read_openrc(path: Path) -> dict[str, str]:
@@ -77,36 +78,68 @@ class RunningServer:
         raise AssertionError(f"timed out waiting on {args}: last={data}")
 
 
-def start_server(data_dir: Path) -> RunningServer:
-    log_path = data_dir.parent / f"{data_dir.name}-server.out"
-    log = open(log_path, "w")  # noqa: SIM115 - closed by the fixture through the process
-    proc = subprocess.Popen(
-        [SERVER, "all-in-one", "--host", "127.0.0.1", "--port", "0", "--data-dir", str(data_dir)],
-        stdout=subprocess.PIPE, stderr=log, text=True,
-    )
+def _spawn(cmd: list[str], ready: re.Pattern[str], log_path: Path,
+           ) -> tuple[subprocess.Popen[str], re.Match[str]]:
+    """Start ``cmd``, wait for a stdout line matching ``ready``, keep draining stdout."""
+    log = open(log_path, "a")  # noqa: SIM115 - closed by the fixture through the process
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True)
     assert proc.stdout is not None
     deadline = time.monotonic() + 60
-    url = None
+    match = None
     while time.monotonic() < deadline:
         line = proc.stdout.readline()
         if not line:
             if proc.poll() is not None:
                 break
             continue
-        m = LISTEN_RE.search(line)
-        if m:
-            url = m.group(1)
+        match = ready.search(line)
+        if match:
             break
-    if url is None:
+    if match is None:
         proc.kill()
-        raise RuntimeError(f"server did not start; see {log_path}:\n{log_path.read_text()}")
-    # keep draining stdout so the server never blocks on a full pipe
+        raise RuntimeError(f"{cmd[1]} did not start; see {log_path}:\n{log_path.read_text()}")
+    # keep draining stdout so the process never blocks on a full pipe
     threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()  # type: ignore[union-attr]
+    return proc, match
+
+
+def start_server(data_dir: Path) -> RunningServer:
+    log_path = data_dir.parent / f"{data_dir.name}-server.out"
+    proc, match = _spawn([SERVER, "all-in-one", "--host", "127.0.0.1", "--port", "0",
+                          "--data-dir", str(data_dir)], LISTEN_RE, log_path)
     env = read_openrc(data_dir / "openrc")
-    return RunningServer(url=url, data_dir=data_dir, env=env, process=proc, log_path=log_path)
+    return RunningServer(url=match.group(1), data_dir=data_dir, env=env, process=proc,
+                         log_path=log_path)
 
 
-def stop_server(server: RunningServer) -> None:
+@dataclass
+class RunningWriter:
+    """A writer agent child process; ``details`` is its writer.json (url, fingerprint, key)."""
+
+    data_dir: Path
+    roots: list[Path]
+    process: subprocess.Popen[str]
+    details: dict[str, str]
+    log_path: Path
+
+    @property
+    def port(self) -> int:
+        return int(self.details["url"].rsplit(":", 1)[1])
+
+
+def start_writer(data_dir: Path, roots: list[Path], port: int = 0) -> RunningWriter:
+    """Start ``coriolis-server writer`` (again on ``port``, to restart one that was killed)."""
+    log_path = data_dir.parent / f"{data_dir.name}-writer.out"
+    cmd = [SERVER, "writer", "--host", "127.0.0.1", "--port", str(port),
+           "--data-dir", str(data_dir), "-v"]
+    for root in roots:
+        cmd += ["--root", str(root)]
+    proc, _ = _spawn(cmd, WRITER_RE, log_path)
+    details = json.loads((data_dir / "writer.json").read_text())
+    return RunningWriter(data_dir, roots, proc, details, log_path)
+
+
+def stop_server(server: RunningServer | RunningWriter) -> None:
     server.process.terminate()
     try:
         server.process.wait(timeout=30)

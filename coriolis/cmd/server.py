@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from coriolis import __version__
-from coriolis.cmd import local_cloud
+from coriolis.cmd import local_cloud, writer
 from coriolis.config import Settings
 
 LOG = logging.getLogger("coriolis")
@@ -182,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     create.set_defaults(func=cmd_user_create)
 
     local_cloud.register_subcommands(sub)
+    writer.register_subcommands(sub)
     return parser
 
 

@@ -140,7 +140,10 @@ class ImportProvider(abc.ABC):
         """Create the destination disks that ``volumes_info`` does not already hold."""
 
     @abc.abstractmethod
-    def open_disk_writer(self, connection_info: JSON, env: JSON, volume: JSON) -> DiskWriter: ...
+    def open_disk_writer(self, connection_info: JSON, env: JSON, volume: JSON,
+                         transfer_id: str | None = None) -> DiskWriter:
+        """A writer for one volume. ``transfer_id`` is the same each time the same task copies
+        the same disk, so that a writer across the network can resume an interrupted copy."""
 
     @abc.abstractmethod
     def delete_disks(self, connection_info: JSON, env: JSON, volumes_info: list[JSON]) -> None: ...

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import threading
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from coriolis.bus.base import TaskEventSink, TaskMessage
 from coriolis.providers import registry
 from coriolis.transfer.copy import copy_disk
 from coriolis.transfer.manifest import UNKNOWN, ZERO, BlockManifest
+from coriolis.transfer.remote import RemoteDiskWriter
 
 # Change-detection granularity of block manifests (copies still move 4 MiB chunks).
 MANIFEST_BLOCK = 64 * 1024
@@ -178,7 +180,13 @@ def replicate_disks(ctx: TaskContext) -> JSON:
         reader = ctx.origin.open_disk_reader(ctx.origin_conn, ctx.origin_env, export_info,
                                              disk_id, sources, since=since)
         try:
-            writer = ctx.destination.open_disk_writer(ctx.dest_conn, ctx.dest_env, volume)
+            transfer_id = re.sub(r"[^a-z0-9_-]", "_", f"{ctx.message.task_id}-{disk_id}".lower())
+            writer = ctx.destination.open_disk_writer(ctx.dest_conn, ctx.dest_env, volume,
+                                                      transfer_id=transfer_id)
+            remote = writer if isinstance(writer, RemoteDiskWriter) else None
+            if remote:
+                ctx.event(f"Disk {disk_id}: writing through the writer agent at "
+                          f"{remote.agent.url}")
             try:
                 if manifest_file.exists():
                     manifest = BlockManifest.load_or_new(manifest_file, MANIFEST_BLOCK,
@@ -187,10 +195,11 @@ def replicate_disks(ctx: TaskContext) -> JSON:
                     manifest = BlockManifest(MANIFEST_BLOCK, reader.size,
                                              fill=UNKNOWN if volume.get("manifest") else ZERO)
 
-                def progress(done: int, scan_total: int, _id: str = disk_id) -> None:
+                def progress(done: int, scan_total: int, rate: float,
+                             _id: str = disk_id) -> None:
                     ctx.progress(done, scan_total or 1,
                                  f"Disk {_id}: {done / MiB:.1f} of {scan_total / MiB:.1f} MiB "
-                                 f"allocated data scanned")
+                                 f"allocated data scanned, {rate / MiB:.1f} MiB/s")
 
                 try:
                     stats = copy_disk(reader, writer, since=since, manifest=manifest,
@@ -216,7 +225,9 @@ def replicate_disks(ctx: TaskContext) -> JSON:
         ctx.progress(total, total,
                      f"Disk {disk_id}: scanned {stats.bytes_scanned / MiB:.1f} MiB, changed "
                      f"{changed / MiB:.1f} MiB, sent {stats.bytes_written / MiB:.1f} MiB "
-                     f"in {stats.seconds:.2f}s")
+                     f"in {stats.seconds:.2f}s" + (
+                         f" ({remote.stats.bytes_on_wire / MiB:.1f} MiB on the wire, "
+                         f"{stats.bytes_resumed / MiB:.1f} MiB resumed)" if remote else ""))
     return {"volumes_info": volumes}
 
 

@@ -62,8 +62,11 @@ def test_progress_is_monotonic_and_ends_at_total(tmp_path: Path) -> None:
     src, dst = tmp_path / "src.raw", blank(tmp_path / "dst.raw")
     make_source(src)
     seen: list[tuple[int, int]] = []
-    copy(src, dst, progress=lambda done, total: seen.append((done, total)))
+    rates: list[float] = []
+    copy(src, dst, progress=lambda done, total, rate: (seen.append((done, total)),
+                                                       rates.append(rate)))
     assert seen[-1][0] == seen[-1][1] > 0
+    assert rates[-1] > 0
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)
 
 
@@ -85,7 +88,7 @@ def test_corrupted_chunk_is_rewritten(tmp_path: Path) -> None:
     src, dst = tmp_path / "src.raw", blank(tmp_path / "dst.raw")
     content = make_source(src)
     reader, writer = RawFileReader(str(src)), FlakyWriter(str(dst), bad=1)
-    copy_disk(reader, writer, workers=1)
+    copy_disk(reader, writer, workers=1, verify=True)
     assert dst.read_bytes() == content
 
 
@@ -94,7 +97,7 @@ def test_persistent_corruption_fails_naming_the_offset(tmp_path: Path) -> None:
     make_source(src)
     reader, writer = RawFileReader(str(src)), FlakyWriter(str(dst), bad=1000)
     with pytest.raises(exceptions.ProviderError, match="offset 0"):
-        copy_disk(reader, writer, workers=1)
+        copy_disk(reader, writer, workers=1, verify=True)
 
 
 def test_cancel_stops_the_copy(tmp_path: Path) -> None:

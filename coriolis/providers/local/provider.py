@@ -18,14 +18,33 @@ from coriolis.providers.local.cloud import PENDING_FILE, LocalCloud
 from coriolis.transfer.base import DiskReader, DiskWriter
 from coriolis.transfer.extents import qemu_img_info
 from coriolis.transfer.files import RawFileReader, RawFileWriter
+from coriolis.transfer.images import open_image_writer
 from coriolis.transfer.journal import JournalingWriter, roll_back
-from coriolis.transfer.nbd import NbdImageReader, NbdImageWriter
+from coriolis.transfer.nbd import NbdImageReader
+from coriolis.transfer.remote import AgentAddress, RemoteDiskWriter, is_this_host, probe_agent
+from coriolis.transfer.wire import COMPRESSIONS
 
+MiB = 1024 * 1024
+
+WRITER_SCHEMA: JSON = {
+    "type": "object",
+    "description": "Writer agent on the cloud's host (coriolis-server writer; its writer.json)",
+    "properties": {
+        "url": {"type": "string", "pattern": "^https://"},
+        "fingerprint": {"type": "string", "description": "SHA-256 of the agent certificate"},
+        "key": {"type": "string", "minLength": 1, "description": "The agent key"},
+        "mode": {"type": "string", "enum": ["auto", "always"], "default": "auto",
+                 "description": "auto: only when the agent is on another host"},
+    },
+    "required": ["url", "fingerprint", "key"],
+    "additionalProperties": False,
+}
 CONNECTION_SCHEMA: JSON = {
     "$schema": "http://json-schema.org/draft-07/schema#",
     "type": "object",
     "properties": {"path": {"type": "string", "minLength": 1,
-                            "description": "Directory that holds the cloud"}},
+                            "description": "Directory that holds the cloud"},
+                   "writer": WRITER_SCHEMA},
     "required": ["path"],
     "additionalProperties": False,
 }
@@ -45,6 +64,13 @@ DESTINATION_ENV_SCHEMA: JSON = {
         "instance_name": {"type": "string", "description": "Name of the destination instance"},
         "network_map": {"type": "object"},
         "storage_mappings": {"type": "object"},
+        "transfer_compression": {
+            "type": "string", "enum": list(COMPRESSIONS), "default": "auto",
+            "description": "zstd on the wire to a writer agent: auto compresses when that is "
+                           "faster than the link"},
+        "transfer_bandwidth_limit_mib": {
+            "type": "number", "exclusiveMinimum": 0,
+            "description": "Bandwidth limit of each disk transfer to a writer agent, MiB/s"},
     },
     "additionalProperties": False,
 }
@@ -87,14 +113,6 @@ def _end_snapshots(volumes_info: list[JSON], raw: Callable[[JSON, str], None],
     return result
 
 
-def open_image_reader(path: str, fmt: str) -> DiskReader:
-    return RawFileReader(path) if fmt == "raw" else NbdImageReader(path, fmt)
-
-
-def open_image_writer(path: str, fmt: str) -> DiskWriter:
-    return RawFileWriter(path) if fmt == "raw" else NbdImageWriter(path, fmt)
-
-
 def create_image(path: Path, fmt: str, size: int) -> None:
     if fmt == "raw":
         with open(path, "xb") as f:
@@ -104,6 +122,23 @@ def create_image(path: Path, fmt: str, size: int) -> None:
                           capture_output=True, text=True)
     if proc.returncode != 0:
         raise exceptions.ProviderError(f"cannot create {path.name}: {proc.stderr.strip()}")
+
+
+def _check_writer_agent(writer: JSON, cloud_path: str) -> None:
+    """The agent answers with the pinned certificate, takes the key and serves the cloud."""
+    try:
+        address = AgentAddress.from_json(writer)
+    except ValueError as exc:
+        raise exceptions.ConnectionValidationFailed(f"writer.fingerprint: {exc}") from None
+    try:
+        roots = probe_agent(address)
+    except exceptions.ProviderError as exc:
+        raise exceptions.ConnectionValidationFailed(str(exc)) from None
+    real = os.path.realpath(cloud_path)
+    if not any(real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in roots):
+        raise exceptions.ConnectionValidationFailed(
+            f"the writer agent at {address.url} does not serve {cloud_path} (it serves "
+            f"{', '.join(roots)}); start it with --root {cloud_path}")
 
 
 class LocalProvider(TransferProvider):
@@ -129,6 +164,8 @@ class LocalProvider(TransferProvider):
     # --- endpoint -------------------------------------------------------------------------
     def validate_connection(self, connection_info: JSON) -> None:
         LocalCloud(connection_info).validate()
+        if connection_info.get("writer"):
+            _check_writer_agent(connection_info["writer"], connection_info["path"])
 
     def list_instances(self, connection_info: JSON, env: JSON) -> list[JSON]:
         cloud = LocalCloud(connection_info)
@@ -327,13 +364,21 @@ class LocalProvider(TransferProvider):
                            "path": str(path)})
         return result
 
-    def open_disk_writer(self, connection_info: JSON, env: JSON, volume: JSON) -> DiskWriter:
+    def open_disk_writer(self, connection_info: JSON, env: JSON, volume: JSON,
+                         transfer_id: str | None = None) -> DiskWriter:
+        journal = volume.get("snapshot") if volume["format"] == "raw" else None
+        agent = connection_info.get("writer")
+        if agent and (agent.get("mode") == "always" or not is_this_host(agent["url"])):
+            limit = env.get("transfer_bandwidth_limit_mib")
+            return RemoteDiskWriter(
+                AgentAddress.from_json(agent), transfer_id or uuid.uuid4().hex,
+                volume["path"], volume["format"], journal=journal,
+                compression=env.get("transfer_compression", "auto"),
+                bandwidth_limit=limit * MiB if limit else None)
         if not os.path.exists(volume["path"]):
             raise exceptions.ProviderError(f"destination disk {volume['disk_id']} is missing")
         writer = open_image_writer(volume["path"], volume["format"])
-        if volume.get("snapshot") and volume["format"] == "raw":
-            return JournalingWriter(writer, volume["snapshot"])
-        return writer
+        return JournalingWriter(writer, journal) if journal else writer
 
     def delete_disks(self, connection_info: JSON, env: JSON, volumes_info: list[JSON]) -> None:
         for volume in volumes_info or []:

@@ -1,0 +1,253 @@
+"""A DiskWriter that sends chunks to a writer agent over HTTPS (see ``transfer.agent``).
+
+The agent's certificate is pinned by its SHA-256 fingerprint: urllib3 checks it right after the
+TLS handshake, before a request (and the token in it) leaves this host. Every chunk carries its
+xxh3; a chunk the agent finds corrupted (422) is sent again, a dropped connection or a
+restarting agent is retried until ``retry_seconds`` pass. Chunks the agent acknowledged as
+durable in an earlier attempt of the same transfer id are listed by ``durable_ranges``, which
+the copy pipeline skips: an interrupted transfer resumes where it was.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import urllib3
+import xxhash
+import zstandard
+
+from coriolis import exceptions
+from coriolis.transfer.tls import normalise_fingerprint
+from coriolis.transfer.wire import (
+    AGENT_KEY_HEADER,
+    HASH_HEADER,
+    CompressionPolicy,
+    RangeSet,
+    RateLimiter,
+)
+
+LOG = logging.getLogger(__name__)
+CHECKSUM_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class AgentAddress:
+    """Where a writer agent listens, the fingerprint of its certificate and its agent key."""
+
+    url: str
+    fingerprint: str
+    key: str
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any]) -> AgentAddress:
+        return cls(value["url"].rstrip("/"), normalise_fingerprint(value["fingerprint"]),
+                   value["key"])
+
+
+@dataclass
+class WireStats:
+    bytes_in: int = 0  # chunk bytes handed to the writer
+    bytes_on_wire: int = 0  # request bodies as sent (compressed or not)
+    chunks_compressed: int = 0
+    chunks_resent: int = 0
+
+
+class AgentError(exceptions.ProviderError):
+    pass
+
+
+def is_this_host(url: str) -> bool:
+    """Whether ``url`` points at this host (a loopback address or one of its own)."""
+    host = urllib3.util.parse_url(url).host or ""
+    host = host.strip("[]")
+    if host in ("localhost", socket.gethostname(), socket.getfqdn()):
+        return True
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+        own = {info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None)}
+    except OSError:
+        return False
+    return any(ipaddress.ip_address(a).is_loopback or a in own for a in addresses)
+
+
+class _AgentClient:
+    """HTTPS to one agent: the pinned certificate, retries while it cannot be reached."""
+
+    def __init__(self, agent: AgentAddress, connections: int, retry_seconds: float,
+                 timeout: float) -> None:
+        self.agent, self.retry_seconds = agent, retry_seconds
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False  # the pinned fingerprint identifies the agent
+        context.verify_mode = ssl.CERT_NONE
+        self.pool = urllib3.PoolManager(
+            num_pools=1, maxsize=connections, block=True, ssl_context=context,
+            assert_hostname=False, assert_fingerprint=agent.fingerprint.replace(":", ""),
+            timeout=urllib3.Timeout(connect=10, read=timeout), retries=False)
+
+    def request(self, method: str, url: str, body: bytes | None = None,
+                headers: dict[str, str] | None = None) -> urllib3.BaseHTTPResponse:
+        """One request, retried while the agent cannot be reached; HTTP errors other than
+        503 are returned to the caller."""
+        deadline = time.monotonic() + self.retry_seconds
+        delay = 0.1
+        while True:
+            try:
+                response = self.pool.request(method, url, body=body, headers=headers,
+                                             preload_content=True)
+                if response.status != 503:
+                    return response
+                problem = "agent busy (503)"
+            except urllib3.exceptions.SSLError as exc:
+                if "fingerprint" in str(exc).lower():
+                    raise AgentError(
+                        f"the writer agent at {self.agent.url} presented a certificate whose "
+                        f"fingerprint is not the pinned one; refusing to send anything") from exc
+                problem = str(exc)
+            except urllib3.exceptions.HTTPError as exc:
+                problem = str(exc)
+            if time.monotonic() > deadline:
+                raise AgentError(f"writer agent at {self.agent.url} unreachable for "
+                                 f"{self.retry_seconds:.0f}s: {problem}")
+            LOG.info("writer agent %s: %s; retrying", self.agent.url, problem)
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+def _raise_for(response: urllib3.BaseHTTPResponse, what: str) -> None:
+    if response.status < 300:
+        return
+    try:
+        detail = json.loads(response.data)["detail"]
+    except (ValueError, KeyError, TypeError):
+        detail = response.data[:200].decode(errors="replace")
+    raise AgentError(f"writer agent refused to {what} ({response.status}): {detail}")
+
+
+def probe_agent(agent: AgentAddress, retry_seconds: float = 5.0) -> list[str]:
+    """Check that the agent answers with the pinned certificate and accepts the agent key;
+    return the directories it serves."""
+    client = _AgentClient(agent, 1, retry_seconds, 10.0)
+    try:
+        response = client.request("GET", f"{agent.url}/v1/agent",
+                                  headers={AGENT_KEY_HEADER: agent.key})
+        _raise_for(response, "describe itself")
+        return list(json.loads(response.data)["roots"])
+    finally:
+        client.pool.clear()
+
+
+class RemoteDiskWriter:
+    def __init__(self, agent: AgentAddress, transfer_id: str, path: str, fmt: str, *,
+                 journal: str | None = None, compression: str = "auto",
+                 bandwidth_limit: float | None = None, connections: int = 8,
+                 retry_seconds: float = 120.0, timeout: float = 300.0) -> None:
+        self.agent, self.transfer_id = agent, transfer_id
+        self.policy = CompressionPolicy(compression)
+        self.limiter = RateLimiter(bandwidth_limit)
+        self.stats = WireStats()
+        self._stats_lock = threading.Lock()
+        self._zstd = threading.local()
+        # A test seam: called on each chunk body after its checksum was taken, to prove that a
+        # corrupted chunk is refused and sent again.
+        self.tamper: Callable[[bytes], bytes] | None = None
+        self._client = _AgentClient(agent, connections, retry_seconds, timeout)
+        self._base = f"{agent.url}/v1/transfers/{transfer_id}"
+        opened = self._json("PUT", self._base, {"path": path, "format": fmt, "journal": journal},
+                            headers={AGENT_KEY_HEADER: agent.key})
+        self._token = opened["token"]
+        self._size = int(opened["size"])
+        self._durable = RangeSet([(s, e) for s, e in opened["durable"]])
+        self._clean = False  # a successful flush happened after the last write
+
+    # --- HTTP ---------------------------------------------------------------------------
+    def _auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._token}"}
+
+    def _json(self, method: str, url: str, payload: dict[str, Any],
+              headers: dict[str, str]) -> Any:
+        response = self._client.request(method, url, json.dumps(payload).encode(),
+                                 {**headers, "Content-Type": "application/json"})
+        _raise_for(response, "open the transfer")
+        return json.loads(response.data)
+
+    def _compress(self, data: bytes) -> bytes:
+        cctx = getattr(self._zstd, "cctx", None)
+        if cctx is None:
+            cctx = self._zstd.cctx = zstandard.ZstdCompressor(level=1)
+        return cctx.compress(data)
+
+    # --- DiskWriter -----------------------------------------------------------------------
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def durable_ranges(self) -> RangeSet:
+        """What earlier attempts of this transfer already made durable on the agent."""
+        return self._durable
+
+    def write(self, offset: int, data: bytes) -> None:
+        self._clean = False
+        digest = xxhash.xxh3_64_hexdigest(data)
+        body, headers = data, {HASH_HEADER: digest, **self._auth()}
+        if self.policy.should_compress():
+            began = time.perf_counter()
+            packed = self._compress(data)
+            self.policy.record_compression(len(data), len(packed), time.perf_counter() - began)
+            if len(packed) < len(data):
+                body, headers["Content-Encoding"] = packed, "zstd"
+        url = f"{self._base}/data/{offset}"
+        for attempt in range(1, CHECKSUM_ATTEMPTS + 1):
+            sent = self.tamper(body) if self.tamper else body
+            began = time.perf_counter()
+            self.limiter.consume(len(sent))
+            response = self._client.request("PUT", url, sent, headers)
+            elapsed = time.perf_counter() - began
+            with self._stats_lock:
+                self.stats.bytes_on_wire += len(sent)
+                self.stats.chunks_resent += attempt > 1
+            if response.status == 422 and attempt < CHECKSUM_ATTEMPTS:
+                LOG.warning("chunk at %d arrived corrupted; sending it again", offset)
+                continue
+            _raise_for(response, f"write the chunk at offset {offset}")
+            commit = float(response.headers.get("X-Coriolis-Commit-Seconds") or 0)
+            self.policy.record_send(len(sent), max(elapsed - commit, 1e-6))
+            break
+        with self._stats_lock:
+            self.stats.bytes_in += len(data)
+            self.stats.chunks_compressed += "Content-Encoding" in headers
+
+    def zero(self, offset: int, length: int) -> None:
+        self._clean = False
+        response = self._client.request("PUT", f"{self._base}/zero/{offset}/{length}",
+                                 headers=self._auth())
+        _raise_for(response, f"zero {length} bytes at offset {offset}")
+
+    def read(self, offset: int, length: int) -> bytes:
+        response = self._client.request("GET", f"{self._base}/data/{offset}/{length}",
+                                 headers=self._auth())
+        _raise_for(response, f"read {length} bytes at offset {offset}")
+        return bytes(response.data)
+
+    def flush(self) -> None:
+        response = self._client.request("POST", f"{self._base}/flush", headers=self._auth())
+        _raise_for(response, "flush")
+        self._clean = True
+
+    def close(self) -> None:
+        """After a successful final flush the agent forgets the transfer; otherwise it keeps
+        its acknowledgement log, so that a new attempt resumes."""
+        try:
+            if self._clean:
+                response = self._client.request("DELETE", self._base, headers=self._auth())
+                _raise_for(response, "close the transfer")
+        finally:
+            self._client.pool.clear()

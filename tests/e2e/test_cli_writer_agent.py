@@ -1,0 +1,129 @@
+"""Migrations and replica executions whose disks go through a writer agent (a separate
+`coriolis-server writer` process, over TLS), driven through the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from coriolis.harness import (
+    RunningServer,
+    RunningWriter,
+    local_cloud,
+    parse_tasks,
+    start_writer,
+    stop_server,
+)
+
+pytestmark = pytest.mark.e2e
+FINAL = {"COMPLETED", "ERROR", "CANCELED", "DEADLOCKED"}
+BLOCK = 64 * 1024
+
+
+@pytest.fixture(scope="module")
+def setup(server: RunningServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    base = tmp_path_factory.mktemp("agent-clouds")
+    src, dst = base / "src", base / "dst"
+    local_cloud("init", str(src), "--network", "lan")
+    local_cloud("add-instance", str(src), "web", "--disk-size", "40M", "--disk-format", "qcow2",
+                "--disks", "2", "--network", "lan", "--seed", "11")
+    local_cloud("add-instance", str(src), "db", "--disk-size", "48M", "--allocated", "0.5",
+                "--network", "lan", "--seed", "12")
+    local_cloud("init", str(dst), "--network", "lan", "--storage", "fast:qcow2",
+                "--storage", "bulk:raw")
+    agent = start_writer(base / "agent", [dst])
+    server.cli("endpoint", "create", "--name", "a-src", "--provider", "local",
+               "--connection", json.dumps({"path": str(src)}))
+    server.cli("endpoint", "create", "--name", "a-dst", "--provider", "local", "--connection",
+               json.dumps({"path": str(dst), "writer": {**agent.details, "mode": "always"}}))
+    try:
+        yield {"src": src, "dst": dst, "agent": agent}
+    finally:
+        stop_server(agent)
+
+
+def disk_files(cloud: Path, instance: str) -> list[Path]:
+    desc = json.loads((cloud / "instances" / instance / "instance.json").read_text())
+    return [(cloud / "instances" / instance / d["file"]).resolve() for d in desc["disks"]]
+
+
+def same(a: Path, b: Path) -> bool:
+    return subprocess.run(["qemu-img", "compare", "-q", str(a), str(b)]).returncode == 0
+
+
+def copy_progress(tasks: str) -> str:
+    return " ".join(t["progress_updates"] for t in parse_tasks(tasks)
+                    if t["task_type"] == "REPLICATE_DISKS")
+
+
+def test_migration_through_the_writer_agent(server: RunningServer, setup: dict) -> None:
+    created = server.cli(
+        "migration", "create", "--origin-endpoint", "a-src", "--destination-endpoint", "a-dst",
+        "--instance", "web", "--source-environment", '{"snapshot": false}',
+        "--destination-environment",
+        json.dumps({"storage_backend": "fast", "transfer_compression": "zstd"}),
+        "--network-map", '{"lan": "lan"}', "--skip-os-morphing", "-f", "json").json()
+    done = server.wait_for(["migration", "show", created["id"]], lambda m: m["status"] in FINAL)
+    assert done["status"] == "COMPLETED", done["tasks"]
+    progress = copy_progress(done["tasks"])
+    assert progress.count("on the wire") >= 2, progress  # both disks, each pass
+    for a, b in zip(disk_files(setup["src"], "web"), disk_files(setup["dst"], "web"),
+                    strict=True):
+        assert same(a, b)
+    agent: RunningWriter = setup["agent"]
+    assert not any((agent.data_dir / "transfers").iterdir())  # finished transfers forgotten
+
+
+def test_replica_executions_through_the_writer_agent(server: RunningServer,
+                                                     setup: dict) -> None:
+    replica = server.cli(
+        "replica", "create", "--origin-endpoint", "a-src", "--destination-endpoint", "a-dst",
+        "--instance", "db", "--source-environment", '{"snapshot": false}',
+        "--destination-environment", '{"storage_backend": "bulk"}',
+        "--network-map", '{"lan": "lan"}', "-f", "json").json()["id"]
+
+    def execute() -> dict:
+        ex = server.cli("replica", "execute", replica, "-f", "json").json()
+        return server.wait_for(["replica", "execution", "show", replica, ex["id"]],
+                               lambda e: e["status"] in FINAL)
+
+    assert execute()["status"] == "COMPLETED"
+    disk = setup["src"] / "instances" / "db" / "disk0.raw"
+    blocks = sorted(random.Random(2).sample(range(disk.stat().st_size // BLOCK), 5))
+    with open(disk, "r+b") as f:
+        for block in blocks:
+            f.seek(block * BLOCK)
+            f.write(os.urandom(BLOCK))
+    second = execute()
+    assert second["status"] == "COMPLETED", second["tasks"]
+    shown = server.cli("replica", "show", replica, "--show-instances-data", "-f", "json").json()
+    volume = shown["instances-data"]["db"]["volumes_info"][0]
+    assert volume["bytes_sent"] == len(blocks) * BLOCK
+    assert "on the wire" in copy_progress(second["tasks"])
+    assert same(disk, Path(volume["path"]))
+
+
+def test_endpoint_validation_checks_the_agent(server: RunningServer, setup: dict,
+                                              tmp_path: Path) -> None:
+    agent: RunningWriter = setup["agent"]
+    cases = [
+        ({**agent.details, "fingerprint": ":".join(["ab"] * 32)}, str(setup["dst"]),
+         "fingerprint is not the pinned one"),
+        ({**agent.details, "key": "not-the-key"}, str(setup["dst"]), "agent key"),
+        (agent.details, str(tmp_path), "does not serve"),
+    ]
+    local_cloud("init", str(tmp_path), "--network", "lan")
+    for writer, path, message in cases:
+        res = server.cli("endpoint", "create", "--name", "bad-agent", "--provider", "local",
+                         "--connection", json.dumps({"path": path, "writer": writer}),
+                         check=False)
+        assert res.returncode != 0 and message in res.stderr, res.stderr
+        assert "Traceback" not in res.stderr
+        assert agent.details["key"] not in res.stderr
+        server.cli("endpoint", "delete", "bad-agent", check=False)
