@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from coriolis import exceptions
 from coriolis.transfer.agent import MAX_CHUNK, OpenRequest, RequestError, Transfer, WriterAgent
+from coriolis.transfer.base import Data
 from coriolis.transfer.wire import AGENT_KEY_HEADER, HASH_HEADER
 
 LOG = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ class _Handler(BaseHTTPRequestHandler):
         LOG.debug("%s %s", self.address_string(), format % args)
 
     # --- plumbing -------------------------------------------------------------------------
-    def _reply(self, status: int, payload: bytes = b"", content_type: str = "application/json",
+    def _reply(self, status: int, payload: Data = b"", content_type: str = "application/json",
                headers: dict[str, str] | None = None) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)

@@ -10,6 +10,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
+# What a read returns: bytearray where filling a preallocated buffer saves a copy.
+Data = bytes | bytearray
+
 
 @dataclass(frozen=True)
 class Extent:
@@ -35,7 +38,7 @@ class DiskReader(Protocol):
         ``change_token`` on an earlier run), yield only ranges that may have changed since."""
         ...
 
-    def read(self, offset: int, length: int) -> bytes: ...
+    def read(self, offset: int, length: int) -> Data: ...
 
     def change_token(self) -> str | None:
         """A token marking 'now' for native change tracking, or None if unsupported."""
@@ -50,13 +53,13 @@ class DiskWriter(Protocol):
     @property
     def size(self) -> int: ...
 
-    def write(self, offset: int, data: bytes) -> None: ...
+    def write(self, offset: int, data: Data) -> None: ...
 
     def zero(self, offset: int, length: int) -> None:
         """Make the range read as zeroes, leaving a hole where the format allows."""
         ...
 
-    def read(self, offset: int, length: int) -> bytes:
+    def read(self, offset: int, length: int) -> Data:
         """Read back (used to verify checksums after writing)."""
         ...
 

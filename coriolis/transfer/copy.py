@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import xxhash
 
 from coriolis import exceptions
-from coriolis.transfer.base import DiskReader, DiskWriter, Extent
+from coriolis.transfer.base import Data, DiskReader, DiskWriter, Extent
 from coriolis.transfer.extents import split
 from coriolis.transfer.manifest import UNKNOWN, ZERO, BlockManifest, block_hash
 
@@ -44,7 +44,7 @@ def _runs(changed: list[tuple[int, int]]) -> Iterator[list[tuple[int, int]]]:
         yield run
 
 
-def is_zero(data: bytes) -> bool:
+def is_zero(data: Data) -> bool:
     if len(data) <= len(_ZEROS):
         return data == _ZEROS[: len(data)]
     return data == bytes(len(data))
@@ -183,7 +183,7 @@ def copy_disk(
     def cancelled() -> bool:
         return bool(cancel and cancel())
 
-    def write_verified(offset: int, data: bytes) -> None:
+    def write_verified(offset: int, data: Data) -> None:
         expected = xxhash.xxh3_64_intdigest(data)
         for _attempt in range(VERIFY_ATTEMPTS):
             writer.write(offset, data)
@@ -192,7 +192,7 @@ def copy_disk(
         raise exceptions.ProviderError(
             f"chunk at offset {offset} failed its checksum {VERIFY_ATTEMPTS} times")
 
-    def read(job: _Job) -> bytes | None:
+    def read(job: _Job) -> Data | None:
         if cancelled():
             raise exceptions.TaskCanceled("copy cancelled")
         if job.zero:

@@ -8,7 +8,7 @@ import os
 import struct
 from pathlib import Path
 
-from coriolis.transfer.base import DiskWriter
+from coriolis.transfer.base import Data, DiskWriter
 
 _RECORD = struct.Struct(">QQ")  # offset, length; the old bytes follow
 
@@ -29,7 +29,7 @@ class JournalingWriter:
         self._journal.write(_RECORD.pack(offset, length) + old)
         self._journal.flush()
 
-    def write(self, offset: int, data: bytes) -> None:
+    def write(self, offset: int, data: Data) -> None:
         self._save(offset, len(data))
         self._writer.write(offset, data)
 
@@ -37,7 +37,7 @@ class JournalingWriter:
         self._save(offset, length)
         self._writer.zero(offset, length)
 
-    def read(self, offset: int, length: int) -> bytes:
+    def read(self, offset: int, length: int) -> Data:
         return self._writer.read(offset, length)
 
     def flush(self) -> None:

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from coriolis import exceptions
-from coriolis.transfer.base import Extent
+from coriolis.transfer.base import Data, Extent
 from coriolis.transfer.extents import dirty_extents_nbd, qemu_img_extents
 
 _NBDMAGIC = b"NBDMAGIC"
@@ -50,15 +50,17 @@ class NbdConnection:
         self._handle = 0
         self.size = self._handshake()
 
-    def _recv_exactly(self, n: int) -> bytes:
-        buf = bytearray(n)
-        view = memoryview(buf)
-        got = 0
+    def _recv_into(self, view: memoryview) -> None:
+        got, n = 0, len(view)
         while got < n:
             r = self._sock.recv_into(view[got:], n - got)
             if r == 0:
                 raise NbdError("NBD server closed the connection")
             got += r
+
+    def _recv_exactly(self, n: int) -> bytes:
+        buf = bytearray(n)
+        self._recv_into(memoryview(buf))
         return bytes(buf)
 
     def _handshake(self) -> int:
@@ -74,37 +76,41 @@ class NbdConnection:
             self._recv_exactly(124)
         return size
 
-    def _request(self, cmd: int, offset: int, length: int, payload: bytes = b"",
-                 read_len: int = 0) -> bytes:
+    def _request(self, cmd: int, offset: int, length: int, payload: memoryview | None = None,
+                 into: memoryview | None = None) -> None:
+        """One request; a read's data lands in ``into`` (no intermediate copies)."""
         with self._lock:
             self._handle += 1
             header = _REQUEST.pack(_REQUEST_MAGIC, 0, cmd, self._handle, offset, length)
-            if len(payload) < 65536:
+            if payload is not None and len(payload) < 65536:
                 self._sock.sendall(header + payload)
-            else:  # avoid copying large payloads
+            else:
                 self._sock.sendall(header)
-                self._sock.sendall(payload)
+                if payload is not None:
+                    self._sock.sendall(payload)
             magic, error, handle = _REPLY.unpack(self._recv_exactly(_REPLY.size))
             if magic != _REPLY_MAGIC or handle != self._handle:
                 raise NbdError("unexpected NBD reply")
             if error:
                 raise NbdError(f"NBD request failed at offset {offset}: {os.strerror(error)}")
-            return self._recv_exactly(read_len) if read_len else b""
+            if into is not None:
+                self._recv_into(into)
 
-    def pread(self, offset: int, length: int) -> bytes:
-        parts = []
-        end = offset + length
-        while offset < end:
-            n = min(MAX_REQUEST, end - offset)
-            parts.append(self._request(_CMD_READ, offset, n, read_len=n))
-            offset += n
-        return b"".join(parts)
+    def pread(self, offset: int, length: int) -> bytearray:
+        buf = bytearray(length)
+        view = memoryview(buf)
+        done = 0
+        while done < length:
+            n = min(MAX_REQUEST, length - done)
+            self._request(_CMD_READ, offset + done, n, into=view[done:done + n])
+            done += n
+        return buf
 
-    def pwrite(self, offset: int, data: bytes) -> None:
+    def pwrite(self, offset: int, data: Data) -> None:
         view = memoryview(data)
         while view:
             n = min(MAX_REQUEST, len(view))
-            self._request(_CMD_WRITE, offset, n, payload=bytes(view[:n]))
+            self._request(_CMD_WRITE, offset, n, payload=view[:n])
             view = view[n:]
             offset += n
 
@@ -225,7 +231,7 @@ class NbdImageReader:
             return iter(dirty_extents_nbd(self._export.socket_path, since))
         return iter(qemu_img_extents(self._path, self._fmt))
 
-    def read(self, offset: int, length: int) -> bytes:
+    def read(self, offset: int, length: int) -> Data:
         with self._conns.borrow() as conn:
             return conn.pread(offset, length)
 
@@ -248,7 +254,7 @@ class NbdImageWriter:
     def size(self) -> int:
         return self._conns.size
 
-    def write(self, offset: int, data: bytes) -> None:
+    def write(self, offset: int, data: Data) -> None:
         with self._conns.borrow() as conn:
             conn.pwrite(offset, data)
 
@@ -256,7 +262,7 @@ class NbdImageWriter:
         with self._conns.borrow() as conn:
             conn.zero(offset, length)
 
-    def read(self, offset: int, length: int) -> bytes:
+    def read(self, offset: int, length: int) -> Data:
         with self._conns.borrow() as conn:
             return conn.pread(offset, length)
 

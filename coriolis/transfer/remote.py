@@ -19,13 +19,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import urllib3
 import xxhash
 import zstandard
 
 from coriolis import exceptions
+from coriolis.transfer.base import Data
 from coriolis.transfer.tls import normalise_fingerprint
 from coriolis.transfer.wire import (
     AGENT_KEY_HEADER,
@@ -93,7 +94,7 @@ class _AgentClient:
             assert_hostname=False, assert_fingerprint=agent.fingerprint.replace(":", ""),
             timeout=urllib3.Timeout(connect=10, read=timeout), retries=False)
 
-    def request(self, method: str, url: str, body: bytes | None = None,
+    def request(self, method: str, url: str, body: Data | None = None,
                 headers: dict[str, str] | None = None) -> urllib3.BaseHTTPResponse:
         """One request, retried while the agent cannot be reached; HTTP errors other than
         503 are returned to the caller."""
@@ -101,8 +102,9 @@ class _AgentClient:
         delay = 0.1
         while True:
             try:
-                response = self.pool.request(method, url, body=body, headers=headers,
-                                             preload_content=True)
+                # urllib3 sends any bytes-like body; its annotation only names bytes
+                response = self.pool.request(method, url, body=cast(bytes | None, body),
+                                             headers=headers, preload_content=True)
                 if response.status != 503:
                     return response
                 problem = "agent busy (503)"
@@ -158,7 +160,7 @@ class RemoteDiskWriter:
         self._zstd = threading.local()
         # A test seam: called on each chunk body after its checksum was taken, to prove that a
         # corrupted chunk is refused and sent again.
-        self.tamper: Callable[[bytes], bytes] | None = None
+        self.tamper: Callable[[Data], Data] | None = None
         self._client = _AgentClient(agent, connections, retry_seconds, timeout)
         self._base = f"{agent.url}/v1/transfers/{transfer_id}"
         opened = self._json("PUT", self._base, {"path": path, "format": fmt, "journal": journal},
@@ -179,7 +181,7 @@ class RemoteDiskWriter:
         _raise_for(response, "open the transfer")
         return json.loads(response.data)
 
-    def _compress(self, data: bytes) -> bytes:
+    def _compress(self, data: Data) -> bytes:
         cctx = getattr(self._zstd, "cctx", None)
         if cctx is None:
             cctx = self._zstd.cctx = zstandard.ZstdCompressor(level=1)
@@ -194,7 +196,7 @@ class RemoteDiskWriter:
         """What earlier attempts of this transfer already made durable on the agent."""
         return self._durable
 
-    def write(self, offset: int, data: bytes) -> None:
+    def write(self, offset: int, data: Data) -> None:
         self._clean = False
         digest = xxhash.xxh3_64_hexdigest(data)
         body, headers = data, {HASH_HEADER: digest, **self._auth()}
@@ -231,7 +233,7 @@ class RemoteDiskWriter:
                                  headers=self._auth())
         _raise_for(response, f"zero {length} bytes at offset {offset}")
 
-    def read(self, offset: int, length: int) -> bytes:
+    def read(self, offset: int, length: int) -> Data:
         response = self._client.request("GET", f"{self._base}/data/{offset}/{length}",
                                  headers=self._auth())
         _raise_for(response, f"read {length} bytes at offset {offset}")

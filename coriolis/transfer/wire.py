@@ -54,11 +54,10 @@ class RateLimiter:
     def consume(self, n: int) -> None:
         if not self.rate:
             return
-        with self._lock:
+        with self._lock:  # a chunk leaves once the link has had time for it at the rate
             now = time.monotonic()
-            start = max(now, self._next_free)
-            self._next_free = start + n / self.rate
-            wait = start - now
+            self._next_free = max(now, self._next_free) + n / self.rate
+            wait = self._next_free - now
         if wait > 0:
             time.sleep(wait)
 
