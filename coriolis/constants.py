@@ -152,3 +152,7 @@ TASK_EVENT_ERROR = "ERROR"
 VALID_OS_TYPES = ("bsd", "linux", "osx", "solaris", "windows")
 
 DEFAULT_API_PORT = 7667
+
+# Safe to run again after the process running them died: they resume (disk copies skip what
+# the destination already acknowledged) rather than repeat side effects.
+RESUMABLE_TASK_TYPES = frozenset({TASK_TYPE_REPLICATE_DISKS})

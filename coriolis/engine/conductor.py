@@ -48,11 +48,24 @@ class Conductor:
 
     # ============================================================================ life cycle
     def start(self) -> None:
-        """Fail whatever a previous process left running: its worker threads are gone."""
+        """Take over what a previous process left: its worker threads are gone. Disk copies of
+        running executions are sent again (same task id, so a copy through a writer agent
+        resumes from its last acknowledged chunk); other interrupted tasks fail, and their
+        executions clean up. Tasks never sent are simply sent."""
         with self._lock, self.db.session() as session:
-            orphans = transfers.active_tasks(session)
+            orphans = [t for t in transfers.active_tasks(session)
+                       if t.status != c.TASK_STATUS_PENDING]
             executions = {t.execution for t in orphans}
             for task in orphans:
+                if (task.task_type in c.RESUMABLE_TASK_TYPES
+                        and task.status in (c.TASK_STATUS_STARTING, c.TASK_STATUS_RUNNING)
+                        and task.execution.status == c.EXECUTION_STATUS_RUNNING):
+                    task.status = c.TASK_STATUS_PENDING
+                    session.add(models.TaskEvent(
+                        task_id=task.id, index=len(task.events), level="WARNING",
+                        message="The server stopped while this task was running; it runs "
+                                "again and resumes what it can"))
+                    continue
                 self._set_task(session, task, c.TASK_STATUS_ERROR,
                                "The server stopped while this task was running")
             for execution in executions:

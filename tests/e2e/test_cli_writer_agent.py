@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
+import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +19,7 @@ from coriolis.harness import (
     RunningWriter,
     local_cloud,
     parse_tasks,
+    start_server,
     start_writer,
     stop_server,
 )
@@ -127,3 +130,48 @@ def test_endpoint_validation_checks_the_agent(server: RunningServer, setup: dict
         assert "Traceback" not in res.stderr
         assert agent.details["key"] not in res.stderr
         server.cli("endpoint", "delete", "bad-agent", check=False)
+
+
+def test_server_killed_mid_copy_resumes_from_the_last_acknowledged_chunk(
+        setup: dict, tmp_path: Path) -> None:
+    """SIGKILL of the all-in-one server (and so of its worker) while a disk goes through the
+    agent; restarted on the same data directory, it sends the copy task again under the same
+    id and the agent's acknowledgement log spares what was already durable."""
+    local_cloud("add-instance", str(setup["src"]), "big", "--disk-size", "96M",
+                "--allocated", "1.0", "--network", "lan", "--seed", "13")
+    srv = start_server(tmp_path / "data")
+    try:
+        agent: RunningWriter = setup["agent"]
+        srv.cli("endpoint", "create", "--name", "k-src", "--provider", "local",
+                "--connection", json.dumps({"path": str(setup["src"])}))
+        srv.cli("endpoint", "create", "--name", "k-dst", "--provider", "local", "--connection",
+                json.dumps({"path": str(setup["dst"]),
+                            "writer": {**agent.details, "mode": "always"}}))
+        created = srv.cli(
+            "migration", "create", "--origin-endpoint", "k-src", "--destination-endpoint",
+            "k-dst", "--instance", "big", "--source-environment", '{"snapshot": false}',
+            "--destination-environment", json.dumps(
+                {"storage_backend": "bulk", "transfer_compression": "none",
+                 "transfer_bandwidth_limit_mib": 24}),
+            "--network-map", '{"lan": "lan"}', "--skip-os-morphing",
+            "--replication-count", "1", "-f", "json").json()
+
+        def copied_a_quarter(m: dict) -> bool:
+            found = re.findall(r"Disk disk0: ([\d.]+) of ([\d.]+) MiB", m["tasks"])
+            return bool(found) and float(found[-1][0]) >= float(found[-1][1]) / 4
+
+        srv.wait_for(["migration", "show", created["id"]], copied_a_quarter, timeout=60)
+        srv.process.send_signal(signal.SIGKILL)
+        srv.process.wait()
+        stop_server(srv)
+        srv = start_server(tmp_path / "data")
+        done = srv.wait_for(["migration", "show", created["id"]],
+                            lambda m: m["status"] in FINAL)
+        assert done["status"] == "COMPLETED", done["tasks"]
+        resumed = re.findall(r"([\d.]+) MiB resumed", copy_progress(done["tasks"]))
+        assert resumed and float(resumed[-1]) >= 24, copy_progress(done["tasks"])
+        for a, b in zip(disk_files(setup["src"], "big"), disk_files(setup["dst"], "big"),
+                        strict=True):
+            assert same(a, b)
+    finally:
+        stop_server(srv)

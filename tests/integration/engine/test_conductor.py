@@ -153,14 +153,16 @@ def test_restart_recovers_interrupted_execution(tmp_path, ctx, clouds) -> None:
     first = build_all_in_one(settings)
     src = add_endpoint(first, PROJECT, "src", clouds["src"])
     dst = add_endpoint(first, PROJECT, "dst", clouds["dst"])
-    with first.db.session() as session:  # a task left RUNNING by a process that died
+    # A task left RUNNING by a process that died (one that cannot resume: disk copies can,
+    # see tests/e2e/test_cli_writer_agent.py)
+    with first.db.session() as session:
         action = models.TransferAction(type="migration", project_id=PROJECT,
                                        origin_endpoint_id=src, destination_endpoint_id=dst,
                                        instances=["vm1"], last_execution_status="RUNNING")
         execution = models.Execution(action=action, number=1, type="migration",
                                      status="RUNNING")
-        models.Task(execution=execution, instance="vm1", task_type="REPLICATE_DISKS",
-                    status="RUNNING")
+        models.Task(execution=execution, instance="vm1",
+                    task_type=c.TASK_TYPE_DEPLOY_INSTANCE_RESOURCES, status="RUNNING")
         session.add(action)
         session.flush()
         action_id = action.id
