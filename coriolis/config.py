@@ -25,6 +25,14 @@ class Settings:
     database_url: str | None = None
     workers: int = 4
     token_ttl_seconds: int = 12 * 3600
+    # Scale-out mode: the broker (kombu URL, e.g. amqp://guest:guest@127.0.0.1:5672//) and a
+    # prefix for its exchanges and queues, so that several deployments can share one broker.
+    transport_url: str | None = None
+    bus_namespace: str = ""
+    # Workers heart-beat every heartbeat_interval seconds; one silent for worker_down_after
+    # seconds is marked DOWN and its tasks are taken over.
+    heartbeat_interval: float = 0.0
+    worker_down_after: float = 0.0
 
     def __post_init__(self) -> None:
         if self.data_dir == Path():
@@ -33,6 +41,14 @@ class Settings:
         if self.database_url is None:
             self.database_url = os.environ.get("CORIOLIS_DATABASE_URL") or (
                 f"sqlite:///{self.data_dir / 'coriolis.db'}")
+        if self.transport_url is None:
+            self.transport_url = os.environ.get("CORIOLIS_TRANSPORT_URL")
+        self.bus_namespace = self.bus_namespace or os.environ.get(
+            "CORIOLIS_BUS_NAMESPACE", "coriolis")
+        self.heartbeat_interval = self.heartbeat_interval or float(
+            os.environ.get("CORIOLIS_HEARTBEAT_INTERVAL", "5"))
+        self.worker_down_after = self.worker_down_after or float(
+            os.environ.get("CORIOLIS_WORKER_DOWN_AFTER", "30"))
 
     @property
     def secret_key_file(self) -> Path:

@@ -156,3 +156,7 @@ DEFAULT_API_PORT = 7667
 # Safe to run again after the process running them died: they resume (disk copies skip what
 # the destination already acknowledged) rather than repeat side effects.
 RESUMABLE_TASK_TYPES = frozenset({TASK_TYPE_REPLICATE_DISKS})
+
+WORKER_BINARY = "coriolis-worker"
+SERVICE_STATUS_UP = "UP"
+SERVICE_STATUS_DOWN = "DOWN"

@@ -1,7 +1,8 @@
 """Exceptions that cross module boundaries.
 
 The API maps them to HTTP statuses (see ``coriolis.api.errors``): ``NotFound`` → 404,
-``Invalid`` → 400, ``Conflict`` → 409, ``Forbidden`` → 403, ``Unauthorized`` → 401.
+``Invalid`` → 400, ``Conflict`` → 409, ``Forbidden`` → 403, ``Unauthorized`` → 401,
+``NoEligibleWorker`` → 503 (with its message, as upstream's NoServiceError).
 Messages must never contain secrets (connection info, passwords, tokens).
 """
 
@@ -50,6 +51,12 @@ class ConnectionValidationFailed(ProviderError):
 
 class InstanceNotFound(NotFound):
     pass
+
+
+class NoEligibleWorker(CoriolisError):
+    """No enabled, live worker satisfies a task's endpoints' regions and providers."""
+
+    code = 503
 
 
 class TaskCanceled(CoriolisError):

@@ -1,17 +1,37 @@
-"""Wiring of the embedded (all-in-one) deployment: one process, SQLite, in-process bus."""
+"""Wiring of the deployments: one engine, two transports.
+
+- all-in-one: API, conductor, replica cron and one worker in one process; SQLite and the
+  in-process bus.
+- scale-out: ``api``, ``conductor`` and ``scheduler`` processes (PostgreSQL, RabbitMQ through
+  ``bus.amqp``) and any number of ``worker`` processes (``run_worker``).
+"""
 
 from __future__ import annotations
 
+import logging
 import socket
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
 
+from sqlalchemy import select
+
+from coriolis import constants as c
 from coriolis.bus.inprocess import InProcessBus
 from coriolis.config import Settings
+from coriolis.db import models
 from coriolis.db.session import Database
 from coriolis.engine.conductor import Conductor
+from coriolis.periodic import Periodic
+from coriolis.providers import registry
 from coriolis.scheduling.replica_cron import ReplicaCron
 from coriolis.secrets.box import SecretBox
+from coriolis.worker import registration
 from coriolis.worker.service import Worker
+
+LOG = logging.getLogger(__name__)
+Role = Literal["api", "conductor", "scheduler"]
 
 
 @dataclass
@@ -19,29 +39,112 @@ class Services:
     settings: Settings
     db: Database
     box: SecretBox
-    worker: Worker
-    bus: InProcessBus
     conductor: Conductor
-    cron: ReplicaCron
+    closers: list[Callable[[], None]] = field(default_factory=list)
+
+    @staticmethod
+    def providers() -> dict[str, int]:
+        """Every worker runs this same code, so it carries the providers installed here."""
+        return registry.platforms()
 
     def close(self) -> None:
-        self.cron.stop()
-        self.bus.shutdown()
-        self.conductor.stop()
+        for close in reversed(self.closers):
+            close()
         self.db.dispose()
 
 
-def build_all_in_one(settings: Settings) -> Services:
+def _open_state(settings: Settings, create_schema: bool = True) -> tuple[Database, SecretBox]:
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     assert settings.database_url is not None
     db = Database(settings.database_url)
-    db.create_schema()
-    box = SecretBox.from_key_file(settings.secret_key_file)
+    if create_schema:
+        db.create_schema()
+    return db, SecretBox.from_key_file(settings.secret_key_file)
+
+
+def build_all_in_one(settings: Settings) -> Services:
+    db, box = _open_state(settings)
     worker = Worker(socket.gethostname(), settings.data_dir / "worker")
+    service_id = registration.register(db, worker.host, "in-process", worker.providers(),
+                                       settings.workers)
     bus = InProcessBus(worker, max_workers=settings.workers)
-    conductor = Conductor(db, box, bus)
+    conductor = Conductor(db, box, bus, worker_down_after=settings.worker_down_after,
+                          local_host=worker.host)
     bus.set_event_sink(conductor)
+    heartbeat = Periodic("heartbeat", settings.heartbeat_interval,
+                         lambda: registration.beat(db, service_id)).start()
     conductor.start()
+    monitor = Periodic("worker-monitor", settings.heartbeat_interval,
+                       conductor.check_workers).start()
     cron = ReplicaCron(db, conductor)
     cron.start()
-    return Services(settings, db, box, worker, bus, conductor, cron)
+    return Services(settings, db, box, conductor,
+                    [bus.shutdown, heartbeat.stop, monitor.stop, cron.stop])
+
+
+def _transport_url(settings: Settings) -> str:
+    if not settings.transport_url:
+        raise SystemExit("error: the scale-out mode needs a broker: --transport-url or "
+                         "CORIOLIS_TRANSPORT_URL (e.g. amqp://guest:guest@127.0.0.1:5672//)")
+    return settings.transport_url
+
+
+def build_distributed(settings: Settings, role: Role) -> Services:
+    """The API, conductor or scheduler process of the scale-out mode. Every one of them can
+    start executions (the API on request, the scheduler on schedule, the conductor as tasks
+    end); only the conductor applies worker reports and watches heartbeats."""
+    from coriolis.bus.amqp import AmqpBus, EventConsumer
+
+    url = _transport_url(settings)
+    db, box = _open_state(settings)
+    bus = AmqpBus(url, settings.bus_namespace)
+    conductor = Conductor(db, box, bus, worker_down_after=settings.worker_down_after)
+    services = Services(settings, db, box, conductor, [bus.shutdown])
+    if role == "conductor":
+        conductor.start()
+        events = EventConsumer(url, settings.bus_namespace, conductor).start()
+        monitor = Periodic("worker-monitor", settings.heartbeat_interval,
+                           conductor.check_workers).start()
+        services.closers += [events.stop, monitor.stop]
+    elif role == "scheduler":
+        cron = ReplicaCron(db, conductor)
+        cron.start()
+        services.closers.append(cron.stop)
+    return services
+
+
+def run_worker(settings: Settings, host: str, max_tasks: int,
+               stop: threading.Event) -> None:
+    """A worker process of the scale-out mode, until ``stop`` is set: registers as service
+    ``host``, heart-beats, runs the tasks and endpoint calls the broker brings it."""
+    from coriolis.bus.amqp import EventPublisher, WorkerServer
+
+    url = _transport_url(settings)
+    db, _box = _open_state(settings, create_schema=False)
+    worker = Worker(host, settings.data_dir / "worker" / host)
+
+    def accept(task_id: str) -> bool:
+        """A task taken over from this worker while it was away is no longer its own."""
+        with db.session() as session:
+            task = session.scalar(select(models.Task).where(models.Task.id == task_id))
+            return task is not None and task.host == host and task.status in (
+                c.TASK_STATUS_STARTING, c.TASK_STATUS_PENDING)
+
+    server = WorkerServer(
+        url, settings.bus_namespace, host, max_tasks,
+        run_task=lambda message, flag: worker.run_task(message, sink, flag),
+        run_call=lambda operation, ref, kwargs: worker.call(operation, ref, **kwargs),
+        accept_task=accept)
+    sink = EventPublisher(server.publisher, server.names)
+    service_id = registration.register(db, host, server.names.tasks(host).name,
+                                       worker.providers(), max_tasks)
+    heartbeat = Periodic("heartbeat", settings.heartbeat_interval,
+                         lambda: registration.beat(db, service_id)).start()
+    server.start()
+    LOG.info("worker %s ready (%d concurrent tasks)", host, max_tasks)
+    try:
+        stop.wait()
+    finally:
+        heartbeat.stop()
+        server.stop()
+        db.dispose()

@@ -34,7 +34,7 @@ def _validation_message(exc: RequestValidationError) -> str:
 def install(app: FastAPI) -> None:
     @app.exception_handler(exceptions.CoriolisError)
     async def coriolis_error(request: Request, exc: exceptions.CoriolisError) -> JSONResponse:
-        if exc.code >= 500:
+        if exc.code >= 500 and not isinstance(exc, exceptions.NoEligibleWorker):
             LOG.error("%s %s failed: %s", request.method, request.url.path, exc)
             return error_response(500, "The server could not complete the request")
         return error_response(exc.code, str(exc))

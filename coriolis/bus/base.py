@@ -58,13 +58,16 @@ class TaskEventSink(Protocol):
 class TaskBus(Protocol):
     """Implemented by each transport."""
 
-    def dispatch(self, message: TaskMessage) -> None: ...
+    def dispatch(self, message: TaskMessage, host: str) -> None:
+        """Send the task to worker ``host`` (chosen by the conductor's placement)."""
+        ...
 
     def cancel(self, task_id: str, force: bool) -> None: ...
 
     def call(
-        self, operation: str, endpoint: EndpointRef, timeout: float = 120.0, **kwargs: Any
+        self, operation: str, endpoint: EndpointRef, timeout: float = 120.0, *, host: str,
+        **kwargs: Any
     ) -> Any:
-        """Run provider method ``operation`` (e.g. ``list_instances``) on a worker and return
-        its result; provider exceptions are re-raised as they are."""
+        """Run provider method ``operation`` (e.g. ``list_instances``) on worker ``host`` and
+        return its result; provider exceptions are re-raised as they are."""
         ...

@@ -1,4 +1,5 @@
-"""The embedded transport: tasks run on a thread pool of this process's worker."""
+"""The embedded transport: tasks run on a thread pool of this process's worker (the only
+one, so the ``host`` the conductor chose is always it)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ class InProcessBus:
     def set_event_sink(self, sink: TaskEventSink) -> None:
         self._sink = sink
 
-    def dispatch(self, message: TaskMessage) -> None:
+    def dispatch(self, message: TaskMessage, host: str) -> None:
         if self._sink is None:
             raise RuntimeError("no event sink attached to the bus")
         flag = threading.Event()
@@ -46,8 +47,8 @@ class InProcessBus:
         if flag is not None:
             flag.set()
 
-    def call(self, operation: str, endpoint: EndpointRef, timeout: float = 120.0,
-             **kwargs: Any) -> Any:
+    def call(self, operation: str, endpoint: EndpointRef, timeout: float = 120.0, *,
+             host: str, **kwargs: Any) -> Any:
         return self._calls.submit(self.worker.call, operation, endpoint, **kwargs).result(timeout)
 
     def shutdown(self) -> None:

@@ -6,13 +6,19 @@ import argparse
 import logging
 import os
 import shlex
+import signal
 import socket
 import sys
+import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from coriolis import __version__
 from coriolis.cmd import local_cloud, writer
 from coriolis.config import Settings
+
+if TYPE_CHECKING:
+    from coriolis.service import Services
 
 LOG = logging.getLogger("coriolis")
 
@@ -22,17 +28,19 @@ def _settings(args: argparse.Namespace) -> Settings:
                     port=getattr(args, "port", 7667),
                     data_dir=Path(args.data_dir) if args.data_dir else Path(),
                     database_url=args.database_url,
-                    workers=getattr(args, "workers", 4))
+                    workers=getattr(args, "workers", 4),
+                    transport_url=getattr(args, "transport_url", None),
+                    bus_namespace=getattr(args, "bus_namespace", None) or "")
 
 
-def _setup_logging(settings: Settings, verbose: bool) -> None:
+def _setup_logging(settings: Settings, verbose: bool, name: str = "coriolis") -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     root = logging.getLogger()
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     for handler in (logging.StreamHandler(sys.stderr),
-                    logging.FileHandler(settings.data_dir / "coriolis.log")):
+                    logging.FileHandler(settings.data_dir / f"{name}.log")):
         handler.setFormatter(fmt)
         root.addHandler(handler)
 
@@ -49,53 +57,87 @@ def write_openrc(settings: Settings, url: str, password: str) -> Path:
     return path
 
 
-def _register_worker(services) -> None:  # type: ignore[no-untyped-def]
-    from sqlalchemy import select
-
-    from coriolis.db import models
-
-    with services.db.session() as session:
-        row = session.scalar(select(models.Service).where(
-            models.Service.host == services.worker.host,
-            models.Service.binary == "coriolis-worker"))
-        if row is None:
-            row = models.Service(host=services.worker.host, binary="coriolis-worker",
-                                 topic="coriolis_worker")
-            session.add(row)
-        row.status = "UP"
-        row.providers = {name: {"types": mask}
-                         for name, mask in services.worker.providers().items()}
-        row.specs = {"version": __version__}
-        row.last_heartbeat = models.utcnow()
+def _listen(settings: Settings) -> tuple[socket.socket, str]:
+    sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((settings.host, settings.port))
+    sock.listen(128)
+    port = sock.getsockname()[1]
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    return sock, f"http://{host}:{port}"
 
 
-def cmd_all_in_one(args: argparse.Namespace) -> None:
+def _serve_api(services: Services) -> None:
+    """Bootstrap the admin user, write openrc, serve the API until interrupted."""
     import uvicorn
 
     from coriolis.api.app import create_app
     from coriolis.identity.users import bootstrap
+
+    settings = services.settings
+    password = bootstrap(services.db, settings.data_dir / "admin-password")
+    sock, url = _listen(settings)
+    openrc = write_openrc(settings, url, password)
+    print(f"Credentials written to {openrc}; to use the CLI:\n  source {openrc}")
+    print(f"Coriolis API listening on {url}", flush=True)
+    config = uvicorn.Config(create_app(services), log_level="warning", access_log=False)
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def cmd_all_in_one(args: argparse.Namespace) -> None:
     from coriolis.service import build_all_in_one
 
     settings = _settings(args)
     _setup_logging(settings, args.verbose)
     services = build_all_in_one(settings)
     try:
-        password = bootstrap(services.db, settings.data_dir / "admin-password")
-        _register_worker(services)
-        sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((settings.host, settings.port))
-        sock.listen(128)
-        port = sock.getsockname()[1]
-        host = f"[{settings.host}]" if ":" in settings.host else settings.host
-        url = f"http://{host}:{port}"
-        openrc = write_openrc(settings, url, password)
-        print(f"Credentials written to {openrc}; to use the CLI:\n  source {openrc}")
-        print(f"Coriolis API listening on {url}", flush=True)
-        config = uvicorn.Config(create_app(services), log_level="warning", access_log=False)
-        uvicorn.Server(config).run(sockets=[sock])
+        _serve_api(services)
     finally:
         services.close()
+
+
+def cmd_api(args: argparse.Namespace) -> None:
+    from coriolis.service import build_distributed
+
+    settings = _settings(args)
+    _setup_logging(settings, args.verbose, "api")
+    services = build_distributed(settings, "api")
+    try:
+        _serve_api(services)
+    finally:
+        services.close()
+
+
+def _until_signalled() -> threading.Event:
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+def cmd_background(args: argparse.Namespace) -> None:
+    """``conductor`` and ``scheduler``: no HTTP, they run until SIGTERM/SIGINT."""
+    from coriolis.service import build_distributed
+
+    settings = _settings(args)
+    _setup_logging(settings, args.verbose, args.command)
+    stop = _until_signalled()
+    services = build_distributed(settings, args.command)
+    print(f"coriolis {args.command} running", flush=True)
+    try:
+        stop.wait()
+    finally:
+        services.close()
+
+
+def cmd_worker(args: argparse.Namespace) -> None:
+    from coriolis.service import run_worker
+
+    settings = _settings(args)
+    _setup_logging(settings, args.verbose, f"worker-{args.name}")
+    stop = _until_signalled()
+    print(f"coriolis worker {args.name} starting", flush=True)
+    run_worker(settings, args.name, args.max_tasks, stop)
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> None:
@@ -159,6 +201,32 @@ def build_parser() -> argparse.ArgumentParser:
     aio.add_argument("-v", "--verbose", action="store_true")
     data_options(aio)
     aio.set_defaults(func=cmd_all_in_one)
+
+    def scale_out_options(p: argparse.ArgumentParser) -> None:
+        data_options(p)
+        p.add_argument("--transport-url", help="message broker, e.g. "
+                       "amqp://guest:guest@127.0.0.1:5672// (default $CORIOLIS_TRANSPORT_URL)")
+        p.add_argument("--bus-namespace", help="prefix of the broker's queues and exchanges "
+                       "(default $CORIOLIS_BUS_NAMESPACE or coriolis)")
+        p.add_argument("-v", "--verbose", action="store_true")
+
+    api = sub.add_parser("api", help="scale-out: the REST API")
+    api.add_argument("--host", default="127.0.0.1")
+    api.add_argument("--port", type=int, default=7667, help="0 picks a free port")
+    scale_out_options(api)
+    api.set_defaults(func=cmd_api)
+    for name, text in (("conductor", "scale-out: applies worker reports, watches heartbeats, "
+                                      "recovers executions"),
+                       ("scheduler", "scale-out: runs replica schedules")):
+        part = sub.add_parser(name, help=text)
+        scale_out_options(part)
+        part.set_defaults(func=cmd_background)
+    work = sub.add_parser("worker", help="scale-out: runs tasks and endpoint operations")
+    work.add_argument("--name", default=socket.gethostname(),
+                      help="service host name, unique per worker (default: this host's name)")
+    work.add_argument("--max-tasks", type=int, default=4, help="concurrent tasks")
+    scale_out_options(work)
+    work.set_defaults(func=cmd_worker)
 
     db = sub.add_parser("db", help="database administration")
     db_sub = db.add_subparsers(dest="db_command", required=True)

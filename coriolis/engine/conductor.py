@@ -1,8 +1,10 @@
 """The conductor: the only writer of execution state.
 
 API calls arrive through the ``ConductorAPI`` methods; workers report through the
-``TaskEventSink`` methods. Every transition is one DB transaction under one lock; tasks are
-dispatched only after the transaction that made them PENDING has committed.
+``TaskEventSink`` methods. Every transition is one DB transaction under one lock (and, on
+PostgreSQL, under a row lock of the execution, since in the scale-out mode the API and
+conductor processes both run this code); tasks are dispatched only after the transaction that
+made them PENDING has committed, each to a worker chosen by ``scheduling.placement``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from coriolis.db import models, transfers
 from coriolis.db.session import Database
 from coriolis.engine import graphs, state, validation
 from coriolis.providers import registry
+from coriolis.scheduling import placement
 from coriolis.secrets import store as secret_store
 from coriolis.secrets.box import SecretBox
 
@@ -38,43 +41,83 @@ _REPLICA_INFO_KEYS = ("export_info", "volumes_info")
 
 
 class Conductor:
-    def __init__(self, db: Database, box: SecretBox, bus: TaskBus) -> None:
+    def __init__(self, db: Database, box: SecretBox, bus: TaskBus, *,
+                 worker_down_after: float = 30.0, local_host: str | None = None) -> None:
+        """``local_host``: the in-process worker of the all-in-one mode, whose tasks die with
+        this process; None in the scale-out mode, where workers outlive the conductor."""
         self.db = db
         self.box = box
         self.bus = bus
+        self.worker_down_after = worker_down_after
+        self.local_host = local_host
         self._lock = threading.RLock()
         # Tasks force-cancelled: late events from their still-stopping worker are ignored.
         self._ignored_tasks: set[str] = set()
 
     # ============================================================================ life cycle
     def start(self) -> None:
-        """Take over what a previous process left: its worker threads are gone. Disk copies of
-        running executions are sent again (same task id, so a copy through a writer agent
-        resumes from its last acknowledged chunk); other interrupted tasks fail, and their
-        executions clean up. Tasks never sent are simply sent."""
+        """Take over what a previous process left: tasks of the in-process worker (gone with
+        that process) and of workers that are not up; tasks of live workers go on, and their
+        reports arrive as before. Tasks never sent are simply sent."""
         with self._lock, self.db.session() as session:
+            live = {s.host for s in placement.live_workers(session, self.worker_down_after)}
             orphans = [t for t in transfers.active_tasks(session)
-                       if t.status != c.TASK_STATUS_PENDING]
-            executions = {t.execution for t in orphans}
-            for task in orphans:
-                if (task.task_type in c.RESUMABLE_TASK_TYPES
-                        and task.status in (c.TASK_STATUS_STARTING, c.TASK_STATUS_RUNNING)
-                        and task.execution.status == c.EXECUTION_STATUS_RUNNING):
-                    task.status = c.TASK_STATUS_PENDING
-                    session.add(models.TaskEvent(
-                        task_id=task.id, index=len(task.events), level="WARNING",
-                        message="The server stopped while this task was running; it runs "
-                                "again and resumes what it can"))
-                    continue
-                self._set_task(session, task, c.TASK_STATUS_ERROR,
-                               "The server stopped while this task was running")
-            for execution in executions:
-                self._advance(session, execution)
+                       if t.status != c.TASK_STATUS_PENDING
+                       and (t.host is None or t.host == self.local_host or t.host not in live)]
+            self._take_over(session, orphans, "The server stopped while this task was running")
             stale = session.scalars(select(models.Execution).where(
                 models.Execution.status.in_(c.ACTIVE_EXECUTION_STATUSES)))
             for execution in stale:
                 self._advance(session, execution)
         self._dispatch_pending()
+
+    def check_workers(self) -> list[str]:
+        """Mark DOWN the workers silent for ``worker_down_after`` seconds and take over their
+        tasks; send whatever is PENDING. Returns the hosts marked down."""
+        with self._lock, self.db.session() as session:
+            live = {s.id for s in placement.live_workers(session, self.worker_down_after)}
+            lost = list(session.scalars(select(models.Service).where(
+                models.Service.binary == c.WORKER_BINARY,
+                models.Service.status == c.SERVICE_STATUS_UP,
+                models.Service.id.not_in(live)).with_for_update(skip_locked=True)))
+            # The in-process worker lives as long as this process does.
+            lost = [s for s in lost if s.host != self.local_host]
+            for service in lost:
+                LOG.warning("worker %s stopped heart-beating; taking over its tasks",
+                            service.host)
+                service.status = c.SERVICE_STATUS_DOWN
+                tasks = [t for t in transfers.active_tasks(session)
+                         if t.host == service.host and t.status != c.TASK_STATUS_PENDING]
+                self._take_over(session, tasks,
+                                f"Worker {service.host} stopped heart-beating")
+            hosts = [s.host for s in lost]
+        self._dispatch_pending()
+        return hosts
+
+    def _take_over(self, session: Session, tasks: list[models.Task], reason: str) -> None:
+        """Tasks whose process is gone: a disk copy of a running execution is sent again
+        under the same id (through a writer agent it resumes from its last acknowledged
+        chunk); any other fails, and its execution cleans up."""
+        for task in tasks:
+            self._lock_execution(session, task.execution_id)
+            if (task.task_type in c.RESUMABLE_TASK_TYPES
+                    and task.status in (c.TASK_STATUS_STARTING, c.TASK_STATUS_RUNNING)
+                    and task.execution.status == c.EXECUTION_STATUS_RUNNING):
+                task.status, task.host = c.TASK_STATUS_PENDING, None
+                session.add(models.TaskEvent(
+                    task_id=task.id, index=len(task.events), level="WARNING",
+                    message=f"{reason}; it runs again and resumes what it can"))
+                continue
+            self._set_task(session, task, c.TASK_STATUS_ERROR, reason)
+        for execution in {t.execution for t in tasks}:
+            self._advance(session, execution)
+
+    @staticmethod
+    def _lock_execution(session: Session, execution_id: str) -> None:
+        """Serialise transitions of one execution across processes (a no-op on SQLite, where
+        one process owns the database)."""
+        session.execute(select(models.Execution.id).where(
+            models.Execution.id == execution_id).with_for_update())
 
     def stop(self) -> None:
         pass
@@ -94,8 +137,13 @@ class Conductor:
         return {**(action.destination_environment or {}), "network_map": action.network_map or {},
                 "storage_mappings": action.storage_mappings or {}}
 
-    def _call(self, endpoint_ref: EndpointRef, operation: str, **kwargs: Any) -> Any:
-        return self.bus.call(operation, endpoint_ref, **kwargs)
+    def _call(self, endpoint: models.Endpoint, endpoint_ref: EndpointRef, operation: str,
+              **kwargs: Any) -> Any:
+        """Run an endpoint operation on a worker that may reach ``endpoint``."""
+        with self.db.session() as session:
+            row = session.get(models.Endpoint, endpoint.id) or endpoint
+            host = placement.choose_worker(session, [row], self.worker_down_after)
+        return self.bus.call(operation, endpoint_ref, host=host, **kwargs)
 
     def _transfer_endpoints(self, session: Session, ctx: RequestContext,
                             body: dict[str, Any], kind: str
@@ -128,10 +176,11 @@ class Conductor:
         infos = {}
         for name in instances:
             try:
-                export_info = self._call(origin_ref, "get_instance", instance=name)
+                export_info = self._call(origin, origin_ref, "get_instance", instance=name)
             except exceptions.NotFound as exc:
                 raise exceptions.InvalidInput(f"instances: {exc}") from None
-            self._call(dest_ref, "validate_destination_inputs", export_info=export_info,
+            self._call(destination, dest_ref, "validate_destination_inputs",
+                       export_info=export_info,
                        check_name_clash=check_name_clash)
             infos[name] = export_info
         return infos
@@ -340,6 +389,7 @@ class Conductor:
     # ============================================================================ shared
     def cancel_execution(self, ctx: RequestContext, execution_id: str, force: bool) -> None:
         with self._lock, self.db.session() as session:
+            self._lock_execution(session, execution_id)
             execution = transfers.get_execution(session, ctx.project_id, execution_id)
             if execution.status not in c.ACTIVE_EXECUTION_STATUSES:
                 raise exceptions.InvalidState(
@@ -383,7 +433,7 @@ class Conductor:
         with self.db.session() as session:
             endpoint = transfers.get_endpoint(session, ctx.project_id, endpoint_id)
             ref = self._endpoint_ref(endpoint, env or {})
-        return self._call(ref, operation, **kwargs)
+            return self._call(endpoint, ref, operation, **kwargs)
 
     # ============================================================================ state machine
     def _start_execution(self, session: Session, action: models.TransferAction,
@@ -456,32 +506,40 @@ class Conductor:
         PENDING has committed; sent tasks become STARTING until a worker picks them up."""
         messages = []
         with self._lock, self.db.session() as session:
+            # Another process may be sending the same tasks: each takes the rows it locked.
             tasks = session.scalars(select(models.Task).where(
-                models.Task.status == c.TASK_STATUS_PENDING))
+                models.Task.status == c.TASK_STATUS_PENDING).with_for_update(skip_locked=True))
             for task in tasks:
                 action = task.execution.action
                 origin = session.get(models.Endpoint, action.origin_endpoint_id)
                 dest = session.get(models.Endpoint, action.destination_endpoint_id)
-                if origin is None or dest is None:
-                    self._set_task(session, task, c.TASK_STATUS_FAILED_TO_SCHEDULE,
-                                   "An endpoint of this transfer was deleted")
+                try:
+                    if origin is None or dest is None:
+                        raise exceptions.NoEligibleWorker(
+                            "An endpoint of this transfer was deleted")
+                    host = placement.choose_worker(session, [origin, dest],
+                                                   self.worker_down_after)
+                except exceptions.NoEligibleWorker as exc:
+                    LOG.warning("task %s (%s) cannot be scheduled: %s", task.id,
+                                task.task_type, exc)
+                    self._set_task(session, task, c.TASK_STATUS_FAILED_TO_SCHEDULE, str(exc))
                     self._advance(session, task.execution)
                     continue
-                task.status = c.TASK_STATUS_STARTING  # handed to the bus
+                task.status, task.host = c.TASK_STATUS_STARTING, host  # handed to the bus
                 task_info = copy.deepcopy(action.info.get(task.instance) or {})
                 task_info.update({
                     "action_id": action.id, "replica_id": action.replica_id,
                     "clone_disks": action.clone_disks,
                     "user_scripts": action.user_scripts or {},
                 })
-                messages.append(TaskMessage(
+                messages.append((host, TaskMessage(
                     task_id=task.id, execution_id=task.execution_id, task_type=task.task_type,
                     instance=task.instance,
                     origin=self._endpoint_ref(origin, action.source_environment or {}),
                     destination=self._endpoint_ref(dest, self._destination_env(action)),
-                    task_info=task_info))
-        for message in messages:
-            self.bus.dispatch(message)
+                    task_info=task_info)))
+        for host, message in messages:
+            self.bus.dispatch(message, host)
 
     # ============================================================================ worker events
     def _task_event(self, task_id: str, apply: Any, transition: bool = False) -> None:
@@ -491,8 +549,18 @@ class Conductor:
             return
         with self._lock:
             with self.db.session() as session:
+                execution_id = session.scalar(select(models.Task.execution_id).where(
+                    models.Task.id == task_id))
+                if execution_id is None:
+                    return
+                self._lock_execution(session, execution_id)
                 task = session.get(models.Task, task_id)
                 if task is None:
+                    return
+                if transition and task.status in c.FINAL_TASK_STATUSES:
+                    # e.g. force-cancelled (perhaps by another process), or taken over
+                    # after its worker was marked down: the late report changes nothing.
+                    LOG.info("ignoring a late report for task %s (%s)", task_id, task.status)
                     return
                 apply(session, task)
             if transition:
@@ -500,6 +568,10 @@ class Conductor:
 
     def task_started(self, task_id: str, host: str, process_id: int) -> None:
         def apply(session: Session, task: models.Task) -> None:
+            if task.host not in (None, host):
+                LOG.warning("task %s started on %s but belongs to %s; ignored", task_id,
+                            host, task.host)
+                return
             if task.status in (c.TASK_STATUS_PENDING, c.TASK_STATUS_STARTING):
                 task.status = c.TASK_STATUS_RUNNING
             task.host, task.process_id = host, process_id

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +18,7 @@ from coriolis import exceptions
 from coriolis.context import RequestContext
 from coriolis.db import models
 from coriolis.db.session import Database
+from coriolis.periodic import Periodic
 
 LOG = logging.getLogger(__name__)
 
@@ -38,8 +38,7 @@ class ReplicaCron:
         self.conductor = conductor
         self.clock = clock
         self.interval = interval
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._periodic = Periodic("replica-cron", interval, self.tick)
 
     def tick(self, now: dt.datetime | None = None) -> list[str]:
         """Start the executions due at ``now`` (UTC, naive); returns their ids."""
@@ -47,7 +46,7 @@ class ReplicaCron:
         due = []
         with self.db.session() as session:
             for row in session.scalars(select(models.ReplicaSchedule).where(
-                    models.ReplicaSchedule.enabled.is_(True))):
+                    models.ReplicaSchedule.enabled.is_(True)).with_for_update(skip_locked=True)):
                 if row.expiration_date is not None and row.expiration_date <= minute:
                     continue
                 if not matches(row.schedule or {}, minute):
@@ -67,18 +66,8 @@ class ReplicaCron:
                 LOG.info("schedule %s skipped: %s", schedule_id, exc)
         return started
 
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.tick()
-            except Exception:  # keep the scheduler alive whatever one tick hit
-                LOG.exception("replica cron tick failed")
-
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="replica-cron", daemon=True)
-        self._thread.start()
+        self._periodic.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        self._periodic.stop()

@@ -47,7 +47,7 @@ def build_router(services: Services, context: Any) -> APIRouter:
     @router.get("/providers")
     def list_providers(ctx: RequestContext = Depends(context)) -> dict[str, Any]:
         return {"providers": {name: {"types": _bits(mask)}
-                              for name, mask in services.worker.providers().items()}}
+                              for name, mask in services.providers().items()}}
 
     @router.get("/providers/{platform_name}/schemas/{provider_type}")
     def provider_schemas(platform_name: str, provider_type: int,
