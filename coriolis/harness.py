@@ -1,4 +1,5 @@
-"""Run an all-in-one server as a child process and drive the `coriolis` CLI against it.
+"""Run an all-in-one server (or the scale-out mode's processes) as child processes and drive
+the `coriolis` CLI against it.
 
 Used by the end-to-end tests, the demo (scripts/demo.py) and the benchmarks."""
 
@@ -7,12 +8,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 BIN = Path(sys.executable).parent
 SERVER = str(BIN / "coriolis-server")
@@ -79,10 +82,12 @@ class RunningServer:
 
 
 def _spawn(cmd: list[str], ready: re.Pattern[str], log_path: Path,
-           ) -> tuple[subprocess.Popen[str], re.Match[str]]:
-    """Start ``cmd``, wait for a stdout line matching ``ready``, keep draining stdout."""
+           env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], re.Match[str]]:
+    """Start ``cmd`` (with ``env`` added to this environment), wait for a stdout line
+    matching ``ready``, keep draining stdout."""
     log = open(log_path, "a")  # noqa: SIM115 - closed by the fixture through the process
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True,
+                            env={**os.environ, **(env or {})})
     assert proc.stdout is not None
     deadline = time.monotonic() + 60
     match = None
@@ -139,12 +144,96 @@ def start_writer(data_dir: Path, roots: list[Path], port: int = 0) -> RunningWri
     return RunningWriter(data_dir, roots, proc, details, log_path)
 
 
-def stop_server(server: RunningServer | RunningWriter) -> None:
+class _HasProcess(Protocol):
+    process: subprocess.Popen[str]
+
+
+def stop_server(server: _HasProcess) -> None:
     server.process.terminate()
     try:
         server.process.wait(timeout=30)
     except subprocess.TimeoutExpired:
         server.process.kill()
+
+
+# ============================================================== scale-out mode
+@dataclass
+class RunningPart:
+    """A ``conductor``, ``scheduler`` or ``worker`` child process of the scale-out mode."""
+
+    name: str
+    process: subprocess.Popen[str]
+    log_path: Path
+
+
+@dataclass
+class Cluster:
+    """API, conductor, scheduler and workers as separate processes sharing one PostgreSQL
+    database and one RabbitMQ namespace; ``env`` (heartbeat settings...) goes to every one."""
+
+    data_dir: Path
+    database_url: str
+    transport_url: str
+    namespace: str
+    env: dict[str, str]
+    max_tasks: int = 4
+    api: RunningServer | None = None
+    parts: dict[str, RunningPart] = field(default_factory=dict)
+
+    def _options(self) -> list[str]:
+        return ["--data-dir", str(self.data_dir), "--database-url", self.database_url,
+                "--transport-url", self.transport_url, "--bus-namespace", self.namespace, "-v"]
+
+    def start_api(self) -> RunningServer:
+        log_path = self.data_dir.parent / "api.out"
+        proc, match = _spawn([SERVER, "api", "--host", "127.0.0.1", "--port", "0",
+                              *self._options()], LISTEN_RE, log_path, self.env)
+        self.api = RunningServer(url=match.group(1), data_dir=self.data_dir,
+                                 env=read_openrc(self.data_dir / "openrc"), process=proc,
+                                 log_path=log_path)
+        return self.api
+
+    def start_part(self, kind: str, name: str | None = None) -> RunningPart:
+        """``kind``: conductor, scheduler or worker (then ``name`` is its host name)."""
+        key = name or kind
+        extra = ["--name", key, "--max-tasks", str(self.max_tasks)] if kind == "worker" else []
+        ready = re.compile(rf"coriolis ({kind} running|worker {re.escape(key)} ready)")
+        log_path = self.data_dir.parent / f"{key}.out"
+        proc, _ = _spawn([SERVER, kind, *extra, *self._options()], ready, log_path, self.env)
+        self.parts[key] = RunningPart(key, proc, log_path)
+        return self.parts[key]
+
+    def kill(self, name: str) -> None:
+        part = self.parts.pop(name)
+        part.process.send_signal(signal.SIGKILL)
+        part.process.wait()
+
+    def stop(self) -> None:
+        processes: list[_HasProcess] = [*self.parts.values()]
+        if self.api is not None:
+            processes.append(self.api)
+        for part in processes:
+            stop_server(part)
+        self.parts.clear()
+
+
+def start_cluster(data_dir: Path, database_url: str, transport_url: str, namespace: str,
+                  workers: list[str], env: dict[str, str] | None = None,
+                  max_tasks: int = 4) -> Cluster:
+    """The database schema first (by the conductor), then the API, the scheduler and the
+    workers."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    cluster = Cluster(data_dir, database_url, transport_url, namespace, env or {}, max_tasks)
+    try:
+        cluster.start_part("conductor")
+        cluster.start_api()
+        cluster.start_part("scheduler")
+        for name in workers:
+            cluster.start_part("worker", name)
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster
 
 
 def local_cloud(*args: str) -> str:

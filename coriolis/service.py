@@ -141,7 +141,10 @@ def run_worker(settings: Settings, host: str, max_tasks: int,
     heartbeat = Periodic("heartbeat", settings.heartbeat_interval,
                          lambda: registration.beat(db, service_id)).start()
     server.start()
+    if not server.wait_ready(60):
+        LOG.warning("worker %s: the broker is not reachable yet; still trying", host)
     LOG.info("worker %s ready (%d concurrent tasks)", host, max_tasks)
+    print(f"coriolis worker {host} ready", flush=True)
     try:
         stop.wait()
     finally:

@@ -136,7 +136,6 @@ def cmd_worker(args: argparse.Namespace) -> None:
     settings = _settings(args)
     _setup_logging(settings, args.verbose, f"worker-{args.name}")
     stop = _until_signalled()
-    print(f"coriolis worker {args.name} starting", flush=True)
     run_worker(settings, args.name, args.max_tasks, stop)
 
 

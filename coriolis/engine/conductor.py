@@ -517,8 +517,9 @@ class Conductor:
                     if origin is None or dest is None:
                         raise exceptions.NoEligibleWorker(
                             "An endpoint of this transfer was deleted")
-                    host = placement.choose_worker(session, [origin, dest],
-                                                   self.worker_down_after)
+                    host = placement.choose_worker(
+                        session, placement.task_endpoints(task.task_type, origin, dest),
+                        self.worker_down_after)
                 except exceptions.NoEligibleWorker as exc:
                     LOG.warning("task %s (%s) cannot be scheduled: %s", task.id,
                                 task.task_type, exc)

@@ -48,6 +48,14 @@ def _describe(endpoints: Iterable[models.Endpoint]) -> str:
     return " and ".join(parts)
 
 
+def task_endpoints(task_type: str, origin: models.Endpoint, destination: models.Endpoint
+                   ) -> list[models.Endpoint]:
+    """The endpoints a task of ``task_type`` talks to (the rest run on the destination)."""
+    if task_type in c.BOTH_ENDPOINTS_TASK_TYPES:
+        return [origin, destination]
+    return [origin] if task_type in c.SOURCE_TASK_TYPES else [destination]
+
+
 def choose_worker(session: Session, endpoints: Sequence[models.Endpoint],
                   down_after: float) -> str:
     """The host of the least busy eligible worker; ``NoEligibleWorker`` naming the endpoints

@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import threading
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -158,8 +159,13 @@ def shutdown_instance(ctx: TaskContext) -> JSON:
 
 
 def _manifest_path(ctx: TaskContext, volume: JSON) -> Path:
-    """One manifest per destination volume (a recreated volume starts a new one)."""
-    key = hashlib.sha256(f"{volume.get('path')}|{volume['disk_id']}".encode()).hexdigest()[:24]
+    """One manifest per destination volume (a recreated volume starts a new one) and
+    generation. Manifests live on the worker that made them; the generation, kept in the
+    volume's info, moves on with every completed copy and every snapshot restore, so a worker
+    never trusts a manifest of its own that another worker's copy or restore made stale (it
+    resends everything instead)."""
+    ident = f"{volume.get('path')}|{volume['disk_id']}|{volume.get('manifest_generation', '')}"
+    key = hashlib.sha256(ident.encode()).hexdigest()[:24]
     folder = ctx.data_dir / "manifests"
     folder.mkdir(parents=True, exist_ok=True)
     return folder / f"{key}.manifest"
@@ -205,11 +211,17 @@ def replicate_disks(ctx: TaskContext) -> JSON:
                     stats = copy_disk(reader, writer, since=since, manifest=manifest,
                                       progress=progress, cancel=ctx.cancelled,
                                       dest_is_blank=False)
-                finally:
+                except BaseException:
                     # Even after a failure the manifest describes the destination exactly
-                    # (blocks being written are UNKNOWN), so the next run resends only what
-                    # it must.
+                    # (blocks being written are UNKNOWN), so the next run here resends only
+                    # what it must.
                     manifest.save(manifest_file)
+                    raise
+                volume["manifest_generation"] = uuid.uuid4().hex
+                new_file = _manifest_path(ctx, volume)
+                manifest.save(new_file)
+                manifest_file.unlink(missing_ok=True)
+                manifest_file = new_file
             finally:
                 writer.close()
         finally:
@@ -256,10 +268,11 @@ def restore_snapshots(ctx: TaskContext) -> JSON:
                                                      ctx.require("volumes_info"))
     for volume in volumes:
         current, saved = _manifest_snapshot(ctx, volume)
+        volume["manifest_generation"] = uuid.uuid4().hex
         if saved.exists():
-            os.replace(saved, current)
-        else:  # the snapshot was of a blank volume: so is the disk now
-            current.unlink(missing_ok=True)
+            os.replace(saved, _manifest_path(ctx, volume))
+        # else: the snapshot was of a blank volume (no "manifest" in its info: a new
+        # manifest is all zeroes), or taken on another worker (one of unknown content).
     ctx.event("replica disks rolled back to the last completed execution")
     return {"volumes_info": volumes}
 

@@ -1,0 +1,121 @@
+"""Load on the scale-out mode: COUNT small migrations at once through api, conductor,
+scheduler and WORKERS worker processes (PostgreSQL, RabbitMQ), all on this machine.
+
+Printed: the time from the first request until every migration is final, how many completed,
+and the latency of `GET /migrations/{id}` and `GET /endpoints`, sampled by a separate thread
+all along (p50, p99, max). Uses a fresh database and its own broker namespace, removed after.
+
+    .venv/bin/python benchmarks/distributed_load.py [--count 100] [--workers 3]
+        [--max-tasks 8] [--database-admin-url postgresql+psycopg://postgres@127.0.0.1:5432]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import tempfile
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from keystoneauth1 import session as ks_session
+from keystoneauth1.identity import v3
+from sqlalchemy import create_engine, text
+
+from coriolis.cmd.local_cloud import add_instance, init_cloud
+from coriolis.harness import start_cluster
+from coriolisclient import client
+
+FINAL = {"COMPLETED", "ERROR", "CANCELED", "DEADLOCKED"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--count", type=int, default=100)
+    parser.add_argument("--workers", type=int, default=3)
+    parser.add_argument("--max-tasks", type=int, default=8)
+    parser.add_argument("--database-admin-url",
+                        default="postgresql+psycopg://postgres@127.0.0.1:5432")
+    parser.add_argument("--transport-url", default="amqp://guest:guest@127.0.0.1:5672//")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="coriolis-load-"))
+    name = f"coriolis_load_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(f"{args.database_admin_url}/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    cluster = None
+    try:
+        for cloud in ("src", "dst"):
+            init_cloud(work / cloud, networks=["lan"])
+        for i in range(args.count):
+            add_instance(work / "src", f"vm{i}", disk_size="4M", network="lan", seed=i)
+        cluster = start_cluster(
+            work / "data", f"{args.database_admin_url}/{name}", args.transport_url,
+            f"load-{uuid.uuid4().hex[:6]}", [f"w{i}" for i in range(args.workers)],
+            {"CORIOLIS_HEARTBEAT_INTERVAL": "2"}, max_tasks=args.max_tasks)
+        assert cluster.api is not None
+        env = cluster.api.env
+        auth = v3.Password(auth_url=env["OS_AUTH_URL"], username=env["OS_USERNAME"],
+                           password=env["OS_PASSWORD"], project_name=env["OS_PROJECT_NAME"],
+                           user_domain_name="Default", project_domain_name="Default")
+        api = client.Client(session=ks_session.Session(auth=auth))
+        src = api.endpoints.create("src", "local", {"path": str(work / "src")}, "").id
+        dst = api.endpoints.create("dst", "local", {"path": str(work / "dst")}, "").id
+
+        latencies: list[float] = []
+        stop = threading.Event()
+        ids: list[str] = []
+
+        def sample() -> None:
+            while not stop.is_set():
+                for call in (lambda: api.endpoints.list(),
+                             lambda: ids and api.migrations.get(ids[-1])):
+                    started = time.monotonic()
+                    call()
+                    latencies.append(time.monotonic() - started)
+                stop.wait(0.05)
+
+        def create(i: int) -> str:
+            return str(api.migrations.create(
+                src, dst, {"snapshot": False}, {"storage_backend": "default"}, [f"vm{i}"],
+                network_map={"lan": "lan"}, skip_os_morphing=True, replication_count=1).id)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        started = time.monotonic()
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            ids.extend(pool.map(create, range(args.count)))
+        created = time.monotonic() - started
+        statuses: dict[str, str] = {}
+        while len(statuses) < len(ids):
+            for migration in api.migrations.list():
+                if migration.last_execution_status in FINAL:
+                    statuses[migration.id] = migration.last_execution_status
+            time.sleep(1)
+        elapsed = time.monotonic() - started
+        stop.set()
+        sampler.join()
+        latencies.sort()
+        completed = sum(1 for s in statuses.values() if s == "COMPLETED")
+        print(f"{args.count} migrations, {args.workers} workers x {args.max_tasks} tasks: "
+              f"all created in {created:.1f} s, all final in {elapsed:.1f} s; "
+              f"{completed} COMPLETED")
+        print(f"API latency while loaded ({len(latencies)} requests): "
+              f"p50 {statistics.median(latencies) * 1000:.0f} ms, "
+              f"p99 {latencies[int(len(latencies) * 0.99) - 1] * 1000:.0f} ms, "
+              f"max {latencies[-1] * 1000:.0f} ms")
+    finally:
+        if cluster is not None:
+            cluster.stop()
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        admin.dispose()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
