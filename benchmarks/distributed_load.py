@@ -108,6 +108,11 @@ def main() -> None:
               f"p50 {statistics.median(latencies) * 1000:.0f} ms, "
               f"p99 {latencies[int(len(latencies) * 0.99) - 1] * 1000:.0f} ms, "
               f"max {latencies[-1] * 1000:.0f} ms")
+    except BaseException:
+        for log in sorted(work.glob("*.out")):
+            print(f"--- last lines of {log.name}:\n" + "\n".join(
+                log.read_text(errors="replace").splitlines()[-15:]))
+        raise
     finally:
         if cluster is not None:
             cluster.stop()

@@ -29,6 +29,8 @@ class Database:
         kwargs: dict = {}
         if url.startswith("sqlite"):
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        else:  # one connection per API request thread (uvicorn runs up to 40)
+            kwargs.update(pool_size=10, max_overflow=40, pool_pre_ping=True)
         self.engine: Engine = create_engine(url, **kwargs)
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)

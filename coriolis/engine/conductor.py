@@ -137,12 +137,10 @@ class Conductor:
         return {**(action.destination_environment or {}), "network_map": action.network_map or {},
                 "storage_mappings": action.storage_mappings or {}}
 
-    def _call(self, endpoint: models.Endpoint, endpoint_ref: EndpointRef, operation: str,
-              **kwargs: Any) -> Any:
+    def _call(self, session: Session, endpoint: models.Endpoint, endpoint_ref: EndpointRef,
+              operation: str, **kwargs: Any) -> Any:
         """Run an endpoint operation on a worker that may reach ``endpoint``."""
-        with self.db.session() as session:
-            row = session.get(models.Endpoint, endpoint.id) or endpoint
-            host = placement.choose_worker(session, [row], self.worker_down_after)
+        host = placement.choose_worker(session, [endpoint], self.worker_down_after)
         return self.bus.call(operation, endpoint_ref, host=host, **kwargs)
 
     def _transfer_endpoints(self, session: Session, ctx: RequestContext,
@@ -165,7 +163,8 @@ class Conductor:
         validation.against_schema(dest_env, dst_provider.destination_environment_schema(),
                                   "destination_environment")
 
-    def _check_instances(self, origin: models.Endpoint, destination: models.Endpoint,
+    def _check_instances(self, session: Session, origin: models.Endpoint,
+                         destination: models.Endpoint,
                          instances: list[str], source_env: dict[str, Any],
                          dest_env: dict[str, Any], check_name_clash: bool = True
                          ) -> dict[str, dict[str, Any]]:
@@ -176,10 +175,11 @@ class Conductor:
         infos = {}
         for name in instances:
             try:
-                export_info = self._call(origin, origin_ref, "get_instance", instance=name)
+                export_info = self._call(session, origin, origin_ref, "get_instance",
+                                         instance=name)
             except exceptions.NotFound as exc:
                 raise exceptions.InvalidInput(f"instances: {exc}") from None
-            self._call(destination, dest_ref, "validate_destination_inputs",
+            self._call(session, destination, dest_ref, "validate_destination_inputs",
                        export_info=export_info,
                        check_name_clash=check_name_clash)
             infos[name] = export_info
@@ -210,7 +210,7 @@ class Conductor:
             instance_osmorphing_minion_pool_mappings=validation.pool_mappings(body, instances),
             info={name: {} for name in instances},
         )
-        self._check_instances(origin, destination, instances, source_env, full_dest_env,
+        self._check_instances(session, origin, destination, instances, source_env, full_dest_env,
                               check_name_clash)
         return action
 
@@ -433,7 +433,7 @@ class Conductor:
         with self.db.session() as session:
             endpoint = transfers.get_endpoint(session, ctx.project_id, endpoint_id)
             ref = self._endpoint_ref(endpoint, env or {})
-            return self._call(endpoint, ref, operation, **kwargs)
+            return self._call(session, endpoint, ref, operation, **kwargs)
 
     # ============================================================================ state machine
     def _start_execution(self, session: Session, action: models.TransferAction,
