@@ -294,6 +294,17 @@ class EventPublisher:
         self._send("task_canceled", task_id=task_id, forced=forced)
 
 
+def _take(queue: Queue, slots: threading.BoundedSemaphore) -> Message | None:
+    """One message from ``queue`` if a slot is free (the slot is then the message's, to be
+    released when its work ends), acknowledged at once: see the module docstring."""
+    if not slots.acquire(blocking=False):
+        return None
+    message = queue.get(no_ack=True, accept=["json"])
+    if message is None:
+        slots.release()
+    return message
+
+
 TaskHandler = Callable[[TaskMessage, threading.Event], None]
 CallHandler = Callable[[str, EndpointRef, dict[str, Any]], Any]
 
@@ -337,23 +348,15 @@ class WorkerServer:
             if cancel is not None:
                 busy = True
                 self._on_cancel(cancel.payload)
-            if self._call_slots.acquire(blocking=False):
-                message = calls.get(no_ack=True, accept=["json"])
-                if message is None:
-                    self._call_slots.release()
-                else:
-                    busy = True
-                    self._start_thread(self._call, message.payload,
-                                       message.properties.get("reply_to"),
-                                       message.properties.get("correlation_id"))
-            if self._task_slots.acquire(blocking=False):
-                message = tasks.get(no_ack=False, accept=["json"])
-                if message is None:
-                    self._task_slots.release()
-                else:
-                    busy = True
-                    message.ack()  # at once: see the module docstring
-                    self._start_thread(self._task, message.payload)
+            call = _take(calls, self._call_slots)
+            if call is not None:
+                busy = True
+                self._start_thread(self._call, call.payload, call.properties.get("reply_to"),
+                                   call.properties.get("correlation_id"))
+            task = _take(tasks, self._task_slots)
+            if task is not None:
+                busy = True
+                self._start_thread(self._task, task.payload)
             if not busy:
                 stopped.wait(POLL_SECONDS)
                 conn.heartbeat_check()
