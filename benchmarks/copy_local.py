@@ -21,9 +21,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from coriolis.cmd.local_cloud import make_disk, parse_size
+from coriolis.cmd.local_cloud import parse_size
+from coriolis.harness import source_disks
 from coriolis.transfer.copy import copy_disk
-from coriolis.transfer.extents import qemu_img_extents
 from coriolis.transfer.files import RawFileWriter
 from coriolis.transfer.images import open_image_reader
 
@@ -80,17 +80,11 @@ def main() -> None:
     size = parse_size(args.size)
     work = Path(tempfile.mkdtemp(prefix="coriolis-copy-bench-"))
     try:
-        raw = work / "src.raw"
-        make_disk(raw, size, "raw", allocated_fraction=512 * 2**20 / size, seed=1)
-        qcow2 = work / "src.qcow2"
-        subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw),
-                        str(qcow2)], check=True)
         dst = work / "dst.raw"
         tools = {"ours": ours, "qemu-img convert": qemu_img}  # + sync
         if shutil.which("nbdcopy"):
             tools["nbdcopy"] = nbdcopy
-        for fmt, src in (("raw", raw), ("qcow2", qcow2)):
-            allocated = sum(e.length for e in qemu_img_extents(str(src), fmt) if not e.zero)
+        for fmt, src, allocated in source_disks(work, size):
             times: dict[str, list[float]] = {name: [] for name in tools}
             scanned = 0
             for _ in range(args.runs):

@@ -27,11 +27,10 @@ import time
 import uuid
 from pathlib import Path
 
-from coriolis.cmd.local_cloud import make_disk, parse_size
-from coriolis.harness import RunningWriter, start_writer, stop_server
+from coriolis.cmd.local_cloud import parse_size
+from coriolis.harness import RunningWriter, source_disks, start_writer, stop_server
 from coriolis.transfer.base import DiskWriter
 from coriolis.transfer.copy import copy_disk
-from coriolis.transfer.extents import qemu_img_extents
 from coriolis.transfer.files import RawFileWriter
 from coriolis.transfer.images import open_image_reader
 from coriolis.transfer.remote import AgentAddress, RemoteDiskWriter
@@ -81,14 +80,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="coriolis-agent-bench-"))
     agent = start_writer(work / "agent", [work])
     try:
-        raw = work / "src.raw"
-        make_disk(raw, size, "raw", allocated_fraction=512 * MiB / size, seed=1)
-        qcow2 = work / "src.qcow2"
-        subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw),
-                        str(qcow2)], check=True)
         dst = work / "dst.raw"
-        for fmt, src in (("raw", raw), ("qcow2", qcow2)):
-            allocated = sum(e.length for e in qemu_img_extents(str(src), fmt) if not e.zero)
+        for fmt, src, allocated in source_disks(work, size):
             local, via_agent = [], []
             for _ in range(args.runs):
                 blank(dst, size)

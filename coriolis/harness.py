@@ -262,3 +262,22 @@ def parse_tasks(rendered: str) -> list[dict[str, str]]:
         if task:
             tasks.append(task)
     return tasks
+
+
+# ============================================================== benchmark disks
+SOURCE_ALLOCATED = 512 * 1024 * 1024
+
+
+def source_disks(work: Path, size: int) -> list[tuple[str, Path, int]]:
+    """The P1/P3 sources: a raw disk of ``size`` with 512 MiB of random data in scattered
+    regions, and the same as qcow2; each as (format, path, allocated bytes)."""
+    from coriolis.cmd.local_cloud import make_disk
+    from coriolis.transfer.extents import qemu_img_extents
+
+    raw = work / "src.raw"
+    make_disk(raw, size, "raw", allocated_fraction=SOURCE_ALLOCATED / size, seed=1)
+    qcow2 = work / "src.qcow2"
+    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw), str(qcow2)],
+                   check=True)
+    return [(fmt, path, sum(e.length for e in qemu_img_extents(str(path), fmt) if not e.zero))
+            for fmt, path in (("raw", raw), ("qcow2", qcow2))]
