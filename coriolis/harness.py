@@ -13,9 +13,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 BIN = Path(sys.executable).parent
 SERVER = str(BIN / "coriolis-server")
@@ -69,12 +70,26 @@ class RunningServer:
             )
         return result
 
-    def wait_for(self, args: list[str], predicate, timeout: float = 180.0):  # type: ignore[no-untyped-def]
+    def bindings(self) -> Any:
+        """The Python bindings (``coriolisclient.client.Client``) logged in as the admin."""
+        from keystoneauth1 import session
+        from keystoneauth1.identity import v3
+
+        from coriolisclient import client
+
+        auth = v3.Password(
+            auth_url=self.env["OS_AUTH_URL"], username=self.env["OS_USERNAME"],
+            password=self.env["OS_PASSWORD"], project_name=self.env["OS_PROJECT_NAME"],
+            user_domain_name="Default", project_domain_name="Default")
+        return client.Client(session=session.Session(auth=auth))
+
+    def wait_for(self, args: list[str], predicate: Callable[[Any], bool],
+                 timeout: float = 180.0, env: dict[str, str] | None = None) -> Any:
         """Re-run a `-f json` show command until ``predicate(data)`` holds."""
         deadline = time.monotonic() + timeout
         data = None
         while time.monotonic() < deadline:
-            data = self.cli(*args, "-f", "json").json()
+            data = self.cli(*args, "-f", "json", env=env).json()
             if predicate(data):
                 return data
             time.sleep(0.5)

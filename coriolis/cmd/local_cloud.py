@@ -11,7 +11,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from coriolis.providers.local.cloud import DISK_FORMATS, LocalCloud, write_json_atomic
+from coriolis.exceptions import CoriolisError
+from coriolis.providers.local.boot import boot
+from coriolis.providers.local.cloud import DISK_BUSES, DISK_FORMATS, LocalCloud, write_json_atomic
+from coriolis.transfer.extents import qemu_img_info
 
 _UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 _REGION = 1 << 20  # data is written in 1 MiB regions
@@ -70,7 +73,9 @@ def add_instance(path: str | Path, name: str, *, disk_size: str | int = "1G",
                  disk_format: str = "raw", disks: int = 1, fill: str = "random",
                  allocated_fraction: float = 0.25, cpus: int = 1, memory_mb: int = 512,
                  os_type: str = "linux", network: str = "default", firmware: str = "bios",
-                 seed: int | None = None) -> Path:
+                 seed: int | None = None, image: Path | None = None, bus: str = "sata",
+                 mac: str | None = None) -> Path:
+    """An instance with generated disks, or with a copy of ``image`` as its only disk."""
     if disk_format not in DISK_FORMATS:
         raise ValueError(f"disk format must be one of {', '.join(DISK_FORMATS)}")
     cloud = LocalCloud({"path": str(path)})
@@ -80,13 +85,19 @@ def add_instance(path: str | Path, name: str, *, disk_size: str | int = "1G",
     folder.mkdir(parents=True)
     size = disk_size if isinstance(disk_size, int) else parse_size(disk_size)
     entries = []
-    for i in range(disks):
+    if image is not None:
+        fmt = qemu_img_info(str(image))["format"]
+        file = f"disk0.{fmt}"
+        subprocess.run(["cp", "--reflink=auto", "--sparse=always", str(image),
+                        str(folder / file)], check=True)
+        entries.append({"file": file, "format": fmt, "bus": bus})
+    for i in range(disks if image is None else 0):
         file = f"disk{i}.{disk_format}"
         make_disk(folder / file, size, disk_format, fill=fill,
                   allocated_fraction=allocated_fraction,
                   seed=None if seed is None else seed + i)
-        entries.append({"file": file, "format": disk_format, "bus": "sata"})
-    mac = "52:54:00:" + ":".join(f"{b:02x}" for b in os.urandom(3))
+        entries.append({"file": file, "format": disk_format, "bus": bus})
+    mac = mac or "52:54:00:" + ":".join(f"{b:02x}" for b in os.urandom(3))
     desc = {"name": name, "cpus": cpus, "memory_mb": memory_mb, "os_type": os_type,
             "firmware": firmware, "power_state": "running",
             "nics": [{"network": network, "mac": mac}], "disks": entries}
@@ -117,7 +128,17 @@ def register_subcommands(subparsers: argparse._SubParsersAction) -> None:
     add.add_argument("--network", default="default")
     add.add_argument("--firmware", default="bios", choices=("bios", "uefi"))
     add.add_argument("--seed", type=int)
+    add.add_argument("--image", type=Path, help="copy this disk image (any format qemu-img "
+                                                 "reads) as the instance's disk")
+    add.add_argument("--bus", default="sata", choices=DISK_BUSES)
+    add.add_argument("--mac", help="MAC address of the NIC (default: random)")
     add.set_defaults(func=_cmd_add)
+    run = sub.add_parser("boot", help="boot an instance with qemu and print its serial "
+                                      "console until it powers off")
+    run.add_argument("path")
+    run.add_argument("name")
+    run.add_argument("--timeout", type=float, default=600)
+    run.set_defaults(func=_cmd_boot)
 
 
 def _cmd_init(args: argparse.Namespace) -> None:
@@ -137,10 +158,23 @@ def _cmd_add(args: argparse.Namespace) -> None:
                               disk_format=args.disk_format, disks=args.disks, fill=args.fill,
                               allocated_fraction=args.allocated, cpus=args.cpus,
                               memory_mb=args.memory_mb, os_type=args.os_type,
-                              network=args.network, firmware=args.firmware, seed=args.seed)
-    except (ValueError, OSError, subprocess.CalledProcessError) as exc:
+                              network=args.network, firmware=args.firmware, seed=args.seed,
+                              image=args.image, bus=args.bus, mac=args.mac)
+    except (ValueError, OSError, subprocess.CalledProcessError, CoriolisError) as exc:
         raise SystemExit(f"error: {exc}") from None
     print(folder)
+
+
+def _cmd_boot(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            result = boot(LocalCloud({"path": args.path}), args.name, Path(tmp) / "serial.log",
+                          timeout=args.timeout)
+        except CoriolisError as exc:
+            raise SystemExit(f"error: {exc}") from None
+    sys.stdout.write(result.serial)
+    if result.reason == "timeout":
+        raise SystemExit(f"error: still running after {args.timeout:.0f} s; stopped")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import abc
 from typing import Any, ClassVar
 
+from coriolis import exceptions
 from coriolis.transfer.base import DiskReader, DiskWriter
 
 JSON = dict[str, Any]
@@ -182,6 +183,29 @@ class ImportProvider(abc.ABC):
     def cleanup_failed_instance(
         self, connection_info: JSON, env: JSON, instance_deployment_info: JSON
     ) -> None: ...
+
+    # --- OS morphing ----------------------------------------------------------------------
+    def os_morphing_profile(self, connection_info: JSON, env: JSON, export_info: JSON,
+                            instance_deployment_info: JSON) -> JSON:
+        """What the destination needs of the guest (``osmorphing.profile.DestinationProfile``
+        as JSON): disk bus, NIC model, the NICs' MACs in the order of the source's, cloud-init
+        datasources, serial console, the platforms whose agents stay, packages wanted."""
+        return {"platform": getattr(self, "platform", "unknown"), "disk_bus": "virtio",
+                "nic_model": "virtio",
+                "nics": [{"mac": None} for _ in export_info["devices"]["nics"]]}
+
+    def deploy_os_morphing_resources(self, connection_info: JSON, env: JSON,
+                                     instance_deployment_info: JSON) -> JSON:
+        """Make the deployed instance's disks reachable from this worker; returns
+        ``{"disks": [{"path", "format", "name"}]}`` for the libguestfs appliance."""
+        raise exceptions.ProviderError(
+            f"the {getattr(self, 'platform', 'destination')} provider cannot morph guests; run "
+            "the transfer with --skip-os-morphing")
+
+    def delete_os_morphing_resources(self, connection_info: JSON, env: JSON,
+                                     os_morphing_resources: JSON) -> None:
+        """Undo ``deploy_os_morphing_resources`` (always runs, after success or failure)."""
+        return None
 
 
 class TransferProvider(BaseProvider, ExportProvider, ImportProvider):

@@ -16,6 +16,9 @@ from typing import Any
 from coriolis import constants as c
 from coriolis import exceptions
 from coriolis.bus.base import TaskEventSink, TaskMessage
+from coriolis.osmorphing import appliance
+from coriolis.osmorphing.morph import morph_guest
+from coriolis.osmorphing.profile import DestinationProfile
 from coriolis.providers import registry
 from coriolis.transfer.copy import copy_disk
 from coriolis.transfer.manifest import UNKNOWN, ZERO, BlockManifest
@@ -81,8 +84,7 @@ for _type in (c.TASK_TYPE_DEPLOY_MIGRATION_TARGET_RESOURCES,
               c.TASK_TYPE_DELETE_MIGRATION_TARGET_RESOURCES,
               c.TASK_TYPE_DELETE_REPLICA_TARGET_RESOURCES,
               c.TASK_TYPE_CLEANUP_INSTANCE_SOURCE_STORAGE,
-              c.TASK_TYPE_DELETE_REPLICA_SOURCE_DISK_SNAPSHOTS,
-              c.TASK_TYPE_DELETE_OS_MORPHING_RESOURCES):
+              c.TASK_TYPE_DELETE_REPLICA_SOURCE_DISK_SNAPSHOTS):
     TASK_RUNNERS[_type] = _nothing
 
 
@@ -321,8 +323,45 @@ def delete_disks(ctx: TaskContext) -> JSON:
     return {"volumes_info": []}
 
 
-@runs(c.TASK_TYPE_DEPLOY_OS_MORPHING_RESOURCES, c.TASK_TYPE_OS_MORPHING)
-def os_morphing_unavailable(ctx: TaskContext) -> JSON:
-    raise exceptions.ProviderError(
-        "OS morphing is not available in this version; run the transfer with "
-        "--skip-os-morphing")
+@runs(c.TASK_TYPE_DEPLOY_OS_MORPHING_RESOURCES)
+def deploy_os_morphing_resources(ctx: TaskContext) -> JSON:
+    appliance.load_guestfs()  # a worker without libguestfs says so before anything else
+    resources = ctx.destination.deploy_os_morphing_resources(
+        ctx.dest_conn, ctx.dest_env, ctx.require("instance_deployment_info"))
+    ctx.event(f"{len(resources['disks'])} disk(s) of the new instance ready for OS morphing")
+    return {"os_morphing_resources": resources}
+
+
+def _user_scripts(ctx: TaskContext, os_type: str) -> list[tuple[str, str]]:
+    """The instance's own script, else the global one of its OS type (as upstream)."""
+    scripts = ctx.info.get("user_scripts") or {}
+    own = (scripts.get("instances") or {}).get(ctx.instance)
+    if own:
+        return [(f"instance {ctx.instance}", own)]
+    common = (scripts.get("global") or {}).get(os_type)
+    return [(f"global {os_type}", common)] if common else []
+
+
+@runs(c.TASK_TYPE_OS_MORPHING)
+def os_morphing(ctx: TaskContext) -> JSON:
+    """Open the new instance's disks in a libguestfs appliance and morph the guest for the
+    destination; every change is a task event."""
+    export_info = ctx.require("export_info")
+    resources = ctx.require("os_morphing_resources")
+    profile = DestinationProfile.from_json(ctx.destination.os_morphing_profile(
+        ctx.dest_conn, ctx.dest_env, export_info, ctx.require("instance_deployment_info")))
+    disks = [appliance.GuestDisk(d["path"], d["format"], d["name"]) for d in resources["disks"]]
+    ctx.event(f"starting the libguestfs appliance on {len(disks)} disk(s)")
+    with appliance.open_guest(disks) as guest:
+        morph_guest(guest, profile, ctx.event,
+                    source_macs=[n.get("mac_address") for n in export_info["devices"]["nics"]],
+                    user_scripts=_user_scripts(ctx, guest.os.type))
+    ctx.event("OS morphing done")
+    return {}
+
+
+@runs(c.TASK_TYPE_DELETE_OS_MORPHING_RESOURCES)
+def delete_os_morphing_resources(ctx: TaskContext) -> JSON:
+    ctx.destination.delete_os_morphing_resources(ctx.dest_conn, ctx.dest_env,
+                                                 ctx.info.get("os_morphing_resources") or {})
+    return {"os_morphing_resources": None}

@@ -24,6 +24,16 @@ REQUIRED_KEYS = ("name", "cpus", "memory_mb", "os_type", "firmware", "power_stat
                  "disks")
 
 
+DISK_BUSES = ("virtio", "sata", "scsi", "ide")
+NIC_MODELS = ("virtio", "e1000", "rtl8139")
+# What the cloud's hypervisor gives guests (cloud.json "guest"): OS morphing prepares migrated
+# guests for it, and imported instances get this disk bus and NIC model.
+GUEST_DEFAULTS: dict[str, Any] = {
+    "disk_bus": "virtio", "nic_model": "virtio", "serial_console": "ttyS0",
+    "cloud_init_datasources": ["NoCloud", "None"], "keep_agents_of": [], "required_packages": [],
+}
+
+
 @dataclass(frozen=True)
 class StorageBackend:
     name: str
@@ -73,6 +83,18 @@ class LocalCloud:
             backends.append(StorageBackend(item["name"], item.get("format", "raw")))
         return backends
 
+    def guest_profile(self) -> dict[str, Any]:
+        guest = self._config().get("guest", {})
+        if not isinstance(guest, dict) or set(guest) - set(GUEST_DEFAULTS):
+            raise exceptions.InvalidInput(
+                f"cloud.json: guest must be an object with keys {', '.join(GUEST_DEFAULTS)}")
+        profile = {**GUEST_DEFAULTS, **guest}
+        if profile["disk_bus"] not in DISK_BUSES or profile["nic_model"] not in NIC_MODELS:
+            raise exceptions.InvalidInput(
+                f"cloud.json: guest.disk_bus must be one of {', '.join(DISK_BUSES)} and "
+                f"guest.nic_model one of {', '.join(NIC_MODELS)}")
+        return profile
+
     def backend(self, name: str) -> StorageBackend:
         for backend in self.storage_backends():
             if backend.name == name:
@@ -90,6 +112,7 @@ class LocalCloud:
         try:
             self.networks()
             self.storage_backends()
+            self.guest_profile()
         except exceptions.InvalidInput as exc:
             raise exceptions.ConnectionValidationFailed(str(exc)) from None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -432,6 +433,7 @@ class LocalProvider(TransferProvider):
         folder = cloud.instance_dir(name)
         folder.mkdir(parents=True, exist_ok=True)
         disks, cloned = [], []
+        guest = cloud.guest_profile()
         for volume in volumes_info:
             path = Path(volume["path"])
             if clone_disks:
@@ -440,13 +442,12 @@ class LocalProvider(TransferProvider):
                 _reflink_copy(path, clone)
                 cloned.append(str(clone))
                 path = clone
-            bus = next((d.get("bus") for d in export_info["devices"]["disks"]
-                        if d["id"] == volume["disk_id"]), "virtio")
             disks.append({"file": os.path.relpath(path, folder), "format": volume["format"],
-                          "bus": bus})
+                          "bus": guest["disk_bus"]})
         networks = cloud.networks()
         nics = [{"network": mappings.destination_network(n["network_name"], env, networks),
-                 "mac": n["mac_address"]} for n in export_info["devices"]["nics"]]
+                 "mac": n["mac_address"], "model": guest["nic_model"]}
+                for n in export_info["devices"]["nics"]]
         desc = {"name": name, "cpus": export_info["num_cpu"],
                 "memory_mb": export_info["memory_mb"], "os_type": export_info["os_type"],
                 "firmware": "uefi" if export_info.get("firmware_type") == "EFI" else "bios",
@@ -463,6 +464,43 @@ class LocalProvider(TransferProvider):
         os.replace(folder / PENDING_FILE, folder / "instance.json")
         return {"instance_name": name, "path": str(folder),
                 "disks": instance_deployment_info["disks"]}
+
+    # --- OS morphing ----------------------------------------------------------------------
+    @staticmethod
+    def _deployed(cloud: LocalCloud, instance_deployment_info: JSON) -> JSON:
+        pending = Path(instance_deployment_info["pending_file"])
+        if not pending.exists():
+            raise exceptions.ProviderError(
+                f"instance '{instance_deployment_info['instance_name']}' is not being deployed")
+        return dict(json.loads(pending.read_text()))
+
+    def os_morphing_profile(self, connection_info: JSON, env: JSON, export_info: JSON,
+                            instance_deployment_info: JSON) -> JSON:
+        cloud = LocalCloud(connection_info)
+        desc = self._deployed(cloud, instance_deployment_info)
+        return {"platform": self.platform, **cloud.guest_profile(),
+                "nics": [{"mac": n.get("mac"), "network": n.get("network")}
+                         for n in desc["nics"]]}
+
+    def deploy_os_morphing_resources(self, connection_info: JSON, env: JSON,
+                                     instance_deployment_info: JSON) -> JSON:
+        """The disks are files of this cloud: the worker opens them where they are, unless
+        the cloud is on another host (behind its writer agent)."""
+        agent = connection_info.get("writer")
+        if agent and not is_this_host(agent["url"]):
+            raise exceptions.ProviderError(
+                f"the disks of {connection_info['path']} are on the writer agent's host "
+                f"({agent['url']}); OS morphing needs a worker on that host")
+        cloud = LocalCloud(connection_info)
+        desc = self._deployed(cloud, instance_deployment_info)
+        folder = cloud.instance_dir(instance_deployment_info["instance_name"])
+        disks = []
+        for i, disk in enumerate(desc["disks"]):
+            path = (folder / disk["file"]).resolve()
+            if not path.exists():
+                raise exceptions.ProviderError(f"disk {disk['file']} of the instance is missing")
+            disks.append({"path": str(path), "format": disk["format"], "name": f"disk{i}"})
+        return {"disks": disks}
 
     def cleanup_failed_instance(self, connection_info: JSON, env: JSON,
                                 instance_deployment_info: JSON) -> None:

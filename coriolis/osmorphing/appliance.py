@@ -1,0 +1,181 @@
+"""Opening a guest's disks with libguestfs, inspecting its OS and mounting its file systems.
+
+libguestfs comes from the distribution (Debian: ``libguestfs-tools`` and ``python3-guestfs``);
+its Python module is installed for the system interpreter, so it is loaded from there when the
+server runs in a virtualenv. The appliance backend is configurable because hardware
+acceleration misbehaves on some hosts:
+
+- ``CORIOLIS_LIBGUESTFS_BACKEND`` (default ``direct``: qemu started by libguestfs itself);
+- ``CORIOLIS_LIBGUESTFS_BACKEND_SETTINGS`` (default ``force_tcg``: software emulation, which
+  works everywhere; set it to an empty string on hosts where KVM works, for speed);
+- ``CORIOLIS_LIBGUESTFS_MEMORY_MB`` (default 1024).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.util
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from coriolis.osmorphing.guest import MorphingFailed, OsInfo
+
+SYSTEM_SITE = Path("/usr/lib/python3/dist-packages")
+
+
+@dataclass(frozen=True)
+class GuestDisk:
+    path: str
+    format: str
+    name: str  # how events and errors call it (the instance's disk id)
+
+
+def load_guestfs() -> ModuleType:
+    """The ``guestfs`` module, from this interpreter or the system's."""
+    try:
+        return importlib.import_module("guestfs")
+    except ImportError:
+        pass
+    native = sorted(SYSTEM_SITE.glob("libguestfsmod.cpython-*.so"))
+    wrapper = SYSTEM_SITE / "guestfs.py"
+    tag = f"cpython-{sys.version_info.major}{sys.version_info.minor}"
+    native = [p for p in native if tag in p.name]
+    if not native or not wrapper.exists():
+        raise MorphingFailed(
+            "libguestfs is not installed on this worker (Debian: apt-get install "
+            "libguestfs-tools python3-guestfs); OS morphing needs it, or run the transfer "
+            "with --skip-os-morphing")
+    for name, path in (("libguestfsmod", native[0]), ("guestfs", wrapper)):
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules["guestfs"]
+
+
+def _handle() -> Any:
+    guestfs = load_guestfs()
+    g = guestfs.GuestFS(python_return_dict=True)
+    g.set_backend(os.environ.get("CORIOLIS_LIBGUESTFS_BACKEND", "direct"))
+    settings = os.environ.get("CORIOLIS_LIBGUESTFS_BACKEND_SETTINGS", "force_tcg")
+    g.set_backend_settings([s for s in settings.split(":") if s])
+    g.set_memsize(int(os.environ.get("CORIOLIS_LIBGUESTFS_MEMORY_MB", "1024")))
+    g.set_smp(min(os.cpu_count() or 1, 2))
+    return g
+
+
+class GuestfsGuest:
+    """A guest opened with libguestfs: paths are the guest's, commands run chrooted in it."""
+
+    def __init__(self, g: Any, os_info: OsInfo, disks: list[GuestDisk]) -> None:
+        self.g = g
+        self.os = os_info
+        self.disks = disks
+
+    def read_text(self, path: str) -> str:
+        return bytes(self.g.read_file(path)).decode("utf-8", "replace")
+
+    def write_text(self, path: str, text: str) -> None:
+        self.g.write(path, text.encode())
+
+    def exists(self, path: str) -> bool:
+        return bool(self.g.exists(path))
+
+    def is_dir(self, path: str) -> bool:
+        return bool(self.g.is_dir(path))
+
+    def listdir(self, path: str) -> list[str]:
+        return sorted(self.g.ls(path))
+
+    def rename(self, src: str, dst: str) -> None:
+        self.g.mv(src, dst)
+
+    def remove(self, path: str) -> None:
+        self.g.rm_rf(path)
+
+    def mkdir_p(self, path: str) -> None:
+        self.g.mkdir_p(path)
+
+    def run(self, script: str) -> str:
+        try:
+            return str(self.g.sh(script))
+        except RuntimeError as exc:
+            raise MorphingFailed(f"in the guest, `{script.splitlines()[0]}` failed: {exc}") \
+                from None
+
+    def filesystem_uuid(self, device: str) -> str:
+        try:
+            return str(self.g.vfs_uuid(device))
+        except RuntimeError:
+            return ""
+
+    def disk_count(self) -> int:
+        return len(self.disks)
+
+    def installed_packages(self) -> set[str]:
+        return {app["app2_name"] for app in self.g.inspect_list_applications2(self.os.root)}
+
+
+def _names(disks: list[GuestDisk]) -> str:
+    return ", ".join(f"{d.name} [{d.format}]" for d in disks)
+
+
+def _os_info(g: Any, root: str) -> OsInfo:
+    return OsInfo(type=g.inspect_get_type(root), distro=g.inspect_get_distro(root),
+                  major=g.inspect_get_major_version(root),
+                  minor=g.inspect_get_minor_version(root),
+                  product=g.inspect_get_product_name(root), root=root,
+                  mountpoints=dict(g.inspect_get_mountpoints(root)))
+
+
+def _mount(g: Any, os_info: OsInfo) -> None:
+    """Mount the guest's file systems as its fstab does, shortest mount point first. The root
+    must mount; another that does not is left out (its files are not morphed)."""
+    for mountpoint, device in sorted(os_info.mountpoints.items(), key=lambda m: len(m[0])):
+        try:
+            g.mount(device, mountpoint)
+        except RuntimeError as exc:
+            if mountpoint == "/":
+                raise MorphingFailed(
+                    f"the root file system of {os_info.product} ({device}) cannot be mounted: "
+                    f"{exc}") from None
+
+
+@contextlib.contextmanager
+def open_guest(disks: list[GuestDisk]) -> Iterator[GuestfsGuest]:
+    """Start the appliance on the disks, inspect and mount the guest; unmount and shut the
+    appliance down whatever happens (a guest's files are only final after that)."""
+    g = _handle()
+    try:
+        for disk in disks:
+            g.add_drive_opts(disk.path, format=disk.format, readonly=False)
+        try:
+            g.launch()
+        except RuntimeError as exc:
+            raise MorphingFailed(f"the libguestfs appliance did not start: {exc}") from None
+        roots = g.inspect_os()
+        if not roots:
+            found = sorted(g.list_filesystems().items())
+            described = ", ".join(f"{dev} {fs}" for dev, fs in found) or "no file systems"
+            raise MorphingFailed(
+                f"no operating system found on {_names(disks)}; file systems there: "
+                f"{described}")
+        if len(roots) > 1:
+            raise MorphingFailed(
+                f"several operating systems found on {_names(disks)} (roots "
+                f"{', '.join(roots)}); OS morphing handles one per instance")
+        os_info = _os_info(g, roots[0])
+        _mount(g, os_info)
+        yield GuestfsGuest(g, os_info, disks)
+        g.sync()
+        g.umount_all()
+        g.shutdown()
+    finally:
+        g.close()

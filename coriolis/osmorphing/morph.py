@@ -1,0 +1,76 @@
+"""Choose the morpher for an inspected guest, run it, then the user's scripts."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+
+from coriolis.osmorphing.base import LinuxMorpher
+from coriolis.osmorphing.debian import DebianMorpher
+from coriolis.osmorphing.guest import EventLog, Guest, MorphingFailed, OsInfo
+from coriolis.osmorphing.profile import DestinationProfile
+from coriolis.osmorphing.redhat import RedHatMorpher
+from coriolis.osmorphing.suse import SuseMorpher
+
+MORPHERS: dict[str, type[LinuxMorpher]] = {
+    "debian": DebianMorpher, "ubuntu": DebianMorpher, "linuxmint": DebianMorpher,
+    "rhel": RedHatMorpher, "centos": RedHatMorpher, "rocky": RedHatMorpher,
+    "almalinux": RedHatMorpher, "oraclelinux": RedHatMorpher, "fedora": RedHatMorpher,
+    "redhat-based": RedHatMorpher, "scientificlinux": RedHatMorpher,
+    "sles": SuseMorpher, "opensuse": SuseMorpher, "suse-based": SuseMorpher,
+}
+
+WINDOWS_NOT_SUPPORTED = (
+    "virtio storage and network driver injection (viostor, vioscsi, netkvm)",
+    "removal of the source platform's agents (VMware Tools, Hyper-V integration services)",
+    "network adapter settings for the new NICs",
+    "cloudbase-init configuration",
+)
+
+USER_SCRIPT_PATH = "/root/.coriolis-user-script"
+
+
+def morpher_for(os_info: OsInfo) -> type[LinuxMorpher]:
+    if os_info.type == "windows":
+        raise MorphingFailed(
+            f"{os_info.product} detected (Windows {os_info.major}.{os_info.minor}, "
+            f"{os_info.root}): OS morphing of Windows guests is not supported yet. Not done: "
+            f"{'; '.join(WINDOWS_NOT_SUPPORTED)}. Migrate it with --skip-os-morphing if it "
+            "already has the destination's drivers.")
+    if os_info.type != "linux":
+        raise MorphingFailed(f"{os_info.product}: guests of type '{os_info.type}' are not "
+                             "supported by OS morphing (Linux only)")
+    morpher = MORPHERS.get(os_info.distro)
+    if morpher is None:
+        raise MorphingFailed(
+            f"unsupported distribution '{os_info.distro}' ({os_info.product}): OS morphing "
+            f"supports {', '.join(sorted(set(MORPHERS) - {'redhat-based', 'suse-based'}))}")
+    return morpher
+
+
+def run_user_script(guest: Guest, log: EventLog, name: str, script: str) -> None:
+    """Run a user script inside the guest (it may start with its own #! line); every line of
+    its output becomes an event."""
+    guest.write_text(USER_SCRIPT_PATH, script if script.startswith("#!")
+                     else "#!/bin/sh\n" + script)
+    try:
+        output = guest.run(f"chmod 700 {USER_SCRIPT_PATH} && "
+                           f"{shlex.quote(USER_SCRIPT_PATH)} 2>&1")
+    except MorphingFailed as exc:
+        raise MorphingFailed(f"user script ({name}) failed: {exc}") from None
+    finally:
+        guest.remove(USER_SCRIPT_PATH)
+    lines = output.splitlines() or ["(no output)"]
+    for line in lines:
+        log(f"user script ({name}): {line}")
+
+
+def morph_guest(guest: Guest, profile: DestinationProfile, log: EventLog, *,
+                source_macs: list[str | None] | None = None,
+                user_scripts: Sequence[tuple[str, str]] = ()) -> None:
+    """Morph an opened, mounted guest; ``user_scripts`` are (name, text) pairs run after the
+    built-in steps, in order."""
+    log(f"found {guest.os.describe()}")
+    morpher_for(guest.os)(guest, profile, log, source_macs).morph()
+    for name, script in user_scripts:
+        run_user_script(guest, log, name, script)

@@ -1,0 +1,172 @@
+"""OS morphing proven by booting: a real Debian guest configured like a VMware VM (root by
+/dev/sda1, SATA-only initramfs, static IP on ens192, open-vm-tools) is migrated through the
+CLI to a local cloud whose hypervisor gives virtio disks and NICs, then booted with qemu (TCG).
+The morphed guest must reach multi-user with its root mounted by UUID and its NIC configured
+by DHCP; the same guest migrated with --skip-os-morphing must not boot.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from coriolis import guest_image
+from coriolis.harness import RunningServer, local_cloud, parse_tasks
+from coriolis.providers.local.boot import boot
+from coriolis.providers.local.cloud import LocalCloud
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
+
+FINAL = {"COMPLETED", "ERROR", "CANCELED", "DEADLOCKED"}
+SOURCE_MAC = "52:54:00:12:34:56"
+BOOT_FAILURES = ("ALERT!", "Gave up waiting for root", "Kernel panic")
+USER_SCRIPT = "echo \"user script ran on $(cat /etc/hostname)\"\ntouch /etc/coriolis-was-here\n"
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def ext4_image(path: Path, tree: dict[str, str]) -> None:
+    """A whole-disk ext4 file system holding ``tree`` (mkfs.ext4 -d: no loop device)."""
+    source = path.with_suffix(".tree")
+    for rel, text in tree.items():
+        (source / rel).parent.mkdir(parents=True, exist_ok=True)
+        (source / rel).write_text(text)
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-d", str(source), str(path), "64M"], check=True)
+
+
+@pytest.fixture(scope="module")
+def setup(server: RunningServer, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    image = guest_image.build()
+    base = tmp_path_factory.mktemp("morph")
+    src, dst = base / "src", base / "dst"
+    local_cloud("init", str(src), "--network", "vmnet")
+    local_cloud("add-instance", str(src), "debian-vm", "--image", str(image), "--bus", "sata",
+                "--mac", SOURCE_MAC, "--memory-mb", "1024", "--cpus", "2",
+                "--network", "vmnet")
+    blank, alpine = base / "blank.raw", base / "alpine.raw"
+    ext4_image(blank, {"data/readme.txt": "just data\n"})
+    ext4_image(alpine, {"etc/os-release": 'NAME="Alpine Linux"\nID=alpine\nVERSION_ID=3.19.1\n'
+                                          'PRETTY_NAME="Alpine Linux v3.19"\n',
+                        "etc/fstab": "/dev/sda / ext4 rw 0 1\n", "etc/hosts": "127.0.0.1 x\n",
+                        "bin/busybox": "", "usr/bin/env": "", "sbin/init": ""})
+    for name, disk in (("blank-vm", blank), ("alpine-vm", alpine)):
+        local_cloud("add-instance", str(src), name, "--image", str(disk), "--network", "vmnet")
+    local_cloud("init", str(dst), "--network", "kvmnet", "--storage", "default:qcow2")
+    for name, cloud in (("vmware-like", src), ("kvm-like", dst)):
+        server.cli("endpoint", "create", "--name", name, "--provider", "local",
+                   "--connection", json.dumps({"path": str(cloud)}))
+    script = base / "user-script.sh"
+    script.write_text(USER_SCRIPT)
+    source_disk = LocalCloud({"path": str(src)}).disk_path(
+        "debian-vm", {"file": "disk0.qcow2"})
+    return {"src": src, "dst": dst, "script": script, "source_disk": source_disk,
+            "source_sha": sha256(source_disk), "base": base}
+
+
+def migrate(server: RunningServer, *args: str, destination: dict | None = None) -> dict:
+    created = server.cli(
+        "migration", "create", "--origin-endpoint", "vmware-like",
+        "--destination-endpoint", "kvm-like", "--network-map", '{"vmnet": "kvmnet"}',
+        "--source-environment", '{"snapshot": false}',
+        "--destination-environment", json.dumps({"storage_backend": "default",
+                                                 **(destination or {})}),
+        *args, "-f", "json").json()
+    return server.wait_for(["migration", "show", created["id"]],
+                           lambda m: m["status"] in FINAL, timeout=1200)
+
+
+def task_events(server: RunningServer, migration_id: str, task_type: str) -> list[str]:
+    migration = server.bindings().migrations.get(migration_id)
+    task = next(t for t in migration.tasks if t["task_type"] == task_type)
+    return [e["message"] for e in task["events"]]
+
+
+def probe(serial: str) -> dict[str, str]:
+    assert guest_image.PROBE_END in serial, serial[-3000:]
+    block = serial.split(guest_image.PROBE_BEGIN, 1)[1].split(guest_image.PROBE_END, 1)[0]
+    lines = [line.strip() for line in block.splitlines() if ": " in line]
+    return {k: v for k, v in (line.split(": ", 1) for line in lines)}
+
+
+def test_morphed_guest_boots_on_virtio(server: RunningServer, setup: dict) -> None:
+    done = migrate(server, "--instance", "debian-vm",
+                   "--user-script-global", f"linux={setup['script']}")
+    tasks = parse_tasks(done["tasks"])
+    assert done["status"] == "COMPLETED", done["tasks"]
+    types = [t["task_type"] for t in tasks]
+    for task_type in ("DEPLOY_OS_MORPHING_RESOURCES", "OS_MORPHING",
+                      "DELETE_OS_MORPHING_RESOURCES"):
+        assert task_type in types
+
+    events = task_events(server, done["id"], "OS_MORPHING")
+    text = "\n".join(events)
+    assert "found Debian 12" in text
+    assert "fstab: /dev/sda1 → UUID=" in text
+    assert "network: /etc/network/interfaces: ens192 configured with DHCP" in text
+    assert f"the NIC with MAC {SOURCE_MAC} is named ens192" in text
+    assert "agents: removed open-vm-tools" in text
+    assert "initramfs: added virtio_pci virtio_blk" in text
+    assert "user script (global linux): user script ran on source-vm" in events
+    assert sha256(setup["source_disk"]) == setup["source_sha"]  # the source is never touched
+
+    cloud = LocalCloud({"path": str(setup["dst"])})
+    desc = cloud.load_instance("debian-vm")
+    assert {d["bus"] for d in desc["disks"]} == {"virtio"}
+    result = boot(cloud, "debian-vm", setup["base"] / "morphed-serial.log", timeout=600,
+                  until=(guest_image.PROBE_END,), fail_on=BOOT_FAILURES)
+    report = probe(result.serial)
+    assert report["multi-user"] == "active"
+    assert report["root-source"] == "/dev/vda1"
+    assert "root=UUID=" in report["cmdline"] and report["fstab-root"].startswith("UUID=")
+    nic = report["nic"].split()
+    assert nic[:2] == ["ens192", SOURCE_MAC] and nic[2].startswith("10.0.2."), report
+    assert "not-installed" in report["open-vm-tools"]
+
+
+def test_same_guest_without_morphing_does_not_boot(server: RunningServer, setup: dict) -> None:
+    done = migrate(server, "--instance", "debian-vm", "--skip-os-morphing",
+                   destination={"instance_name": "debian-raw"})
+    assert done["status"] == "COMPLETED", done["tasks"]
+    assert "OS_MORPHING" not in {t["task_type"] for t in parse_tasks(done["tasks"])}
+    cloud = LocalCloud({"path": str(setup["dst"])})
+    result = boot(cloud, "debian-raw", setup["base"] / "raw-serial.log", timeout=600,
+                  until=(guest_image.PROBE_END,), fail_on=BOOT_FAILURES)
+    assert result.reason == "failure", result.serial[-2000:]
+    assert guest_image.PROBE_BEGIN not in result.serial
+    assert "/dev/sda1 does not exist" in result.serial
+
+
+def test_no_os_and_unsupported_distribution_stop_at_os_morphing(
+        server: RunningServer, setup: dict) -> None:
+    sources = {n: sha256(setup["src"] / "instances" / n / "disk0.raw")
+               for n in ("blank-vm", "alpine-vm")}
+    done = migrate(server, "--instance", "blank-vm", "--instance", "alpine-vm")
+    assert done["status"] == "ERROR"
+    tasks = parse_tasks(done["tasks"])
+    failed = {t["instance"]: t["exception_details"] for t in tasks
+              if t["task_type"] == "OS_MORPHING"}
+    assert "no operating system found on disk0 [qcow2]; file systems there: /dev/sda ext4" \
+        in failed["blank-vm"]
+    assert "unsupported distribution 'alpinelinux'" in failed["alpine-vm"]
+    for task in tasks:
+        if task["task_type"] in ("DELETE_OS_MORPHING_RESOURCES",
+                                 "CLEANUP_FAILED_INSTANCE_DEPLOYMENT",
+                                 "CLEANUP_INSTANCE_TARGET_STORAGE"):
+            assert task["status"] == "COMPLETED", task
+    cloud = LocalCloud({"path": str(setup["dst"])})
+    assert not {"blank-vm", "alpine-vm"} & set(cloud.instance_names())
+    left = [p.name for p in (setup["dst"] / "storage" / "default").iterdir()
+            if p.name.startswith(("blank-vm", "alpine-vm"))]
+    assert left == []
+    for name, digest in sources.items():
+        assert sha256(setup["src"] / "instances" / name / "disk0.raw") == digest
