@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import configparser
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,12 @@ class Settings:
     # seconds is marked DOWN and its tasks are taken over.
     heartbeat_interval: float = 0.0
     worker_down_after: float = 0.0
+    # An INI file (--config-file, $CORIOLIS_CONFIG_FILE, else DATA_DIR/coriolis.conf if it
+    # exists) whose [keystone] and [barbican] sections point at a real Keystone / Barbican.
+    config_file: Path | None = None
+    keystone: dict[str, str] | None = None
+    barbican: dict[str, str] | None = None
+    policy: dict[str, str] | None = None  # [policy] rule overrides (identity/policy.py)
 
     def __post_init__(self) -> None:
         if self.data_dir == Path():
@@ -49,10 +56,35 @@ class Settings:
             os.environ.get("CORIOLIS_HEARTBEAT_INTERVAL", "5"))
         self.worker_down_after = self.worker_down_after or float(
             os.environ.get("CORIOLIS_WORKER_DOWN_AFTER", "30"))
+        self.token_ttl_seconds = int(os.environ.get("CORIOLIS_TOKEN_TTL",
+                                                    self.token_ttl_seconds))
+        self._read_config_file()
+
+    def _read_config_file(self) -> None:
+        path = self.config_file or os.environ.get("CORIOLIS_CONFIG_FILE")
+        if path is None and (self.data_dir / "coriolis.conf").exists():
+            path = self.data_dir / "coriolis.conf"
+        if path is None:
+            return
+        self.config_file = Path(path)
+        parser = configparser.ConfigParser(interpolation=None)
+        try:
+            with open(self.config_file) as f:
+                parser.read_file(f)
+        except (OSError, configparser.Error) as exc:
+            raise ValueError(f"cannot read the configuration file {path}: {exc}") from None
+        for section in ("keystone", "barbican", "policy"):
+            if parser.has_section(section):
+                setattr(self, section, dict(parser.items(section)))
+        if self.keystone is not None:
+            missing = [k for k in ("auth_url", "username", "password", "project_name")
+                       if not self.keystone.get(k)]
+            if missing:
+                raise ValueError(f"{path}: [keystone] lacks {', '.join(missing)}")
 
     @property
     def secret_key_file(self) -> Path:
-        return self.data_dir / "secret.key"
+        return self.data_dir / "secret.keys"
 
     @property
     def token_key_file(self) -> Path:

@@ -11,6 +11,8 @@ class RequestContext:
     project_id: str
     roles: tuple[str, ...] = field(default_factory=tuple)
     user_name: str | None = None
+    # The caller's token, to act for them on other services (a real Barbican); never shown.
+    auth_token: str | None = field(default=None, repr=False, compare=False)
 
     @property
     def is_admin(self) -> bool:

@@ -127,7 +127,8 @@ def start_server(data_dir: Path) -> RunningServer:
     log_path = data_dir.parent / f"{data_dir.name}-server.out"
     proc, match = _spawn([SERVER, "all-in-one", "--host", "127.0.0.1", "--port", "0",
                           "--data-dir", str(data_dir)], LISTEN_RE, log_path)
-    env = read_openrc(data_dir / "openrc")
+    # No openrc when the server trusts a real Keystone (DATA_DIR/coriolis.conf).
+    env = read_openrc(data_dir / "openrc") if (data_dir / "openrc").exists() else {}
     return RunningServer(url=match.group(1), data_dir=data_dir, env=env, process=proc,
                          log_path=log_path)
 

@@ -26,6 +26,7 @@ from coriolis.engine.conductor import Conductor
 from coriolis.periodic import Periodic
 from coriolis.providers import registry
 from coriolis.scheduling.replica_cron import ReplicaCron
+from coriolis.secrets.barbican import BarbicanSecrets
 from coriolis.secrets.box import SecretBox
 from coriolis.worker import registration
 from coriolis.worker.service import Worker
@@ -41,6 +42,7 @@ class Services:
     box: SecretBox
     conductor: Conductor
     closers: list[Callable[[], None]] = field(default_factory=list)
+    barbican: BarbicanSecrets | None = None  # connection info in a real Barbican
 
     @staticmethod
     def providers() -> dict[str, int]:
@@ -62,14 +64,23 @@ def _open_state(settings: Settings, create_schema: bool = True) -> tuple[Databas
     return db, SecretBox.from_key_file(settings.secret_key_file)
 
 
+def barbican_secrets(settings: Settings) -> BarbicanSecrets | None:
+    if settings.barbican is None:
+        return None
+    if settings.keystone is None:
+        raise ValueError("[barbican] needs [keystone]: secrets are read with Keystone tokens")
+    return BarbicanSecrets(settings.barbican, settings.keystone)
+
+
 def build_all_in_one(settings: Settings) -> Services:
     db, box = _open_state(settings)
     worker = Worker(socket.gethostname(), settings.data_dir / "worker")
     service_id = registration.register(db, worker.host, "in-process", worker.providers(),
                                        settings.workers)
     bus = InProcessBus(worker, max_workers=settings.workers)
+    barbican = barbican_secrets(settings)
     conductor = Conductor(db, box, bus, worker_down_after=settings.worker_down_after,
-                          local_host=worker.host)
+                          local_host=worker.host, barbican=barbican)
     bus.set_event_sink(conductor)
     heartbeat = Periodic("heartbeat", settings.heartbeat_interval,
                          lambda: registration.beat(db, service_id)).start()
@@ -79,7 +90,7 @@ def build_all_in_one(settings: Settings) -> Services:
     cron = ReplicaCron(db, conductor)
     cron.start()
     return Services(settings, db, box, conductor,
-                    [bus.shutdown, heartbeat.stop, monitor.stop, cron.stop])
+                    [bus.shutdown, heartbeat.stop, monitor.stop, cron.stop], barbican)
 
 
 def _transport_url(settings: Settings) -> str:
@@ -98,8 +109,10 @@ def build_distributed(settings: Settings, role: Role) -> Services:
     url = _transport_url(settings)
     db, box = _open_state(settings)
     bus = AmqpBus(url, settings.bus_namespace)
-    conductor = Conductor(db, box, bus, worker_down_after=settings.worker_down_after)
-    services = Services(settings, db, box, conductor, [bus.shutdown])
+    barbican = barbican_secrets(settings)
+    conductor = Conductor(db, box, bus, worker_down_after=settings.worker_down_after,
+                          barbican=barbican)
+    services = Services(settings, db, box, conductor, [bus.shutdown], barbican)
     if role == "conductor":
         conductor.start()
         events = EventConsumer(url, settings.bus_namespace, conductor).start()

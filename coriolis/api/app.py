@@ -10,8 +10,10 @@ from coriolis import __version__
 from coriolis.api import errors, secrets
 from coriolis.api.auth import context_dependency
 from coriolis.api.v1 import admin, endpoints, transfers
+from coriolis.identity.external import KeystoneValidator
 from coriolis.identity.keystone import build_router as identity_router
 from coriolis.identity.tokens import TokenIssuer
+from coriolis.identity.validation import EmbeddedValidator, TokenValidator
 from coriolis.service import Services
 
 
@@ -19,11 +21,19 @@ def create_app(services: Services) -> FastAPI:
     app = FastAPI(title="Coriolis", version=__version__, openapi_url="/v1/openapi.json",
                   docs_url=None, redoc_url=None)
     errors.install(app)
-    issuer = TokenIssuer(services.settings.token_key_file,
-                         services.settings.token_ttl_seconds)
-    app.state.token_issuer = issuer
-    app.include_router(identity_router(services.db, issuer))
-    context = context_dependency(issuer)
+    validator: TokenValidator
+    if services.settings.keystone:
+        # A real Keystone is the only authority: no embedded identity routes.
+        validator = KeystoneValidator(services.settings.keystone)
+    else:
+        issuer = TokenIssuer(services.settings.token_key_file,
+                             services.settings.token_ttl_seconds)
+        app.state.token_issuer = issuer
+        embedded = EmbeddedValidator(issuer, services.db)
+        app.include_router(identity_router(services.db, issuer, embedded))
+        validator = embedded
+    app.state.token_validator = validator
+    context = context_dependency(validator, services.db)
     routers = [module.build_router(services, context)
                for module in (endpoints, transfers, admin)]
     # /v1/{project_id}/... as the catalog gives it; /v1/... (project from the token) for the

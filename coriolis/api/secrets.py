@@ -27,7 +27,7 @@ def _view(request: Request, secret: models.Secret) -> dict[str, Any]:
 
 
 def build_router(services: Services, context: Any) -> APIRouter:
-    router = APIRouter(prefix="/key-manager/v1", include_in_schema=False)
+    router = APIRouter(prefix="/key-manager/v1", tags=["key-manager"])
     db, box = services.db, services.box
 
     @router.post("/secrets", status_code=201)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from coriolis import __version__
-from coriolis.cmd import local_cloud, writer
+from coriolis.cmd import identity_admin, local_cloud, writer
 from coriolis.config import Settings
 
 if TYPE_CHECKING:
@@ -30,7 +30,9 @@ def _settings(args: argparse.Namespace) -> Settings:
                     database_url=args.database_url,
                     workers=getattr(args, "workers", 4),
                     transport_url=getattr(args, "transport_url", None),
-                    bus_namespace=getattr(args, "bus_namespace", None) or "")
+                    bus_namespace=getattr(args, "bus_namespace", None) or "",
+                    config_file=Path(args.config_file) if getattr(args, "config_file", None)
+                    else None)
 
 
 def _setup_logging(settings: Settings, verbose: bool, name: str = "coriolis") -> None:
@@ -75,10 +77,13 @@ def _serve_api(services: Services) -> None:
     from coriolis.identity.users import bootstrap
 
     settings = services.settings
-    password = bootstrap(services.db, settings.data_dir / "admin-password")
     sock, url = _listen(settings)
-    openrc = write_openrc(settings, url, password)
-    print(f"Credentials written to {openrc}; to use the CLI:\n  source {openrc}")
+    if settings.keystone:
+        print(f"Tokens are validated by Keystone at {settings.keystone['auth_url']}")
+    else:
+        password = bootstrap(services.db, settings.data_dir / "admin-password")
+        openrc = write_openrc(settings, url, password)
+        print(f"Credentials written to {openrc}; to use the CLI:\n  source {openrc}")
     print(f"Coriolis API listening on {url}", flush=True)
     config = uvicorn.Config(create_app(services), log_level="warning", access_log=False)
     uvicorn.Server(config).run(sockets=[sock])
@@ -162,26 +167,6 @@ def cmd_bootstrap(args: argparse.Namespace) -> None:
     print(f"admin user ready; password in {settings.data_dir / 'admin-password'}")
 
 
-def cmd_user_create(args: argparse.Namespace) -> None:
-    """Users act in their project only; ``admin`` may also manage services and regions."""
-    from coriolis import exceptions
-    from coriolis.db.session import Database
-    from coriolis.identity.users import create_user
-
-    settings = _settings(args)
-    assert settings.database_url is not None
-    db = Database(settings.database_url)
-    db.create_schema()
-    try:
-        with db.session() as session:
-            roles = args.roles or ["member"]
-            user = create_user(session, args.name, args.password, args.project, roles)
-            print(f"user {user.name} ({user.id}) created in project {args.project} with roles "
-                  f"{', '.join(roles)}")
-    except exceptions.CoriolisError as exc:
-        raise SystemExit(f"error: {exc}") from None
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="coriolis-server",
                                      description="Coriolis migration server")
@@ -192,6 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--data-dir", help="state directory (default $CORIOLIS_DATA_DIR or "
                                           "~/.local/share/coriolis)")
         p.add_argument("--database-url", help="SQLAlchemy URL (default SQLite in the data dir)")
+        p.add_argument("--config-file", help="INI file with [keystone] and [barbican] sections "
+                                             "(default $CORIOLIS_CONFIG_FILE, else "
+                                             "DATA_DIR/coriolis.conf if it exists)")
 
     aio = sub.add_parser("all-in-one", help="API, conductor and a worker in one process")
     aio.add_argument("--host", default="127.0.0.1")
@@ -237,17 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_options(boot)
     boot.set_defaults(func=cmd_bootstrap)
 
-    user = sub.add_parser("user", help="embedded identity: users")
-    user_sub = user.add_subparsers(dest="user_command", required=True)
-    create = user_sub.add_parser("create", help="create a user with roles in a project")
-    create.add_argument("name")
-    create.add_argument("--password", required=True)
-    create.add_argument("--project", required=True, help="project name (created if missing)")
-    create.add_argument("--role", dest="roles", action="append", default=None,
-                        help="role in the project (default: member); may be repeated")
-    data_options(create)
-    create.set_defaults(func=cmd_user_create)
-
+    identity_admin.register_subcommands(sub, data_options)
     local_cloud.register_subcommands(sub)
     writer.register_subcommands(sub)
     return parser

@@ -15,6 +15,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Integer,
     LargeBinary,
@@ -60,6 +61,18 @@ class User(TimestampMixin, Base):
     domain_id: Mapped[str] = mapped_column(String(64), default="default")
     password_hash: Mapped[str] = mapped_column(String(255))
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Tokens issued before this time (epoch seconds) are revoked: set when the password,
+    # the enabled flag or a role assignment changes.
+    tokens_valid_after: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class RevokedToken(Base):
+    """A token revoked before it expired (DELETE /identity/v3/auth/tokens); the row can go
+    once the token expired."""
+
+    __tablename__ = "revoked_tokens"
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[float] = mapped_column(Float, index=True)
 
 
 class RoleAssignment(Base):

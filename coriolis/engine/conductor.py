@@ -28,6 +28,7 @@ from coriolis.engine import graphs, state, validation
 from coriolis.providers import registry
 from coriolis.scheduling import placement
 from coriolis.secrets import store as secret_store
+from coriolis.secrets.barbican import BarbicanSecrets
 from coriolis.secrets.box import SecretBox
 
 LOG = logging.getLogger(__name__)
@@ -42,7 +43,8 @@ _REPLICA_INFO_KEYS = ("export_info", "volumes_info")
 
 class Conductor:
     def __init__(self, db: Database, box: SecretBox, bus: TaskBus, *,
-                 worker_down_after: float = 30.0, local_host: str | None = None) -> None:
+                 worker_down_after: float = 30.0, local_host: str | None = None,
+                 barbican: BarbicanSecrets | None = None) -> None:
         """``local_host``: the in-process worker of the all-in-one mode, whose tasks die with
         this process; None in the scale-out mode, where workers outlive the conductor."""
         self.db = db
@@ -50,6 +52,7 @@ class Conductor:
         self.bus = bus
         self.worker_down_after = worker_down_after
         self.local_host = local_host
+        self.barbican = barbican
         self._lock = threading.RLock()
         # Tasks force-cancelled: late events from their still-stopping worker are ignored.
         self._ignored_tasks: set[str] = set()
@@ -125,7 +128,9 @@ class Conductor:
     # ============================================================================ helpers
     def _endpoint_ref(self, endpoint: models.Endpoint, env: dict[str, Any]) -> EndpointRef:
         stored = self.box.decrypt_json(endpoint.connection_info_encrypted)
-        if isinstance(stored, dict) and "secret_ref" in stored:
+        if isinstance(stored, dict) and "trust_id" in stored and self.barbican is not None:
+            stored = self.barbican.resolve(stored)
+        elif isinstance(stored, dict) and "secret_ref" in stored:
             with self.db.session() as session:
                 stored = secret_store.connection_info(session, self.box, endpoint.project_id,
                                                       stored)

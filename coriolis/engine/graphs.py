@@ -36,12 +36,17 @@ class GraphBuilder:
         return spec
 
 
-def _os_morphing(g: GraphBuilder, after: TaskSpec) -> TaskSpec:
+def _os_morphing(g: GraphBuilder, after: TaskSpec,
+                 skip: bool) -> list[TaskSpec]:
     """DEPLOY_OS_MORPHING_RESOURCES → OS_MORPHING → DELETE_OS_MORPHING_RESOURCES [oe]; returns
-    a task the next step can depend on (the cleanup, which depends on OS_MORPHING)."""
+    what the next step depends on: OS_MORPHING and the cleanup (the cleanup alone would let
+    the next step run after a failed morphing), or ``after`` when morphing is skipped."""
+    if skip:
+        return [after]
     deploy = g.add(c.TASK_TYPE_DEPLOY_OS_MORPHING_RESOURCES, after)
     morph = g.add(c.TASK_TYPE_OS_MORPHING, deploy)
-    return g.add(c.TASK_TYPE_DELETE_OS_MORPHING_RESOURCES, deploy, morph, on_error=True)
+    return [morph, g.add(c.TASK_TYPE_DELETE_OS_MORPHING_RESOURCES, deploy, morph,
+                         on_error=True)]
 
 
 def migration_graph(replication_count: int = 1, shutdown_instances: bool = False,
@@ -64,8 +69,8 @@ def migration_graph(replication_count: int = 1, shutdown_instances: bool = False
     dst_cleanup = g.add(c.TASK_TYPE_DELETE_MIGRATION_TARGET_RESOURCES, dst_res, last,
                         on_error=True)
     deploy = g.add(c.TASK_TYPE_DEPLOY_INSTANCE_RESOURCES, last, dst_cleanup)
-    before_finalize = deploy if skip_os_morphing else _os_morphing(g, deploy)
-    finalize = g.add(c.TASK_TYPE_FINALIZE_INSTANCE_DEPLOYMENT, before_finalize)
+    finalize = g.add(c.TASK_TYPE_FINALIZE_INSTANCE_DEPLOYMENT,
+                     *_os_morphing(g, deploy, skip_os_morphing))
     g.add(c.TASK_TYPE_CLEANUP_FAILED_INSTANCE_DEPLOYMENT, deploy, finalize, on_error_only=True)
     g.add(c.TASK_TYPE_CLEANUP_INSTANCE_TARGET_STORAGE, disks, finalize, on_error_only=True)
     return g.specs
@@ -99,8 +104,8 @@ def replica_deploy_graph(clone_disks: bool = True,
     validate = g.add(c.TASK_TYPE_VALIDATE_REPLICA_DEPLOYMENT_INPUTS)
     snapshots = g.add(c.TASK_TYPE_CREATE_REPLICA_DISK_SNAPSHOTS, validate)
     deploy = g.add(c.TASK_TYPE_DEPLOY_REPLICA_INSTANCE_RESOURCES, snapshots)
-    before_finalize = deploy if skip_os_morphing else _os_morphing(g, deploy)
-    finalize = g.add(c.TASK_TYPE_FINALIZE_REPLICA_INSTANCE_DEPLOYMENT, before_finalize)
+    finalize = g.add(c.TASK_TYPE_FINALIZE_REPLICA_INSTANCE_DEPLOYMENT,
+                     *_os_morphing(g, deploy, skip_os_morphing))
     g.add(c.TASK_TYPE_DELETE_REPLICA_TARGET_DISK_SNAPSHOTS, snapshots, finalize,
           on_error=clone_disks)
     cleanup = g.add(c.TASK_TYPE_CLEANUP_FAILED_REPLICA_INSTANCE_DEPLOYMENT, deploy, finalize,

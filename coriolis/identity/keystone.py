@@ -7,11 +7,12 @@ import datetime as dt
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from coriolis import exceptions
 from coriolis.identity import users
 from coriolis.identity.tokens import TokenData, TokenIssuer
+from coriolis.identity.validation import EmbeddedValidator
 
 DOMAIN = {"id": "default", "name": "Default"}
 
@@ -49,15 +50,15 @@ def _bad(message: str) -> exceptions.InvalidInput:
     return exceptions.InvalidInput(message)
 
 
-def build_router(db: Any, issuer: TokenIssuer) -> APIRouter:
+def build_router(db: Any, issuer: TokenIssuer, validator: EmbeddedValidator) -> APIRouter:
     router = APIRouter(prefix="/identity", include_in_schema=False)
 
     def issue(user_name: str | None, user_id: str | None, password: str | None,
               token: str | None, project_id: str | None,
-              project_name: str | None) -> TokenData:
+              project_name: str | None) -> tuple[str, TokenData]:
         with db.session() as session:
             if token is not None:
-                previous = issuer.validate(token)
+                previous = validator.validate(token)
                 user = session.get(users.models.User, previous.user_id)
                 if user is None:
                     raise exceptions.Unauthorized("The token's user no longer exists")
@@ -68,13 +69,15 @@ def build_router(db: Any, issuer: TokenIssuer) -> APIRouter:
                                           user_id=user_id)
             if not (project_id or project_name):
                 raise _bad("auth.scope: a project scope is required")
-            project = users.find_project(session, project_id=project_id, name=project_name)
+            try:
+                project = users.find_project(session, project_id=project_id, name=project_name)
+            except exceptions.NotFound as exc:
+                raise exceptions.Unauthorized(str(exc)) from None
             roles = users.roles_in(session, user, project)
             if not roles:
                 raise exceptions.Unauthorized(
                     f"User {user.name} has no role on project {project.name}")
-            _, data = issuer.issue(user.id, user.name, project.id, project.name, roles)
-            return data
+            return issuer.issue(user.id, user.name, project.id, project.name, roles)
 
     @router.get("")
     @router.get("/")
@@ -111,19 +114,36 @@ def build_router(db: Any, issuer: TokenIssuer) -> APIRouter:
         else:
             raise _bad("auth.identity.methods: only password and token are supported")
         project = ((auth.get("scope") or {}).get("project")) or {}
-        data = issue(user_name, user_id, password, token, project.get("id"), project.get("name"))
-        token_id, _ = issuer.issue(data.user_id, data.user_name, data.project_id,
-                                   data.project_name, list(data.roles))
+        token_id, data = issue(user_name, user_id, password, token, project.get("id"),
+                               project.get("name"))
         return JSONResponse(_v3_body(request, data, methods), status_code=201,
                             headers={"X-Subject-Token": token_id})
 
     @router.get("/v3/auth/tokens")
     def v3_validate(request: Request) -> JSONResponse:
-        issuer.validate(request.headers.get("X-Auth-Token"))
+        validator.validate(request.headers.get("X-Auth-Token"))
         subject = request.headers.get("X-Subject-Token")
-        data = issuer.validate(subject)
+        try:
+            data = validator.validate(subject)
+        except exceptions.Unauthorized as exc:
+            raise exceptions.NotFound(f"Could not find token: {exc}") from None
         return JSONResponse(_v3_body(request, data, ["token"]),
                             headers={"X-Subject-Token": subject or ""})
+
+    @router.delete("/v3/auth/tokens", status_code=204)
+    def v3_revoke(request: Request) -> Response:
+        """Revoke a token: one's own, or any as an admin."""
+        caller = validator.validate(request.headers.get("X-Auth-Token"))
+        subject = request.headers.get("X-Subject-Token")
+        try:
+            target = validator.validate(subject)
+        except exceptions.Unauthorized as exc:
+            raise exceptions.NotFound(f"Could not find token: {exc}") from None
+        if target.user_id != caller.user_id and "admin" not in caller.roles:
+            raise exceptions.Forbidden("Only an admin may revoke another user's token")
+        assert subject is not None
+        validator.revoke(subject)
+        return Response(status_code=204)
 
     @router.post("/v2.0/tokens")
     async def v2_issue(request: Request) -> dict[str, Any]:
@@ -133,10 +153,9 @@ def build_router(db: Any, issuer: TokenIssuer) -> APIRouter:
             raise _bad("auth: expected {'auth': {...}}") from None
         creds = auth.get("passwordCredentials") or {}
         token = (auth.get("token") or {}).get("id")
-        data = issue(creds.get("username"), creds.get("userId"), creds.get("password"), token,
-                     auth.get("tenantId"), auth.get("tenantName"))
-        token_id, _ = issuer.issue(data.user_id, data.user_name, data.project_id,
-                                   data.project_name, list(data.roles))
+        token_id, data = issue(creds.get("username"), creds.get("userId"),
+                               creds.get("password"), token, auth.get("tenantId"),
+                               auth.get("tenantName"))
         url = _catalog_url(request, data.project_id)
         return {"access": {
             "token": {"id": token_id, "expires": _iso(data.expires_at),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import time
 from pathlib import Path
 
 from argon2 import PasswordHasher
@@ -61,6 +62,55 @@ def authenticate(session: Session, *, password: str, name: str | None = None,
     return user
 
 
+def find_user(session: Session, name: str) -> models.User:
+    user = session.scalar(select(models.User).where(models.User.name == name))
+    if user is None:
+        raise exceptions.NotFound(f"user '{name}' not found")
+    return user
+
+
+def revoke_tokens(user: models.User) -> None:
+    """Every token the user holds stops working."""
+    user.tokens_valid_after = time.time()
+
+
+def set_password(session: Session, name: str, password: str) -> None:
+    user = find_user(session, name)
+    user.password_hash = _hasher.hash(password)
+    revoke_tokens(user)
+
+
+def set_enabled(session: Session, name: str, enabled: bool) -> None:
+    user = find_user(session, name)
+    user.enabled = enabled
+    revoke_tokens(user)
+
+
+def delete_user(session: Session, name: str) -> None:
+    session.delete(find_user(session, name))
+
+
+def unassign(session: Session, user_name: str, project_name: str, role: str) -> None:
+    user = find_user(session, user_name)
+    project = find_project(session, name=project_name)
+    row = session.get(models.RoleAssignment, (user.id, project.id, role))
+    if row is None:
+        raise exceptions.NotFound(
+            f"user '{user_name}' has no role '{role}' in project '{project_name}'")
+    session.delete(row)
+    revoke_tokens(user)
+
+
+def assignments(session: Session) -> list[tuple[str, str, str]]:
+    """(user, project, role) of every role assignment."""
+    rows = session.execute(
+        select(models.User.name, models.Project.name, models.RoleAssignment.role)
+        .join(models.RoleAssignment, models.RoleAssignment.user_id == models.User.id)
+        .join(models.Project, models.Project.id == models.RoleAssignment.project_id)
+        .order_by(models.User.name, models.Project.name, models.RoleAssignment.role))
+    return [(u, p, r) for u, p, r in rows]
+
+
 def roles_in(session: Session, user: models.User, project: models.Project) -> list[str]:
     return sorted(session.scalars(select(models.RoleAssignment.role).where(
         models.RoleAssignment.user_id == user.id,
@@ -72,7 +122,7 @@ def find_project(session: Session, *, project_id: str | None = None,
     project = session.get(models.Project, project_id) if project_id else session.scalar(
         select(models.Project).where(models.Project.name == name))
     if project is None:
-        raise exceptions.Unauthorized(f"Project {project_id or name} not found")
+        raise exceptions.NotFound(f"project '{project_id or name}' not found")
     return project
 
 

@@ -47,11 +47,21 @@ def connection_info(session: Session, box: SecretBox, project_id: str,
     if ref is None:
         return stored
     try:
-        value = json.loads(payload(box, get(session, project_id, ref)))
+        secret = get(session, project_id, ref)
     except exceptions.NotFound:
-        raise exceptions.InvalidInput(
-            f"connection_info.secret_ref: secret {ref} does not exist in this project"
-        ) from None
+        raise missing_secret(ref) from None
+    return connection_object(ref, payload(box, secret))
+
+
+def missing_secret(ref: str) -> exceptions.InvalidInput:
+    return exceptions.InvalidInput(
+        f"connection_info.secret_ref: secret {ref} does not exist in this project")
+
+
+def connection_object(ref: str, text: str) -> dict[str, Any]:
+    """The JSON object a secret's payload holds (``InvalidInput`` naming ``ref`` if not)."""
+    try:
+        value = json.loads(text)
     except ValueError:
         value = None
     if not isinstance(value, dict):

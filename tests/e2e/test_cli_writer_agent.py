@@ -175,3 +175,36 @@ def test_server_killed_mid_copy_resumes_from_the_last_acknowledged_chunk(
             assert same(a, b)
     finally:
         stop_server(srv)
+
+
+def test_the_agent_key_never_leaks(server: RunningServer, setup: dict) -> None:
+    """After the migrations and replica executions above (one through a killed and restarted
+    server): the writer agent's key, a credential in the destination's connection info,
+    appears in no log, no database file in clear, and no API response but the owner's
+    `endpoint show`."""
+    key = setup["agent"].details["key"]
+    assert len(key) >= 16
+    files = [server.log_path, setup["agent"].log_path,
+             *server.data_dir.rglob("*.log"), *server.data_dir.glob("coriolis.db*"),
+             *server.log_path.parent.rglob("*-server.out"),
+             *server.log_path.parent.rglob("*.log")]
+    leaks = [str(f) for f in files if f.is_file() and key.encode() in f.read_bytes()]
+    assert leaks == []
+
+    api = server.bindings().api
+    responses = []
+    for path in ("/endpoints", "/migrations/detail", "/replicas/detail", "/services",
+                 "/regions", "/diagnostics"):
+        responses.append(api.get(path).text)
+    for migration in api.get("/migrations/detail").json()["migrations"]:
+        responses.append(api.get(f"/migrations/{migration['id']}").text)
+    for replica in api.get("/replicas/detail").json()["replicas"]:
+        responses.append(api.get(f"/replicas/{replica['id']}?show_instances_data=true").text)
+        responses.append(api.get(f"/replicas/{replica['id']}/executions/detail").text)
+    for args in (["migration", "list"], ["replica", "list"], ["endpoint", "list"],
+                 ["endpoint", "show", "a-src"]):
+        responses.append(server.cli(*args, "-f", "json").stdout)
+    assert len(responses) > 10 and any('"tasks"' in r for r in responses)
+    assert [r[:200] for r in responses if key in r] == []
+    # The one place it shows, as upstream: `endpoint show` to the endpoint's owner.
+    assert key in server.cli("endpoint", "show", "a-dst", "-f", "json").stdout

@@ -103,3 +103,17 @@ def test_check_graph_rejects_cycles_and_unknown_parents() -> None:
         graphs.check_graph([graphs.TaskSpec("a", "X", ["b"]), graphs.TaskSpec("b", "X", ["a"])])
     with pytest.raises(ValueError, match="unknown"):
         graphs.check_graph([graphs.TaskSpec("a", "X", ["ghost"])])
+
+
+@pytest.mark.parametrize("graph", [graphs.migration_graph(), graphs.replica_deploy_graph()])
+def test_failed_os_morphing_never_finalizes_the_instance(graph: list[graphs.TaskSpec]) -> None:
+    """Finalizing depends on OS_MORPHING itself, not only on its cleanup (which runs after a
+    failure too): a guest that could not be morphed is cleaned up, never made final."""
+    statuses = {s.key: OK for s in graph}
+    by_type = {s.task_type: s for s in graph}
+    finalize = next(s for s in graph if s.task_type.startswith("FINALIZE"))
+    morph = by_type[c.TASK_TYPE_OS_MORPHING]
+    statuses.update({morph.key: ERR, finalize.key: S})
+    tasks = [TaskState(s.key, statuses[s.key], s.depends_on, on_error=s.on_error,
+                       on_error_only=s.on_error_only) for s in graph]
+    assert advance(tasks).changes.get(finalize.key) == UNS

@@ -14,10 +14,10 @@ from sqlalchemy.orm import Session
 from coriolis import constants as c
 from coriolis import exceptions
 from coriolis.api import views
-from coriolis.api.auth import require_admin
 from coriolis.api.v1.common import mapped_regions, unwrap
 from coriolis.context import RequestContext
 from coriolis.db import models
+from coriolis.identity.policy import Policy
 from coriolis.providers import registry
 from coriolis.service import Services
 
@@ -42,6 +42,7 @@ def _boolean(data: dict[str, Any], key: str) -> bool:
 def build_router(services: Services, context: Any) -> APIRouter:
     router = APIRouter()
     db = services.db
+    policy = Policy(services.settings.policy)
 
     # --- providers ---------------------------------------------------------------------------
     @router.get("/providers")
@@ -66,12 +67,14 @@ def build_router(services: Services, context: Any) -> APIRouter:
     # --- regions -----------------------------------------------------------------------------
     @router.get("/regions")
     def list_regions(ctx: RequestContext = Depends(context)) -> dict[str, Any]:
+        policy.enforce(ctx, "regions:list")
         with db.session() as session:
             rows = session.scalars(select(models.Region).order_by(models.Region.created_at))
             return {"regions": [views.region(r) for r in rows]}
 
     @router.get("/regions/{region_id}")
     def show_region(region_id: str, ctx: RequestContext = Depends(context)) -> dict[str, Any]:
+        policy.enforce(ctx, "regions:show")
         with db.session() as session:
             return {"region": views.region(_get(session, models.Region, region_id, "Region"))}
 
@@ -88,7 +91,7 @@ def build_router(services: Services, context: Any) -> APIRouter:
     @router.post("/regions")
     def create_region(body: Any = Body(None),
                       ctx: RequestContext = Depends(context)) -> dict[str, Any]:
-        require_admin(ctx)
+        policy.enforce(ctx, "regions:create")
         data = unwrap(body, "region")
         if not data.get("name"):
             raise exceptions.InvalidInput("The region body lacks a required attribute: 'name'")
@@ -102,7 +105,7 @@ def build_router(services: Services, context: Any) -> APIRouter:
     @router.put("/regions/{region_id}")
     def update_region(region_id: str, body: Any = Body(None),
                       ctx: RequestContext = Depends(context)) -> dict[str, Any]:
-        require_admin(ctx)
+        policy.enforce(ctx, "regions:update")
         data = unwrap(body, "region")
         with db.session() as session:
             row = _get(session, models.Region, region_id, "Region")
@@ -113,7 +116,7 @@ def build_router(services: Services, context: Any) -> APIRouter:
 
     @router.delete("/regions/{region_id}", status_code=204)
     def delete_region(region_id: str, ctx: RequestContext = Depends(context)) -> Response:
-        require_admin(ctx)
+        policy.enforce(ctx, "regions:delete")
         with db.session() as session:
             session.delete(_get(session, models.Region, region_id, "Region"))
         return Response(status_code=204)
@@ -121,12 +124,14 @@ def build_router(services: Services, context: Any) -> APIRouter:
     # --- services ----------------------------------------------------------------------------
     @router.get("/services")
     def list_services(ctx: RequestContext = Depends(context)) -> dict[str, Any]:
+        policy.enforce(ctx, "services:list")
         with db.session() as session:
             rows = session.scalars(select(models.Service).order_by(models.Service.created_at))
             return {"services": [views.service(r) for r in rows]}
 
     @router.get("/services/{service_id}")
     def show_service(service_id: str, ctx: RequestContext = Depends(context)) -> dict[str, Any]:
+        policy.enforce(ctx, "services:show")
         with db.session() as session:
             return {"service": views.service(_get(session, models.Service, service_id,
                                                   "Service"))}
@@ -134,7 +139,7 @@ def build_router(services: Services, context: Any) -> APIRouter:
     @router.post("/services")
     def create_service(body: Any = Body(None),
                        ctx: RequestContext = Depends(context)) -> dict[str, Any]:
-        require_admin(ctx)
+        policy.enforce(ctx, "services:create")
         data = unwrap(body, "service")
         for key in ("host", "binary", "topic"):
             if not isinstance(data.get(key), str) or not data[key]:
@@ -156,7 +161,7 @@ def build_router(services: Services, context: Any) -> APIRouter:
     @router.put("/services/{service_id}")
     def update_service(service_id: str, body: Any = Body(None),
                        ctx: RequestContext = Depends(context)) -> dict[str, Any]:
-        require_admin(ctx)
+        policy.enforce(ctx, "services:update")
         data = unwrap(body, "service")
         with db.session() as session:
             row = _get(session, models.Service, service_id, "Service")
@@ -170,7 +175,7 @@ def build_router(services: Services, context: Any) -> APIRouter:
 
     @router.delete("/services/{service_id}", status_code=204)
     def delete_service(service_id: str, ctx: RequestContext = Depends(context)) -> Response:
-        require_admin(ctx)
+        policy.enforce(ctx, "services:delete")
         with db.session() as session:
             session.delete(_get(session, models.Service, service_id, "Service"))
         return Response(status_code=204)
@@ -178,7 +183,7 @@ def build_router(services: Services, context: Any) -> APIRouter:
     # --- diagnostics -------------------------------------------------------------------------
     @router.get("/diagnostics")
     def diagnostics(ctx: RequestContext = Depends(context)) -> dict[str, Any]:
-        require_admin(ctx)
+        policy.enforce(ctx, "diagnostics:get")
         host = socket.gethostname()
         try:
             addresses = sorted({a[4][0] for a in socket.getaddrinfo(host, None)})

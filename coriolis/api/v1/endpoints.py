@@ -27,8 +27,8 @@ from coriolis.secrets import store as secret_store
 from coriolis.service import Services
 
 
-def _check_connection_info(session: Session, box: Any, project_id: str, platform: str,
-                           value: Any) -> dict[str, Any]:
+def _check_connection_info(session: Session, services: Services, ctx: RequestContext,
+                           platform: str, value: Any) -> dict[str, Any]:
     """Validate connection info (or the secret a ``secret_ref`` names, which must exist in
     the caller's project) against the provider's schema; returns what is stored."""
     if not isinstance(value, dict):
@@ -36,7 +36,10 @@ def _check_connection_info(session: Session, box: Any, project_id: str, platform
     if "secret_ref" in value and (set(value) != {"secret_ref"}
                                   or not isinstance(value["secret_ref"], str)):
         raise exceptions.InvalidInput("connection_info.secret_ref must be a string alone")
-    resolved = secret_store.connection_info(session, box, project_id, value)
+    if "secret_ref" in value and services.barbican is not None:
+        value, resolved = services.barbican.prepare(ctx, value["secret_ref"])
+    else:
+        resolved = secret_store.connection_info(session, services.box, ctx.project_id, value)
     schema = registry.get_provider(platform).connection_info_schema()
     try:
         jsonschema.validate(resolved, schema)
@@ -54,7 +57,10 @@ def build_router(services: Services, context: Any) -> APIRouter:
     db, box, conductor = services.db, services.box, services.conductor
 
     def show(session: Session, row: models.Endpoint) -> dict[str, Any]:
-        return {"endpoint": views.endpoint(row, box.decrypt_json(row.connection_info_encrypted))}
+        stored = box.decrypt_json(row.connection_info_encrypted)
+        # A real Barbican's trust id is the server's business, not the user's.
+        return {"endpoint": views.endpoint(row, {k: v for k, v in stored.items()
+                                                 if k != "trust_id"})}
 
     @router.get("/endpoints")
     def list_endpoints(ctx: RequestContext = Depends(context)) -> dict[str, Any]:
@@ -80,7 +86,7 @@ def build_router(services: Services, context: Any) -> APIRouter:
         if not isinstance(data["name"], str):
             raise exceptions.InvalidInput("'name' must be a string")
         with db.session() as session:
-            conn = _check_connection_info(session, box, ctx.project_id, str(data["type"]),
+            conn = _check_connection_info(session, services, ctx, str(data["type"]),
                                           data["connection_info"])
             row = models.Endpoint(project_id=ctx.project_id, user_id=ctx.user_id,
                                   name=data["name"], type=data["type"],
@@ -105,7 +111,7 @@ def build_router(services: Services, context: Any) -> APIRouter:
                 row.description = data["description"]
             if "connection_info" in data:
                 row.connection_info_encrypted = box.encrypt_json(_check_connection_info(
-                    session, box, ctx.project_id, row.type, data["connection_info"]))
+                    session, services, ctx, row.type, data["connection_info"]))
             if "mapped_regions" in data:
                 row.regions = mapped_regions(session, data["mapped_regions"])
             row.updated_at = models.utcnow()
@@ -124,12 +130,17 @@ def build_router(services: Services, context: Any) -> APIRouter:
                 raise exceptions.InvalidState(
                     f"Endpoint {endpoint_id} is used by {len(users)} migration(s)/replica(s); "
                     "delete them first")
+            stored = box.decrypt_json(row.connection_info_encrypted)
             session.delete(row)
+        if services.barbican is not None and isinstance(stored, dict):
+            services.barbican.release(ctx, stored)
         return Response(status_code=204)
 
     @router.post("/endpoints/{endpoint_id}/actions")
     def endpoint_action(endpoint_id: str, body: Any = Body(None),
                         ctx: RequestContext = Depends(context)) -> dict[str, Any]:
+        with db.session() as session:
+            transfers.get_endpoint(session, ctx.project_id, endpoint_id)
         action, _ = single_action(body)
         if action != "validate-connection":
             raise exceptions.InvalidInput(f"There is no such action: {action}")

@@ -120,13 +120,14 @@ def build_router(services: Services, context: Any) -> APIRouter:
                      name=f"action_{key}")
         def action(action_id: str, body: Any = Body(None),
                    ctx: RequestContext = Depends(context)) -> Response:
-            force = _cancel_force(body)
+            # The resource first: another project's id is a 404 whatever the body.
             with db.session() as session:
                 row = transfers.get_action(session, ctx.project_id, action_id,
                                            c.ACTION_TYPE_MIGRATION)
                 if not row.executions:
                     raise exceptions.InvalidState(f"Migration {action_id} has no execution")
                 execution_id = row.executions[-1].id
+            force = _cancel_force(body)
             conductor.cancel_execution(ctx, execution_id, force)
             return Response(status_code=204)
 
@@ -189,6 +190,8 @@ def build_router(services: Services, context: Any) -> APIRouter:
     @router.post("/replicas/{replica_id}/actions")
     def replica_action(replica_id: str, body: Any = Body(None),
                        ctx: RequestContext = Depends(context)) -> dict[str, Any]:
+        with db.session() as session:
+            replica_row(session, ctx, replica_id)
         action, _ = single_action(body)
         if action != "delete-disks":
             raise exceptions.InvalidInput(f"There is no such action: {action}")
@@ -220,9 +223,9 @@ def build_router(services: Services, context: Any) -> APIRouter:
     @router.post("/replicas/{replica_id}/executions/{execution_id}/actions", status_code=204)
     def cancel_execution(replica_id: str, execution_id: str, body: Any = Body(None),
                          ctx: RequestContext = Depends(context)) -> Response:
-        force = _cancel_force(body)
         with db.session() as session:
             transfers.get_execution(session, ctx.project_id, execution_id, replica_id)
+        force = _cancel_force(body)
         conductor.cancel_execution(ctx, execution_id, force)
         return Response(status_code=204)
 

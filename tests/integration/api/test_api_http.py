@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,18 +13,10 @@ import requests
 from keystoneauth1 import session as ks_session
 from keystoneauth1.identity import v3
 
-from coriolis.harness import RunningServer, start_server, stop_server
+from coriolis.harness import RunningServer
 
 SERVER_BIN = str(Path(sys.executable).parent / "coriolis-server")
 
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    srv = start_server(tmp_path_factory.mktemp("api") / "data")
-    try:
-        yield srv
-    finally:
-        stop_server(srv)
 
 
 def login(server: RunningServer, user: str, password: str, project: str) -> tuple[str, str]:
