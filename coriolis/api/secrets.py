@@ -27,10 +27,29 @@ def _view(request: Request, secret: models.Secret) -> dict[str, Any]:
 
 
 def build_router(services: Services, context: Any) -> APIRouter:
-    router = APIRouter(prefix="/key-manager/v1", tags=["key-manager"])
+    router = APIRouter(prefix="/key-manager", tags=["key-manager"])
     db, box = services.db, services.box
 
-    @router.post("/secrets", status_code=201)
+    def v1(request: Request) -> dict[str, Any]:
+        href = str(request.base_url).rstrip("/") + "/key-manager/v1/"
+        return {"id": "v1", "status": "stable", "min_version": "1.0", "max_version": "1.1",
+                "links": [{"rel": "self", "href": href}],
+                "media-types": [{"base": "application/json",
+                                 "type": "application/vnd.openstack.key-manager-v1+json"}]}
+
+    # Version discovery, as Barbican answers it: python-barbicanclient (keystoneauth1) finds
+    # /v1 from the catalog's root URL, then reads the v1 document for microversions.
+    @router.get("", include_in_schema=False)
+    @router.get("/", include_in_schema=False)
+    def versions(request: Request) -> JSONResponse:
+        return JSONResponse({"versions": {"values": [v1(request)]}}, status_code=300)
+
+    @router.get("/v1", include_in_schema=False)
+    @router.get("/v1/", include_in_schema=False)
+    def version(request: Request) -> dict[str, Any]:
+        return {"version": v1(request)}
+
+    @router.post("/v1/secrets", status_code=201)
     def create(request: Request, body: Any = Body(None),
                ctx: RequestContext = Depends(context)) -> JSONResponse:
         if not isinstance(body, dict) or not isinstance(body.get("payload"), str) \
@@ -43,7 +62,7 @@ def build_router(services: Services, context: Any) -> APIRouter:
             return JSONResponse({"secret_ref": _view(request, secret)["secret_ref"]},
                                 status_code=201)
 
-    @router.get("/secrets")
+    @router.get("/v1/secrets")
     def list_secrets(request: Request,
                      ctx: RequestContext = Depends(context)) -> dict[str, Any]:
         with db.session() as session:
@@ -52,7 +71,7 @@ def build_router(services: Services, context: Any) -> APIRouter:
             secrets = [_view(request, s) for s in rows]
         return {"secrets": secrets, "total": len(secrets)}
 
-    @router.get("/secrets/{secret_id}")
+    @router.get("/v1/secrets/{secret_id}")
     def show(request: Request, secret_id: str,
              ctx: RequestContext = Depends(context)) -> Any:
         with db.session() as session:
@@ -62,13 +81,13 @@ def build_router(services: Services, context: Any) -> APIRouter:
                 return PlainTextResponse(store.payload(box, secret))
             return _view(request, secret)
 
-    @router.get("/secrets/{secret_id}/payload")
+    @router.get("/v1/secrets/{secret_id}/payload")
     def get_payload(secret_id: str, ctx: RequestContext = Depends(context)) -> Response:
         with db.session() as session:
             secret = store.get(session, ctx.project_id, secret_id)
             return Response(store.payload(box, secret), media_type=secret.content_type)
 
-    @router.delete("/secrets/{secret_id}", status_code=204)
+    @router.delete("/v1/secrets/{secret_id}", status_code=204)
     def delete(secret_id: str, ctx: RequestContext = Depends(context)) -> Response:
         with db.session() as session:
             session.delete(store.get(session, ctx.project_id, secret_id))
