@@ -27,6 +27,7 @@ from typing import Any
 from coriolis.osmorphing.guest import MorphingFailed, OsInfo
 
 SYSTEM_SITE = Path("/usr/lib/python3/dist-packages")
+_STATUS = "__coriolis_exit_status="
 
 
 @dataclass(frozen=True)
@@ -104,11 +105,19 @@ class GuestfsGuest:
         self.g.mkdir_p(path)
 
     def run(self, script: str) -> str:
+        """The script's output (stdout and stderr together); on a non-zero exit status,
+        ``MorphingFailed`` with the status and the end of that output."""
         try:
-            return str(self.g.sh(script))
+            output = str(self.g.sh(f"( {script}\n) 2>&1; echo \"{_STATUS}$?\""))
         except RuntimeError as exc:
             raise MorphingFailed(f"in the guest, `{script.splitlines()[0]}` failed: {exc}") \
                 from None
+        output, _, status = output.rpartition(_STATUS)
+        if status.strip() != "0":
+            tail = "\n".join(output.strip().splitlines()[-15:])
+            raise MorphingFailed(f"in the guest, `{script.splitlines()[0]}` exited with status "
+                                 f"{status.strip()}: {tail}")
+        return output
 
     def filesystem_uuid(self, device: str) -> str:
         try:
