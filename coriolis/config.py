@@ -10,6 +10,10 @@ from pathlib import Path
 from coriolis import constants
 
 
+class ConfigError(ValueError):
+    """The configuration (file, options, environment) is wrong; the message says where."""
+
+
 def default_data_dir() -> Path:
     env = os.environ.get("CORIOLIS_DATA_DIR")
     if env:
@@ -67,12 +71,13 @@ class Settings:
         if path is None:
             return
         self.config_file = Path(path)
-        parser = configparser.ConfigParser(interpolation=None)
+        # '=' only: policy rule names contain ':'.
+        parser = configparser.ConfigParser(interpolation=None, delimiters=("=",))
         try:
             with open(self.config_file) as f:
                 parser.read_file(f)
         except (OSError, configparser.Error) as exc:
-            raise ValueError(f"cannot read the configuration file {path}: {exc}") from None
+            raise ConfigError(f"cannot read the configuration file {path}: {exc}") from None
         for section in ("keystone", "barbican", "policy"):
             if parser.has_section(section):
                 setattr(self, section, dict(parser.items(section)))
@@ -80,7 +85,7 @@ class Settings:
             missing = [k for k in ("auth_url", "username", "password", "project_name")
                        if not self.keystone.get(k)]
             if missing:
-                raise ValueError(f"{path}: [keystone] lacks {', '.join(missing)}")
+                raise ConfigError(f"{path}: [keystone] lacks {', '.join(missing)}")
 
     @property
     def secret_key_file(self) -> Path:

@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from coriolis import constants as c
 from coriolis.bus.inprocess import InProcessBus
-from coriolis.config import Settings
+from coriolis.config import ConfigError, Settings
 from coriolis.db import models
 from coriolis.db.session import Database
 from coriolis.engine.conductor import Conductor
@@ -68,7 +68,7 @@ def barbican_secrets(settings: Settings) -> BarbicanSecrets | None:
     if settings.barbican is None:
         return None
     if settings.keystone is None:
-        raise ValueError("[barbican] needs [keystone]: secrets are read with Keystone tokens")
+        raise ConfigError("[barbican] needs [keystone]: secrets are read with Keystone tokens")
     return BarbicanSecrets(settings.barbican, settings.keystone)
 
 

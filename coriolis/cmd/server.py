@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from coriolis import __version__
 from coriolis.cmd import identity_admin, local_cloud, writer
-from coriolis.config import Settings
+from coriolis.config import ConfigError, Settings
 
 if TYPE_CHECKING:
     from coriolis.service import Services
@@ -77,6 +77,7 @@ def _serve_api(services: Services) -> None:
     from coriolis.identity.users import bootstrap
 
     settings = services.settings
+    app = create_app(services)  # configuration errors show before anything is announced
     sock, url = _listen(settings)
     if settings.keystone:
         print(f"Tokens are validated by Keystone at {settings.keystone['auth_url']}")
@@ -85,7 +86,7 @@ def _serve_api(services: Services) -> None:
         openrc = write_openrc(settings, url, password)
         print(f"Credentials written to {openrc}; to use the CLI:\n  source {openrc}")
     print(f"Coriolis API listening on {url}", flush=True)
-    config = uvicorn.Config(create_app(services), log_level="warning", access_log=False)
+    config = uvicorn.Config(app, log_level="warning", access_log=False)
     uvicorn.Server(config).run(sockets=[sock])
 
 
@@ -237,6 +238,8 @@ def main(argv: list[str] | None = None) -> None:
         args.func(args)
     except KeyboardInterrupt:
         pass
+    except ConfigError as exc:
+        raise SystemExit(f"error: {exc}") from None
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ Project isolation is not a rule: every project resource is visible to its projec
 from __future__ import annotations
 
 from coriolis import exceptions
+from coriolis.config import ConfigError
 from coriolis.context import RequestContext
 
 DEFAULT_RULES: dict[str, str] = {
@@ -25,7 +26,7 @@ class Policy:
     def __init__(self, overrides: dict[str, str] | None = None) -> None:
         unknown = set(overrides or {}) - set(DEFAULT_RULES)
         if unknown:
-            raise ValueError(f"[policy]: unknown rules {', '.join(sorted(unknown))} "
+            raise ConfigError(f"[policy]: unknown rules {', '.join(sorted(unknown))} "
                              f"(known: {', '.join(DEFAULT_RULES)})")
         self.rules = {**DEFAULT_RULES, **(overrides or {})}
 

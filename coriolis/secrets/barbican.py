@@ -15,6 +15,7 @@ from typing import Any
 import requests
 
 from coriolis import exceptions
+from coriolis.config import ConfigError
 from coriolis.context import RequestContext
 from coriolis.identity.external import service_session
 from coriolis.secrets.store import connection_object, missing_secret
@@ -25,7 +26,7 @@ TIMEOUT = 30
 class BarbicanSecrets:
     def __init__(self, barbican: dict[str, str], keystone: dict[str, str]) -> None:
         if "url" not in barbican:
-            raise ValueError("[barbican] needs url (the Barbican API, e.g. http://host:9311)")
+            raise ConfigError("[barbican] needs url (the Barbican API, e.g. http://host:9311)")
         self.url = barbican["url"].rstrip("/")
         self.keystone = keystone
         self._service_user_id: str | None = None

@@ -131,3 +131,25 @@ def test_key_rotation_while_the_server_runs(server: RunningServer, tmp_path: Pat
     assert list(ring["keys"]) == [ring["primary"]] == [after[1].split("\t")[0]]
     counts = admin_cmd(server, "keys", "list").stdout.splitlines()[1].split("\t")
     assert int(counts[2]) >= 1
+
+
+def test_policy_overrides_from_the_configuration_file(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "coriolis.conf").write_text("[policy]\nregions:list = admin\n")
+    srv = start_server(data)
+    try:
+        admin_cmd(srv, "user", "create", "fred", "--password", "fred-1", "--project", "p")
+        tok, url = token(srv, "fred", "fred-1", "p")
+        resp = requests.get(f"{url}/regions", headers={"X-Auth-Token": tok}, timeout=30)
+        assert resp.status_code == 403 and "regions:list" in resp.json()["error"]["message"]
+        admin_tok, admin_url = token(srv, "admin", srv.env["OS_PASSWORD"], "admin")
+        assert requests.get(f"{admin_url}/regions", headers={"X-Auth-Token": admin_tok},
+                            timeout=30).status_code == 200
+    finally:
+        stop_server(srv)
+    (data / "coriolis.conf").write_text("[policy]\nregion:list = admin\n")
+    bad = subprocess.run([SERVER_BIN, "all-in-one", "--port", "0", "--data-dir", str(data)],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1 and "unknown rules region:list" in bad.stderr
+    assert "Traceback" not in bad.stderr
