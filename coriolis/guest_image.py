@@ -8,19 +8,20 @@ the kernel command line), an initramfs that holds only the SATA/SCSI drivers, a 
 test needs to know once the guest reached multi-user, then powers the guest off.
 
 Images are cached (``CORIOLIS_GUEST_CACHE``, default ``~/.cache/coriolis/guests``) under a
-name that changes whenever this module does.
+name that changes whenever what goes into them does.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
 import tempfile
 from pathlib import Path
 
-from coriolis.osmorphing.appliance import _handle
+from coriolis.osmorphing.appliance import new_handle
 
 SUITE = "bookworm"
 MIRROR = os.environ.get("CORIOLIS_DEBIAN_MIRROR", "http://deb.debian.org/debian")
@@ -91,8 +92,14 @@ def cache_dir() -> Path:
     return Path(os.environ.get("CORIOLIS_GUEST_CACHE", default))
 
 
+# Bump when the build steps (_make_disk) change; the other inputs are hashed as they are.
+BUILD_STEPS = 1
+
+
 def image_path() -> Path:
-    digest = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
+    """The cached image's path, named after everything that goes into it."""
+    inputs = json.dumps([BUILD_STEPS, SUITE, PACKAGES, DISK_SIZE, FILES, LINKS, PRUNE])
+    digest = hashlib.sha256(inputs.encode()).hexdigest()[:12]
     return cache_dir() / f"debian12-vmware-like-{digest}.qcow2"
 
 
@@ -115,7 +122,7 @@ def _configure_tree(root: Path) -> None:
 
 
 def _make_disk(tree_tar: Path, raw: Path) -> None:
-    g = _handle()
+    g = new_handle()
     try:
         g.disk_create(str(raw), "raw", DISK_SIZE)
         g.add_drive_opts(str(raw), format="raw", readonly=False)

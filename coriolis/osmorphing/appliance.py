@@ -61,7 +61,8 @@ def load_guestfs() -> ModuleType:
     return sys.modules["guestfs"]
 
 
-def _handle() -> Any:
+def new_handle() -> Any:
+    """A libguestfs handle with this host's appliance settings (not launched)."""
     guestfs = load_guestfs()
     g = guestfs.GuestFS(python_return_dict=True)
     g.set_backend(os.environ.get("CORIOLIS_LIBGUESTFS_BACKEND", "direct"))
@@ -161,7 +162,7 @@ def _mount(g: Any, os_info: OsInfo) -> None:
 def open_guest(disks: list[GuestDisk]) -> Iterator[GuestfsGuest]:
     """Start the appliance on the disks, inspect and mount the guest; unmount and shut the
     appliance down whatever happens (a guest's files are only final after that)."""
-    g = _handle()
+    g = new_handle()
     try:
         for disk in disks:
             g.add_drive_opts(disk.path, format=disk.format, readonly=False)

@@ -139,8 +139,6 @@ def build_router(services: Services, context: Any) -> APIRouter:
     @router.post("/endpoints/{endpoint_id}/actions")
     def endpoint_action(endpoint_id: str, body: Any = Body(None),
                         ctx: RequestContext = Depends(context)) -> dict[str, Any]:
-        with db.session() as session:
-            transfers.get_endpoint(session, ctx.project_id, endpoint_id)
         action, _ = single_action(body)
         if action != "validate-connection":
             raise exceptions.InvalidInput(f"There is no such action: {action}")

@@ -120,7 +120,6 @@ def build_router(services: Services, context: Any) -> APIRouter:
                      name=f"action_{key}")
         def action(action_id: str, body: Any = Body(None),
                    ctx: RequestContext = Depends(context)) -> Response:
-            # The resource first: another project's id is a 404 whatever the body.
             with db.session() as session:
                 row = transfers.get_action(session, ctx.project_id, action_id,
                                            c.ACTION_TYPE_MIGRATION)
@@ -190,8 +189,6 @@ def build_router(services: Services, context: Any) -> APIRouter:
     @router.post("/replicas/{replica_id}/actions")
     def replica_action(replica_id: str, body: Any = Body(None),
                        ctx: RequestContext = Depends(context)) -> dict[str, Any]:
-        with db.session() as session:
-            replica_row(session, ctx, replica_id)
         action, _ = single_action(body)
         if action != "delete-disks":
             raise exceptions.InvalidInput(f"There is no such action: {action}")
