@@ -120,7 +120,7 @@ def test_connection_info_in_real_barbican(cloud: Cloud) -> None:
                          "--provider", "local", "--connection-secret", href,
                          "-f", "json").json()
     assert endpoint["connection_info"] == {"secret_ref": href}  # no trust id, no payload
-    # Listing runs on the worker, which reads the secret through the trust.
+    # The conductor reads the secret through the trust to send the listing to the worker.
     instances = cloud.cli("alice", "projA", "endpoint", "instance", "list", "via-barbican",
                           "-f", "json").json()
     assert [i["Name"] for i in instances] == ["vm1"]
