@@ -11,7 +11,6 @@ nbdcopy), and our bytes read ÷ allocated bytes (goal ≤ 1.01).
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import statistics
@@ -22,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from coriolis.cmd.local_cloud import parse_size
-from coriolis.harness import source_disks
+from coriolis.harness import bench_parser, source_disks
 from coriolis.transfer.copy import copy_disk
 from coriolis.transfer.files import RawFileWriter
 from coriolis.transfer.images import open_image_reader
@@ -73,9 +72,7 @@ def timed(fn: Callable[..., int], src: Path, fmt: str, dst: Path, size: int,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--size", default="2G")
+    parser = bench_parser(__doc__, runs=5, size="2G")
     args = parser.parse_args()
     size = parse_size(args.size)
     work = Path(tempfile.mkdtemp(prefix="coriolis-copy-bench-"))

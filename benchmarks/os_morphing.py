@@ -13,7 +13,6 @@ ratio ours ÷ virt-customize.
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import subprocess
@@ -22,6 +21,7 @@ import time
 from pathlib import Path
 
 from coriolis import guest_image
+from coriolis.harness import bench_parser
 from coriolis.osmorphing.appliance import GuestDisk, open_guest
 from coriolis.osmorphing.morph import morph_guest
 from coriolis.osmorphing.profile import DestinationProfile
@@ -63,8 +63,7 @@ def virt_customize(disk: Path) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=3)
+    parser = bench_parser(__doc__.splitlines()[0], runs=3)
     args = parser.parse_args()
     base = guest_image.build()
     times: dict[str, list[float]] = {"coriolis": [], "virt-customize": []}

@@ -12,7 +12,6 @@ old disk ÷ execution 2 time.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import os
@@ -25,7 +24,7 @@ import time
 from pathlib import Path
 
 from coriolis.cmd.local_cloud import parse_size
-from coriolis.harness import RunningServer, local_cloud, start_server, stop_server
+from coriolis.harness import RunningServer, bench_parser, local_cloud, start_server, stop_server
 
 BLOCK = 64 * 1024
 
@@ -100,9 +99,7 @@ def one_run(work: Path, size: str, fmt: str, seed: int) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--size", default="2G")
+    parser = bench_parser(__doc__, runs=3, size="2G")
     parser.add_argument("--format", default="raw", choices=("raw", "qcow2"),
                         help="source disk format (qcow2: native change tracking)")
     args = parser.parse_args()

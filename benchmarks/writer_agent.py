@@ -17,7 +17,6 @@ compete with each other; on two hosts each has its own.
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import statistics
@@ -28,7 +27,7 @@ import uuid
 from pathlib import Path
 
 from coriolis.cmd.local_cloud import parse_size
-from coriolis.harness import RunningWriter, source_disks, start_writer, stop_server
+from coriolis.harness import RunningWriter, bench_parser, source_disks, start_writer, stop_server
 from coriolis.transfer.base import DiskWriter
 from coriolis.transfer.copy import copy_disk
 from coriolis.transfer.files import RawFileWriter
@@ -72,9 +71,7 @@ def text_and_random(path: Path, size: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--size", default="2G")
+    parser = bench_parser(__doc__, runs=5, size="2G")
     args = parser.parse_args()
     size = parse_size(args.size)
     work = Path(tempfile.mkdtemp(prefix="coriolis-agent-bench-"))

@@ -5,6 +5,7 @@ Used by the end-to-end tests, the demo (scripts/demo.py) and the benchmarks."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -278,6 +279,17 @@ def parse_tasks(rendered: str) -> list[dict[str, str]]:
         if task:
             tasks.append(task)
     return tasks
+
+
+# ============================================================== benchmarks
+def bench_parser(doc: str, runs: int, size: str | None = None) -> argparse.ArgumentParser:
+    """The options every benchmark script shares: --runs, and --size for those that make a
+    source disk (parse it with ``local_cloud.parse_size``)."""
+    parser = argparse.ArgumentParser(description=doc)
+    parser.add_argument("--runs", type=int, default=runs)
+    if size is not None:
+        parser.add_argument("--size", default=size)
+    return parser
 
 
 # ============================================================== benchmark disks
