@@ -21,7 +21,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from coriolis.osmorphing.appliance import new_handle
+from coriolis.osmorphing.appliance import new_handle, run_script
 
 SUITE = "bookworm"
 MIRROR = os.environ.get("CORIOLIS_DEBIAN_MIRROR", "http://deb.debian.org/debian")
@@ -134,9 +134,9 @@ def _make_disk(tree_tar: Path, raw: Path) -> None:
         g.tar_in(str(tree_tar), "/")
         # In the guest's own chroot, as a VM installer would: the appliance calls this disk
         # /dev/sda, as the source platform's SATA controller does.
-        g.sh("grub-install --target=i386-pc /dev/sda 2>&1")
-        g.sh("update-initramfs -u -k all 2>&1")
-        g.sh("update-grub 2>&1")
+        for step in ("grub-install --target=i386-pc /dev/sda", "update-initramfs -u -k all",
+                     "update-grub"):
+            run_script(g, step)
         g.sync()
         g.umount_all()
         g.shutdown()

@@ -94,7 +94,26 @@ class RunningServer:
             if predicate(data):
                 return data
             time.sleep(0.5)
-        raise AssertionError(f"timed out waiting on {args}: last={data}")
+        raise AssertionError(f"timed out after {timeout:g} s waiting on {args}: "
+                             f"{_summary(data)}\nserver log, last lines:\n{self.log_tail()}"
+                             f"\nlast={data}")
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError as exc:
+            return f"(unreadable: {exc})"
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def _summary(data: Any) -> str:
+    """A transfer's status and its tasks' (type, instance, status), short enough to survive
+    a truncated CI log."""
+    if not isinstance(data, dict):
+        return repr(data)[:300]
+    tasks = parse_tasks(data["tasks"]) if isinstance(data.get("tasks"), str) else []
+    return f"status={data.get('status')} tasks=" + ", ".join(
+        f"{t.get('task_type')}/{t.get('instance')}={t.get('status')}" for t in tasks)
 
 
 def _spawn(cmd: list[str], ready: re.Pattern[str], log_path: Path,
@@ -259,6 +278,20 @@ def local_cloud(*args: str) -> str:
     if proc.returncode != 0:
         raise RuntimeError(f"local-cloud {' '.join(args)} failed:\n{proc.stderr}")
     return proc.stdout
+
+
+def processes_naming(text: str) -> list[str]:
+    """Command lines of this host's processes that contain ``text`` (a disk path, say: qemu
+    names its drives on its command line)."""
+    found = []
+    for path in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            cmdline = path.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # gone meanwhile
+            continue
+        if text in cmdline:
+            found.append(cmdline)
+    return found
 
 
 def parse_tasks(rendered: str) -> list[dict[str, str]]:

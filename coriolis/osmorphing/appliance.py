@@ -18,7 +18,8 @@ import importlib
 import importlib.util
 import os
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -28,6 +29,7 @@ from coriolis.osmorphing.guest import MorphingFailed, OsInfo
 
 SYSTEM_SITE = Path("/usr/lib/python3/dist-packages")
 _STATUS = "__coriolis_exit_status="
+_LOADING = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -38,11 +40,16 @@ class GuestDisk:
 
 
 def load_guestfs() -> ModuleType:
-    """The ``guestfs`` module, from this interpreter or the system's."""
-    try:
-        return importlib.import_module("guestfs")
-    except ImportError:
-        pass
+    """The ``guestfs`` module, from this interpreter or the system's. Threads may ask at once:
+    the lock keeps them from seeing a module that another is still executing."""
+    with _LOADING:
+        try:
+            return importlib.import_module("guestfs")
+        except ImportError:
+            return _load_system_guestfs()
+
+
+def _load_system_guestfs() -> ModuleType:
     native = sorted(SYSTEM_SITE.glob("libguestfsmod.cpython-*.so"))
     wrapper = SYSTEM_SITE / "guestfs.py"
     tag = f"cpython-{sys.version_info.major}{sys.version_info.minor}"
@@ -71,6 +78,23 @@ def new_handle() -> Any:
     g.set_memsize(int(os.environ.get("CORIOLIS_LIBGUESTFS_MEMORY_MB", "1024")))
     g.set_smp(min(os.cpu_count() or 1, 2))
     return g
+
+
+def run_script(g: Any, script: str) -> str:
+    """Run a shell script chrooted in the mounted guest of a launched handle: its output
+    (stdout and stderr together); on a non-zero exit status, ``MorphingFailed`` with the
+    status and the end of that output."""
+    try:
+        output = str(g.sh(f"( {script}\n) 2>&1; echo \"{_STATUS}$?\""))
+    except RuntimeError as exc:
+        raise MorphingFailed(f"in the guest, `{script.splitlines()[0]}` failed: {exc}") \
+            from None
+    output, _, status = output.rpartition(_STATUS)
+    if status.strip() != "0":
+        tail = "\n".join(output.strip().splitlines()[-15:])
+        raise MorphingFailed(f"in the guest, `{script.splitlines()[0]}` exited with status "
+                             f"{status.strip()}: {tail}")
+    return output
 
 
 class GuestfsGuest:
@@ -108,17 +132,7 @@ class GuestfsGuest:
     def run(self, script: str) -> str:
         """The script's output (stdout and stderr together); on a non-zero exit status,
         ``MorphingFailed`` with the status and the end of that output."""
-        try:
-            output = str(self.g.sh(f"( {script}\n) 2>&1; echo \"{_STATUS}$?\""))
-        except RuntimeError as exc:
-            raise MorphingFailed(f"in the guest, `{script.splitlines()[0]}` failed: {exc}") \
-                from None
-        output, _, status = output.rpartition(_STATUS)
-        if status.strip() != "0":
-            tail = "\n".join(output.strip().splitlines()[-15:])
-            raise MorphingFailed(f"in the guest, `{script.splitlines()[0]}` exited with status "
-                                 f"{status.strip()}: {tail}")
-        return output
+        return run_script(self.g, script)
 
     def filesystem_uuid(self, device: str) -> str:
         try:
@@ -159,9 +173,11 @@ def _mount(g: Any, os_info: OsInfo) -> None:
 
 
 @contextlib.contextmanager
-def open_guest(disks: list[GuestDisk]) -> Iterator[GuestfsGuest]:
-    """Start the appliance on the disks, inspect and mount the guest; unmount and shut the
-    appliance down whatever happens (a guest's files are only final after that)."""
+def open_guest(disks: list[GuestDisk],
+               launched: Callable[[], None] = lambda: None) -> Iterator[GuestfsGuest]:
+    """Start the appliance on the disks (then call ``launched``), inspect and mount the guest;
+    unmount and shut the appliance down whatever happens (a guest's files are only final
+    after that)."""
     g = new_handle()
     try:
         for disk in disks:
@@ -170,6 +186,7 @@ def open_guest(disks: list[GuestDisk]) -> Iterator[GuestfsGuest]:
             g.launch()
         except RuntimeError as exc:
             raise MorphingFailed(f"the libguestfs appliance did not start: {exc}") from None
+        launched()
         roots = g.inspect_os()
         if not roots:
             found = sorted(g.list_filesystems().items())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Sequence
+from typing import Any
 
 from coriolis.osmorphing.base import LinuxMorpher
 from coriolis.osmorphing.debian import DebianMorpher
@@ -46,6 +47,17 @@ def morpher_for(os_info: OsInfo) -> type[LinuxMorpher]:
             f"unsupported distribution '{os_info.distro}' ({os_info.product}): OS morphing "
             f"supports {', '.join(sorted(set(MORPHERS) - {'redhat-based', 'suse-based'}))}")
     return morpher
+
+
+def user_scripts_for(scripts: dict[str, Any], instance: str,
+                     os_type: str) -> list[tuple[str, str]]:
+    """The (name, text) scripts to run in ``instance``: from the task_info's ``user_scripts``
+    value, its own script, else the global one of its OS type (as upstream)."""
+    own = (scripts.get("instances") or {}).get(instance)
+    if own:
+        return [(f"instance {instance}", own)]
+    common = (scripts.get("global") or {}).get(os_type)
+    return [(f"global {os_type}", common)] if common else []
 
 
 def run_user_script(guest: Guest, log: EventLog, name: str, script: str) -> None:

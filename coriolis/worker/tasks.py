@@ -17,8 +17,7 @@ from coriolis import constants as c
 from coriolis import exceptions
 from coriolis.bus.base import TaskEventSink, TaskMessage
 from coriolis.osmorphing import appliance
-from coriolis.osmorphing.morph import morph_guest
-from coriolis.osmorphing.profile import DestinationProfile
+from coriolis.osmorphing.isolated import MorphRequest, morph_in_child
 from coriolis.providers import registry
 from coriolis.transfer.copy import copy_disk
 from coriolis.transfer.manifest import UNKNOWN, ZERO, BlockManifest
@@ -332,30 +331,20 @@ def deploy_os_morphing_resources(ctx: TaskContext) -> JSON:
     return {"os_morphing_resources": resources}
 
 
-def _user_scripts(ctx: TaskContext, os_type: str) -> list[tuple[str, str]]:
-    """The instance's own script, else the global one of its OS type (as upstream)."""
-    scripts = ctx.info.get("user_scripts") or {}
-    own = (scripts.get("instances") or {}).get(ctx.instance)
-    if own:
-        return [(f"instance {ctx.instance}", own)]
-    common = (scripts.get("global") or {}).get(os_type)
-    return [(f"global {os_type}", common)] if common else []
-
-
 @runs(c.TASK_TYPE_OS_MORPHING)
 def os_morphing(ctx: TaskContext) -> JSON:
     """Open the new instance's disks in a libguestfs appliance and morph the guest for the
     destination; every change is a task event."""
     export_info = ctx.require("export_info")
     resources = ctx.require("os_morphing_resources")
-    profile = DestinationProfile.from_json(ctx.destination.os_morphing_profile(
-        ctx.dest_conn, ctx.dest_env, export_info, ctx.require("instance_deployment_info")))
+    profile = ctx.destination.os_morphing_profile(
+        ctx.dest_conn, ctx.dest_env, export_info, ctx.require("instance_deployment_info"))
     disks = [appliance.GuestDisk(d["path"], d["format"], d["name"]) for d in resources["disks"]]
     ctx.event(f"starting the libguestfs appliance on {len(disks)} disk(s)")
-    with appliance.open_guest(disks) as guest:
-        morph_guest(guest, profile, ctx.event,
-                    source_macs=[n.get("mac_address") for n in export_info["devices"]["nics"]],
-                    user_scripts=_user_scripts(ctx, guest.os.type))
+    morph_in_child(MorphRequest(
+        disks=disks, profile=profile, instance=ctx.instance,
+        source_macs=[n.get("mac_address") for n in export_info["devices"]["nics"]],
+        user_scripts=ctx.info.get("user_scripts") or {}), ctx.event, ctx.cancelled)
     ctx.event("OS morphing done")
     return {}
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 from coriolis import guest_image
-from coriolis.harness import RunningServer, local_cloud, parse_tasks
+from coriolis.harness import RunningServer, local_cloud, parse_tasks, processes_naming
 from coriolis.providers.local.boot import boot
 from coriolis.providers.local.cloud import LocalCloud
 
@@ -73,14 +74,19 @@ def setup(server: RunningServer, tmp_path_factory: pytest.TempPathFactory) -> di
             "source_sha": sha256(source_disk), "base": base}
 
 
-def migrate(server: RunningServer, *args: str, destination: dict | None = None) -> dict:
-    created = server.cli(
+def start_migration(server: RunningServer, *args: str,
+                    destination: dict | None = None) -> dict:
+    return server.cli(
         "migration", "create", "--origin-endpoint", "vmware-like",
         "--destination-endpoint", "kvm-like", "--network-map", '{"vmnet": "kvmnet"}',
         "--source-environment", '{"snapshot": false}',
         "--destination-environment", json.dumps({"storage_backend": "default",
                                                  **(destination or {})}),
         *args, "-f", "json").json()
+
+
+def migrate(server: RunningServer, *args: str, destination: dict | None = None) -> dict:
+    created = start_migration(server, *args, destination=destination)
     return server.wait_for(["migration", "show", created["id"]],
                            lambda m: m["status"] in FINAL, timeout=1200)
 
@@ -170,3 +176,31 @@ def test_no_os_and_unsupported_distribution_stop_at_os_morphing(
     assert left == []
     for name, digest in sources.items():
         assert sha256(setup["src"] / "instances" / name / "disk0.raw") == digest
+
+
+def test_cancel_during_os_morphing_stops_the_appliance_at_once(
+        server: RunningServer, setup: dict) -> None:
+    """The morphing runs in a child process: a cancel kills it and its qemu without waiting
+    for the guest's initramfs to be rebuilt (about a minute and a half)."""
+    created = start_migration(server, "--instance", "debian-vm",
+                              destination={"instance_name": "debian-cancelled"})
+
+    def morphing(m: dict) -> bool:
+        task = next((t for t in parse_tasks(m["tasks"]) if t["task_type"] == "OS_MORPHING"),
+                    None)
+        return m["status"] in FINAL or (task is not None and task["status"] == "RUNNING")
+
+    running = server.wait_for(["migration", "show", created["id"]], morphing, timeout=600)
+    assert running["status"] == "RUNNING", running["tasks"]
+    server.cli("migration", "cancel", created["id"])
+    asked = time.monotonic()
+    done = server.wait_for(["migration", "show", created["id"]],
+                           lambda m: m["status"] in FINAL, timeout=300)
+    assert done["status"] == "CANCELED", done["tasks"]
+    assert time.monotonic() - asked < 45
+    task = next(t for t in parse_tasks(done["tasks"]) if t["task_type"] == "OS_MORPHING")
+    assert task["status"] == "CANCELED", task
+    assert "debian-cancelled" not in LocalCloud({"path": str(setup["dst"])}).instance_names()
+    assert not list((setup["dst"] / "storage").glob("**/debian-cancelled*"))
+    assert processes_naming("debian-cancelled") == []  # no qemu left on its disks
+
