@@ -155,9 +155,13 @@ def _attempt(request: MorphRequest, log: EventLog, cancelled: Callable[[], bool]
 
 def _child_main() -> int:
     request = MorphRequest.from_json(sys.stdin.read())
+    # The messages keep stdout to themselves: whatever else writes to file descriptor 1
+    # (libguestfs, a library's print) goes to stderr instead.
+    channel = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
 
     def emit(**message: Any) -> None:
-        print(json.dumps(message), flush=True)
+        channel.write(json.dumps(message) + "\n")
 
     try:
         with open_guest(request.disks, launched=lambda: emit(launched=True)) as guest:
