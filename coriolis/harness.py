@@ -99,11 +99,20 @@ class RunningServer:
                              f"\nlast={data}")
 
     def log_tail(self, lines: int = 40) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError as exc:
-            return f"(unreadable: {exc})"
-        return "\n".join(text.splitlines()[-lines:])
+        return tail(self.log_path, lines)
+
+
+# Every log of a process started by _spawn, so that a failed test can show the ones written
+# while it ran (tests/conftest.py), before pytest's temporary folders are recycled.
+SPAWNED_LOGS: list[Path] = []
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as exc:
+        return f"(unreadable: {exc})"
+    return "\n".join(text.splitlines()[-lines:])
 
 
 def _summary(data: Any) -> str:
@@ -121,6 +130,7 @@ def _spawn(cmd: list[str], ready: re.Pattern[str], log_path: Path,
     """Start ``cmd`` (with ``env`` added to this environment), wait for a stdout line
     matching ``ready``, keep draining stdout."""
     log = open(log_path, "a")  # noqa: SIM115 - closed by the fixture through the process
+    SPAWNED_LOGS.append(log_path)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True,
                             env={**os.environ, **(env or {})})
     assert proc.stdout is not None

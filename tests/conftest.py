@@ -1,0 +1,34 @@
+"""For every failed test, the end of each server, worker or writer log written since its
+module began: CI keeps only the test report, and pytest recycles its temporary folders."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from coriolis import harness
+
+_MODULE_STARTED: dict[str, float] = {}
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    _MODULE_STARTED.setdefault(item.nodeid.split("::")[0], time.time())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    if not report.failed:
+        return
+    since = _MODULE_STARTED.get(item.nodeid.split("::")[0], call.start) - 1
+    for path in dict.fromkeys(harness.SPAWNED_LOGS):
+        try:
+            written = path.stat().st_mtime >= since
+        except OSError:
+            continue
+        if written:
+            report.sections.append((f"end of {path}", harness.tail(path, 30)))
