@@ -125,10 +125,16 @@ def test_morphed_guest_boots_on_virtio(server: RunningServer, setup: dict) -> No
     assert "user script (global linux): user script ran on source-vm" in events
     assert sha256(setup["source_disk"]) == setup["source_sha"]  # the source is never touched
 
+    assert_boots_morphed(setup, "debian-vm")
+
+
+def assert_boots_morphed(setup: dict, name: str) -> None:
+    """Boot the destination instance ``name``: it must reach multi-user on virtio, root
+    mounted by UUID, its NIC named as on the source and configured by DHCP, no VMware agent."""
     cloud = LocalCloud({"path": str(setup["dst"])})
-    desc = cloud.load_instance("debian-vm")
+    desc = cloud.load_instance(name)
     assert {d["bus"] for d in desc["disks"]} == {"virtio"}
-    result = boot(cloud, "debian-vm", setup["base"] / "morphed-serial.log", timeout=600,
+    result = boot(cloud, name, setup["base"] / f"{name}-serial.log", timeout=600,
                   until=(guest_image.PROBE_END,), fail_on=BOOT_FAILURES)
     report = probe(result.serial)
     assert report["multi-user"] == "active"
@@ -137,6 +143,35 @@ def test_morphed_guest_boots_on_virtio(server: RunningServer, setup: dict) -> No
     nic = report["nic"].split()
     assert nic[:2] == ["ens192", SOURCE_MAC] and nic[2].startswith("10.0.2."), report
     assert "not-installed" in report["open-vm-tools"]
+
+
+def test_deployed_replica_boots_and_its_disks_stay_as_copied(
+        server: RunningServer, setup: dict) -> None:
+    """A replica deploy morphs the deployed instance's clones of the replica disks: it boots,
+    and the replica's own disks still equal the source, ready for the next execution."""
+    replica = server.cli(
+        "replica", "create", "--origin-endpoint", "vmware-like",
+        "--destination-endpoint", "kvm-like", "--instance", "debian-vm",
+        "--network-map", '{"vmnet": "kvmnet"}', "--source-environment", '{"snapshot": false}',
+        "--destination-environment", json.dumps({"storage_backend": "default",
+                                                 "instance_name": "debian-replica"}),
+        "-f", "json").json()["id"]
+    execution = server.cli("replica", "execute", replica, "-f", "json").json()["id"]
+    executed = server.wait_for(["replica", "execution", "show", replica, execution],
+                               lambda e: e["status"] in FINAL, timeout=600)
+    assert executed["status"] == "COMPLETED", executed["tasks"]
+    shown = server.cli("replica", "show", replica, "--show-instances-data", "-f", "json").json()
+    volume = Path(shown["instances-data"]["debian-vm"]["volumes_info"][0]["path"])
+
+    deployed = server.cli("migration", "deploy", "replica", replica, "-f", "json").json()
+    done = server.wait_for(["migration", "show", deployed["id"]],
+                           lambda m: m["status"] in FINAL, timeout=1200)
+    assert done["status"] == "COMPLETED", done["tasks"]
+    assert "fstab: /dev/sda1 → UUID=" in "\n".join(
+        task_events(server, done["id"], "OS_MORPHING"))
+    assert_boots_morphed(setup, "debian-replica")
+    assert subprocess.run(["qemu-img", "compare", "-q", str(setup["source_disk"]),
+                           str(volume)]).returncode == 0
 
 
 def test_same_guest_without_morphing_does_not_boot(server: RunningServer, setup: dict) -> None:
@@ -180,8 +215,8 @@ def test_no_os_and_unsupported_distribution_stop_at_os_morphing(
 
 def test_cancel_during_os_morphing_stops_the_appliance_at_once(
         server: RunningServer, setup: dict) -> None:
-    """The morphing runs in a child process: a cancel kills it and its qemu without waiting
-    for the guest's initramfs to be rebuilt (about a minute and a half)."""
+    """The morphing runs in a child process: a cancel while it works on the guest kills it and
+    its qemu without waiting for the guest's initramfs to be rebuilt (over a minute)."""
     created = start_migration(server, "--instance", "debian-vm",
                               destination={"instance_name": "debian-cancelled"})
 
@@ -192,6 +227,11 @@ def test_cancel_during_os_morphing_stops_the_appliance_at_once(
 
     running = server.wait_for(["migration", "show", created["id"]], morphing, timeout=600)
     assert running["status"] == "RUNNING", running["tasks"]
+    deadline = time.monotonic() + 300  # until the appliance is up and working on the guest
+    while not any(e.startswith("found ") for e in
+                  task_events(server, created["id"], "OS_MORPHING")):
+        assert time.monotonic() < deadline, "the appliance never inspected the guest"
+        time.sleep(1)
     server.cli("migration", "cancel", created["id"])
     asked = time.monotonic()
     done = server.wait_for(["migration", "show", created["id"]],
