@@ -91,18 +91,19 @@ class _Child:
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.stderr: collections.deque[str] = collections.deque(maxlen=_STDERR_LINES)
         assert self.proc.stdin and self.proc.stdout and self.proc.stderr
-        threading.Thread(target=self._read, args=(self.proc.stdout, self.lines.put),
+        threading.Thread(target=self._read, args=(self.proc.stdout, self.lines.put, True),
                          daemon=True).start()
-        threading.Thread(target=self._read, args=(self.proc.stderr, self.stderr.append),
+        threading.Thread(target=self._read, args=(self.proc.stderr, self.stderr.append, False),
                          daemon=True).start()
         self.proc.stdin.write(request.to_json())
         self.proc.stdin.close()
 
     @staticmethod
-    def _read(stream: IO[str], put: Callable[[Any], None]) -> None:
+    def _read(stream: IO[str], put: Callable[[Any], None], mark_end: bool) -> None:
         for line in stream:
             put(line.rstrip("\n"))
-        put(None)
+        if mark_end:
+            put(None)
 
     def next_line(self) -> str | None:
         """The next line; "" when none came within the poll interval, None at the end."""

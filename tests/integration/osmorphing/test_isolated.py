@@ -47,6 +47,15 @@ def test_an_unexpected_error_in_the_child_keeps_its_message(tmp_path: Path) -> N
     assert "RuntimeError" in str(failed.value) and str(missing) in str(failed.value)
 
 
+def test_a_child_that_dies_without_a_word_is_reported_with_its_stderr() -> None:
+    request = MorphRequest(disks=[{"path": "/nowhere"}],  # type: ignore[list-item]
+                           profile={}, instance="vm1")  # the child cannot even read it
+    with pytest.raises(MorphingFailed) as failed:
+        morph_in_child(request, lambda _: None, lambda: False)
+    assert "the OS morphing process ended with status 1 before finishing" in str(failed.value)
+    assert "TypeError" in str(failed.value)  # the end of the child's traceback
+
+
 def test_cancel_kills_the_child_and_its_appliance(tmp_path: Path) -> None:
     disk = blank_disk(tmp_path / "blank.raw")
     asked = time.monotonic() + 4
