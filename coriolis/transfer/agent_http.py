@@ -100,6 +100,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(exc.status, {"detail": str(exc)})
         except exceptions.CoriolisError as exc:
             self._json(500, {"detail": str(exc)})
+        except Exception as exc:  # a bug or an OS error: an answer, not a dropped connection
+            LOG.exception("%s %s failed", self.command, path)
+            self._json(500, {"detail": f"internal error in the writer agent: "
+                                       f"{type(exc).__name__}: {exc}"})
 
     # --- routes ---------------------------------------------------------------------------
     def do_PUT(self) -> None:  # noqa: N802 - stdlib naming

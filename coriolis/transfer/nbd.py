@@ -151,18 +151,42 @@ class QemuNbdExport:
             cmd += ["--discard=unmap", "--detect-zeroes=unmap"]
         self._proc = subprocess.Popen([*cmd, path], stdout=subprocess.DEVNULL,
                                       stderr=subprocess.PIPE)
+        try:
+            self._wait_until_listening()
+        except BaseException:
+            self.close()
+            raise
+
+    def _wait_until_listening(self) -> None:
+        """Until qemu-nbd accepts a connection. Its socket file appears at bind(), before it
+        listens; and when qemu-nbd then fails (another process holds the image's write lock,
+        say) the file stays behind: a connection refused there must say why."""
         deadline = time.monotonic() + 30
-        while not os.path.exists(self.socket_path):
-            if self._proc.poll() is not None:
-                err = self._proc.stderr.read().decode(errors="replace") if self._proc.stderr else ""
-                raise NbdError(f"qemu-nbd could not open {Path(path).name}: {err.strip()}")
+        while True:
+            self._raise_if_exited()
+            try:
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                    probe.connect(self.socket_path)
+                return
+            except (FileNotFoundError, ConnectionRefusedError):
+                pass
             if time.monotonic() > deadline:
-                self.close()
-                raise NbdError(f"qemu-nbd did not start for {Path(path).name}")
+                raise NbdError(f"qemu-nbd did not start for {Path(self.path).name}")
             time.sleep(0.01)
 
+    def _raise_if_exited(self) -> None:
+        if self._proc.poll() is not None:
+            err = self._proc.stderr.read().decode(errors="replace") if self._proc.stderr else ""
+            raise NbdError(f"qemu-nbd could not open {Path(self.path).name}: {err.strip()}")
+
     def connect(self) -> NbdConnection:
-        return NbdConnection(self.socket_path)
+        try:
+            return NbdConnection(self.socket_path)
+        except OSError as exc:
+            time.sleep(0.1)  # long enough for a failing qemu-nbd to have exited
+            self._raise_if_exited()
+            raise NbdError(f"cannot connect to qemu-nbd for {Path(self.path).name}: "
+                           f"{exc}") from exc
 
     def close(self) -> None:
         if self._proc.poll() is None:
@@ -212,6 +236,16 @@ class _ConnectionPool:
             self._all.clear()
 
 
+def _pool_or_close(export: QemuNbdExport) -> _ConnectionPool:
+    """The export's connection pool; if even its first connection fails, the export is
+    closed, so that no qemu-nbd is left holding the image's lock."""
+    try:
+        return _ConnectionPool(export)
+    except BaseException:
+        export.close()
+        raise
+
+
 class NbdImageReader:
     """A DiskReader over any qemu image format: allocated extents from ``qemu-img map``, or,
     given the persistent dirty ``bitmap`` the image carries, the ranges written since that
@@ -220,7 +254,7 @@ class NbdImageReader:
     def __init__(self, path: str, fmt: str, bitmap: str | None = None) -> None:
         self._path, self._fmt, self._bitmap = path, fmt, bitmap
         self._export = QemuNbdExport(path, fmt, readonly=True, bitmap=bitmap)
-        self._conns = _ConnectionPool(self._export)
+        self._conns = _pool_or_close(self._export)
 
     @property
     def size(self) -> int:
@@ -248,7 +282,7 @@ class NbdImageWriter:
 
     def __init__(self, path: str, fmt: str) -> None:
         self._export = QemuNbdExport(path, fmt, readonly=False)
-        self._conns = _ConnectionPool(self._export)
+        self._conns = _pool_or_close(self._export)
 
     @property
     def size(self) -> int:

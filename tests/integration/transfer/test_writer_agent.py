@@ -19,9 +19,10 @@ import pytest
 import urllib3
 
 from coriolis.cmd.local_cloud import make_disk
-from coriolis.harness import RunningWriter, start_writer, stop_server
+from coriolis.harness import RunningWriter, processes_naming, start_writer, stop_server
 from coriolis.transfer.copy import copy_disk
 from coriolis.transfer.images import open_image_reader
+from coriolis.transfer.nbd import QemuNbdExport
 from coriolis.transfer.remote import AgentAddress, AgentError, RemoteDiskWriter
 
 MiB = 1024 * 1024
@@ -253,3 +254,26 @@ def test_bad_requests_name_the_problem(writer: RunningWriter) -> None:
                             headers={"X-Coriolis-Agent-Key": writer.details["key"]})
     assert response.status == 400
     assert "transfer id" in json.loads(response.data)["detail"]
+
+
+def test_a_disk_another_process_holds_is_refused_at_once_by_name(writer: RunningWriter,
+                                                                 tmp_path: Path) -> None:
+    """qemu-nbd cannot take the image's write lock: the agent answers with qemu-nbd's reason
+    (it used to drop the connection, and the sender retried for two minutes), leaves no
+    qemu-nbd behind, and the same transfer goes through once the disk is free."""
+    src = tmp_path / "src.raw"
+    text_and_random(src, 4 * MiB)
+    dst = blank(writer, "held.qcow2", 4 * MiB, "qcow2")
+    holder = QemuNbdExport(str(dst), "qcow2", readonly=False)
+    transfer = uuid.uuid4().hex
+    try:
+        began = time.monotonic()
+        with pytest.raises(AgentError) as refused:
+            send(writer, src, "raw", dst, "qcow2", transfer_id=transfer)
+        assert time.monotonic() - began < 30
+        assert "held.qcow2" in str(refused.value) and "lock" in str(refused.value)
+        assert len([c for c in processes_naming(str(dst)) if "qemu-nbd" in c]) == 1
+    finally:
+        holder.close()
+    send(writer, src, "raw", dst, "qcow2", transfer_id=transfer)
+    assert identical(src, "raw", dst, "qcow2")
