@@ -1,8 +1,9 @@
 """OS morphing in a child process of its own, watched by the task that asked for it.
 
 Why a process and not the worker's thread: libguestfs forks qemu from the calling process, and a
-worker runs other tasks in threads beside it; a libguestfs appliance may also hang for its
-built-in 20 minutes (seen in CI with two morphings at once). In a child process of its own
+worker runs other tasks in threads beside it; and an appliance that never comes up holds the
+caller for libguestfs' built-in 20 minutes (a CI run once waited that long on a migration of
+two instances at OS_MORPHING). In a child process of its own
 session the morphing can be killed, qemu with it, whenever the task is cancelled, when the
 appliance has not started within ``CORIOLIS_LIBGUESTFS_LAUNCH_TIMEOUT`` seconds (default 300;
 the attempt is then retried once) or when the whole morphing outlasts
@@ -93,8 +94,9 @@ class _Child:
         assert self.proc.stdin and self.proc.stdout and self.proc.stderr
         threading.Thread(target=self._read, args=(self.proc.stdout, self.lines.put, True),
                          daemon=True).start()
-        threading.Thread(target=self._read, args=(self.proc.stderr, self.stderr.append, False),
-                         daemon=True).start()
+        self._stderr_reader = threading.Thread(
+            target=self._read, args=(self.proc.stderr, self.stderr.append, False), daemon=True)
+        self._stderr_reader.start()
         self.proc.stdin.write(request.to_json())
         self.proc.stdin.close()
 
@@ -119,6 +121,7 @@ class _Child:
         except ProcessLookupError:
             pass
         self.proc.wait()
+        self._stderr_reader.join(timeout=5)  # its last lines may say why the child died
 
 
 def _attempt(request: MorphRequest, log: EventLog, cancelled: Callable[[], bool],
