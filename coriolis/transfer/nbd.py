@@ -212,8 +212,12 @@ class _ConnectionPool:
         self._slots = threading.BoundedSemaphore(limit)
         self._all: list[NbdConnection] = []
         self._lock = threading.Lock()
-        with self.borrow() as conn:
-            self.size = conn.size
+        try:
+            with self.borrow() as conn:
+                self.size = conn.size
+        except BaseException:
+            export.close()  # else its qemu-nbd would hold the image's lock after we are gone
+            raise
 
     @contextlib.contextmanager
     def borrow(self) -> Iterator[NbdConnection]:
@@ -236,16 +240,6 @@ class _ConnectionPool:
             self._all.clear()
 
 
-def _pool_or_close(export: QemuNbdExport) -> _ConnectionPool:
-    """The export's connection pool; if even its first connection fails, the export is
-    closed, so that no qemu-nbd is left holding the image's lock."""
-    try:
-        return _ConnectionPool(export)
-    except BaseException:
-        export.close()
-        raise
-
-
 class NbdImageReader:
     """A DiskReader over any qemu image format: allocated extents from ``qemu-img map``, or,
     given the persistent dirty ``bitmap`` the image carries, the ranges written since that
@@ -254,7 +248,7 @@ class NbdImageReader:
     def __init__(self, path: str, fmt: str, bitmap: str | None = None) -> None:
         self._path, self._fmt, self._bitmap = path, fmt, bitmap
         self._export = QemuNbdExport(path, fmt, readonly=True, bitmap=bitmap)
-        self._conns = _pool_or_close(self._export)
+        self._conns = _ConnectionPool(self._export)
 
     @property
     def size(self) -> int:
@@ -282,7 +276,7 @@ class NbdImageWriter:
 
     def __init__(self, path: str, fmt: str) -> None:
         self._export = QemuNbdExport(path, fmt, readonly=False)
-        self._conns = _pool_or_close(self._export)
+        self._conns = _ConnectionPool(self._export)
 
     @property
     def size(self) -> int:
