@@ -22,6 +22,7 @@ from coriolis.providers import registry
 from coriolis.transfer.copy import copy_disk
 from coriolis.transfer.manifest import UNKNOWN, ZERO, BlockManifest
 from coriolis.transfer.remote import RemoteDiskWriter
+from coriolis.worker import faults
 
 # Change-detection granularity of block manifests (copies still move 4 MiB chunks).
 MANIFEST_BLOCK = 64 * 1024
@@ -127,7 +128,8 @@ def validate_deployment(ctx: TaskContext) -> JSON:
 def create_disks(ctx: TaskContext) -> JSON:
     volumes = ctx.destination.create_disks(ctx.dest_conn, ctx.dest_env,
                                            ctx.require("export_info"),
-                                           ctx.info.get("volumes_info") or [])
+                                           ctx.info.get("volumes_info") or [],
+                                           transfer_id=ctx.info.get("action_id"))
     ctx.event(f"{len(volumes)} destination disk(s) ready")
     return {"volumes_info": volumes}
 
@@ -138,7 +140,8 @@ def deploy_source_resources(ctx: TaskContext) -> JSON:
     replica = ctx.message.task_type == c.TASK_TYPE_DEPLOY_REPLICA_SOURCE_RESOURCES
     return {"source_resources": ctx.origin.deploy_source_resources(
         ctx.origin_conn, ctx.origin_env, ctx.require("export_info"),
-        tracking_id=ctx.info.get("action_id") if replica else None)}
+        tracking_id=ctx.info.get("action_id") if replica else None,
+        transfer_id=ctx.info.get("action_id"))}
 
 
 @runs(c.TASK_TYPE_DELETE_MIGRATION_SOURCE_RESOURCES, c.TASK_TYPE_DELETE_REPLICA_SOURCE_RESOURCES)
@@ -207,6 +210,8 @@ def replicate_disks(ctx: TaskContext) -> JSON:
                     ctx.progress(done, scan_total or 1,
                                  f"Disk {_id}: {done / MiB:.1f} of {scan_total / MiB:.1f} MiB "
                                  f"allocated data scanned, {rate / MiB:.1f} MiB/s")
+                    if done:
+                        faults.crash_point(ctx.message.task_type)
 
                 try:
                     stats = copy_disk(reader, writer, since=since, manifest=manifest,
@@ -293,7 +298,7 @@ def deploy_instance(ctx: TaskContext) -> JSON:
              and bool(ctx.info.get("clone_disks", True)))
     return {"instance_deployment_info": ctx.destination.deploy_instance(
         ctx.dest_conn, ctx.dest_env, ctx.require("export_info"), ctx.require("volumes_info"),
-        clone_disks=clone)}
+        clone_disks=clone, transfer_id=ctx.info.get("action_id"))}
 
 
 @runs(c.TASK_TYPE_FINALIZE_INSTANCE_DEPLOYMENT, c.TASK_TYPE_FINALIZE_REPLICA_INSTANCE_DEPLOYMENT)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -15,7 +16,13 @@ from coriolis import constants as c
 from coriolis import exceptions
 from coriolis.providers import mappings
 from coriolis.providers.base import JSON, TransferProvider
-from coriolis.providers.local.cloud import PENDING_FILE, LocalCloud
+from coriolis.providers.local.cloud import (
+    INSTANCE_FILE,
+    PENDING_FILE,
+    LocalCloud,
+    fsync_dir,
+    write_json_atomic,
+)
 from coriolis.transfer.base import DiskReader, DiskWriter
 from coriolis.transfer.extents import qemu_img_info
 from coriolis.transfer.files import RawFileReader, RawFileWriter
@@ -24,6 +31,7 @@ from coriolis.transfer.journal import JournalingWriter, roll_back
 from coriolis.transfer.nbd import NbdImageReader
 from coriolis.transfer.remote import AgentAddress, RemoteDiskWriter, is_this_host, probe_agent
 from coriolis.transfer.wire import COMPRESSIONS
+from coriolis.worker.faults import crash_point
 
 MiB = 1024 * 1024
 
@@ -112,6 +120,19 @@ def _end_snapshots(volumes_info: list[JSON], raw: Callable[[JSON, str], None],
             (raw if volume["format"] == "raw" else qcow2)(volume, snapshot)
         result.append({k: v for k, v in volume.items() if k != "snapshot"})
     return result
+
+
+def _transfer_key(transfer_id: str | None, *parts: str) -> str:
+    """A short name part that is the same each time the same transfer (and instance, disk...)
+    asks, so that a call repeated after a crash finds what the interrupted one made; random
+    without a ``transfer_id``."""
+    if not transfer_id:
+        return uuid.uuid4().hex[:10]
+    return hashlib.sha256("|".join((transfer_id, *parts)).encode()).hexdigest()[:10]
+
+
+# The key of the transfer that owns a pending instance definition (removed by finalize).
+OWNER_KEY = "coriolis_transfer"
 
 
 def create_image(path: Path, fmt: str, size: int) -> None:
@@ -247,10 +268,13 @@ class LocalProvider(TransferProvider):
                     f"instance '{instance}': disk file {disk['file']} is not readable")
 
     def deploy_source_resources(self, connection_info: JSON, env: JSON, export_info: JSON,
-                                tracking_id: str | None = None) -> JSON:
+                                tracking_id: str | None = None,
+                                transfer_id: str | None = None) -> JSON:
         """Change tracking: qcow2 disks get a persistent dirty bitmap (added before any
         snapshot is taken, so no write falls between the two). With ``snapshot``, reads stay on
-        a point-in-time copy of every disk file (a reflink where the file system has them)."""
+        a point-in-time copy of every disk file (a reflink where the file system has them), in
+        ``.coriolis/snapshot-<key of the transfer and instance>``: a repeated call replaces
+        the folder an interrupted one left; a failed one removes it."""
         cloud = LocalCloud(connection_info)
         resources: JSON = {}
         if tracking_id:
@@ -263,15 +287,23 @@ class LocalProvider(TransferProvider):
                     resources.setdefault("cbt", {})[disk["id"]] = {
                         "token": token, "image": image, "prefix": prefix}
         if env.get("snapshot"):
-            folder = cloud.scratch_dir() / f"snapshot-{uuid.uuid4().hex[:12]}"
+            key = _transfer_key(transfer_id or tracking_id, export_info["name"])
+            folder = cloud.scratch_dir() / f"snapshot-{key}"
+            shutil.rmtree(folder, ignore_errors=True)
             folder.mkdir()
             snapshots = {}
-            for disk in export_info["devices"]["disks"]:
-                src = cloud.disk_path(export_info["name"], disk)
-                dst = folder / f"{disk['id']}{src.suffix}"
-                _reflink_copy(src, dst)
-                snapshots[disk["id"]] = str(dst)
+            try:
+                for disk in export_info["devices"]["disks"]:
+                    src = cloud.disk_path(export_info["name"], disk)
+                    dst = folder / f"{disk['id']}{src.suffix}"
+                    _reflink_copy(src, dst)
+                    snapshots[disk["id"]] = str(dst)
+                    crash_point()
+            except BaseException:
+                shutil.rmtree(folder, ignore_errors=True)
+                raise
             resources.update({"snapshot_dir": str(folder), "snapshots": snapshots})
+        crash_point()
         return resources
 
     def open_disk_reader(self, connection_info: JSON, env: JSON, export_info: JSON,
@@ -295,7 +327,13 @@ class LocalProvider(TransferProvider):
                                 source_resources: JSON) -> None:
         resources = source_resources or {}
         if resources.get("snapshot_dir"):
-            shutil.rmtree(resources["snapshot_dir"], ignore_errors=True)
+            folder = Path(resources["snapshot_dir"])
+            # Whatever an interrupted call left of the folder goes too.
+            for file in sorted(folder.iterdir()) if folder.is_dir() else []:
+                file.unlink(missing_ok=True)
+                crash_point()
+            shutil.rmtree(folder, ignore_errors=True)
+        crash_point()
         keep = set(resources.get("keep_tokens") or [])
         for tracking in (resources.get("cbt") or {}).values():
             if not os.path.exists(tracking["image"]):
@@ -346,23 +384,36 @@ class LocalProvider(TransferProvider):
                     f"exist on the destination (available: {', '.join(networks)})")
 
     def create_disks(self, connection_info: JSON, env: JSON, export_info: JSON,
-                     volumes_info: list[JSON]) -> list[JSON]:
+                     volumes_info: list[JSON], transfer_id: str | None = None) -> list[JSON]:
+        """Disk files are named ``<instance>-<disk>-<key of the transfer>``: one an
+        interrupted call left half-made is made again; on an error, those made here go."""
         cloud = LocalCloud(connection_info)
         backends = self._disk_backends(cloud, env, export_info)
         existing = {v["disk_id"]: v for v in volumes_info or [] if os.path.exists(v["path"])}
         name = self._target_name(env, export_info)
-        result = []
-        for disk in export_info["devices"]["disks"]:
-            if disk["id"] in existing:
-                result.append(existing[disk["id"]])
-                continue
-            backend = backends[disk["id"]]
-            file_name = f"{name}-{disk['id']}-{uuid.uuid4().hex[:8]}.{backend.format}"
-            path = cloud.storage_dir(backend.name) / file_name
-            create_image(path, backend.format, disk["size_bytes"])
-            result.append({"disk_id": disk["id"], "size_bytes": disk["size_bytes"],
-                           "storage_backend": backend.name, "format": backend.format,
-                           "path": str(path)})
+        result: list[JSON] = []
+        made: list[Path] = []
+        try:
+            for disk in export_info["devices"]["disks"]:
+                if disk["id"] in existing:
+                    result.append(existing[disk["id"]])
+                    continue
+                backend = backends[disk["id"]]
+                key = _transfer_key(transfer_id, export_info["name"], disk["id"])
+                path = (cloud.storage_dir(backend.name)
+                        / f"{name}-{disk['id']}-{key}.{backend.format}")
+                path.unlink(missing_ok=True)
+                create_image(path, backend.format, disk["size_bytes"])
+                made.append(path)
+                result.append({"disk_id": disk["id"], "size_bytes": disk["size_bytes"],
+                               "storage_backend": backend.name, "format": backend.format,
+                               "path": str(path)})
+                crash_point()
+        except BaseException:
+            for path in made:
+                path.unlink(missing_ok=True)
+            raise
+        crash_point()
         return result
 
     def open_disk_writer(self, connection_info: JSON, env: JSON, volume: JSON,
@@ -385,6 +436,8 @@ class LocalProvider(TransferProvider):
         for volume in volumes_info or []:
             Path(volume["path"]).unlink(missing_ok=True)
             Path(f"{volume['path']}{JOURNAL_SUFFIX}").unlink(missing_ok=True)
+            crash_point()
+        crash_point()
 
     # Raw volumes are "snapshotted" by an undo journal beside them that the writer fills with
     # the old contents of what it overwrites; qcow2 volumes by an internal qcow2 snapshot.
@@ -424,44 +477,96 @@ class LocalProvider(TransferProvider):
             lambda volume, name: _qemu_img("snapshot", "-d", name, volume["path"]))
 
     def deploy_instance(self, connection_info: JSON, env: JSON, export_info: JSON,
-                        volumes_info: list[JSON], clone_disks: bool = False) -> JSON:
+                        volumes_info: list[JSON], clone_disks: bool = False,
+                        transfer_id: str | None = None) -> JSON:
+        """Write the instance's definition as ``instance.json.coriolis-pending`` (not listed;
+        ``finalize_instance`` makes it ``instance.json``), over clones of the disks when
+        ``clone_disks``. Clones are named after the transfer and the pending definition
+        names its transfer, so a repeated call replaces what an interrupted one left; a
+        pending definition of another transfer is a name clash; on an error, what this call
+        made goes."""
         cloud = LocalCloud(connection_info)
         name = self._target_name(env, export_info)
-        if (cloud.instance_dir(name) / "instance.json").exists():
+        folder = cloud.instance_dir(name)
+        owner = _transfer_key(transfer_id, export_info["name"])
+        if (folder / INSTANCE_FILE).exists() or self._pending_owner(folder) not in (None,
+                                                                                     owner):
             raise exceptions.InvalidInput(
                 f"an instance named '{name}' already exists on the destination")
-        folder = cloud.instance_dir(name)
+        created_folder = not folder.exists()
         folder.mkdir(parents=True, exist_ok=True)
         disks, cloned = [], []
         guest = cloud.guest_profile()
-        for volume in volumes_info:
-            path = Path(volume["path"])
-            if clone_disks:
-                clone = path.with_name(f"{name}-{volume['disk_id']}-{uuid.uuid4().hex[:8]}"
-                                       f"{path.suffix}")
-                _reflink_copy(path, clone)
-                cloned.append(str(clone))
-                path = clone
-            disks.append({"file": os.path.relpath(path, folder), "format": volume["format"],
-                          "bus": guest["disk_bus"]})
-        networks = cloud.networks()
-        nics = [{"network": mappings.destination_network(n["network_name"], env, networks),
-                 "mac": n["mac_address"], "model": guest["nic_model"]}
-                for n in export_info["devices"]["nics"]]
-        desc = {"name": name, "cpus": export_info["num_cpu"],
-                "memory_mb": export_info["memory_mb"], "os_type": export_info["os_type"],
-                "firmware": "uefi" if export_info.get("firmware_type") == "EFI" else "bios",
-                "power_state": "stopped", "nics": nics, "disks": disks}
-        pending = cloud.save_instance(name, desc, pending=True)
+        try:
+            for volume in volumes_info:
+                path = Path(volume["path"])
+                if clone_disks:
+                    key = _transfer_key(transfer_id, export_info["name"], volume["disk_id"])
+                    clone = path.with_name(f"{name}-{volume['disk_id']}-clone-{key}"
+                                           f"{path.suffix}")
+                    cloned.append(str(clone))
+                    _reflink_copy(path, clone)
+                    path = clone
+                disks.append({"file": os.path.relpath(path, folder),
+                              "format": volume["format"], "bus": guest["disk_bus"]})
+            crash_point()
+            networks = cloud.networks()
+            nics = [{"network": mappings.destination_network(n["network_name"], env, networks),
+                     "mac": n["mac_address"], "model": guest["nic_model"]}
+                    for n in export_info["devices"]["nics"]]
+            desc = {"name": name, "cpus": export_info["num_cpu"],
+                    "memory_mb": export_info["memory_mb"], "os_type": export_info["os_type"],
+                    "firmware": "uefi" if export_info.get("firmware_type") == "EFI" else "bios",
+                    "power_state": "stopped", "nics": nics, "disks": disks, OWNER_KEY: owner}
+            pending = cloud.save_instance(name, desc, pending=True)
+        except BaseException:
+            self._remove_instance(folder, cloned, created_folder)
+            raise
         return {"instance_name": name, "pending_file": str(pending), "cloned_disks": cloned,
                 "disks": [str((folder / d["file"]).resolve()) for d in disks]}
 
+    @staticmethod
+    def _pending_owner(folder: Path) -> str | None:
+        """The transfer key a pending definition names (``""`` for one unreadable or of an
+        older version), None without one."""
+        try:
+            desc = json.loads((folder / PENDING_FILE).read_text())
+        except FileNotFoundError:
+            return None
+        except ValueError:
+            return ""
+        return str(desc.get(OWNER_KEY, "")) if isinstance(desc, dict) else ""
+
+    @staticmethod
+    def _remove_instance(folder: Path, cloned: list[str], remove_folder: bool = True) -> None:
+        """The definition first (so a half-removed instance is never listed), then the pending
+        one and leftovers of atomic writes, the clones, and the folder once empty."""
+        for file in (INSTANCE_FILE, PENDING_FILE):
+            (folder / file).unlink(missing_ok=True)
+            (folder / f"{file}.tmp").unlink(missing_ok=True)
+            fsync_dir(folder)
+            crash_point()
+        for path in cloned:
+            Path(path).unlink(missing_ok=True)
+        if remove_folder and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+
     def finalize_instance(self, connection_info: JSON, env: JSON,
                           instance_deployment_info: JSON) -> JSON:
+        """``instance.json`` from the pending definition (written to a temporary file,
+        fsynced, renamed), then the pending one removed; done already is done."""
         cloud = LocalCloud(connection_info)
         name = instance_deployment_info["instance_name"]
         folder = cloud.instance_dir(name)
-        os.replace(folder / PENDING_FILE, folder / "instance.json")
+        pending = folder / PENDING_FILE
+        if pending.exists():
+            desc = json.loads(pending.read_text())
+            desc.pop(OWNER_KEY, None)
+            write_json_atomic(folder / INSTANCE_FILE, desc)
+            pending.unlink()
+            fsync_dir(folder)
+        elif not (folder / INSTANCE_FILE).exists():
+            raise exceptions.ProviderError(f"instance '{name}' is not being deployed")
         return {"instance_name": name, "path": str(folder),
                 "disks": instance_deployment_info["disks"]}
 
@@ -507,9 +612,5 @@ class LocalProvider(TransferProvider):
         if not instance_deployment_info:
             return
         cloud = LocalCloud(connection_info)
-        folder = cloud.instance_dir(instance_deployment_info["instance_name"])
-        (folder / PENDING_FILE).unlink(missing_ok=True)
-        for path in instance_deployment_info.get("cloned_disks", []):
-            Path(path).unlink(missing_ok=True)
-        if folder.is_dir() and not any(folder.iterdir()):
-            folder.rmdir()
+        self._remove_instance(cloud.instance_dir(instance_deployment_info["instance_name"]),
+                              instance_deployment_info.get("cloned_disks", []))
