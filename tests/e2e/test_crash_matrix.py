@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import create_engine, text
 
 from coriolis import constants as c
 from coriolis.harness import (
@@ -51,6 +52,7 @@ from coriolis.harness import (
     stop_server,
 )
 from coriolis.worker.faults import ENV
+from tests.e2e.test_distributed import BROKER, POSTGRES
 
 pytestmark = pytest.mark.e2e
 FINAL = {"COMPLETED", "ERROR", "CANCELED", "DEADLOCKED"}
@@ -465,10 +467,6 @@ def test_replica_deploy_survives_kills(rig: dict, items: tuple[str, ...], expect
 # ======================================================================= scale-out
 @pytest.fixture(scope="module")
 def crash_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster, Path]]:
-    from tests.e2e.test_distributed import BROKER, POSTGRES
-
-    from sqlalchemy import create_engine, text
-
     name = f"coriolis_test_{uuid.uuid4().hex[:12]}"
     admin = create_engine(f"{POSTGRES}/postgres", isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
