@@ -321,8 +321,8 @@ def test_migration_survives_kills(rig: dict, items: tuple[str, ...], expected: s
     crashing: Crashing = rig["crashing"]
     crashing.arm(*items)
     data = _migrate(rig, request.node.callspec.id.lower().replace("_", "-"))
-    _fired(rig, items)
     _check_migration(rig, data, expected)
+    _fired(rig, items)
 
 
 def test_migration_cancel_ends_although_its_cleanups_are_killed(rig: dict) -> None:
@@ -351,8 +351,8 @@ def test_migration_cancel_ends_although_its_cleanups_are_killed(rig: dict) -> No
     crashing.api().post(f"/migrations/{migration}/actions", json={"cancel": {"force": False}})
     data = crashing.wait_final(f"/migrations/{migration}", "migration")
     data["instance_name"] = notes
-    _fired(rig, items)
     _check_migration(rig, data, "CANCELED")
+    _fired(rig, items)
 
 
 # ======================================================================= replica executions
@@ -415,8 +415,8 @@ def test_replica_execution_survives_kills(rig: dict, items: tuple[str, ...], exp
     _change_source(rig, zlib.crc32(request.node.callspec.id.encode()))
     crashing.arm(*items)
     data = _execute(rig)
-    _fired(rig, items)
     _check_replica(rig, data, expected)
+    _fired(rig, items)
 
 
 # ======================================================================= replica deploys
@@ -444,7 +444,6 @@ def test_replica_deploy_survives_kills(rig: dict, items: tuple[str, ...], expect
                           "skip_os_morphing": True}}
     migration = crashing.create("/migrations", body, "/migrations", "migrations")
     data = crashing.wait_final(f"/migrations/{migration}", "migration")
-    _fired(rig, items)
     assert data["last_execution_status"] == expected, _summary(data)
     assert_ended(data)
     folder = rig["dst"] / "instances" / "vm"
@@ -458,6 +457,7 @@ def test_replica_deploy_survives_kills(rig: dict, items: tuple[str, ...], expect
     for a, b in zip(_committed(rig), _replica_volumes(rig), strict=True):
         assert same(a, b)
     assert_no_debris(rig)
+    _fired(rig, items)
     if folder.exists():  # make room for the next row's deploy
         for disk in instance_disks(rig["dst"], "vm"):
             disk.unlink()
