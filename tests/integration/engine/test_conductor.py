@@ -284,3 +284,47 @@ def test_qcow2_replica_reads_only_what_the_dirty_bitmap_marks(services, ctx, end
     assert second["bytes_changed"] <= 3 * 64 * 1024
     assert qcow2_bitmaps(source) == [second["cbt"]] != [first["cbt"]]
     assert same(source, Path(second["path"]))
+
+
+def test_a_task_whose_end_report_was_lost_is_taken_over_and_a_plain_cancel_ends(
+        services, ctx, endpoints, clouds, monkeypatch) -> None:
+    """Issue 12: a task whose end report never reached the database (there: `database is
+    locked` under load) stayed RUNNING, and a plain cancel left its execution CANCELLING
+    forever. The lost report is simulated (dropping the report is the only way to lose it on
+    demand); the conductor's check finds the task no longer run by this process, and the
+    cancel ends, its cleanups done."""
+    from coriolis.worker import service as worker_service
+
+    real_report = worker_service._report
+    dropped: list[str] = []
+
+    def lossy(send, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if send.__name__ == "task_completed" and not dropped:
+            with services.db.session() as session:
+                task = session.get(models.Task, args[0])
+                if task.task_type == c.TASK_TYPE_DEPLOY_INSTANCE_RESOURCES:
+                    dropped.append(task.id)
+                    return
+        real_report(send, *args, **kwargs)
+
+    monkeypatch.setattr(worker_service, "_report", lossy)
+    mid = services.conductor.create_migration(ctx, body(endpoints, "vm1", replication_count=1))
+    deadline = time.monotonic() + 60
+    while not dropped and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert dropped
+    time.sleep(0.5)  # the runner thread ends
+    with services.db.session() as session:
+        execution_id = session.get(models.TransferAction, mid).executions[0].id
+        assert session.get(models.Task, dropped[0]).status == c.TASK_STATUS_RUNNING
+    services.conductor.cancel_execution(ctx, execution_id, force=False)
+    services.conductor.check_workers()
+    services.conductor.check_workers()
+    execution = wait_execution(services, mid, timeout=30)
+    assert execution.status == c.EXECUTION_STATUS_CANCELED
+    statuses = {t.task_type: t.status for t in execution.tasks}
+    assert statuses[c.TASK_TYPE_DEPLOY_INSTANCE_RESOURCES] == c.TASK_STATUS_COMPLETED
+    assert statuses[c.TASK_TYPE_CLEANUP_FAILED_INSTANCE_DEPLOYMENT] == c.TASK_STATUS_COMPLETED
+    assert statuses[c.TASK_TYPE_CLEANUP_INSTANCE_TARGET_STORAGE] == c.TASK_STATUS_COMPLETED
+    assert not (clouds["dst"] / "instances" / "vm1").exists()
+    assert not list((clouds["dst"] / "storage").glob("*/vm1-*"))
