@@ -1,0 +1,127 @@
+"""Fault injection for the crash tests: make the process die (SIGKILL, as ``kill -9``) at a
+chosen moment of a chosen task. Off unless the environment variable is set; never set it in
+production.
+
+``CORIOLIS_TEST_CRASH_AT`` holds comma-separated ``TASK_TYPE:PHASE`` items, or ``@FILE``: a file
+holding such items, read at every check, so a test can arm a crash in a running server. PHASE:
+
+- ``during``: while the task runs, after part of its work is done: in the provider call of the
+  multi-step local-provider methods (after the first disk is created, the first snapshot copy
+  made, the first file of a cleanup removed, instance.json removed...), in REPLICATE_DISKS after
+  the first chunk was written; for a task type without such a point (``crash_point`` is never
+  called in its thread), as soon as the task is recorded RUNNING, before its runner starts.
+- ``after``: the runner returned, its result is not yet reported (so not recorded).
+- ``fail``: not a crash: the runner raises ``ProviderError("injected failure")`` instead of
+  running, to drive an execution into its error path (cleanups, rollbacks).
+
+Each item fires once: from a file it is removed (the file rewritten, fsynced) before the kill;
+a process started with the plain form dies with it, so restart it without the variable.
+``crash_point()`` is what providers and runners call at their mid-work points; the worker sets
+the task type of the calling thread (``running``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from coriolis import constants as c
+from coriolis import exceptions
+
+ENV = "CORIOLIS_TEST_CRASH_AT"
+PHASES = ("during", "after", "fail")
+LOG = logging.getLogger(__name__)
+
+_local = threading.local()
+_file_lock = threading.Lock()
+
+
+def _items(text: str) -> list[str]:
+    return [i.strip() for i in text.replace("\n", ",").split(",") if i.strip()]
+
+
+def _take(task_type: str, phase: str) -> bool:
+    """Whether ``task_type:phase`` is armed; from a file, consumed."""
+    spec = os.environ.get(ENV)
+    if not spec:
+        return False
+    wanted = f"{task_type}:{phase}"
+    if not spec.startswith("@"):
+        return wanted in _items(spec)
+    path = Path(spec[1:])
+    with _file_lock:
+        try:
+            items = _items(path.read_text())
+        except FileNotFoundError:
+            return False
+        if wanted not in items:
+            return False
+        items.remove(wanted)
+        with open(path, "w") as f:
+            f.write(",".join(items))
+            f.flush()
+            os.fsync(f.fileno())
+    return True
+
+
+def _die(task_type: str, phase: str) -> None:
+    LOG.warning("%s: killing this process at %s:%s", ENV, task_type, phase)
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def running(task_type: str) -> Iterator[None]:
+    """Around a task's runner in the worker: arms ``crash_point`` for this thread; raises the
+    injected failure or kills at the start of a ``during`` task that has no mid-work point.
+    (A task type with mid-work points is one ``MID_WORK`` names.)"""
+    if not os.environ.get(ENV):
+        yield
+        return
+    if _take(task_type, "fail"):
+        raise exceptions.ProviderError(f"injected failure ({ENV}={task_type}:fail)")
+    if task_type not in MID_WORK and _take(task_type, "during"):
+        _die(task_type, "during")
+    _local.task_type = task_type
+    try:
+        yield
+    finally:
+        _local.task_type = None
+
+
+def crash_point(task_type: str | None = None) -> None:
+    """A mid-work point: dies here when ``TASK_TYPE:during`` is armed for the task running in
+    this thread (or ``task_type``, from a helper thread of that task)."""
+    if not os.environ.get(ENV):
+        return
+    current = task_type or getattr(_local, "task_type", None)
+    if current and _take(current, "during"):
+        _die(current, "during")
+
+
+def after(task_type: str) -> None:
+    """Called by the worker after the runner returned, before the result is reported."""
+    if os.environ.get(ENV) and _take(task_type, "after"):
+        _die(task_type, "after")
+
+
+# Task types whose runner or local-provider method calls ``crash_point`` mid-work.
+MID_WORK = frozenset({
+    c.TASK_TYPE_CREATE_INSTANCE_DISKS, c.TASK_TYPE_DEPLOY_REPLICA_DISKS,
+    c.TASK_TYPE_DEPLOY_MIGRATION_SOURCE_RESOURCES, c.TASK_TYPE_DEPLOY_REPLICA_SOURCE_RESOURCES,
+    c.TASK_TYPE_DELETE_MIGRATION_SOURCE_RESOURCES, c.TASK_TYPE_DELETE_REPLICA_SOURCE_RESOURCES,
+    c.TASK_TYPE_REPLICATE_DISKS, c.TASK_TYPE_DEPLOY_INSTANCE_RESOURCES,
+    c.TASK_TYPE_DEPLOY_REPLICA_INSTANCE_RESOURCES, c.TASK_TYPE_CLEANUP_FAILED_INSTANCE_DEPLOYMENT,
+    c.TASK_TYPE_CLEANUP_FAILED_REPLICA_INSTANCE_DEPLOYMENT,
+    c.TASK_TYPE_CLEANUP_INSTANCE_TARGET_STORAGE, c.TASK_TYPE_DELETE_REPLICA_DISKS,
+    # replica disk snapshots (coriolis/providers/local/replica_disks.py): after the first
+    # volume's snapshot, half-way through an undo journal's replay, after the commit record
+    c.TASK_TYPE_CREATE_REPLICA_DISK_SNAPSHOTS, c.TASK_TYPE_RESTORE_REPLICA_DISK_SNAPSHOTS,
+    c.TASK_TYPE_DELETE_REPLICA_TARGET_DISK_SNAPSHOTS,
+})
