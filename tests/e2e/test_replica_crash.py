@@ -180,3 +180,26 @@ def test_kill_after_the_commit_point(world: World) -> None:
     assert third["status"] == "COMPLETED", third["tasks"]
     assert w.volume(replica)["bytes_sent"] == 0
     assert same(source_disk(w), deploy(w, replica))
+
+
+def test_kill_while_the_snapshot_is_being_taken(world: World) -> None:
+    """The server is killed as execution 2's undo journal is made, before anything is
+    written: the disk still holds execution 1, which a deploy ships; the next execution
+    settles the half-made snapshot first and completes."""
+    w = world
+    replica, before = first_execution(w)
+    rewrite_source(w)
+    w.faults.write_text("CREATE_REPLICA_DISK_SNAPSHOTS:during")
+    second = w.execute(replica)
+    w.killed()
+    done = w.finished(replica, second)
+    if done["status"] == "ERROR":  # without the crash-matrix recovery
+        assert same(before, w.volume(replica)["path"])
+        assert same(before, deploy(w, replica))
+    else:
+        assert done["status"] == "COMPLETED", done["tasks"]
+    third = w.finished(replica, w.execute(replica))
+    assert third["status"] == "COMPLETED", third["tasks"]
+    volume = w.volume(replica)
+    assert same(source_disk(w), volume["path"])
+    assert_no_debris(w, volume)
