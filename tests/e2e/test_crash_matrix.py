@@ -13,9 +13,9 @@ the invariant is checked:
   to an instance or to the replica, every instance folder holds just its ``instance.json``,
   the source's ``.coriolis/`` (snapshot copies) is empty.
 
-Rows also drive the error paths (a task that fails after doing its work, ``TYPE:fail``) and a
-cancel (``TYPE:hold`` keeps a task running until cancelled) and kill the server in their
-cleanups and rollbacks. The scale-out row SIGKILLs a worker during a task.
+Rows also drive the error paths (a task that fails after doing its work,
+``TYPE:fail-after``) and a cancel (``TYPE:hold`` keeps a task running until cancelled) and kill
+the server in their cleanups and rollbacks. The scale-out row SIGKILLs a worker during a task.
 
 Not covered: DEPLOY_OS_MORPHING_RESOURCES, OS_MORPHING and DELETE_OS_MORPHING_RESOURCES. OS
 morphing starts a libguestfs appliance under TCG (~20 s a start, ~80 s a run here), and it
@@ -233,7 +233,9 @@ def _committed(rig: dict) -> list[Path]:
 def assert_no_debris(rig: dict) -> None:
     """No half-defined instance, no disk file that belongs to nothing, no snapshot copy."""
     dst, src = rig["dst"], rig["src"]
-    owned = {str(p) for p in _replica_volumes(rig)}
+    # The replica's disks, and the commit record beside them (replica_disks.py) that says
+    # which of their states is committed.
+    owned = {f"{p}{suffix}" for p in _replica_volumes(rig) for suffix in ("", ".coriolis-commit")}
     for folder in (dst / "instances").iterdir() if (dst / "instances").exists() else []:
         assert sorted(p.name for p in folder.iterdir()) == ["instance.json"], folder
         owned |= {str(p) for p in instance_disks(dst, folder.name)}
@@ -245,9 +247,15 @@ def assert_no_debris(rig: dict) -> None:
 
 
 def assert_ended(data: dict) -> None:
-    stuck = [(t["task_type"], t["status"]) for t in data.get("tasks") or []
-             if t["status"] in ACTIVE]
+    """Nothing stays active, and no task failed but the one made to fail: every task the
+    kills interrupted, cleanups and rollbacks included, ran again to its end."""
+    tasks = data.get("tasks") or []
+    stuck = [(t["task_type"], t["status"]) for t in tasks if t["status"] in ACTIVE]
     assert stuck == [], stuck
+    failed = [(t["task_type"], t["exception_details"]) for t in tasks
+              if t["status"] == "ERROR" and "injected failure" not in
+              (t["exception_details"] or "")]
+    assert failed == [], failed
 
 
 def _fired(rig: dict, items: tuple[str, ...]) -> None:
@@ -271,14 +279,14 @@ MIGRATION_ROWS = [
     *[pytest.param((f"{t}:during", f"{t}:after"), "COMPLETED", id=t) for t in MIGRATION_TYPES],
     # The disks were written, then the copy fails: the destination disks go, even when
     # their deletion and the source cleanup are interrupted.
-    pytest.param((f"{c.TASK_TYPE_REPLICATE_DISKS}:fail",
+    pytest.param((f"{c.TASK_TYPE_REPLICATE_DISKS}:fail-after",
                   f"{c.TASK_TYPE_CLEANUP_INSTANCE_TARGET_STORAGE}:during",
                   f"{c.TASK_TYPE_CLEANUP_INSTANCE_TARGET_STORAGE}:after",
                   f"{c.TASK_TYPE_DELETE_MIGRATION_SOURCE_RESOURCES}:during"), "ERROR",
                  id="copy-fails-cleanups-killed"),
     # instance.json was written, then finalizing fails: the instance goes, never listed
     # half-removed (the 0 MB instance of issue 12).
-    pytest.param((f"{c.TASK_TYPE_FINALIZE_INSTANCE_DEPLOYMENT}:fail",
+    pytest.param((f"{c.TASK_TYPE_FINALIZE_INSTANCE_DEPLOYMENT}:fail-after",
                   f"{c.TASK_TYPE_CLEANUP_FAILED_INSTANCE_DEPLOYMENT}:during",
                   f"{c.TASK_TYPE_CLEANUP_FAILED_INSTANCE_DEPLOYMENT}:after",
                   f"{c.TASK_TYPE_CLEANUP_INSTANCE_TARGET_STORAGE}:during"), "ERROR",
@@ -368,7 +376,7 @@ REPLICA_ROWS = [
     *[pytest.param((f"{t}:during", f"{t}:after"), "COMPLETED", id=t) for t in REPLICA_TYPES],
     # The copy wrote the new data, then fails: the disks are rolled back to the last
     # completed execution although the rollback is killed twice.
-    pytest.param((f"{c.TASK_TYPE_REPLICATE_DISKS}:fail",
+    pytest.param((f"{c.TASK_TYPE_REPLICATE_DISKS}:fail-after",
                   f"{c.TASK_TYPE_RESTORE_REPLICA_DISK_SNAPSHOTS}:during",
                   f"{c.TASK_TYPE_RESTORE_REPLICA_DISK_SNAPSHOTS}:after"), "ERROR",
                  id="copy-fails-rollback-killed"),
@@ -428,7 +436,7 @@ DEPLOY_TYPES = [
 ]
 DEPLOY_ROWS = [
     *[pytest.param((f"{t}:during", f"{t}:after"), "COMPLETED", id=t) for t in DEPLOY_TYPES],
-    pytest.param((f"{c.TASK_TYPE_FINALIZE_REPLICA_INSTANCE_DEPLOYMENT}:fail",
+    pytest.param((f"{c.TASK_TYPE_FINALIZE_REPLICA_INSTANCE_DEPLOYMENT}:fail-after",
                   f"{c.TASK_TYPE_CLEANUP_FAILED_REPLICA_INSTANCE_DEPLOYMENT}:during",
                   f"{c.TASK_TYPE_CLEANUP_FAILED_REPLICA_INSTANCE_DEPLOYMENT}:after"), "ERROR",
                  id="finalize-fails-cleanup-killed"),
