@@ -30,7 +30,6 @@ import json
 import random
 import shutil
 import signal
-import subprocess
 import time
 import uuid
 import zlib
@@ -52,16 +51,12 @@ from coriolis.harness import (
     stop_server,
 )
 from coriolis.worker.faults import ENV
+from tests.e2e.test_cli_writer_agent import FINAL, same
 from tests.e2e.test_distributed import BROKER, POSTGRES
 
 pytestmark = pytest.mark.e2e
-FINAL = {"COMPLETED", "ERROR", "CANCELED", "DEADLOCKED"}
 ACTIVE = {"RUNNING", "CANCELLING", "PENDING", "STARTING", "SCHEDULED"}
 BLOCK = 64 * 1024
-
-
-def same(a: Path, b: Path) -> bool:
-    return subprocess.run(["qemu-img", "compare", "-q", str(a), str(b)]).returncode == 0
 
 
 def instance_disks(cloud: Path, name: str) -> list[Path]:
@@ -294,16 +289,20 @@ MIGRATION_ROWS = [
 ]
 
 
+def _migration_body(rig: dict, name: str) -> dict:
+    """Migrate vm (reading a snapshot of its disks) to an instance called ``name``."""
+    return {"migration": {
+        "origin_endpoint_id": rig["ids"]["src"], "destination_endpoint_id": rig["ids"]["dst"],
+        "instances": ["vm"], "source_environment": {"snapshot": True},
+        "destination_environment": {"storage_backend": "bulk", "instance_name": name},
+        "network_map": {"lan": "lan"}, "skip_os_morphing": True, "replication_count": 1}}
+
+
 def _migrate(rig: dict, row: str) -> dict:
     crashing: Crashing = rig["crashing"]
     notes = f"crash-{row}-{uuid.uuid4().hex[:6]}"
-    body = {"migration": {
-        "origin_endpoint_id": rig["ids"]["src"], "destination_endpoint_id": rig["ids"]["dst"],
-        "instances": ["vm"], "source_environment": {"snapshot": True},
-        "destination_environment": {"storage_backend": "bulk", "instance_name": notes},
-        "network_map": {"lan": "lan"}, "skip_os_morphing": True, "replication_count": 1,
-        "notes": notes}}
-    migration = crashing.create("/migrations", body, "/migrations", "migrations")
+    migration = crashing.create("/migrations", _migration_body(rig, notes), "/migrations",
+                                "migrations")
     data = crashing.wait_final(f"/migrations/{migration}", "migration")
     data["instance_name"] = notes
     return data
@@ -342,13 +341,8 @@ def test_migration_cancel_ends_although_its_cleanups_are_killed(rig: dict) -> No
              f"{c.TASK_TYPE_DELETE_MIGRATION_SOURCE_RESOURCES}:after")
     crashing.arm(*items)
     notes = f"crash-cancel-{uuid.uuid4().hex[:6]}"
-    body = {"migration": {
-        "origin_endpoint_id": rig["ids"]["src"], "destination_endpoint_id": rig["ids"]["dst"],
-        "instances": ["vm"], "source_environment": {"snapshot": True},
-        "destination_environment": {"storage_backend": "bulk", "instance_name": notes},
-        "network_map": {"lan": "lan"}, "skip_os_morphing": True, "replication_count": 1,
-        "notes": notes}}
-    migration = crashing.api().post("/migrations", json=body).json()["migration"]["id"]
+    migration = crashing.api().post("/migrations", json=_migration_body(rig, notes)).json()[
+        "migration"]["id"]
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         tasks = crashing.api().get(f"/migrations/{migration}").json()["migration"]["tasks"]
