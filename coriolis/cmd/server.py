@@ -36,7 +36,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _setup_logging(settings: Settings, verbose: bool, name: str = "coriolis") -> None:
-    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    settings.make_data_dir()
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     root = logging.getLogger()
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
@@ -149,7 +149,7 @@ def cmd_db_upgrade(args: argparse.Namespace) -> None:
     from coriolis.db.session import Database
 
     settings = _settings(args)
-    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    settings.make_data_dir()
     assert settings.database_url is not None
     Database(settings.database_url).create_schema()
     print("database schema is up to date")
@@ -160,7 +160,7 @@ def cmd_bootstrap(args: argparse.Namespace) -> None:
     from coriolis.identity.users import bootstrap
 
     settings = _settings(args)
-    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    settings.make_data_dir()
     assert settings.database_url is not None
     db = Database(settings.database_url)
     db.create_schema()
