@@ -174,10 +174,11 @@ def _spawn(cmd: list[str], ready: re.Pattern[str], log_path: Path,
     return proc, match
 
 
-def start_server(data_dir: Path) -> RunningServer:
+def start_server(data_dir: Path, env: dict[str, str] | None = None) -> RunningServer:
+    """An all-in-one server on ``data_dir``, with ``env`` added to this environment."""
     log_path = data_dir.parent / f"{data_dir.name}-server.out"
     proc, match = _spawn([SERVER, "all-in-one", "--host", "127.0.0.1", "--port", "0",
-                          "--data-dir", str(data_dir)], LISTEN_RE, log_path)
+                          "--data-dir", str(data_dir)], LISTEN_RE, log_path, env)
     # No openrc when the server trusts a real Keystone (DATA_DIR/coriolis.conf).
     env = read_openrc(data_dir / "openrc") if (data_dir / "openrc").exists() else {}
     return RunningServer(url=match.group(1), data_dir=data_dir, env=env, process=proc,
