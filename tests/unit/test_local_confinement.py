@@ -17,7 +17,9 @@ from coriolis import exceptions
 from coriolis.bus.base import EndpointRef, TaskMessage
 from coriolis.cmd.local_cloud import add_instance, init_cloud
 from coriolis.config import ConfigError, Settings
-from coriolis.providers.local.provider import LocalProvider
+from coriolis.providers.local.cloud import LocalCloud
+from coriolis.providers.local.provider import ConfinedRawReader, LocalProvider, _check_opened
+from coriolis.transfer.nbd import NbdImageReader
 from coriolis.worker.service import Worker
 
 
@@ -107,3 +109,35 @@ def test_a_qcow2_chain_inside_the_instance_folder_is_accepted(tmp_path: Path) ->
     assert info["devices"]["disks"][0]["size_bytes"] == 4 * 1024 * 1024
     desc = json.loads((folder / "instance.json").read_text())
     assert desc["disks"][0]["file"] == "disk0.qcow2"
+
+
+def test_what_the_reader_opened_is_checked_not_only_the_name(tmp_path: Path) -> None:
+    """The check a task makes by name is done again on what was opened: a raw disk through a
+    descriptor (no last symlink followed, the kernel's path for it checked), a qcow2 through
+    the files qemu-nbd holds open; so a folder swapped for a symlink after the name check
+    still reads nothing outside."""
+    cloud = init_cloud(tmp_path / "c")
+    folder = add_instance(cloud, "vm1", disk_size="4M", seed=1)
+    bases = LocalCloud({"path": str(cloud)}).read_bases("vm1")
+    secret = tmp_path / "secret.raw"
+    secret.write_bytes(b"s" * 4096)
+    reader = ConfinedRawReader(str(folder / "disk0.raw"), bases, "disk0")
+    assert reader.size == 4 * 1024 * 1024
+    reader.close()
+    (folder / "link.raw").symlink_to(secret)
+    with pytest.raises(exceptions.InvalidInput, match="disk0 cannot be opened"):
+        ConfinedRawReader(str(folder / "link.raw"), bases, "disk0")
+    (folder / "sub").symlink_to(tmp_path)  # a folder on the way that leads out
+    with pytest.raises(exceptions.InvalidInput, match=f"leads out .*{secret}"):
+        ConfinedRawReader(str(folder / "sub" / "secret.raw"), bases, "disk0")
+
+    overlay = folder / "overlay.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(secret), "-F", "raw",
+                    str(overlay)], check=True)
+    nbd = NbdImageReader(str(overlay), "qcow2")
+    try:
+        assert str(secret) in nbd.open_files()
+        with pytest.raises(exceptions.InvalidInput, match=f"leads out .*{secret}"):
+            _check_opened(nbd.open_files(), bases, "overlay")
+    finally:
+        nbd.close()

@@ -229,6 +229,11 @@ class LocalCloud:
         """Where the files of instance ``name`` may be: its folder and the storage backends."""
         return self.real_root / "instances" / name, self.real_root / "storage"
 
+    def read_bases(self, name: str) -> tuple[Path, ...]:
+        """Where what is read for instance ``name`` may be: its own places and, for
+        point-in-time copies, the cloud's scratch folder."""
+        return (*self._disk_bases(name), self.real_root / ".coriolis")
+
     def disk_path(self, name: str, disk: dict[str, Any]) -> Path:
         """The resolved path of a disk entry of instance ``name``; ``InvalidInput`` naming the
         instance and the file if it is absolute or resolves out of the instance folder and the

@@ -117,6 +117,40 @@ def _end_snapshots(volumes_info: list[JSON], raw: Callable[[JSON, str], None],
     return result
 
 
+def _check_opened(files: list[str], bases: tuple[Path, ...], what: str) -> None:
+    """``files`` were opened (each named as the kernel resolved it then): ``InvalidInput``
+    naming ``what`` unless all are inside ``bases``. Checking what was opened, not a name
+    looked up before, leaves no time to swap a folder for a symlink."""
+    outside = [f for f in files if not any(Path(f).is_relative_to(b) for b in bases)]
+    if outside:
+        raise exceptions.InvalidInput(f"{what} leads out of the instance folder (to "
+                                      f"{outside[0]})")
+
+
+class ConfinedRawReader(RawFileReader):
+    """A raw disk read through a descriptor opened without following a last symlink and
+    checked (by the kernel's name for it) to be inside ``bases``; what is read stays that
+    file whatever its path leads to later."""
+
+    def __init__(self, path: str, bases: tuple[Path, ...], what: str) -> None:
+        try:
+            self._held = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as exc:
+            raise exceptions.InvalidInput(f"{what} cannot be opened: {exc.strerror}") from None
+        try:
+            _check_opened([os.readlink(f"/proc/self/fd/{self._held}")], bases, what)
+            super().__init__(f"/proc/self/fd/{self._held}")
+        except BaseException:
+            os.close(self._held)
+            raise
+
+    def close(self) -> None:
+        super().close()
+        if self._held >= 0:
+            os.close(self._held)
+            self._held = -1
+
+
 def create_image(path: Path, fmt: str, size: int) -> None:
     if fmt == "raw":
         with open(path, "xb") as f:
@@ -307,10 +341,18 @@ class LocalProvider(TransferProvider):
                 f"instance '{export_info['name']}': disk file {disk['file']} is missing")
         if path is None:  # checked again as the task reads it
             path = str(cloud.disk_files(export_info["name"], disk)[0])
+        what = f"instance '{export_info['name']}': disk file {disk['file']}"
+        bases = cloud.read_bases(export_info["name"])
         if disk["format"] == "raw":
-            return RawFileReader(path)
+            return ConfinedRawReader(path, bases, what)
         bitmap = since if since and since in _bitmaps(path) else None
-        return NbdImageReader(path, disk["format"], bitmap=bitmap)
+        reader = NbdImageReader(path, disk["format"], bitmap=bitmap)
+        try:
+            _check_opened(reader.open_files(), bases, what)
+        except BaseException:
+            reader.close()
+            raise
+        return reader
 
     def delete_source_resources(self, connection_info: JSON, env: JSON,
                                 source_resources: JSON) -> None:
