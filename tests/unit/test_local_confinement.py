@@ -141,3 +141,27 @@ def test_what_the_reader_opened_is_checked_not_only_the_name(tmp_path: Path) -> 
             _check_opened(nbd.open_files(), bases, "overlay")
     finally:
         nbd.close()
+
+
+def test_a_destination_cloud_whose_folders_lead_out_is_refused(tmp_path: Path) -> None:
+    """Nothing is written out of a destination cloud through a symlinked ``instances``,
+    storage backend or scratch folder, nor read from a symlinked cloud.json."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    provider = LocalProvider()
+    for link, call, word in (
+            ("instances", lambda cloud: cloud.instance_dir("vm1"), "folder leads out"),
+            ("storage", lambda cloud: cloud.storage_dir("default"), "leads out"),
+            (".coriolis", lambda cloud: cloud.scratch_dir(), "leads out"),
+            ("cloud.json", lambda cloud: provider.list_networks({"path": str(cloud.root)}, {}),
+             "leads out")):
+        root = init_cloud(tmp_path / f"c-{link}")
+        target = root / link
+        if target.is_dir():
+            target.rmdir()
+        elif target.exists():
+            os.replace(target, outside / "cloud.json")
+        target.symlink_to(outside / ("cloud.json" if link == "cloud.json" else ""))
+        with pytest.raises(exceptions.InvalidInput, match=word):
+            call(LocalCloud({"path": str(root)}))
+    assert [p.name for p in outside.iterdir()] == ["cloud.json"]

@@ -107,6 +107,8 @@ class LocalCloud:
         file = self.root / "cloud.json"
         if not file.exists():
             return {}
+        if not is_inside(file, self.real_root):
+            raise exceptions.InvalidInput(f"{file} leads out of {self.root} (a symlink)")
         try:
             config = json.loads(file.read_text())
         except (OSError, ValueError) as exc:
@@ -176,9 +178,12 @@ class LocalCloud:
         if not name or "/" in name or "\0" in name or name in (".", ".."):
             raise exceptions.InvalidInput(f"invalid instance name '{name}'")
         folder = self.instances_dir / name
-        if os.path.lexists(folder) and real_path(folder) != self.real_root / "instances" / name:
-            raise exceptions.InvalidInput(
-                f"instance '{name}': its folder leads out of {self.instances_dir} (a symlink)")
+        for path in (self.instances_dir, folder):
+            if os.path.lexists(path) and real_path(path) != self.real_root.joinpath(
+                    *path.relative_to(self.root).parts):
+                raise exceptions.InvalidInput(
+                    f"instance '{name}': its folder leads out of {self.instances_dir} "
+                    "(a symlink)")
         return folder
 
     def instance_names(self) -> list[str]:
@@ -311,10 +316,11 @@ class LocalCloud:
         if any(not p or "/" in p or p in (".", "..") for p in parts):
             raise exceptions.InvalidInput(f"invalid folder name {'/'.join(parts)!r} in "
                                           f"{self.root}")
-        path = self.root.joinpath(*parts)
-        path.mkdir(parents=True, exist_ok=True)
-        if real_path(path) != self.real_root.joinpath(*parts):
-            raise exceptions.InvalidInput(f"{path} leads out of {self.root} (a symlink)")
+        for depth in range(1, len(parts) + 1):  # each folder checked before making the next
+            path = self.root.joinpath(*parts[:depth])
+            path.mkdir(exist_ok=True)
+            if real_path(path) != self.real_root.joinpath(*parts[:depth]):
+                raise exceptions.InvalidInput(f"{path} leads out of {self.root} (a symlink)")
         return path
 
     def storage_dir(self, backend: str) -> Path:

@@ -238,3 +238,24 @@ def test_local_clouds_are_confined_to_the_projects_root(admin: tuple[str, str],
     assert_error(migration, 400, "connection_info.path", str(b_root.resolve()))
     assert call("GET", f"{url_b}/migrations", token_b).json()["migrations"] == []
     assert list(b_dst.joinpath("instances").iterdir()) == []
+
+
+def test_local_cloud_init_makes_a_cloud_in_the_project_root(admin: tuple[str, str],
+                                                           server: RunningServer) -> None:
+    """`coriolis-server local-cloud init --project ID NAME` prints the connection info of a
+    new cloud in the project's root; the endpoint made from it validates."""
+    token, url = admin
+    printed = local_cloud("init", "--project", project_of(url), "--data-dir",
+                          str(server.data_dir), "--network", "lan", "made-by-init")
+    connection = json.loads(printed)
+    assert connection == {"path": str(server.cloud_dir("made-by-init", project_of(url))
+                                      .resolve())}
+    created = call("POST", f"{url}/endpoints", token, json={"endpoint": {
+        "name": "made-by-init", "type": "local", "connection_info": connection}})
+    endpoint_id = created.json()["endpoint"]["id"]
+    valid = call("POST", f"{url}/endpoints/{endpoint_id}/actions", token,
+                 json={"validate-connection": None}).json()["validate-connection"]
+    assert valid == {"valid": True, "message": None}
+    with pytest.raises(RuntimeError, match="must be a name"):
+        local_cloud("init", "--project", project_of(url), "--data-dir", str(server.data_dir),
+                    "../escape")
