@@ -92,6 +92,13 @@ class RunningServer:
         default) keep its local cloud NAME (the all-in-one's default local cloud root)."""
         return self.data_dir / "clouds" / (project_id or self.project_id) / name
 
+    def local_endpoint(self, name: str, path: Path) -> str:
+        """``coriolis endpoint create`` of a ``local`` endpoint on the cloud at ``path``;
+        returns its id."""
+        return str(self.cli("endpoint", "create", "--name", name, "--provider", "local",
+                            "--connection", json.dumps({"path": str(path)}),
+                            "-f", "json").json()["id"])
+
     def bindings(self) -> Any:
         """The Python bindings (``coriolisclient.client.Client``) logged in as the admin."""
         from keystoneauth1 import session

@@ -233,8 +233,7 @@ def odd_cloud(server: RunningServer, endpoints: dict[str, str]) -> Path:
     """A source cloud (endpoint "odd") for instances that are malformed on purpose."""
     cloud = server.cloud_dir("odd")
     local_cloud("init", str(cloud), "--network", "lan")
-    server.cli("endpoint", "create", "--name", "odd", "--provider", "local",
-               "--connection", json.dumps({"path": str(cloud)}))
+    server.local_endpoint("odd", cloud)
     return cloud
 
 

@@ -4,7 +4,6 @@ every folder 0700: the database and its -wal/-shm, logs, openrc, keys, the worke
 
 from __future__ import annotations
 
-import json
 import stat
 from pathlib import Path
 
@@ -36,9 +35,8 @@ def test_data_files_are_private_after_a_real_start(tmp_path: Path) -> None:
         local_cloud("init", str(src), "--network", "lan")
         local_cloud("add-instance", str(src), "vm1", "--disk-size", "4M", "--network", "lan")
         local_cloud("init", str(dst), "--network", "lan")
-        for name, path in (("src", src), ("dst", dst)):
-            server.cli("endpoint", "create", "--name", name, "--provider", "local",
-                       "--connection", json.dumps({"path": str(path)}))
+        server.local_endpoint("src", src)
+        server.local_endpoint("dst", dst)
         created = server.cli(
             "migration", "create", "--origin-endpoint", "src", "--destination-endpoint", "dst",
             "--instance", "vm1", "--source-environment", '{"snapshot": false}',
