@@ -116,14 +116,16 @@ class Settings:
                 raise ConfigError(f"{path}: [keystone] lacks {', '.join(missing)}")
 
     def local_roots_for(self, project_id: str) -> list[Path]:
-        """The directories (absolute, symlinks resolved, created if missing) where project
-        ``project_id``'s local clouds may be."""
+        """The directories (absolute, symlinks resolved, created if missing and possible)
+        where project ``project_id``'s local clouds may be; ``ValueError`` for an id that is
+        not a plain name."""
         if not project_id or "/" in project_id or project_id in (".", ".."):
             raise ValueError(f"invalid project id {project_id!r}")
         roots = []
         for template in self.local_roots:
             root = Path(template.replace("{project_id}", project_id))
-            root.mkdir(parents=True, exist_ok=True, mode=0o700)
+            with contextlib.suppress(OSError):  # one this server may not make stays unmade
+                root.mkdir(parents=True, exist_ok=True, mode=0o700)
             roots.append(Path(os.path.realpath(root)))
         return roots
 

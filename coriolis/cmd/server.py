@@ -178,8 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--data-dir", help="state directory (default $CORIOLIS_DATA_DIR or "
                                           "~/.local/share/coriolis)")
         p.add_argument("--database-url", help="SQLAlchemy URL (default SQLite in the data dir)")
-        p.add_argument("--config-file", help="INI file with [keystone] and [barbican] sections "
-                                             "(default $CORIOLIS_CONFIG_FILE, else "
+        p.add_argument("--config-file", help="INI file with [keystone], [barbican], [policy] "
+                                             "and [local] sections (default "
+                                             "$CORIOLIS_CONFIG_FILE, else "
                                              "DATA_DIR/coriolis.conf if it exists)")
 
     aio = sub.add_parser("all-in-one", help="API, conductor and a worker in one process")
