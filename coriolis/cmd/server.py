@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import shlex
@@ -70,11 +71,14 @@ def _listen(settings: Settings) -> tuple[socket.socket, str]:
 
 
 def _serve_api(services: Services) -> None:
-    """Bootstrap the admin user, write openrc, serve the API until interrupted."""
+    """Bootstrap the admin user, write openrc, serve the API until interrupted, on
+    ``service.API_THREADS`` request threads (the database pool is sized for them)."""
+    import anyio.to_thread
     import uvicorn
 
     from coriolis.api.app import create_app
     from coriolis.identity.users import bootstrap
+    from coriolis.service import API_THREADS
 
     settings = services.settings
     app = create_app(services)  # configuration errors show before anything is announced
@@ -86,8 +90,14 @@ def _serve_api(services: Services) -> None:
         openrc = write_openrc(settings, url, password)
         print(f"Credentials written to {openrc}; to use the CLI:\n  source {openrc}")
     print(f"Coriolis API listening on {url}", flush=True)
-    config = uvicorn.Config(app, log_level="warning", access_log=False)
-    uvicorn.Server(config).run(sockets=[sock])
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+
+    async def serve() -> None:
+        # Sync routes and dependencies run on anyio's default thread limiter.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = API_THREADS
+        await server.serve(sockets=[sock])
+
+    asyncio.run(serve())
 
 
 def cmd_all_in_one(args: argparse.Namespace) -> None:

@@ -65,7 +65,7 @@ def build_router(services: Services, context: Any) -> APIRouter:
 
     @router.get("/endpoints")
     def list_endpoints(ctx: RequestContext = Depends(context)) -> dict[str, Any]:
-        with db.session() as session:
+        with db.reader() as session:
             rows = session.scalars(select(models.Endpoint).where(
                 models.Endpoint.project_id == ctx.project_id).order_by(
                 models.Endpoint.created_at))
@@ -73,7 +73,7 @@ def build_router(services: Services, context: Any) -> APIRouter:
 
     @router.get("/endpoints/{endpoint_id}")
     def get_endpoint(endpoint_id: str, ctx: RequestContext = Depends(context)) -> dict[str, Any]:
-        with db.session() as session:
+        with db.reader() as session:
             return show(session, transfers.get_endpoint(session, ctx.project_id, endpoint_id))
 
     @router.post("/endpoints")
@@ -203,7 +203,7 @@ def build_router(services: Services, context: Any) -> APIRouter:
             if names is not None and not isinstance(names, list):
                 raise exceptions.InvalidInput("query parameter 'options' must encode a list")
             if operation is None:  # minion pools are not supported by any provider yet
-                with db.session() as session:
+                with db.reader() as session:
                     transfers.get_endpoint(session, ctx.project_id, endpoint_id)
                 return {key: []}
             return {key: conductor.endpoint_call(ctx, endpoint_id, operation, env_object(env),
