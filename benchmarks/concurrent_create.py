@@ -33,14 +33,15 @@ def run(count: int) -> None:
     work = Path(tempfile.mkdtemp(prefix="coriolis-concurrent-"))
     server = None
     try:
+        clouds = work / "clouds"  # the server's local cloud root
         for cloud in ("src", "dst"):
-            init_cloud(work / cloud, networks=["lan"])
+            init_cloud(clouds / cloud, networks=["lan"])
         for i in range(count):
-            add_instance(work / "src", f"vm{i}", disk_size="4M", network="lan", seed=i)
-        server = start_server(work / "data")
+            add_instance(clouds / "src", f"vm{i}", disk_size="4M", network="lan", seed=i)
+        server = start_server(work / "data", {"CORIOLIS_LOCAL_ROOT": str(clouds)})
         api = server.bindings()
-        src = api.endpoints.create("src", "local", {"path": str(work / "src")}, "").id
-        dst = api.endpoints.create("dst", "local", {"path": str(work / "dst")}, "").id
+        src = api.endpoints.create("src", "local", {"path": str(clouds / "src")}, "").id
+        dst = api.endpoints.create("dst", "local", {"path": str(clouds / "dst")}, "").id
 
         def create(i: int) -> tuple[float, str | None, str | None]:
             started = time.monotonic()

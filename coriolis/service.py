@@ -61,7 +61,7 @@ class Services:
 
 def _open_state(settings: Settings, threads: int,
                 create_schema: bool = True) -> tuple[Database, SecretBox]:
-    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    settings.make_data_dir()
     assert settings.database_url is not None
     db = Database(settings.database_url, threads=threads)
     if create_schema:
@@ -82,7 +82,7 @@ def build_all_in_one(settings: Settings) -> Services:
     kept for the listings; placement counts this worker up as long as the process runs."""
     db, box = _open_state(settings, API_THREADS + settings.workers + InProcessBus.CALL_THREADS
                           + BACKGROUND_THREADS)
-    worker = Worker(socket.gethostname(), settings.data_dir / "worker")
+    worker = Worker(socket.gethostname(), settings.data_dir / "worker", settings)
     service_id = registration.register(db, worker.host, "in-process", worker.providers(),
                                        settings.workers)
     bus = InProcessBus(worker, max_workers=settings.workers)
@@ -142,7 +142,7 @@ def run_worker(settings: Settings, host: str, max_tasks: int,
 
     url = _transport_url(settings)
     db, _box = _open_state(settings, max_tasks + BACKGROUND_THREADS, create_schema=False)
-    worker = Worker(host, settings.data_dir / "worker" / host)
+    worker = Worker(host, settings.data_dir / "worker" / host, settings)
 
     def accept(task_id: str) -> bool:
         """A task taken over from this worker while it was away is no longer its own."""

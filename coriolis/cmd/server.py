@@ -37,7 +37,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _setup_logging(settings: Settings, verbose: bool, name: str = "coriolis") -> None:
-    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    settings.make_data_dir()
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     root = logging.getLogger()
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
@@ -159,7 +159,7 @@ def cmd_db_upgrade(args: argparse.Namespace) -> None:
     from coriolis.db.session import Database
 
     settings = _settings(args)
-    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    settings.make_data_dir()
     assert settings.database_url is not None
     Database(settings.database_url).create_schema()
     print("database schema is up to date")
@@ -170,7 +170,7 @@ def cmd_bootstrap(args: argparse.Namespace) -> None:
     from coriolis.identity.users import bootstrap
 
     settings = _settings(args)
-    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    settings.make_data_dir()
     assert settings.database_url is not None
     db = Database(settings.database_url)
     db.create_schema()
@@ -188,8 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--data-dir", help="state directory (default $CORIOLIS_DATA_DIR or "
                                           "~/.local/share/coriolis)")
         p.add_argument("--database-url", help="SQLAlchemy URL (default SQLite in the data dir)")
-        p.add_argument("--config-file", help="INI file with [keystone] and [barbican] sections "
-                                             "(default $CORIOLIS_CONFIG_FILE, else "
+        p.add_argument("--config-file", help="INI file with [keystone], [barbican], [policy] "
+                                             "and [local] sections (default "
+                                             "$CORIOLIS_CONFIG_FILE, else "
                                              "DATA_DIR/coriolis.conf if it exists)")
 
     aio = sub.add_parser("all-in-one", help="API, conductor and a worker in one process")

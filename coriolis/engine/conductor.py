@@ -134,7 +134,8 @@ class Conductor:
             with self.db.reader() as session:
                 stored = secret_store.connection_info(session, self.box, endpoint.project_id,
                                                       stored)
-        return EndpointRef(platform=endpoint.type, connection_info=stored, environment=env)
+        return EndpointRef(platform=endpoint.type, connection_info=stored, environment=env,
+                           project_id=endpoint.project_id)
 
     @staticmethod
     def _destination_env(action: models.TransferAction) -> dict[str, Any]:

@@ -24,8 +24,8 @@ FINAL = {"COMPLETED", "ERROR", "CANCELED", "DEADLOCKED"}
 
 
 @pytest.fixture(scope="module")
-def endpoints(server: RunningServer, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    base = tmp_path_factory.mktemp("clouds")
+def endpoints(server: RunningServer) -> dict[str, str]:
+    base = server.cloud_dir("")
     init_cloud(base / "src", networks=["lan"])
     init_cloud(base / "dst", networks=["lan"])
     for i in range(COUNT):

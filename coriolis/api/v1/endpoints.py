@@ -40,15 +40,16 @@ def _check_connection_info(session: Session, services: Services, ctx: RequestCon
         value, resolved = services.barbican.prepare(ctx, value["secret_ref"])
     else:
         resolved = secret_store.connection_info(session, services.box, ctx.project_id, value)
-    schema = registry.get_provider(platform).connection_info_schema()
+    provider = registry.get_provider(platform)
     try:
-        jsonschema.validate(resolved, schema)
+        jsonschema.validate(resolved, provider.connection_info_schema())
     except jsonschema.ValidationError as exc:
         where = ".".join(str(p) for p in exc.absolute_path)
         # The message names the field, never the values (they may be secrets).
         raise exceptions.InvalidInput(
             f"connection_info{'.' + where if where else ''} is invalid: {exc.validator} "
             f"check failed for the {platform} connection schema") from None
+    provider.check_location(resolved, ctx.project_id, services.settings)
     return value
 
 
@@ -144,6 +145,8 @@ def build_router(services: Services, context: Any) -> APIRouter:
             raise exceptions.InvalidInput(f"There is no such action: {action}")
         try:
             conductor.endpoint_call(ctx, endpoint_id, "validate_connection")
+        except exceptions.LocationNotAllowed:
+            raise  # a 400: the endpoint must be changed, whatever the cloud's state
         except exceptions.ConnectionValidationFailed as exc:
             return {"validate-connection": {"valid": False, "message": str(exc)}}
         except exceptions.InvalidInput as exc:
