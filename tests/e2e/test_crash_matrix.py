@@ -85,7 +85,8 @@ class Crashing:
         again at start-up reached the next armed point)."""
         for _ in range(10):
             try:
-                return start_server(work / "data", {ENV: f"@{work / 'crash-at'}"})
+                return start_server(work / "data", {ENV: f"@{work / 'crash-at'}",
+                                                    "CORIOLIS_LOCAL_ROOT": str(work / "clouds")})
             except RuntimeError as exc:
                 if "killing this process" not in str(exc):
                     raise
@@ -175,7 +176,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     """Clouds ``src`` (instance vm: two 6 MiB raw disks) and ``dst``; endpoints; a replica
     of vm with one completed execution."""
     work = tmp_path_factory.mktemp("crash")
-    src, dst = work / "src", work / "dst"
+    src, dst = work / "clouds" / "src", work / "clouds" / "dst"
     local_cloud("init", str(src), "--network", "lan")
     local_cloud("add-instance", str(src), "vm", "--disk-size", "6M", "--disks", "2",
                 "--allocated", "0.5", "--network", "lan", "--seed", "31")
@@ -480,7 +481,8 @@ def crash_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cl
         cluster = start_cluster(work / "data", f"{POSTGRES}/{name}", BROKER,
                                 f"test-{uuid.uuid4().hex[:8]}", ["w1", "w2", "w3"],
                                 {"CORIOLIS_HEARTBEAT_INTERVAL": "1",
-                                 "CORIOLIS_WORKER_DOWN_AFTER": "4", ENV: f"@{arm}"})
+                                 "CORIOLIS_WORKER_DOWN_AFTER": "4", ENV: f"@{arm}",
+                                 "CORIOLIS_LOCAL_ROOT": str(work / "clouds")})
         try:
             yield cluster, arm
         finally:
@@ -492,14 +494,14 @@ def crash_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cl
 
 
 def test_scale_out_worker_killed_in_a_task_another_runs_it_again(
-        crash_cluster: tuple[Cluster, Path], tmp_path: Path) -> None:
+        crash_cluster: tuple[Cluster, Path]) -> None:
     """A worker dies (SIGKILL) while it defines the instance, another right after it did:
     each time, once the dead worker is marked DOWN, the task runs again on a live one and the
     migration completes."""
     cluster, arm = crash_cluster
     api = cluster.api
     assert api is not None
-    src, dst = tmp_path / "src", tmp_path / "dst"
+    src, dst = arm.parent / "clouds" / "src", arm.parent / "clouds" / "dst"
     local_cloud("init", str(src), "--network", "lan")
     local_cloud("add-instance", str(src), "vm", "--disk-size", "6M", "--disks", "2",
                 "--network", "lan", "--seed", "41")
