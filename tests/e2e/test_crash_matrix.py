@@ -362,13 +362,7 @@ def test_migration_cancel_ends_although_its_cleanups_are_killed(rig: dict) -> No
     notes = f"crash-cancel-{uuid.uuid4().hex[:6]}"
     migration = crashing.api().post("/migrations", json=_migration_body(rig, notes)).json()[
         "migration"]["id"]
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        tasks = crashing.api().get(f"/migrations/{migration}").json()["migration"]["tasks"]
-        if any(t["task_type"] == c.TASK_TYPE_REPLICATE_DISKS and t["status"] == "RUNNING"
-               for t in tasks):
-            break
-        time.sleep(0.2)
+    _wait_running(crashing, f"/migrations/{migration}", "migration")
     crashing.api().post(f"/migrations/{migration}/actions", json={"cancel": {"force": False}})
     data = crashing.wait_final(f"/migrations/{migration}", "migration")
     data["instance_name"] = notes
@@ -438,6 +432,36 @@ def test_replica_execution_survives_kills(rig: dict, items: tuple[str, ...], exp
     data = _execute(rig)
     _check_replica(rig, data, expected)
     _fired(rig, items)
+
+
+def test_replica_execution_cancel_ends_although_its_rollback_is_killed(rig: dict) -> None:
+    """A plain cancel while the copy runs; the server is killed while the disks are rolled
+    back and right after: the cancel ends, the replica holds the last completed execution."""
+    crashing: Crashing = rig["crashing"]
+    _change_source(rig, 7)
+    items = (f"{c.TASK_TYPE_REPLICATE_DISKS}:hold",
+             f"{c.TASK_TYPE_RESTORE_REPLICA_DISK_SNAPSHOTS}:during",
+             f"{c.TASK_TYPE_RESTORE_REPLICA_DISK_SNAPSHOTS}:after")
+    crashing.arm(*items)
+    executions = f"/replicas/{rig['replica']}/executions"
+    execution = crashing.api().post(executions, json={"execution": {
+        "shutdown_instances": False}}).json()["execution"]["id"]
+    _wait_running(crashing, f"{executions}/{execution}", "execution")
+    crashing.api().post(f"{executions}/{execution}/actions", json={"cancel": {"force": False}})
+    data = crashing.wait_final(f"{executions}/{execution}", "execution")
+    _check_replica(rig, data, "CANCELED")
+    _fired(rig, items)
+
+
+def _wait_running(crashing: Crashing, path: str, key: str) -> None:
+    """Until the (held) copy of ``path`` is RUNNING."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if any(t["task_type"] == c.TASK_TYPE_REPLICATE_DISKS and t["status"] == "RUNNING"
+               for t in crashing.api().get(path).json()[key]["tasks"]):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"the copy of {path} never ran")
 
 
 # ======================================================================= replica deploys
