@@ -11,8 +11,11 @@ holding such items, read at every check, so a test can arm a crash in a running 
   the first chunk was written; for a task type without such a point (``crash_point`` is never
   called in its thread), as soon as the task is recorded RUNNING, before its runner starts.
 - ``after``: the runner returned, its result is not yet reported (so not recorded).
-- ``fail``: not a crash: the runner raises ``ProviderError("injected failure")`` instead of
-  running, to drive an execution into its error path (cleanups, rollbacks).
+- ``fail``: not a crash: the runner runs, then the task fails (``ProviderError("injected
+  failure")``) as if its last step had, to drive an execution into its error path (cleanups
+  and rollbacks that must undo real work).
+- ``hold``: not a crash: the task stays RUNNING, doing nothing, until it is cancelled (then it
+  ends CANCELED), so that a test can cancel an execution at a known step.
 
 Each item fires once: from a file it is removed (the file rewritten, fsynced) before the kill;
 a process started with the plain form dies with it, so restart it without the variable.
@@ -27,14 +30,15 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from coriolis import constants as c
 from coriolis import exceptions
 
 ENV = "CORIOLIS_TEST_CRASH_AT"
-PHASES = ("during", "after", "fail")
+PHASES = ("during", "after", "fail", "hold")
 LOG = logging.getLogger(__name__)
 
 _local = threading.local()
@@ -45,49 +49,54 @@ def _items(text: str) -> list[str]:
     return [i.strip() for i in text.replace("\n", ",").split(",") if i.strip()]
 
 
-def _take(task_type: str, phase: str) -> bool:
-    """Whether ``task_type:phase`` is armed; from a file, consumed."""
+def _take(task_type: str, phase: str, *, die: bool = False) -> bool:
+    """Whether ``task_type:phase`` is armed; from a file, consumed. With ``die``, an armed
+    item kills the process before the lock is released, so that no other thread consumes an
+    item the dying process would never act on."""
     spec = os.environ.get(ENV)
     if not spec:
         return False
     wanted = f"{task_type}:{phase}"
-    if not spec.startswith("@"):
-        return wanted in _items(spec)
-    path = Path(spec[1:])
     with _file_lock:
-        try:
-            items = _items(path.read_text())
-        except FileNotFoundError:
-            return False
-        if wanted not in items:
-            return False
-        items.remove(wanted)
-        with open(path, "w") as f:
-            f.write(",".join(items))
-            f.flush()
-            os.fsync(f.fileno())
-    return True
-
-
-def _die(task_type: str, phase: str) -> None:
-    LOG.warning("%s: killing this process at %s:%s", ENV, task_type, phase)
-    for handler in logging.getLogger().handlers:
-        handler.flush()
-    os.kill(os.getpid(), signal.SIGKILL)
+        if not spec.startswith("@"):
+            found = wanted in _items(spec)
+        else:
+            path = Path(spec[1:])
+            try:
+                items = _items(path.read_text())
+            except FileNotFoundError:
+                return False
+            found = wanted in items
+            if found:
+                items.remove(wanted)
+                with open(path, "w") as f:
+                    f.write(",".join(items))
+                    f.flush()
+                    os.fsync(f.fileno())
+        if found:
+            LOG.warning("%s: %s at %s", ENV, "killing this process" if die else "armed",
+                        wanted)
+            if die:
+                for handler in logging.getLogger().handlers:
+                    handler.flush()
+                os.kill(os.getpid(), signal.SIGKILL)
+    return found
 
 
 @contextlib.contextmanager
-def running(task_type: str) -> Iterator[None]:
-    """Around a task's runner in the worker: arms ``crash_point`` for this thread; raises the
-    injected failure or kills at the start of a ``during`` task that has no mid-work point.
-    (A task type with mid-work points is one ``MID_WORK`` names.)"""
+def running(task_type: str, cancelled: Callable[[], bool]) -> Iterator[None]:
+    """Around a task's runner in the worker: arms ``crash_point`` for this thread; holds
+    until ``cancelled()``, or kills at the start of a ``during`` task that has no mid-work
+    point (one ``MID_WORK`` does not name)."""
     if not os.environ.get(ENV):
         yield
         return
-    if _take(task_type, "fail"):
-        raise exceptions.ProviderError(f"injected failure ({ENV}={task_type}:fail)")
-    if task_type not in MID_WORK and _take(task_type, "during"):
-        _die(task_type, "during")
+    if _take(task_type, "hold"):
+        while not cancelled():
+            time.sleep(0.1)
+        raise exceptions.TaskCanceled(f"{task_type} cancelled while held")
+    if task_type not in MID_WORK:
+        _take(task_type, "during", die=True)
     _local.task_type = task_type
     try:
         yield
@@ -101,14 +110,18 @@ def crash_point(task_type: str | None = None) -> None:
     if not os.environ.get(ENV):
         return
     current = task_type or getattr(_local, "task_type", None)
-    if current and _take(current, "during"):
-        _die(current, "during")
+    if current:
+        _take(current, "during", die=True)
 
 
-def after(task_type: str) -> None:
-    """Called by the worker after the runner returned, before the result is reported."""
-    if os.environ.get(ENV) and _take(task_type, "after"):
-        _die(task_type, "after")
+def finished(task_type: str) -> None:
+    """Called by the worker after the runner returned, before the result is reported: kills
+    (``after``) or raises the injected failure (``fail``)."""
+    if not os.environ.get(ENV):
+        return
+    _take(task_type, "after", die=True)
+    if _take(task_type, "fail"):
+        raise exceptions.ProviderError(f"injected failure ({ENV}={task_type}:fail)")
 
 
 # Task types whose runner or local-provider method calls ``crash_point`` mid-work.

@@ -54,9 +54,9 @@ class Worker:
             if runner is None:
                 raise exceptions.ProviderError(f"no runner for task type {message.task_type}")
             ctx = TaskContext(message, sink, cancel_flag, self.data_dir)
-            with faults.running(message.task_type):
+            with faults.running(message.task_type, ctx.cancelled):
                 result = runner(ctx)
-            faults.after(message.task_type)
+            faults.finished(message.task_type)
         except exceptions.TaskCanceled:
             _report(sink.task_canceled, message.task_id, forced=False)
         except exceptions.CoriolisError as exc:
