@@ -164,17 +164,23 @@ def test_kill_during_the_roll_back(world: World) -> None:
     assert same(source_disk(w), deploy(w, replica))
 
 
+def killed_in_execution_2(w: World, point: str) -> tuple[str, Path, dict]:
+    """Execution 1, new source data, execution 2 killed at ``point``, restart; returns the
+    replica, execution 1's disk and execution 2 once it ended."""
+    replica, before = first_execution(w)
+    rewrite_source(w)
+    w.faults.write_text(point)
+    second = w.execute(replica)
+    w.killed()
+    return replica, before, w.finished(replica, second)
+
+
 def test_kill_after_the_commit_point(world: World) -> None:
     """The server is killed once execution 2's commit record is written, before its undo
     journal is dropped: the execution's data is committed; after the restart the disk holds
     it, its change-tracking point is in force and nothing is refused or sent again."""
     w = world
-    replica, _ = first_execution(w)
-    rewrite_source(w)
-    w.faults.write_text("DELETE_REPLICA_TARGET_DISK_SNAPSHOTS:during")
-    second = w.execute(replica)
-    w.killed()
-    done = w.finished(replica, second)
+    replica, _, done = killed_in_execution_2(w, "DELETE_REPLICA_TARGET_DISK_SNAPSHOTS:during")
     assert done["status"] in ("COMPLETED", "ERROR")
     volume = w.volume(replica)
     assert same(source_disk(w), volume["path"])
@@ -192,12 +198,7 @@ def test_kill_while_the_snapshot_is_being_taken(world: World) -> None:
     written: the disk still holds execution 1, which a deploy ships; the next execution
     settles the half-made snapshot first and completes."""
     w = world
-    replica, before = first_execution(w)
-    rewrite_source(w)
-    w.faults.write_text("CREATE_REPLICA_DISK_SNAPSHOTS:during")
-    second = w.execute(replica)
-    w.killed()
-    done = w.finished(replica, second)
+    replica, before, done = killed_in_execution_2(w, "CREATE_REPLICA_DISK_SNAPSHOTS:during")
     if done["status"] == "ERROR":  # without the crash-matrix recovery
         assert same(before, w.volume(replica)["path"])
         assert same(before, deploy(w, replica))
