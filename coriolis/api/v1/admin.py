@@ -68,14 +68,14 @@ def build_router(services: Services, context: Any) -> APIRouter:
     @router.get("/regions")
     def list_regions(ctx: RequestContext = Depends(context)) -> dict[str, Any]:
         policy.enforce(ctx, "regions:list")
-        with db.session() as session:
+        with db.reader() as session:
             rows = session.scalars(select(models.Region).order_by(models.Region.created_at))
             return {"regions": [views.region(r) for r in rows]}
 
     @router.get("/regions/{region_id}")
     def show_region(region_id: str, ctx: RequestContext = Depends(context)) -> dict[str, Any]:
         policy.enforce(ctx, "regions:show")
-        with db.session() as session:
+        with db.reader() as session:
             return {"region": views.region(_get(session, models.Region, region_id, "Region"))}
 
     def apply_region(row: models.Region, data: dict[str, Any]) -> None:
@@ -125,14 +125,14 @@ def build_router(services: Services, context: Any) -> APIRouter:
     @router.get("/services")
     def list_services(ctx: RequestContext = Depends(context)) -> dict[str, Any]:
         policy.enforce(ctx, "services:list")
-        with db.session() as session:
+        with db.reader() as session:
             rows = session.scalars(select(models.Service).order_by(models.Service.created_at))
             return {"services": [views.service(r) for r in rows]}
 
     @router.get("/services/{service_id}")
     def show_service(service_id: str, ctx: RequestContext = Depends(context)) -> dict[str, Any]:
         policy.enforce(ctx, "services:show")
-        with db.session() as session:
+        with db.reader() as session:
             return {"service": views.service(_get(session, models.Service, service_id,
                                                   "Service"))}
 
