@@ -26,11 +26,15 @@ FINAL = {"COMPLETED", "ERROR", "CANCELED", "DEADLOCKED"}
 class World:
     def __init__(self, base: Path) -> None:
         self.base = base
-        self.src, self.dst = base / "src", base / "dst"
         self.data_dir = base / "data"
         self.faults = base / "faults"
         self.faults.write_text("")
         self.server = self.start()
+        self.src, self.dst = self.server.cloud_dir("src"), self.server.cloud_dir("dst")
+        local_cloud("init", str(self.src), "--network", "lan")
+        local_cloud("add-instance", str(self.src), "db", "--disk-size", "48M",
+                    "--allocated", "0.5", "--network", "lan", "--seed", "21")
+        local_cloud("init", str(self.dst), "--network", "lan", "--storage", "pool:raw")
 
     def start(self) -> RunningServer:
         return start_server(self.data_dir, env={faults.ENV: f"@{self.faults}"})
@@ -56,10 +60,6 @@ class World:
 
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[World]:
-    local_cloud("init", str(tmp_path / "src"), "--network", "lan")
-    local_cloud("add-instance", str(tmp_path / "src"), "db", "--disk-size", "48M",
-                "--allocated", "0.5", "--network", "lan", "--seed", "21")
-    local_cloud("init", str(tmp_path / "dst"), "--network", "lan", "--storage", "pool:raw")
     w = World(tmp_path)
     try:
         yield w
@@ -69,8 +69,7 @@ def world(tmp_path: Path) -> Iterator[World]:
 
 def make_replica(w: World) -> str:
     for name, path in (("src", w.src), ("dst", w.dst)):
-        w.server.cli("endpoint", "create", "--name", name, "--provider", "local",
-                     "--connection", json.dumps({"path": str(path)}))
+        w.server.local_endpoint(name, path)
     return w.server.cli(
         "replica", "create", "--origin-endpoint", "src", "--destination-endpoint", "dst",
         "--instance", "db", "--source-environment", '{"snapshot": true}',
