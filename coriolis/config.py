@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import configparser
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from coriolis import constants
@@ -44,6 +44,10 @@ class Settings:
     keystone: dict[str, str] | None = None
     barbican: dict[str, str] | None = None
     policy: dict[str, str] | None = None  # [policy] rule overrides (identity/policy.py)
+    # The largest API request body, in bytes (a larger one is a 413):
+    # $CORIOLIS_MAX_REQUEST_BODY_BYTES, else [api] max_request_body_size, else 1 MiB.
+    max_request_body_bytes: int = 0
+    api: dict[str, str] = field(default_factory=dict)  # the [api] section
 
     def __post_init__(self) -> None:
         if self.data_dir == Path():
@@ -63,6 +67,19 @@ class Settings:
         self.token_ttl_seconds = int(os.environ.get("CORIOLIS_TOKEN_TTL",
                                                     self.token_ttl_seconds))
         self._read_config_file()
+        self._body_limit()
+
+    def _body_limit(self) -> None:
+        if self.max_request_body_bytes:
+            return
+        raw = os.environ.get("CORIOLIS_MAX_REQUEST_BODY_BYTES") or self.api.get(
+            "max_request_body_size")
+        try:
+            self.max_request_body_bytes = int(raw) if raw else 1024 * 1024
+        except ValueError:
+            raise ConfigError(f"max request body size is not a number of bytes: {raw}") from None
+        if self.max_request_body_bytes < 1024:
+            raise ConfigError("max request body size must be at least 1024 bytes")
 
     def _read_config_file(self) -> None:
         path = self.config_file or os.environ.get("CORIOLIS_CONFIG_FILE")
@@ -81,6 +98,8 @@ class Settings:
         for section in ("keystone", "barbican", "policy"):
             if parser.has_section(section):
                 setattr(self, section, dict(parser.items(section)))
+        if parser.has_section("api"):
+            self.api = dict(parser.items("api"))
         if self.keystone is not None:
             missing = [k for k in ("auth_url", "username", "password", "project_name")
                        if not self.keystone.get(k)]
