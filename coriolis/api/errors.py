@@ -32,7 +32,7 @@ def describe(errors: Sequence[Any]) -> str:
     ``path.provider_type``). Values are never quoted (they may be secrets)."""
     parts = []
     for err in errors:
-        loc = [str(p) for p in err.get("loc", ()) if p not in UNION_TAGS]
+        loc = [str(p) for p in err.get("loc", ()) if p not in UNION_TAGS and p != "[key]"]
         if loc[:1] == ["body"]:
             loc = loc[1:] or ["body"]
         if err.get("type") == "json_invalid":

@@ -27,6 +27,8 @@ from coriolis.context import RequestContext
 from coriolis.db import models, transfers
 from coriolis.service import Services
 
+NO_EXECUTION_OPTIONS = ExecutionRequest()  # an execution without a body (upstream's default)
+
 
 def _dump(model: BaseModel) -> dict[str, Any]:
     """A validated body as the engine takes it: the keys the caller gave, by their wire
@@ -180,9 +182,9 @@ def build_router(services: Services, context: Any) -> APIRouter:
                 transfers.get_execution(session, ctx.project_id, execution_id, replica_id))}
 
     @router.post("/replicas/{replica_id}/executions")
-    def execute(replica_id: str, body: ExecutionRequest | None = None,
+    def execute(replica_id: str, body: ExecutionRequest = NO_EXECUTION_OPTIONS,
                 ctx: RequestContext = Depends(context)) -> dict[str, Any]:
-        shutdown = bool(body and body.execution and body.execution.shutdown_instances)
+        shutdown = body.execution is not None and body.execution.shutdown_instances
         return execution_view(conductor.execute_replica(ctx, replica_id, shutdown), ctx)
 
     @router.post("/replicas/{replica_id}/executions/{execution_id}/actions", status_code=204)
