@@ -356,3 +356,19 @@ def test_openapi_document_declares_parameters_bodies_security_and_errors(
     assert migration["properties"]["notes"]["anyOf"][0] == {"type": "string", "maxLength": 1024}
     assert set(migration["required"]) == {"origin_endpoint_id", "destination_endpoint_id",
                                           "instances"}
+
+
+def test_an_endpoint_of_deleted_transfers_can_be_deleted(api: Api, ids: dict[str, str],
+                                                         tmp_path: Path) -> None:
+    """Found by schemathesis: deleting an endpoint that only deleted (hidden) replicas still
+    referenced was a 500 (a foreign key)."""
+    local_cloud("init", str(tmp_path / "dst2"), "--network", "lan")
+    dst = api.call("POST", "/endpoints", {"endpoint": {
+        "name": "dst2", "type": "local", "connection_info": {"path": str(tmp_path / "dst2")}}}
+                   ).json()["endpoint"]["id"]
+    replica = api.call("POST", "/replicas", {"replica": transfer({**ids, "dst": dst})}).json()
+    assert api.call("DELETE", f"/replicas/{replica['replica']['id']}").status_code == 204
+    resp = api.call("DELETE", f"/endpoints/{dst}")
+    assert resp.status_code == 204, resp.text
+    assert api.call("GET", f"/endpoints/{dst}").status_code == 404
+    assert api.call("GET", f"/endpoints/{ids['src']}").status_code == 200
