@@ -24,7 +24,10 @@ from keystoneauth1.identity import v3
 from coriolis.harness import RunningServer, local_cloud
 
 ST = str(Path(sys.executable).parent / "st")
-EXAMPLES = 5  # per operation and phase
+# Fuzzing only, EXAMPLES per operation, valid and invalid data alike (about 740 requests,
+# 45 s on a loaded 2-core machine): the coverage phase ignores any per-operation bound (it
+# walks every case the schema defines, 3600 here: 130 s). Both found the same 500.
+EXAMPLES = 10
 SCHEMATHESIS_BUDGET = 150  # seconds, the whole run
 FINAL = {"COMPLETED", "ERROR", "CANCELED"}
 
@@ -76,7 +79,7 @@ def test_no_generated_request_gets_a_server_error(server: RunningServer,
     run = subprocess.run(
         [ST, "--config-file", str(config), "run", f"{server.url}/v1/openapi.json",
          "--checks", "not_a_server_error", "-H", f"X-Auth-Token: {token}",
-         "--max-examples", str(EXAMPLES), "--seed", "12", "--phases", "coverage,fuzzing",
+         "--max-examples", str(EXAMPLES), "--seed", "12", "--phases", "fuzzing",
          "--workers", "2", "--no-shrink", "--request-timeout", "30",
          "--max-failures", "20"],
         capture_output=True, text=True, timeout=SCHEMATHESIS_BUDGET + 60, cwd=tmp_path)

@@ -372,3 +372,24 @@ def test_an_endpoint_of_deleted_transfers_can_be_deleted(api: Api, ids: dict[str
     assert resp.status_code == 204, resp.text
     assert api.call("GET", f"/endpoints/{dst}").status_code == 404
     assert api.call("GET", f"/endpoints/{ids['src']}").status_code == 200
+
+
+def test_a_provider_crash_in_an_endpoint_call_is_a_400(api: Api, tmp_path: Path) -> None:
+    """Found by probing what schemathesis reaches: a local cloud path the file system refuses
+    (a name longer than 255 bytes: ENAMETOOLONG) made every listing of the endpoint a 500.
+    An unexpected provider error in an endpoint call is now the caller's 400, naming the
+    operation (if the server refuses such a path up front, that is a 400 too)."""
+    resp = api.call("POST", "/endpoints", {"endpoint": {
+        "name": "odd", "type": "local", "connection_info": {"path": "/" + "a" * 300}}})
+    if resp.status_code != 200:
+        assert resp.status_code == 400, resp.text
+        return
+    endpoint = resp.json()["endpoint"]["id"]
+    for sub in ("instances", "instances/dm0x", "networks", "storage", "destination-options"):
+        resp = api.call("GET", f"/endpoints/{endpoint}/{sub}")
+        # (an instance the provider cannot read is the API's 404 for that instance)
+        assert resp.status_code == (404 if "/" in sub else 400), (sub, resp.text)
+        assert "could not" in resp.json()["error"]["message"]
+        assert "aaaa" not in resp.text
+    resp = api.call("POST", f"/endpoints/{endpoint}/actions", {"validate-connection": None})
+    assert resp.status_code == 200 and resp.json()["validate-connection"]["valid"] is False
