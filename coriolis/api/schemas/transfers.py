@@ -99,7 +99,8 @@ class ReplicaDeploy(Body):
 
 def _migration_kind(value: Any) -> str:
     """As upstream: a body with ``replica_id`` deploys a replica."""
-    return "deploy" if isinstance(value, dict) and "replica_id" in value else "new"
+    deploy = isinstance(value, ReplicaDeploy) or isinstance(value, dict) and "replica_id" in value
+    return "deploy" if deploy else "new"
 
 
 # The tags are dropped from error locations (coriolis.api.errors).
