@@ -31,7 +31,7 @@ EXAMPLES = 10
 SCHEMATHESIS_BUDGET = 150  # seconds, the whole run
 FINAL = {"COMPLETED", "ERROR", "CANCELED"}
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(SCHEMATHESIS_BUDGET + 240)]
 
 
 def _resources(server: RunningServer, base: Path) -> dict[str, str]:
