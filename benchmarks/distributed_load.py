@@ -49,22 +49,24 @@ def main() -> None:
         conn.execute(text(f"CREATE DATABASE {name}"))
     cluster = None
     try:
+        clouds = work / "clouds"  # the local cloud root of every project of this cluster
         for cloud in ("src", "dst"):
-            init_cloud(work / cloud, networks=["lan"])
+            init_cloud(clouds / cloud, networks=["lan"])
         for i in range(args.count):
-            add_instance(work / "src", f"vm{i}", disk_size="4M", network="lan", seed=i)
+            add_instance(clouds / "src", f"vm{i}", disk_size="4M", network="lan", seed=i)
         cluster = start_cluster(
             work / "data", f"{args.database_admin_url}/{name}", args.transport_url,
             f"load-{uuid.uuid4().hex[:6]}", [f"w{i}" for i in range(args.workers)],
-            {"CORIOLIS_HEARTBEAT_INTERVAL": "2"}, max_tasks=args.max_tasks)
+            {"CORIOLIS_HEARTBEAT_INTERVAL": "2", "CORIOLIS_LOCAL_ROOT": str(clouds)},
+            max_tasks=args.max_tasks)
         assert cluster.api is not None
         env = cluster.api.env
         auth = v3.Password(auth_url=env["OS_AUTH_URL"], username=env["OS_USERNAME"],
                            password=env["OS_PASSWORD"], project_name=env["OS_PROJECT_NAME"],
                            user_domain_name="Default", project_domain_name="Default")
         api = client.Client(session=ks_session.Session(auth=auth))
-        src = api.endpoints.create("src", "local", {"path": str(work / "src")}, "").id
-        dst = api.endpoints.create("dst", "local", {"path": str(work / "dst")}, "").id
+        src = api.endpoints.create("src", "local", {"path": str(clouds / "src")}, "").id
+        dst = api.endpoints.create("dst", "local", {"path": str(clouds / "dst")}, "").id
 
         latencies: list[float] = []
         stop = threading.Event()

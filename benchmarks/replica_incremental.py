@@ -63,13 +63,13 @@ def change_blocks(disk: Path, fmt: str, size: int, fraction: float, seed: int) -
 
 
 def one_run(work: Path, size: str, fmt: str, seed: int) -> dict[str, float]:
-    src, dst = work / "src", work / "dst"
+    src, dst = work / "clouds" / "src", work / "clouds" / "dst"
     local_cloud("init", str(src))
     local_cloud("add-instance", str(src), "vm", "--disk-size", size, "--disk-format", fmt,
                 "--allocated", str(512 * 2**20 / parse_size(size)), "--seed", str(seed))
     local_cloud("init", str(dst))
     disk = src / "instances" / "vm" / f"disk0.{fmt}"
-    server = start_server(work / "server")
+    server = start_server(work / "server", {"CORIOLIS_LOCAL_ROOT": str(work / "clouds")})
     try:
         for name, path in (("a", src), ("b", dst)):
             server.cli("endpoint", "create", "--name", name, "--provider", "local",

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import configparser
+import contextlib
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,6 +14,19 @@ from coriolis import constants
 
 class ConfigError(ValueError):
     """The configuration (file, options, environment) is wrong; the message says where."""
+
+
+def _root_template(template: str) -> str:
+    """A local cloud root as configured: an absolute path; "{project_id}" is the only field."""
+    template = template.strip()
+    try:
+        template.format(project_id="x")
+    except (KeyError, IndexError, ValueError):
+        raise ConfigError(f"local cloud root {template!r}: only {{project_id}} may be "
+                          "replaced") from None
+    if not os.path.isabs(template):
+        raise ConfigError(f"local cloud root {template!r} must be an absolute path")
+    return template
 
 
 def default_data_dir() -> Path:
@@ -48,6 +63,10 @@ class Settings:
     # $CORIOLIS_MAX_REQUEST_BODY_BYTES, else [api] max_request_body_size, else 1 MiB.
     max_request_body_bytes: int = 0
     api: dict[str, str] = field(default_factory=dict)  # the [api] section
+    # Directories where the local clouds of a project may be (templates; "{project_id}" is
+    # replaced by the project's id): $CORIOLIS_LOCAL_ROOT (separated by ':'), else
+    # [local] root (one a line), else DATA_DIR/clouds/{project_id}.
+    local_roots: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.data_dir == Path():
@@ -66,7 +85,14 @@ class Settings:
             os.environ.get("CORIOLIS_WORKER_DOWN_AFTER", "30"))
         self.token_ttl_seconds = int(os.environ.get("CORIOLIS_TOKEN_TTL",
                                                     self.token_ttl_seconds))
+        explicit_roots = bool(self.local_roots)
         self._read_config_file()
+        env_roots = os.environ.get("CORIOLIS_LOCAL_ROOT")
+        if env_roots and not explicit_roots:
+            self.local_roots = env_roots.split(os.pathsep)
+        if not self.local_roots:
+            self.local_roots = [str(self.data_dir / "clouds" / "{project_id}")]
+        self.local_roots = [_root_template(r) for r in self.local_roots if r.strip()]
         self._body_limit()
 
     def _body_limit(self) -> None:
@@ -100,11 +126,45 @@ class Settings:
                 setattr(self, section, dict(parser.items(section)))
         if parser.has_section("api"):
             self.api = dict(parser.items("api"))
+        if parser.has_option("local", "root") and not self.local_roots:
+            self.local_roots = parser.get("local", "root").splitlines()
         if self.keystone is not None:
             missing = [k for k in ("auth_url", "username", "password", "project_name")
                        if not self.keystone.get(k)]
             if missing:
                 raise ConfigError(f"{path}: [keystone] lacks {', '.join(missing)}")
+
+    def local_roots_for(self, project_id: str) -> list[Path]:
+        """The directories (absolute, symlinks resolved, created if missing and possible)
+        where project ``project_id``'s local clouds may be; ``ValueError`` for an id that is
+        not a plain name."""
+        if not project_id or "/" in project_id or project_id in (".", ".."):
+            raise ValueError(f"invalid project id {project_id!r}")
+        roots = []
+        for template in self.local_roots:
+            root = Path(template.replace("{project_id}", project_id))
+            with contextlib.suppress(OSError):  # one this server may not make stays unmade
+                root.mkdir(parents=True, exist_ok=True, mode=0o700)
+            roots.append(Path(os.path.realpath(root)))
+        return roots
+
+    def make_data_dir(self) -> None:
+        """Create the data directory and make what the server keeps there private: the
+        process's new files 0600 and folders 0700 (umask 077: the database, its -wal and -shm,
+        logs, manifests, keys), and the same for what an older version left readable (the
+        clouds under DATA_DIR/clouds are left as they are)."""
+        os.umask(0o077)
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for folder, dirs, files in os.walk(self.data_dir):
+            base = Path(folder)
+            if base == self.data_dir:
+                dirs[:] = [d for d in dirs if d != "clouds"]
+            for name, mode in [(".", 0o700), *((f, 0o600) for f in files)]:
+                path = base / name
+                with contextlib.suppress(FileNotFoundError):
+                    info = path.lstat()
+                    if not stat.S_ISLNK(info.st_mode) and stat.S_IMODE(info.st_mode) != mode:
+                        os.chmod(path, mode)
 
     @property
     def secret_key_file(self) -> Path:

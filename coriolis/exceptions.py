@@ -21,6 +21,10 @@ class InvalidInput(Invalid):
     """A request field is wrong; the message names the field."""
 
 
+class LocationNotAllowed(InvalidInput):
+    """Connection info names a place (a directory, say) the project may not use here."""
+
+
 class InvalidState(Invalid):
     """The resource is in a state that does not allow the operation."""
 

@@ -6,6 +6,7 @@ Used by the end-to-end tests, the demo (scripts/demo.py) and the benchmarks."""
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import re
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,6 +72,32 @@ class RunningServer:
                 f"coriolis {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}"
             )
         return result
+
+    @functools.cached_property
+    def project_id(self) -> str:
+        """The id of the openrc's project (the admin's), from a token the server issues."""
+        user = {"name": self.env["OS_USERNAME"], "password": self.env["OS_PASSWORD"],
+                "domain": {"name": "Default"}}
+        body = {"auth": {"identity": {"methods": ["password"], "password": {"user": user}},
+                         "scope": {"project": {"name": self.env["OS_PROJECT_NAME"],
+                                               "domain": {"name": "Default"}}}}}
+        request = urllib.request.Request(
+            f"{self.env['OS_AUTH_URL']}/auth/tokens", data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return str(json.load(response)["token"]["project"]["id"])
+
+    def cloud_dir(self, name: str, project_id: str | None = None) -> Path:
+        """DATA_DIR/clouds/PROJECT/NAME: where the server lets a project (the openrc's by
+        default) keep its local cloud NAME (the all-in-one's default local cloud root)."""
+        return self.data_dir / "clouds" / (project_id or self.project_id) / name
+
+    def local_endpoint(self, name: str, path: Path) -> str:
+        """``coriolis endpoint create`` of a ``local`` endpoint on the cloud at ``path``;
+        returns its id."""
+        return str(self.cli("endpoint", "create", "--name", name, "--provider", "local",
+                            "--connection", json.dumps({"path": str(path)}),
+                            "-f", "json").json()["id"])
 
     def bindings(self) -> Any:
         """The Python bindings (``coriolisclient.client.Client``) logged in as the admin."""
@@ -153,10 +181,11 @@ def _spawn(cmd: list[str], ready: re.Pattern[str], log_path: Path,
     return proc, match
 
 
-def start_server(data_dir: Path) -> RunningServer:
+def start_server(data_dir: Path, env: dict[str, str] | None = None) -> RunningServer:
+    """An all-in-one server on ``data_dir``, with ``env`` added to this environment."""
     log_path = data_dir.parent / f"{data_dir.name}-server.out"
     proc, match = _spawn([SERVER, "all-in-one", "--host", "127.0.0.1", "--port", "0",
-                          "--data-dir", str(data_dir)], LISTEN_RE, log_path)
+                          "--data-dir", str(data_dir)], LISTEN_RE, log_path, env)
     # No openrc when the server trusts a real Keystone (DATA_DIR/coriolis.conf).
     env = read_openrc(data_dir / "openrc") if (data_dir / "openrc").exists() else {}
     return RunningServer(url=match.group(1), data_dir=data_dir, env=env, process=proc,

@@ -34,6 +34,10 @@ from coriolis.worker.service import Worker
 LOG = logging.getLogger(__name__)
 Role = Literal["api", "conductor", "scheduler"]
 
+# Threads that use the database, which size its connection pool (db.session.Database):
+API_THREADS = 40  # request threads of the API server (cmd.server sets anyio's limiter to it)
+BACKGROUND_THREADS = 4  # heartbeat, worker monitor, replica cron / event consumer, main
+
 
 @dataclass
 class Services:
@@ -55,10 +59,11 @@ class Services:
         self.db.dispose()
 
 
-def _open_state(settings: Settings, create_schema: bool = True) -> tuple[Database, SecretBox]:
-    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+def _open_state(settings: Settings, threads: int,
+                create_schema: bool = True) -> tuple[Database, SecretBox]:
+    settings.make_data_dir()
     assert settings.database_url is not None
-    db = Database(settings.database_url)
+    db = Database(settings.database_url, threads=threads)
     if create_schema:
         db.create_schema()
     return db, SecretBox.from_key_file(settings.secret_key_file)
@@ -73,8 +78,11 @@ def barbican_secrets(settings: Settings) -> BarbicanSecrets | None:
 
 
 def build_all_in_one(settings: Settings) -> Services:
-    db, box = _open_state(settings)
-    worker = Worker(socket.gethostname(), settings.data_dir / "worker")
+    """API, conductor, replica cron and the in-process worker. The worker's heartbeat row is
+    kept for the listings; placement counts this worker up as long as the process runs."""
+    db, box = _open_state(settings, API_THREADS + settings.workers + InProcessBus.CALL_THREADS
+                          + BACKGROUND_THREADS)
+    worker = Worker(socket.gethostname(), settings.data_dir / "worker", settings)
     service_id = registration.register(db, worker.host, "in-process", worker.providers(),
                                        settings.workers)
     bus = InProcessBus(worker, max_workers=settings.workers)
@@ -107,7 +115,7 @@ def build_distributed(settings: Settings, role: Role) -> Services:
     from coriolis.bus.amqp import AmqpBus, EventConsumer
 
     url = _transport_url(settings)
-    db, box = _open_state(settings)
+    db, box = _open_state(settings, (API_THREADS if role == "api" else 0) + BACKGROUND_THREADS)
     bus = AmqpBus(url, settings.bus_namespace)
     barbican = barbican_secrets(settings)
     conductor = Conductor(db, box, bus, worker_down_after=settings.worker_down_after,
@@ -133,8 +141,8 @@ def run_worker(settings: Settings, host: str, max_tasks: int,
     from coriolis.bus.amqp import EventPublisher, WorkerServer
 
     url = _transport_url(settings)
-    db, _box = _open_state(settings, create_schema=False)
-    worker = Worker(host, settings.data_dir / "worker" / host)
+    db, _box = _open_state(settings, max_tasks + BACKGROUND_THREADS, create_schema=False)
+    worker = Worker(host, settings.data_dir / "worker" / host, settings)
 
     def accept(task_id: str) -> bool:
         """A task taken over from this worker while it was away is no longer its own."""

@@ -64,22 +64,23 @@ def main() -> None:
     work = Path(args.workdir).resolve()
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    src, dst = work / "cloud-a", work / "cloud-b"
-
-    step("Building two local clouds with real disk images (qemu-img)")
-    local_cloud("init", str(src), "--network", "lan")
-    local_cloud("add-instance", str(src), "web1", "--disk-size", args.disk_size,
-                "--disk-format", "qcow2", "--allocated", "0.25", "--network", "lan")
-    local_cloud("add-instance", str(src), "db1", "--disk-size", args.disk_size,
-                "--disk-format", "raw", "--allocated", "0.25", "--network", "lan")
-    local_cloud("init", str(dst), "--network", "prod", "--storage", "ssd:qcow2",
-                "--storage", "hdd:raw")
 
     step("Starting coriolis-server all-in-one")
     server = start_server(work / "server")
     print(f"    {server.url}  (credentials in {server.data_dir / 'openrc'})")
     try:
         cli = server.cli
+        # The server lets a project keep its local clouds in DATA_DIR/clouds/PROJECT_ID
+        src, dst = server.cloud_dir("cloud-a"), server.cloud_dir("cloud-b")
+        step(f"Building two local clouds with real disk images (qemu-img) in {src.parent}")
+        local_cloud("init", str(src), "--network", "lan")
+        local_cloud("add-instance", str(src), "web1", "--disk-size", args.disk_size,
+                    "--disk-format", "qcow2", "--allocated", "0.25", "--network", "lan")
+        local_cloud("add-instance", str(src), "db1", "--disk-size", args.disk_size,
+                    "--disk-format", "raw", "--allocated", "0.25", "--network", "lan")
+        local_cloud("init", str(dst), "--network", "prod", "--storage", "ssd:qcow2",
+                    "--storage", "hdd:raw")
+
         step("Registering endpoints")
         for name, path in (("cloud-a", src), ("cloud-b", dst)):
             cli("endpoint", "create", "--name", name, "--provider", "local",

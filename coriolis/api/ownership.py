@@ -42,6 +42,6 @@ def check_owned(db: Database, project_id: str, path_params: Mapping[str, str]) -
              if name in OWNED_PATH_PARAMS]
     if not owned:
         return
-    with db.session() as session:
+    with db.reader() as session:
         for name, value in owned:
             OWNED_PATH_PARAMS[name](session, project_id, value)

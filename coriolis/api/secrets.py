@@ -62,7 +62,7 @@ def build_router(services: Services, context: Any) -> APIRouter:
     @router.get("/v1/secrets")
     def list_secrets(request: Request,
                      ctx: RequestContext = Depends(context)) -> dict[str, Any]:
-        with db.session() as session:
+        with db.reader() as session:
             rows = session.scalars(select(models.Secret).where(
                 models.Secret.project_id == ctx.project_id).order_by(models.Secret.created_at))
             secrets = [_view(request, s) for s in rows]
@@ -71,7 +71,7 @@ def build_router(services: Services, context: Any) -> APIRouter:
     @router.get("/v1/secrets/{secret_id}")
     def show(request: Request, secret_id: str,
              ctx: RequestContext = Depends(context)) -> Any:
-        with db.session() as session:
+        with db.reader() as session:
             secret = store.get(session, ctx.project_id, secret_id)
             if "application/json" not in request.headers.get("accept", "application/json") \
                     and request.headers.get("accept") not in (None, "*/*"):
@@ -80,7 +80,7 @@ def build_router(services: Services, context: Any) -> APIRouter:
 
     @router.get("/v1/secrets/{secret_id}/payload")
     def get_payload(secret_id: str, ctx: RequestContext = Depends(context)) -> Response:
-        with db.session() as session:
+        with db.reader() as session:
             secret = store.get(session, ctx.project_id, secret_id)
             return Response(store.payload(box, secret), media_type=secret.content_type)
 

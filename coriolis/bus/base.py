@@ -20,6 +20,7 @@ class EndpointRef:
     platform: str
     connection_info: dict[str, Any]
     environment: dict[str, Any] = field(default_factory=dict)
+    project_id: str | None = None  # the endpoint's project (what it may reach depends on it)
 
 
 @dataclass

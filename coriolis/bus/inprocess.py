@@ -12,11 +12,14 @@ from coriolis.worker.service import Worker
 
 
 class InProcessBus:
+    # Endpoint calls get their own pool so that listings never wait behind long copies.
+    CALL_THREADS = 4
+
     def __init__(self, worker: Worker, max_workers: int = 4) -> None:
         self.worker = worker
         self._tasks = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="task")
-        # Endpoint calls get their own pool so that listings never wait behind long copies.
-        self._calls = ThreadPoolExecutor(max_workers=4, thread_name_prefix="call")
+        self._calls = ThreadPoolExecutor(max_workers=self.CALL_THREADS,
+                                         thread_name_prefix="call")
         self._cancel_flags: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
         self._sink: TaskEventSink | None = None

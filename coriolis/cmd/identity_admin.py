@@ -17,7 +17,7 @@ def _db(args: argparse.Namespace) -> Any:
     from coriolis.db.session import Database
 
     settings: Settings = _settings(args)
-    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    settings.make_data_dir()
     assert settings.database_url is not None
     db = Database(settings.database_url)
     db.create_schema()

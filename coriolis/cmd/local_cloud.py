@@ -11,6 +11,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from coriolis.config import ConfigError, Settings
 from coriolis.exceptions import CoriolisError
 from coriolis.providers.local.boot import boot
 from coriolis.providers.local.cloud import DISK_BUSES, DISK_FORMATS, LocalCloud, write_json_atomic
@@ -109,7 +110,13 @@ def register_subcommands(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("local-cloud", help="build sample local clouds")
     sub = parser.add_subparsers(dest="local_cloud_command", required=True)
     init = sub.add_parser("init", help="create a cloud directory with cloud.json")
-    init.add_argument("path")
+    init.add_argument("path", help="the cloud's directory; with --project, its name in the "
+                                   "project's local cloud root")
+    init.add_argument("--project", metavar="PROJECT_ID",
+                      help="make the cloud in the local cloud root the server gives this "
+                           "project ([local] root, default DATA_DIR/clouds/PROJECT_ID)")
+    init.add_argument("--data-dir", help="the server's data directory (with --project)")
+    init.add_argument("--config-file", help="the server's configuration file (with --project)")
     init.add_argument("--network", action="append", dest="networks")
     init.add_argument("--storage", action="append", default=None, metavar="NAME:FORMAT")
     init.set_defaults(func=_cmd_init)
@@ -148,7 +155,19 @@ def _cmd_init(args: argparse.Namespace) -> None:
         if fmt not in ("raw", "qcow2"):
             raise SystemExit(f"--storage {item}: format must be raw or qcow2")
         storage.append((name, fmt))
-    root = init_cloud(args.path, args.networks, storage)
+    path = Path(args.path)
+    if args.project:
+        if path.is_absolute() or ".." in path.parts:
+            raise SystemExit(f"error: with --project, {args.path} must be a name in the "
+                             "project's local cloud root")
+        try:
+            settings = Settings(data_dir=Path(args.data_dir or ""),
+                                config_file=Path(args.config_file) if args.config_file
+                                else None)
+            path = settings.local_roots_for(args.project)[0] / path
+        except (ConfigError, ValueError) as exc:
+            raise SystemExit(f"error: {exc}") from None
+    root = init_cloud(path, args.networks, storage)
     print(json.dumps({"path": str(root.resolve())}))
 
 

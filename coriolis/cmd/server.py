@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import shlex
@@ -36,7 +37,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _setup_logging(settings: Settings, verbose: bool, name: str = "coriolis") -> None:
-    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    settings.make_data_dir()
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     root = logging.getLogger()
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
@@ -70,11 +71,14 @@ def _listen(settings: Settings) -> tuple[socket.socket, str]:
 
 
 def _serve_api(services: Services) -> None:
-    """Bootstrap the admin user, write openrc, serve the API until interrupted."""
+    """Bootstrap the admin user, write openrc, serve the API until interrupted, on
+    ``service.API_THREADS`` request threads (the database pool is sized for them)."""
+    import anyio.to_thread
     import uvicorn
 
     from coriolis.api.app import create_app
     from coriolis.identity.users import bootstrap
+    from coriolis.service import API_THREADS
 
     settings = services.settings
     app = create_app(services)  # configuration errors show before anything is announced
@@ -86,8 +90,14 @@ def _serve_api(services: Services) -> None:
         openrc = write_openrc(settings, url, password)
         print(f"Credentials written to {openrc}; to use the CLI:\n  source {openrc}")
     print(f"Coriolis API listening on {url}", flush=True)
-    config = uvicorn.Config(app, log_level="warning", access_log=False)
-    uvicorn.Server(config).run(sockets=[sock])
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+
+    async def serve() -> None:
+        # Sync routes and dependencies run on anyio's default thread limiter.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = API_THREADS
+        await server.serve(sockets=[sock])
+
+    asyncio.run(serve())
 
 
 def cmd_all_in_one(args: argparse.Namespace) -> None:
@@ -149,7 +159,7 @@ def cmd_db_upgrade(args: argparse.Namespace) -> None:
     from coriolis.db.session import Database
 
     settings = _settings(args)
-    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    settings.make_data_dir()
     assert settings.database_url is not None
     Database(settings.database_url).create_schema()
     print("database schema is up to date")
@@ -160,7 +170,7 @@ def cmd_bootstrap(args: argparse.Namespace) -> None:
     from coriolis.identity.users import bootstrap
 
     settings = _settings(args)
-    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    settings.make_data_dir()
     assert settings.database_url is not None
     db = Database(settings.database_url)
     db.create_schema()
@@ -178,8 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--data-dir", help="state directory (default $CORIOLIS_DATA_DIR or "
                                           "~/.local/share/coriolis)")
         p.add_argument("--database-url", help="SQLAlchemy URL (default SQLite in the data dir)")
-        p.add_argument("--config-file", help="INI file with [keystone] and [barbican] sections "
-                                             "(default $CORIOLIS_CONFIG_FILE, else "
+        p.add_argument("--config-file", help="INI file with [keystone], [barbican], [policy] "
+                                             "and [local] sections (default "
+                                             "$CORIOLIS_CONFIG_FILE, else "
                                              "DATA_DIR/coriolis.conf if it exists)")
 
     aio = sub.add_parser("all-in-one", help="API, conductor and a worker in one process")

@@ -131,10 +131,11 @@ class Conductor:
         if isinstance(stored, dict) and "trust_id" in stored and self.barbican is not None:
             stored = self.barbican.resolve(stored)
         elif isinstance(stored, dict) and "secret_ref" in stored:
-            with self.db.session() as session:
+            with self.db.reader() as session:
                 stored = secret_store.connection_info(session, self.box, endpoint.project_id,
                                                       stored)
-        return EndpointRef(platform=endpoint.type, connection_info=stored, environment=env)
+        return EndpointRef(platform=endpoint.type, connection_info=stored, environment=env,
+                           project_id=endpoint.project_id)
 
     @staticmethod
     def _destination_env(action: models.TransferAction) -> dict[str, Any]:
@@ -142,11 +143,19 @@ class Conductor:
         return {**(action.destination_environment or {}), "network_map": action.network_map or {},
                 "storage_mappings": action.storage_mappings or {}}
 
-    def _call(self, session: Session, endpoint: models.Endpoint, endpoint_ref: EndpointRef,
-              operation: str, **kwargs: Any) -> Any:
-        """Run an endpoint operation on a worker that may reach ``endpoint``."""
-        host = placement.choose_worker(session, [endpoint], self.worker_down_after)
-        return self.bus.call(operation, endpoint_ref, host=host, **kwargs)
+    def _choose_worker(self, session: Session, endpoints: list[models.Endpoint]) -> str:
+        """The host of a worker that may reach ``endpoints`` (this process's own worker is
+        up as long as this process runs, whatever its heartbeat row says)."""
+        return placement.choose_worker(session, endpoints, self.worker_down_after,
+                                       local_host=self.local_host)
+
+    def _dispatch_after_commit(self) -> None:
+        """Send what a committed create or start made PENDING. The request has succeeded
+        by then: a failure here is logged and the worker monitor sends the tasks later."""
+        try:
+            self._dispatch_pending()
+        except Exception:
+            LOG.exception("sending the new tasks failed; the worker monitor sends them later")
 
     def _transfer_endpoints(self, session: Session, ctx: RequestContext,
                             body: dict[str, Any], kind: str
@@ -168,33 +177,29 @@ class Conductor:
         validation.against_schema(dest_env, dst_provider.destination_environment_schema(),
                                   "destination_environment")
 
-    def _check_instances(self, session: Session, origin: models.Endpoint,
-                         destination: models.Endpoint,
-                         instances: list[str], source_env: dict[str, Any],
-                         dest_env: dict[str, Any], check_name_clash: bool = True
-                         ) -> dict[str, dict[str, Any]]:
-        """Synchronously, on a worker: the instances exist and the destination accepts them.
+    def _check_instances(self, origin: tuple[EndpointRef, str],
+                         destination: tuple[EndpointRef, str], instances: list[str],
+                         check_name_clash: bool = True) -> dict[str, dict[str, Any]]:
+        """Synchronously, on a worker, outside any transaction: the instances exist and the
+        destination accepts them. ``origin``/``destination``: (endpoint ref, worker host).
         Returns each instance's export info."""
-        origin_ref = self._endpoint_ref(origin, source_env)
-        dest_ref = self._endpoint_ref(destination, dest_env)
         infos = {}
         for name in instances:
             try:
-                export_info = self._call(session, origin, origin_ref, "get_instance",
-                                         instance=name)
+                export_info = self.bus.call("get_instance", origin[0], host=origin[1],
+                                            instance=name)
             except exceptions.NotFound as exc:
                 raise exceptions.InvalidInput(f"instances: {exc}") from None
-            self._call(session, destination, dest_ref, "validate_destination_inputs",
-                       export_info=export_info,
-                       check_name_clash=check_name_clash)
+            self.bus.call("validate_destination_inputs", destination[0], host=destination[1],
+                          export_info=export_info, check_name_clash=check_name_clash)
             infos[name] = export_info
         return infos
 
-    def _new_transfer(self, session: Session, ctx: RequestContext, body: dict[str, Any],
+    def _new_transfer(self, ctx: RequestContext, body: dict[str, Any],
                       action_type: str, check_name_clash: bool) -> models.TransferAction:
         """Validate the fields migrations and replicas share (synchronously asking the
-        platforms, before anything is stored) and build the unsaved row."""
-        origin, destination = self._transfer_endpoints(session, ctx, body, action_type)
+        platforms, with no transaction open, before anything is stored) and build the
+        unsaved row; the caller stores it in one short transaction (``_store_transfer``)."""
         instances = validation.instances(validation.require(body, "instances", action_type))
         source_env = validation.json_object(body, "source_environment")
         network_map = validation.json_object(body, "network_map")
@@ -202,8 +207,15 @@ class Conductor:
         dest_env = validation.json_object(body, "destination_environment")
         full_dest_env = {**dest_env, "network_map": network_map,
                          "storage_mappings": storage_mappings}
-        self._check_environments(origin, destination, source_env, full_dest_env)
-        action = models.TransferAction(
+        with self.db.reader() as session:
+            origin, destination = self._transfer_endpoints(session, ctx, body, action_type)
+            self._check_environments(origin, destination, source_env, full_dest_env)
+            origin_call = (self._endpoint_ref(origin, source_env),
+                           self._choose_worker(session, [origin]))
+            dest_call = (self._endpoint_ref(destination, full_dest_env),
+                         self._choose_worker(session, [destination]))
+        self._check_instances(origin_call, dest_call, instances, check_name_clash)
+        return models.TransferAction(
             type=action_type, project_id=ctx.project_id, user_id=ctx.user_id,
             origin_endpoint_id=origin.id, destination_endpoint_id=destination.id,
             instances=instances, source_environment=source_env,
@@ -215,32 +227,36 @@ class Conductor:
             instance_osmorphing_minion_pool_mappings=validation.pool_mappings(body, instances),
             info={name: {} for name in instances},
         )
-        self._check_instances(session, origin, destination, instances, source_env, full_dest_env,
-                              check_name_clash)
-        return action
+
+    def _store_transfer(self, session: Session, ctx: RequestContext, body: dict[str, Any],
+                        action: models.TransferAction) -> None:
+        """Add a row ``_new_transfer`` built, in the caller's write transaction, once its
+        endpoints are checked again (one may have been deleted while the platforms were
+        asked: 404, nothing stored)."""
+        self._transfer_endpoints(session, ctx, body, action.type)
+        session.add(action)
+        session.flush()
 
     # ============================================================================ migrations
     def create_migration(self, ctx: RequestContext, body: dict[str, Any]) -> str:
         shutdown = validation.boolean(body, "shutdown_instances", False)
         count = validation.replication_count(body, 2)
         skip = validation.boolean(body, "skip_os_morphing", False)
-        with self.db.session() as session:
-            action = self._new_transfer(session, ctx, body, c.ACTION_TYPE_MIGRATION,
-                                        check_name_clash=True)
-            action.shutdown_instances, action.replication_count = shutdown, count
-            action.skip_os_morphing = skip
-            session.add(action)
-            session.flush()
-            specs = graphs.migration_graph(count, shutdown, skip)
-            with self._lock:
-                self._start_execution(session, action, c.EXECUTION_TYPE_MIGRATION,
-                                      {name: specs for name in action.instances})
+        action = self._new_transfer(ctx, body, c.ACTION_TYPE_MIGRATION, check_name_clash=True)
+        action.shutdown_instances, action.replication_count = shutdown, count
+        action.skip_os_morphing = skip
+        specs = graphs.migration_graph(count, shutdown, skip)
+        # The conductor's lock before the write session, as everywhere (no lock inversion).
+        with self._lock, self.db.session() as session:
+            self._store_transfer(session, ctx, body, action)
+            self._start_execution(session, action, c.EXECUTION_TYPE_MIGRATION,
+                                  {name: specs for name in action.instances})
             action_id = action.id
-        self._dispatch_pending()
+        self._dispatch_after_commit()
         return action_id
 
     def deploy_replica(self, ctx: RequestContext, body: dict[str, Any]) -> str:
-        with self.db.session() as session:
+        with self._lock, self.db.session() as session:
             replica = transfers.get_action(session, ctx.project_id,
                                            validation.require(body, "replica_id", "migration"),
                                            c.ACTION_TYPE_REPLICA)
@@ -280,11 +296,10 @@ class Conductor:
             session.add(migration)
             session.flush()
             specs = graphs.replica_deploy_graph(clone_disks, skip)
-            with self._lock:
-                self._start_execution(session, migration, c.EXECUTION_TYPE_REPLICA_DEPLOY,
-                                      {name: specs for name in migration.instances})
+            self._start_execution(session, migration, c.EXECUTION_TYPE_REPLICA_DEPLOY,
+                                  {name: specs for name in migration.instances})
             migration_id = migration.id
-        self._dispatch_pending()
+        self._dispatch_after_commit()
         return migration_id
 
     # ============================================================================ replicas
@@ -292,13 +307,11 @@ class Conductor:
         scenario = body.get("scenario") or "replica"
         if scenario not in ("replica", "live_migration"):
             raise exceptions.InvalidInput("'scenario' must be 'replica' or 'live_migration'")
+        # The destination instance is created at deploy time, which checks the name then.
+        replica = self._new_transfer(ctx, body, c.ACTION_TYPE_REPLICA, check_name_clash=False)
+        replica.scenario = scenario
         with self.db.session() as session:
-            # The destination instance is created at deploy time, which checks the name then.
-            replica = self._new_transfer(session, ctx, body, c.ACTION_TYPE_REPLICA,
-                                         check_name_clash=False)
-            replica.scenario = scenario
-            session.add(replica)
-            session.flush()
+            self._store_transfer(session, ctx, body, replica)
             return replica.id
 
     def _refuse_if_active(self, session: Session, action: models.TransferAction) -> None:
@@ -316,18 +329,17 @@ class Conductor:
     def _replica_execution(self, ctx: RequestContext, replica_id: str, execution_type: str,
                            specs: list[graphs.TaskSpec], instances: Iterable[str] | None = None,
                            prepare: Any = None) -> str:
-        with self.db.session() as session:
+        with self._lock, self.db.session() as session:
             replica = transfers.get_action(session, ctx.project_id, replica_id,
                                            c.ACTION_TYPE_REPLICA)
             self._refuse_if_active(session, replica)
             if prepare is not None:
                 prepare(session, replica)
             names = list(instances if instances is not None else replica.instances)
-            with self._lock:
-                execution = self._start_execution(session, replica, execution_type,
-                                                  {name: specs for name in names})
+            execution = self._start_execution(session, replica, execution_type,
+                                              {name: specs for name in names})
             execution_id = execution.id
-        self._dispatch_pending()
+        self._dispatch_after_commit()
         return execution_id
 
     def execute_replica(self, ctx: RequestContext, replica_id: str,
@@ -435,10 +447,11 @@ class Conductor:
                       env: dict[str, Any] | None = None, **kwargs: Any) -> Any:
         if operation not in ENDPOINT_OPERATIONS:
             raise exceptions.InvalidInput(f"unknown endpoint operation '{operation}'")
-        with self.db.session() as session:
+        with self.db.reader() as session:  # no transaction open across the worker call
             endpoint = transfers.get_endpoint(session, ctx.project_id, endpoint_id)
             ref = self._endpoint_ref(endpoint, env or {})
-            return self._call(session, endpoint, ref, operation, **kwargs)
+            host = self._choose_worker(session, [endpoint])
+        return self.bus.call(operation, ref, host=host, **kwargs)
 
     # ============================================================================ state machine
     def _start_execution(self, session: Session, action: models.TransferAction,
@@ -522,9 +535,8 @@ class Conductor:
                     if origin is None or dest is None:
                         raise exceptions.NoEligibleWorker(
                             "An endpoint of this transfer was deleted")
-                    host = placement.choose_worker(
-                        session, placement.task_endpoints(task.task_type, origin, dest),
-                        self.worker_down_after)
+                    host = self._choose_worker(
+                        session, placement.task_endpoints(task.task_type, origin, dest))
                 except exceptions.NoEligibleWorker as exc:
                     LOG.warning("task %s (%s) cannot be scheduled: %s", task.id,
                                 task.task_type, exc)

@@ -70,7 +70,7 @@ def build_router(db: Any, issuer: TokenIssuer, validator: EmbeddedValidator) -> 
     def issue(user_name: str | None, user_id: str | None, password: str | None,
               token: str | None, project_id: str | None,
               project_name: str | None) -> tuple[str, TokenData]:
-        with db.session() as session:
+        with db.reader() as session:
             if token is not None:
                 previous = validator.validate(token)
                 user = session.get(users.models.User, previous.user_id)

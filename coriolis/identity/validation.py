@@ -35,7 +35,7 @@ class EmbeddedValidator:
     def validate(self, token: str | None) -> TokenData:
         data = self.issuer.validate(token)
         assert token is not None
-        with self.db.session() as session:
+        with self.db.reader() as session:
             user = session.get(models.User, data.user_id)
             if user is None or not user.enabled:
                 raise exceptions.Unauthorized("The token's user is disabled or was deleted")

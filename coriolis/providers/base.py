@@ -29,10 +29,13 @@ The destination environment given to import methods already contains ``network_m
 from __future__ import annotations
 
 import abc
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from coriolis import exceptions
 from coriolis.transfer.base import DiskReader, DiskWriter
+
+if TYPE_CHECKING:
+    from coriolis.config import Settings
 
 JSON = dict[str, Any]
 
@@ -54,6 +57,13 @@ class BaseProvider(abc.ABC):
     def destination_environment_schema(self) -> JSON: ...
 
     # --- endpoint -------------------------------------------------------------------------------
+    def check_location(self, connection_info: JSON, project_id: str,
+                       settings: Settings) -> None:
+        """Raise ``LocationNotAllowed`` naming the field if ``connection_info`` reaches a place
+        on this server's hosts that project ``project_id`` may not use (checked when an
+        endpoint is stored and again before every call and task). Nothing by default."""
+        return None
+
     @abc.abstractmethod
     def validate_connection(self, connection_info: JSON) -> None:
         """Raise ``ConnectionValidationFailed`` with a reason if the cloud is unusable."""

@@ -1,6 +1,8 @@
 """Which worker may run a task: the seed's region rules, plus liveness and providers.
 
-A worker is eligible when it is enabled, has heart-beaten within ``down_after`` seconds,
+A worker is eligible when it is enabled, has heart-beaten within ``down_after`` seconds (or
+is the all-in-one server's in-process worker, ``local_host``: it is up as long as the process
+that asks is, so its liveness never depends on its heartbeat having won a database write),
 carries the providers of the task's endpoints, and, for every endpoint that has regions, is
 in at least one of that endpoint's regions (an endpoint without regions accepts any worker).
 Among the eligible, the one with the fewest active tasks gets the task.
@@ -25,11 +27,14 @@ def is_alive(service: models.Service, now: dt.datetime, down_after: float) -> bo
             and (now - beat).total_seconds() <= down_after)
 
 
-def live_workers(session: Session, down_after: float) -> list[models.Service]:
+def live_workers(session: Session, down_after: float,
+                 local_host: str | None = None) -> list[models.Service]:
+    """The worker rows that are up: heart-beaten lately, or this process's own worker
+    (``local_host``, None in the scale-out mode)."""
     now = models.utcnow()
     rows = session.scalars(select(models.Service).where(
         models.Service.binary == c.WORKER_BINARY))
-    return [s for s in rows if is_alive(s, now, down_after)]
+    return [s for s in rows if s.host == local_host or is_alive(s, now, down_after)]
 
 
 def _satisfies(service: models.Service, endpoint: models.Endpoint) -> bool:
@@ -57,10 +62,10 @@ def task_endpoints(task_type: str, origin: models.Endpoint, destination: models.
 
 
 def choose_worker(session: Session, endpoints: Sequence[models.Endpoint],
-                  down_after: float) -> str:
-    """The host of the least busy eligible worker; ``NoEligibleWorker`` naming the endpoints
-    and their regions when there is none."""
-    live = live_workers(session, down_after)
+                  down_after: float, local_host: str | None = None) -> str:
+    """The host of the least busy eligible worker (``local_host``: as in ``live_workers``);
+    ``NoEligibleWorker`` naming the endpoints and their regions when there is none."""
+    live = live_workers(session, down_after, local_host)
     eligible = [s for s in live if s.enabled and all(_satisfies(s, e) for e in endpoints)]
     if not eligible:
         enabled = [s for s in live if s.enabled]

@@ -157,6 +157,21 @@ class QemuNbdExport:
             self.close()
             raise
 
+    def open_files(self) -> list[str]:
+        """The files qemu-nbd holds open (the image, its backing files, extents), as the
+        kernel resolved them when it opened them: what it really reads, whatever their names
+        lead to now."""
+        folder = f"/proc/{self._proc.pid}/fd"
+        found = []
+        for fd in os.listdir(folder):
+            try:
+                target = os.readlink(f"{folder}/{fd}")
+            except OSError:  # closed meanwhile
+                continue
+            if target.startswith("/") and not target.startswith(("/dev/", "/proc/")):
+                found.append(target.removesuffix(" (deleted)"))
+        return found
+
     def _wait_until_listening(self) -> None:
         """Until qemu-nbd accepts a connection. Its socket file appears at bind(), before it
         listens; and when qemu-nbd then fails (another process holds the image's write lock,
@@ -265,6 +280,9 @@ class NbdImageReader:
 
     def change_token(self) -> str | None:
         return None
+
+    def open_files(self) -> list[str]:
+        return self._export.open_files()
 
     def close(self) -> None:
         self._conns.close()

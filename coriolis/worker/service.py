@@ -10,6 +10,7 @@ from typing import Any
 
 from coriolis import exceptions
 from coriolis.bus.base import EndpointRef, TaskEventSink, TaskMessage
+from coriolis.config import Settings
 from coriolis.providers import registry
 from coriolis.worker.tasks import TASK_RUNNERS, TaskContext
 
@@ -19,16 +20,27 @@ _CONNECTION_ONLY = frozenset({"validate_connection"})
 
 
 class Worker:
-    def __init__(self, host: str, data_dir: Path) -> None:
+    def __init__(self, host: str, data_dir: Path, settings: Settings) -> None:
         self.host = host
         self.data_dir = Path(data_dir)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.settings = settings
 
     def providers(self) -> dict[str, int]:
         return registry.platforms()
 
+    def check_location(self, endpoint: EndpointRef) -> None:
+        """What the endpoint reaches is its project's (``LocationNotAllowed`` if not): checked
+        on the worker before every call and task, with this host's configuration."""
+        if endpoint.project_id is None:
+            raise exceptions.LocationNotAllowed(
+                "the endpoint reference carries no project; it is refused")
+        registry.get_provider(endpoint.platform).check_location(
+            endpoint.connection_info, endpoint.project_id, self.settings)
+
     def call(self, operation: str, endpoint: EndpointRef, **kwargs: Any) -> Any:
         provider = registry.get_provider(endpoint.platform)
+        self.check_location(endpoint)
         method = getattr(provider, operation, None)
         if method is None:
             raise exceptions.InvalidInput(
@@ -59,6 +71,8 @@ class Worker:
         try:
             if runner is None:
                 raise exceptions.ProviderError(f"no runner for task type {message.task_type}")
+            self.check_location(message.origin)
+            self.check_location(message.destination)
             ctx = TaskContext(message, sink, cancel_flag, self.data_dir)
             result = runner(ctx)
         except exceptions.TaskCanceled:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from pathlib import Path
 
 import pytest
 
@@ -24,9 +23,8 @@ def barbican(server: RunningServer, *args: str) -> subprocess.CompletedProcess[s
                           env={**env, **server.env, "PYTHONWARNINGS": "ignore"})
 
 
-def test_barbican_cli_stores_a_secret_the_endpoint_uses(server: RunningServer,
-                                                        tmp_path: Path) -> None:
-    cloud = tmp_path / "cloud"
+def test_barbican_cli_stores_a_secret_the_endpoint_uses(server: RunningServer) -> None:
+    cloud = server.cloud_dir("cloud")
     local_cloud("init", str(cloud), "--network", "lan")
     local_cloud("add-instance", str(cloud), "vm1", "--disk-size", "8M", "--network", "lan")
     payload = json.dumps({"path": str(cloud)})

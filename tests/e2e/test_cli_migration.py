@@ -4,6 +4,7 @@ migrating real disk images between two `local` clouds."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -17,9 +18,8 @@ FINAL = {"COMPLETED", "ERROR", "CANCELED", "DEADLOCKED"}
 
 
 @pytest.fixture(scope="module")
-def clouds(server: RunningServer, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    base = tmp_path_factory.mktemp("clouds")
-    src, dst = base / "src", base / "dst"
+def clouds(server: RunningServer) -> dict[str, Path]:
+    src, dst = server.cloud_dir("src"), server.cloud_dir("dst")
     local_cloud("init", str(src), "--network", "lan", "--network", "dmz")
     local_cloud("add-instance", str(src), "vm1", "--disk-size", "96M",
                 "--disk-format", "raw", "--network", "lan")
@@ -165,14 +165,14 @@ def test_bad_migration_input_is_refused(
     assert server.cli("migration", "list", "-f", "json").json() == before
 
 
-def test_bad_endpoint_input(server: RunningServer, tmp_path: Path) -> None:
+def test_bad_endpoint_input(server: RunningServer) -> None:
     res = server.cli("endpoint", "create", "--name", "x", "--provider", "nosuch",
                      "--connection", '{"path": "/tmp"}', check=False)
     assert res.returncode == 1 and "nosuch" in res.stderr and "Traceback" not in res.stderr
     res = server.cli("endpoint", "create", "--name", "x", "--provider", "local",
                      "--connection", '{"path": ', check=False)
     assert res.returncode != 0 and "Traceback" not in res.stderr
-    missing = tmp_path / "does-not-exist"
+    missing = server.cloud_dir("does-not-exist")
     res = server.cli("endpoint", "create", "--name", "gone", "--provider", "local",
                      "--connection", json.dumps({"path": str(missing)}), check=False)
     assert res.returncode == 1 and str(missing) in res.stderr
@@ -225,3 +225,109 @@ def test_seed_v2_login_example_works(server: RunningServer, endpoints: dict[str,
     assert {r["ID"] for r in rows} >= set(endpoints.values())
     bad = server.cli("endpoint", "list", env={**v2, "OS_PASSWORD": "wrong"}, check=False)
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
+
+
+# ------------------------------------------------------------- confinement of local instances
+@pytest.fixture(scope="module")
+def odd_cloud(server: RunningServer, endpoints: dict[str, str]) -> Path:
+    """A source cloud (endpoint "odd") for instances that are malformed on purpose."""
+    cloud = server.cloud_dir("odd")
+    local_cloud("init", str(cloud), "--network", "lan")
+    server.local_endpoint("odd", cloud)
+    return cloud
+
+
+def edit_disk(cloud: Path, instance: str, **changes: str) -> Path:
+    """Change disk 0 of ``instance``'s instance.json; returns the instance folder."""
+    folder = cloud / "instances" / instance
+    desc = json.loads((folder / "instance.json").read_text())
+    desc["disks"][0].update(changes)
+    (folder / "instance.json").write_text(json.dumps(desc))
+    return folder
+
+
+def storage_files(cloud: Path) -> set[Path]:
+    return {p for p in (cloud / "storage").rglob("*") if p.is_file()}
+
+
+def refused_migration(server: RunningServer, instance: str) -> str:
+    """``coriolis migration create`` of ``instance`` from "odd"; asserts a 400 that stores
+    nothing; returns the CLI's error output."""
+    before = server.cli("migration", "list", "-f", "json").json()
+    res = server.cli(
+        "migration", "create", "--origin-endpoint", "odd", "--destination-endpoint", "dst",
+        "--instance", instance, "--source-environment", '{"snapshot": false}',
+        "--destination-environment", '{"storage_backend": "bulk"}',
+        "--network-map", '{"lan": "prod"}', "--skip-os-morphing", check=False)
+    assert res.returncode == 1 and "HTTP 400" in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr
+    assert server.cli("migration", "list", "-f", "json").json() == before
+    return res.stderr
+
+
+@pytest.mark.parametrize("kind", ["relative", "absolute", "symlinked-file", "symlinked-folder",
+                                  "backing-file"])
+def test_instance_files_out_of_the_instance_folder_are_refused(
+    server: RunningServer, odd_cloud: Path, clouds: dict[str, Path], kind: str
+) -> None:
+    """A disk entry that reaches the server's key ring (``..``, an absolute path, a symlinked
+    disk file, a symlinked instance folder, a qcow2 backing file) is a 400 naming the instance
+    and the disk; nothing reaches the destination (it used to copy the key ring there)."""
+    secret = server.data_dir / "secret.keys"
+    name = f"escape-{kind}"
+    local_cloud("add-instance", str(odd_cloud), name, "--disk-size", "4M", "--network", "lan",
+                "--disk-format", "qcow2" if kind == "backing-file" else "raw")
+    folder = odd_cloud / "instances" / name
+    disk = disk_files(odd_cloud, name)[0]
+    shown = disk.name
+    if kind == "relative":
+        shown = os.path.relpath(secret, folder)
+        edit_disk(odd_cloud, name, file=shown)
+    elif kind == "absolute":
+        shown = str(secret)
+        edit_disk(odd_cloud, name, file=shown)
+    elif kind == "symlinked-file":
+        disk.unlink()
+        disk.symlink_to(secret)
+    elif kind == "symlinked-folder":
+        outside = server.data_dir.parent / f"outside-{name}"
+        folder.rename(outside)  # an instance kept out of the cloud, whose disk is its own
+        folder.symlink_to(outside)
+        shown = "its folder"
+    else:
+        subprocess.run(["qemu-img", "rebase", "-u", "-f", "qcow2", "-b", str(secret),
+                        "-F", "raw", str(disk)], check=True)
+    before = storage_files(clouds["dst"])
+    error = refused_migration(server, name)
+    assert name in error and shown in error and "leads out of" in error
+    assert storage_files(clouds["dst"]) == before
+    # the listing goes on, and names it
+    listed = server.cli("endpoint", "instance", "list", "odd", "-f", "json").json()
+    assert name in {i["Name"] for i in listed}
+
+
+@pytest.mark.parametrize("kind", ["text-declared-qcow2", "truncated-qcow2"])
+def test_a_corrupt_source_disk_is_a_400_with_qemu_img_s_reason(
+    server: RunningServer, odd_cloud: Path, kind: str
+) -> None:
+    name = f"corrupt-{kind.split('-')[0]}"
+    local_cloud("add-instance", str(odd_cloud), name, "--disk-size", "16M", "--network", "lan",
+                "--allocated", "0.5", "--disk-format",
+                "raw" if kind == "text-declared-qcow2" else "qcow2")
+    disk = disk_files(odd_cloud, name)[0]
+    if kind == "text-declared-qcow2":
+        disk.write_text("this is not a disk image\n")
+        edit_disk(odd_cloud, name, format="qcow2")
+        reason = "Image is not in qcow2 format"
+    else:
+        os.truncate(disk, disk.stat().st_size // 2)
+        reason = "corrupted clusters"
+    error = refused_migration(server, name)
+    assert name in error and disk.name in error and reason in error
+    replica = server.cli(
+        "replica", "create", "--origin-endpoint", "odd", "--destination-endpoint", "dst",
+        "--instance", name, "--source-environment", '{"snapshot": false}',
+        "--destination-environment", '{"storage_backend": "bulk"}',
+        "--network-map", '{"lan": "prod"}', check=False)
+    assert replica.returncode == 1 and "HTTP 400" in replica.stderr
+    assert name in replica.stderr and reason in replica.stderr

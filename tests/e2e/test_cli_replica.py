@@ -19,9 +19,8 @@ BLOCK = 64 * 1024
 
 
 @pytest.fixture(scope="module")
-def setup(server: RunningServer, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    base = tmp_path_factory.mktemp("replica-clouds")
-    src, dst = base / "src", base / "dst"
+def setup(server: RunningServer) -> dict:
+    src, dst = server.cloud_dir("replica-src"), server.cloud_dir("replica-dst")
     local_cloud("init", str(src), "--network", "lan")
     local_cloud("add-instance", str(src), "db", "--disk-size", "64M", "--allocated", "0.5",
                 "--network", "lan", "--seed", "3")

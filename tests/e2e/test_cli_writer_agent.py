@@ -31,8 +31,8 @@ BLOCK = 64 * 1024
 
 @pytest.fixture(scope="module")
 def setup(server: RunningServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    base = tmp_path_factory.mktemp("agent-clouds")
-    src, dst = base / "src", base / "dst"
+    base = tmp_path_factory.mktemp("agent")
+    src, dst = server.cloud_dir("agent-src"), server.cloud_dir("agent-dst")
     local_cloud("init", str(src), "--network", "lan")
     local_cloud("add-instance", str(src), "web", "--disk-size", "40M", "--disk-format", "qcow2",
                 "--disks", "2", "--network", "lan", "--seed", "11")
@@ -112,16 +112,17 @@ def test_replica_executions_through_the_writer_agent(server: RunningServer,
     assert same(disk, Path(volume["path"]))
 
 
-def test_endpoint_validation_checks_the_agent(server: RunningServer, setup: dict,
-                                              tmp_path: Path) -> None:
+def test_endpoint_validation_checks_the_agent(server: RunningServer, setup: dict) -> None:
     agent: RunningWriter = setup["agent"]
+    unserved = server.cloud_dir("unserved")
     cases = [
         ({**agent.details, "fingerprint": ":".join(["ab"] * 32)}, str(setup["dst"]),
          "fingerprint is not the pinned one"),
         ({**agent.details, "key": "not-the-key"}, str(setup["dst"]), "agent key"),
-        (agent.details, str(tmp_path), "does not serve"),
+        (agent.details, str(unserved), "does not serve"),
+        (agent.details, str(setup["dst"].parent.parent), "connection_info.path"),
     ]
-    local_cloud("init", str(tmp_path), "--network", "lan")
+    local_cloud("init", str(unserved), "--network", "lan")
     for writer, path, message in cases:
         res = server.cli("endpoint", "create", "--name", "bad-agent", "--provider", "local",
                          "--connection", json.dumps({"path": path, "writer": writer}),
@@ -139,7 +140,9 @@ def test_server_killed_mid_copy_resumes_from_the_last_acknowledged_chunk(
     id and the agent's acknowledgement log spares what was already durable."""
     local_cloud("add-instance", str(setup["src"]), "big", "--disk-size", "96M",
                 "--allocated", "1.0", "--network", "lan", "--seed", "13")
-    srv = start_server(tmp_path / "data")
+    # a second server that shares the first one's clouds: its local cloud root names them
+    roots = {"CORIOLIS_LOCAL_ROOT": str(setup["src"].parent)}
+    srv = start_server(tmp_path / "data", roots)
     try:
         agent: RunningWriter = setup["agent"]
         srv.cli("endpoint", "create", "--name", "k-src", "--provider", "local",
@@ -164,7 +167,7 @@ def test_server_killed_mid_copy_resumes_from_the_last_acknowledged_chunk(
         srv.process.send_signal(signal.SIGKILL)
         srv.process.wait()
         stop_server(srv)
-        srv = start_server(tmp_path / "data")
+        srv = start_server(tmp_path / "data", roots)
         done = srv.wait_for(["migration", "show", created["id"]],
                             lambda m: m["status"] in FINAL)
         assert done["status"] == "COMPLETED", done["tasks"]

@@ -72,7 +72,7 @@ def setup(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     """Regions r1 and r2; w1 in r1, w2 in r2, w3 in r1 but disabled. Clouds: a source and a
     destination folder, and a writer agent for the destination."""
     api = _api(cluster)
-    work = tmp_path_factory.mktemp("clouds")
+    work = api.cloud_dir("")  # the project's local cloud root on every worker
     for name in ("src", "dst"):
         local_cloud("init", str(work / name), "--network", "lan")
     regions = {name: api.cli("region", "create", name, "-f", "json").json()["ID"]
@@ -82,7 +82,7 @@ def setup(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     api.cli("service", "update", services["w2"], "--coriolis-region", regions["r2"])
     api.cli("service", "update", services["w3"], "--coriolis-region", regions["r1"],
             "--disabled")
-    agent = start_writer(work / "agent", [work])
+    agent = start_writer(tmp_path_factory.mktemp("agent") / "agent", [work])
     try:
         yield {"work": work, "src": work / "src", "dst": work / "dst", "regions": regions,
                "services": services, "agent": agent}

@@ -49,7 +49,7 @@ def ext4_image(path: Path, tree: dict[str, str]) -> None:
 def setup(server: RunningServer, tmp_path_factory: pytest.TempPathFactory) -> dict:
     image = guest_image.build()
     base = tmp_path_factory.mktemp("morph")
-    src, dst = base / "src", base / "dst"
+    src, dst = server.cloud_dir("morph-src"), server.cloud_dir("morph-dst")
     local_cloud("init", str(src), "--network", "vmnet")
     local_cloud("add-instance", str(src), "debian-vm", "--image", str(image), "--bus", "sata",
                 "--mac", SOURCE_MAC, "--memory-mb", "1024", "--cpus", "2",

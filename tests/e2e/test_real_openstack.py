@@ -55,7 +55,8 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
         (data / "coriolis.conf").write_text(
             f"[keystone]\nauth_url = {keystone.url}\nusername = coriolis\n"
             f"password = {SERVICE_PASSWORD}\nproject_name = service\ncache_seconds = 1\n\n"
-            f"[barbican]\nurl = {barbican.url}\n")
+            f"[barbican]\nurl = {barbican.url}\n\n"
+            f"[local]\nroot = {work}/{{project_id}}\n  {work}/src\n")
         server = start_server(data)
         stack.append(lambda: stop_server(server))
         keystone.catalog("migration", "coriolis", server.url + "/v1/%(tenant_id)s")

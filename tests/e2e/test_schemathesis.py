@@ -11,7 +11,6 @@ the only worker would make every later worker call a 503, which is right)."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
@@ -34,18 +33,16 @@ FINAL = {"COMPLETED", "ERROR", "CANCELED"}
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(SCHEMATHESIS_BUDGET + 240)]
 
 
-def _resources(server: RunningServer, base: Path) -> dict[str, str]:
-    local_cloud("init", str(base / "src"), "--network", "lan")
-    local_cloud("add-instance", str(base / "src"), "vm1", "--disk-size", "4M", "--network", "lan")
-    local_cloud("init", str(base / "dst"), "--network", "lan")
+def _resources(server: RunningServer) -> dict[str, str]:
+    src, dst = server.cloud_dir("src"), server.cloud_dir("dst")
+    local_cloud("init", str(src), "--network", "lan")
+    local_cloud("add-instance", str(src), "vm1", "--disk-size", "4M", "--network", "lan")
+    local_cloud("init", str(dst), "--network", "lan")
 
     def cli(*args: str) -> dict:
         return server.cli(*args, "-f", "json").json()
 
-    ids = {}
-    for name in ("src", "dst"):
-        ids[name] = cli("endpoint", "create", "--name", name, "--provider", "local",
-                        "--connection", json.dumps({"path": str(base / name)}))["id"]
+    ids = {"src": server.local_endpoint("src", src), "dst": server.local_endpoint("dst", dst)}
     transfer = ("--origin-endpoint", ids["src"], "--destination-endpoint", ids["dst"],
                 "--instance", "vm1", "--network-map", '{"lan": "lan"}',
                 "--source-environment", '{"snapshot": false}')
@@ -64,7 +61,7 @@ def _resources(server: RunningServer, base: Path) -> dict[str, str]:
 
 def test_no_generated_request_gets_a_server_error(server: RunningServer,
                                                   tmp_path: Path) -> None:
-    ids = _resources(server, tmp_path)
+    ids = _resources(server)
     auth = v3.Password(auth_url=server.env["OS_AUTH_URL"], username="admin",
                        password=server.env["OS_PASSWORD"], project_name="admin",
                        user_domain_name="Default", project_domain_name="Default")

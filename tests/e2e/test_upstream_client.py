@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from pathlib import Path
 
 import pytest
 
@@ -34,8 +33,8 @@ def upstream(server: RunningServer, *args: str) -> subprocess.CompletedProcess[s
     return proc
 
 
-def test_upstream_client_migrates(server: RunningServer, tmp_path: Path) -> None:
-    src, dst = tmp_path / "a", tmp_path / "b"
+def test_upstream_client_migrates(server: RunningServer) -> None:
+    src, dst = server.cloud_dir("a"), server.cloud_dir("b")
     local_cloud("init", str(src), "--network", "lan")
     local_cloud("add-instance", str(src), "up1", "--disk-size", "48M", "--network", "lan")
     local_cloud("init", str(dst), "--network", "lan")

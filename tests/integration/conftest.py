@@ -34,10 +34,16 @@ def ctx() -> RequestContext:
     return RequestContext(user_id="u1", project_id=PROJECT, roles=("member",))
 
 
+def cloud_root(tmp_path: Path, project: str = PROJECT) -> Path:
+    """Where the ``services`` fixture's server lets ``project`` keep its local clouds (the
+    all-in-one default, DATA_DIR/clouds/PROJECT)."""
+    return tmp_path / "data" / "clouds" / project
+
+
 @pytest.fixture
 def clouds(tmp_path: Path) -> dict[str, Path]:
-    src = init_cloud(tmp_path / "src", ["lan"])
-    dst = init_cloud(tmp_path / "dst", ["prod"], [("bulk", "raw"), ("fast", "qcow2")])
+    src = init_cloud(cloud_root(tmp_path) / "src", ["lan"])
+    dst = init_cloud(cloud_root(tmp_path) / "dst", ["prod"], [("bulk", "raw"), ("fast", "qcow2")])
     add_instance(src, "vm1", disk_size="40M", network="lan", seed=1)
     add_instance(src, "vm2", disk_size="33M", disk_format="qcow2", disks=2, network="lan",
                  seed=2)

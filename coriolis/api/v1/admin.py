@@ -79,13 +79,13 @@ def build_router(services: Services, context: Any) -> APIRouter:
     # --- regions -----------------------------------------------------------------------------
     @router.get("/regions")
     def list_regions(ctx: RequestContext = may["regions:list"]) -> dict[str, Any]:
-        with db.session() as session:
+        with db.reader() as session:
             rows = session.scalars(select(models.Region).order_by(models.Region.created_at))
             return {"regions": [views.region(r) for r in rows]}
 
     @router.get("/regions/{region_id}")
     def show_region(region_id: str, ctx: RequestContext = may["regions:show"]) -> dict[str, Any]:
-        with db.session() as session:
+        with db.reader() as session:
             return {"region": views.region(_get(session, models.Region, region_id, "Region"))}
 
     def apply_region(row: models.Region, data: RegionUpdate) -> None:
@@ -126,13 +126,13 @@ def build_router(services: Services, context: Any) -> APIRouter:
     # --- services ----------------------------------------------------------------------------
     @router.get("/services")
     def list_services(ctx: RequestContext = may["services:list"]) -> dict[str, Any]:
-        with db.session() as session:
+        with db.reader() as session:
             rows = session.scalars(select(models.Service).order_by(models.Service.created_at))
             return {"services": [views.service(r) for r in rows]}
 
     @router.get("/services/{service_id}")
     def show_service(service_id: str, ctx: RequestContext = may["services:show"]) -> dict[str, Any]:
-        with db.session() as session:
+        with db.reader() as session:
             return {"service": views.service(_get(session, models.Service, service_id,
                                                   "Service"))}
 

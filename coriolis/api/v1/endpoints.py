@@ -41,15 +41,16 @@ def _check_connection_info(session: Session, services: Services, ctx: RequestCon
         value, resolved = services.barbican.prepare(ctx, value["secret_ref"])
     else:
         resolved = secret_store.connection_info(session, services.box, ctx.project_id, value)
-    schema = registry.get_provider(platform).connection_info_schema()
+    provider = registry.get_provider(platform)
     try:
-        jsonschema.validate(resolved, schema)
+        jsonschema.validate(resolved, provider.connection_info_schema())
     except jsonschema.ValidationError as exc:
         where = ".".join(str(p) for p in exc.absolute_path)
         # The message names the field, never the values (they may be secrets).
         raise exceptions.InvalidInput(
             f"connection_info{'.' + where if where else ''} is invalid: {exc.validator} "
             f"check failed for the {platform} connection schema") from None
+    provider.check_location(resolved, ctx.project_id, services.settings)
     return value
 
 
@@ -65,7 +66,7 @@ def build_router(services: Services, context: Any) -> APIRouter:
 
     @router.get("/endpoints")
     def list_endpoints(ctx: RequestContext = Depends(context)) -> dict[str, Any]:
-        with db.session() as session:
+        with db.reader() as session:
             rows = session.scalars(select(models.Endpoint).where(
                 models.Endpoint.project_id == ctx.project_id).order_by(
                 models.Endpoint.created_at))
@@ -73,7 +74,7 @@ def build_router(services: Services, context: Any) -> APIRouter:
 
     @router.get("/endpoints/{endpoint_id}")
     def get_endpoint(endpoint_id: str, ctx: RequestContext = Depends(context)) -> dict[str, Any]:
-        with db.session() as session:
+        with db.reader() as session:
             return show(session, transfers.get_endpoint(session, ctx.project_id, endpoint_id))
 
     @router.post("/endpoints")
@@ -140,6 +141,8 @@ def build_router(services: Services, context: Any) -> APIRouter:
                         ctx: RequestContext = Depends(context)) -> dict[str, Any]:
         try:
             conductor.endpoint_call(ctx, endpoint_id, "validate_connection")
+        except exceptions.LocationNotAllowed:
+            raise  # a 400: the endpoint must be changed, whatever the cloud's state
         except exceptions.ConnectionValidationFailed as exc:
             return {"validate-connection": {"valid": False, "message": str(exc)}}
         except exceptions.InvalidInput as exc:
@@ -196,7 +199,7 @@ def build_router(services: Services, context: Any) -> APIRouter:
             if names is not None and not isinstance(names, list):
                 raise exceptions.InvalidInput("query parameter 'options' must encode a list")
             if operation is None:  # minion pools are not supported by any provider yet
-                with db.session() as session:
+                with db.reader() as session:
                     transfers.get_endpoint(session, ctx.project_id, endpoint_id)
                 return {key: []}
             return {key: conductor.endpoint_call(ctx, endpoint_id, operation, env_object(env),

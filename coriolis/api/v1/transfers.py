@@ -67,7 +67,7 @@ def build_router(services: Services, context: Any) -> APIRouter:
         @router.get(f"/{collection}", name=f"list_{collection}")
         @router.get(f"/{collection}/detail", name=f"detail_{collection}")
         def list_all(ctx: RequestContext = Depends(context)) -> dict[str, Any]:
-            with db.session() as session:
+            with db.reader() as session:
                 rows = transfers.list_actions(
                     session, ctx.project_id, c.ACTION_TYPE_MIGRATION,
                     replica_deploys=True if collection == "deployments" else None)
@@ -75,7 +75,7 @@ def build_router(services: Services, context: Any) -> APIRouter:
 
         @router.get(f"/{collection}/{{action_id}}", name=f"show_{key}")
         def show(action_id: str, ctx: RequestContext = Depends(context)) -> dict[str, Any]:
-            with db.session() as session:
+            with db.reader() as session:
                 row = transfers.get_action(session, ctx.project_id, action_id,
                                            c.ACTION_TYPE_MIGRATION)
                 return {key: migration_view(session, row)}
@@ -94,7 +94,7 @@ def build_router(services: Services, context: Any) -> APIRouter:
                      name=f"action_{key}")
         def action(action_id: str, body: CancelAction,
                    ctx: RequestContext = Depends(context)) -> Response:
-            with db.session() as session:
+            with db.reader() as session:
                 row = transfers.get_action(session, ctx.project_id, action_id,
                                            c.ACTION_TYPE_MIGRATION)
                 if not row.executions:
@@ -105,7 +105,7 @@ def build_router(services: Services, context: Any) -> APIRouter:
             return Response(status_code=204)
 
         def delete(action_id: str, ctx: RequestContext = Depends(context)) -> Response:
-            with db.session() as session:
+            with db.reader() as session:
                 transfers.get_action(session, ctx.project_id, action_id,
                                      c.ACTION_TYPE_MIGRATION)
             conductor.delete_action(ctx, action_id)
@@ -125,20 +125,20 @@ def build_router(services: Services, context: Any) -> APIRouter:
         return transfers.get_action(session, ctx.project_id, replica_id, c.ACTION_TYPE_REPLICA)
 
     def execution_view(execution_id: str, ctx: RequestContext) -> dict[str, Any]:
-        with db.session() as session:
+        with db.reader() as session:
             return {"execution": views.execution(
                 transfers.get_execution(session, ctx.project_id, execution_id))}
 
     @router.get("/replicas")
     @router.get("/replicas/detail")
     def list_replicas(ctx: RequestContext = Depends(context)) -> dict[str, Any]:
-        with db.session() as session:
+        with db.reader() as session:
             rows = transfers.list_actions(session, ctx.project_id, c.ACTION_TYPE_REPLICA)
             return {"replicas": [views.replica(r, detail=False) for r in rows]}
 
     @router.get("/replicas/{replica_id}")
     def show_replica(replica_id: str, ctx: RequestContext = Depends(context)) -> dict[str, Any]:
-        with db.session() as session:
+        with db.reader() as session:
             return {"replica": views.replica(replica_row(session, ctx, replica_id))}
 
     @router.post("/replicas")
@@ -155,7 +155,7 @@ def build_router(services: Services, context: Any) -> APIRouter:
 
     @router.delete("/replicas/{replica_id}", status_code=204)
     def delete_replica(replica_id: str, ctx: RequestContext = Depends(context)) -> Response:
-        with db.session() as session:
+        with db.reader() as session:
             replica_row(session, ctx, replica_id)
         conductor.delete_action(ctx, replica_id)
         return Response(status_code=204)
@@ -169,14 +169,14 @@ def build_router(services: Services, context: Any) -> APIRouter:
     @router.get("/replicas/{replica_id}/executions/detail")
     def list_executions(replica_id: str,
                         ctx: RequestContext = Depends(context)) -> dict[str, Any]:
-        with db.session() as session:
+        with db.reader() as session:
             row = replica_row(session, ctx, replica_id)
             return {"executions": [views.execution(e) for e in row.executions]}
 
     @router.get("/replicas/{replica_id}/executions/{execution_id}")
     def show_execution(replica_id: str, execution_id: str,
                        ctx: RequestContext = Depends(context)) -> dict[str, Any]:
-        with db.session() as session:
+        with db.reader() as session:
             replica_row(session, ctx, replica_id)
             return {"execution": views.execution(
                 transfers.get_execution(session, ctx.project_id, execution_id, replica_id))}
@@ -190,7 +190,7 @@ def build_router(services: Services, context: Any) -> APIRouter:
     @router.post("/replicas/{replica_id}/executions/{execution_id}/actions", status_code=204)
     def cancel_execution(replica_id: str, execution_id: str, body: CancelAction,
                          ctx: RequestContext = Depends(context)) -> Response:
-        with db.session() as session:
+        with db.reader() as session:
             transfers.get_execution(session, ctx.project_id, execution_id, replica_id)
         force = _cancel_force(body)
         conductor.cancel_execution(ctx, execution_id, force)
@@ -199,7 +199,7 @@ def build_router(services: Services, context: Any) -> APIRouter:
     @router.delete("/replicas/{replica_id}/executions/{execution_id}", status_code=204)
     def delete_execution(replica_id: str, execution_id: str,
                          ctx: RequestContext = Depends(context)) -> Response:
-        with db.session() as session:
+        with db.reader() as session:
             transfers.get_execution(session, ctx.project_id, execution_id, replica_id)
         conductor.delete_execution(ctx, execution_id)
         return Response(status_code=204)
@@ -216,7 +216,7 @@ def build_router(services: Services, context: Any) -> APIRouter:
     @router.get("/replicas/{replica_id}/schedules")
     def list_schedules(replica_id: str, show_expired: str = "true",
                        ctx: RequestContext = Depends(context)) -> dict[str, Any]:
-        with db.session() as session:
+        with db.reader() as session:
             replica_row(session, ctx, replica_id)
             rows = session.scalars(select(models.ReplicaSchedule).where(
                 models.ReplicaSchedule.replica_id == replica_id).order_by(
@@ -229,7 +229,7 @@ def build_router(services: Services, context: Any) -> APIRouter:
     @router.get("/replicas/{replica_id}/schedules/{schedule_id}")
     def show_schedule(replica_id: str, schedule_id: str,
                       ctx: RequestContext = Depends(context)) -> dict[str, Any]:
-        with db.session() as session:
+        with db.reader() as session:
             return {"schedule": views.schedule(schedule_row(session, ctx, replica_id,
                                                             schedule_id))}
 

@@ -4,17 +4,26 @@
     DIR/instances/<name>/instance.json  one instance, disks referenced by relative path
     DIR/storage/<backend>/              disks imported into a storage backend
     DIR/.coriolis/                      snapshots and other temporary files
+
+Confinement: an instance folder is ``DIR/instances/<name>`` itself (not a symlink, nor under a
+symlinked ``instances``), and every file an instance names (its disks, the backing files and
+extents of those images) resolves inside that folder or under ``DIR/storage/`` (where imported
+disks live), never elsewhere on the host: no absolute path, no ``..`` or symlink out. An
+instance that breaks this is malformed (``InvalidInput`` naming it and the disk).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from coriolis import exceptions
+from coriolis.transfer.extents import qemu_img_info
 
 DISK_FORMATS = ("raw", "qcow2", "vmdk", "vhdx")
 STORAGE_FORMATS = ("raw", "qcow2")
@@ -40,6 +49,42 @@ class StorageBackend:
     format: str
 
 
+# "json:{...}", "nbd://host/x", "https://...": a file name that makes qemu open a protocol.
+_PROTOCOL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+MAX_BACKING_CHAIN = 32
+
+
+def real_path(path: str | Path) -> Path:
+    """``path`` with every symlink and ``..`` resolved (what an open would reach)."""
+    return Path(os.path.realpath(path))
+
+
+def is_inside(path: str | Path, *bases: Path) -> bool:
+    """Whether ``path``, resolved, is one of ``bases`` (already resolved) or under one."""
+    real = real_path(path)
+    return any(real.is_relative_to(base) for base in bases)
+
+
+def check_image(path: str, fmt: str) -> None:
+    """``ProviderError`` with qemu-img's reason if ``qemu-img check`` finds the image corrupt
+    (a truncated qcow2 reads as zeroes where its data was); leaked clusters are harmless."""
+    if fmt == "raw":
+        return
+    proc = subprocess.run(["qemu-img", "check", "-U", "-f", fmt, "--output=json", path],
+                          capture_output=True, text=True)
+    if proc.returncode in (0, 3, 63):  # clean, leaks only, no check for this format
+        return
+    errors = [line.removeprefix("ERROR: ") for line in proc.stderr.splitlines() if line]
+    try:
+        found = json.loads(proc.stdout).get("corruptions")
+    except ValueError:
+        found = None
+    what = f"{found} corrupted clusters" if found else "errors"
+    raise exceptions.ProviderError(
+        f"qemu-img check found {what} in {os.path.basename(path)}"
+        + (f": {errors[0]}" if errors else ""))
+
+
 def write_json_atomic(path: Path, value: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(value, indent=2) + "\n")
@@ -53,11 +98,17 @@ class LocalCloud:
             raise exceptions.InvalidInput("connection_info.path must be a directory path")
         self.root = Path(path)
 
+    @property
+    def real_root(self) -> Path:
+        return real_path(self.root)
+
     # --- cloud.json -------------------------------------------------------------------------
     def _config(self) -> dict[str, Any]:
         file = self.root / "cloud.json"
         if not file.exists():
             return {}
+        if not is_inside(file, self.real_root):
+            raise exceptions.InvalidInput(f"{file} leads out of {self.root} (a symlink)")
         try:
             config = json.loads(file.read_text())
         except (OSError, ValueError) as exc:
@@ -122,9 +173,18 @@ class LocalCloud:
         return self.root / "instances"
 
     def instance_dir(self, name: str) -> Path:
-        if not name or "/" in name or name in (".", ".."):
+        """``DIR/instances/<name>``; ``InvalidInput`` if the name is not a plain file name or
+        the folder (or ``instances``) is a symlink that leads elsewhere."""
+        if not name or "/" in name or "\0" in name or name in (".", ".."):
             raise exceptions.InvalidInput(f"invalid instance name '{name}'")
-        return self.instances_dir / name
+        folder = self.instances_dir / name
+        for path in (self.instances_dir, folder):
+            if os.path.lexists(path) and real_path(path) != self.real_root.joinpath(
+                    *path.relative_to(self.root).parts):
+                raise exceptions.InvalidInput(
+                    f"instance '{name}': its folder leads out of {self.instances_dir} "
+                    "(a symlink)")
+        return folder
 
     def instance_names(self) -> list[str]:
         if not self.instances_dir.is_dir():
@@ -138,9 +198,13 @@ class LocalCloud:
 
     def load_instance(self, name: str) -> dict[str, Any]:
         """The instance description, checked; ``InstanceNotFound``/``InvalidInput`` naming it."""
-        file = self.instance_dir(name) / INSTANCE_FILE
+        folder = self.instance_dir(name)
+        file = folder / INSTANCE_FILE
         if not file.is_file():
             raise exceptions.InstanceNotFound(f"instance '{name}' not found in {self.root}")
+        if not is_inside(file, real_path(folder)):
+            raise exceptions.InvalidInput(
+                f"instance '{name}': {INSTANCE_FILE} leads out of the instance folder")
         try:
             desc = json.loads(file.read_text())
         except ValueError as exc:
@@ -166,8 +230,78 @@ class LocalCloud:
                     f"instance '{name}': disk file {disk['file']} is missing")
         return desc
 
+    def _disk_bases(self, name: str) -> tuple[Path, Path]:
+        """Where the files of instance ``name`` may be: its folder and the storage backends."""
+        return self.real_root / "instances" / name, self.real_root / "storage"
+
+    def read_bases(self, name: str) -> tuple[Path, ...]:
+        """Where what is read for instance ``name`` may be: its own places and, for
+        point-in-time copies, the cloud's scratch folder."""
+        return (*self._disk_bases(name), self.real_root / ".coriolis")
+
     def disk_path(self, name: str, disk: dict[str, Any]) -> Path:
-        return (self.instance_dir(name) / disk["file"]).resolve()
+        """The resolved path of a disk entry of instance ``name``; ``InvalidInput`` naming the
+        instance and the file if it is absolute or resolves out of the instance folder and the
+        storage backends."""
+        file = disk["file"]
+        if not file or os.path.isabs(file) or "\0" in file:
+            raise exceptions.InvalidInput(
+                f"instance '{name}': disk file {file} leads out of the instance folder (an "
+                "absolute path; it must be relative to the instance folder)")
+        path = self.instance_dir(name) / file
+        if not is_inside(path, *self._disk_bases(name)):
+            raise exceptions.InvalidInput(
+                f"instance '{name}': disk file {file} leads out of the instance folder")
+        return real_path(path)
+
+    def image_info(self, name: str, disk: dict[str, Any], path: Path | None = None,
+                   fmt: str | None = None) -> dict[str, Any]:
+        """``qemu-img info`` of a disk of instance ``name`` (or of ``path``, one of its
+        backing files, in ``fmt``; None probes); an image qemu-img cannot read is an
+        ``InvalidInput`` naming the instance, the disk and qemu-img's reason."""
+        declared = disk.get("format", "raw")
+        file = str(path or self.disk_path(name, disk))
+        try:
+            info = qemu_img_info(file, declared if path is None else fmt)
+            check_image(file, info["format"])
+        except exceptions.ProviderError as exc:
+            raise exceptions.InvalidInput(
+                f"instance '{name}': disk file {disk['file']} is not a readable {declared} "
+                f"image: {exc}") from None
+        return info
+
+    def disk_files(self, name: str, disk: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
+        """``disk_path`` and the image's ``qemu-img info``, after checking every file qemu
+        would open for it (backing files, external data files, VMDK extents) the same way;
+        ``InvalidInput`` naming the instance, the disk and the reason."""
+        path = self.disk_path(name, disk)
+        top = self.image_info(name, disk)
+        bases = self._disk_bases(name)
+        current, info = path, top
+        for _ in range(MAX_BACKING_CHAIN):
+            if info.get("format") == "raw":
+                return path, top
+            data = (info.get("format-specific") or {}).get("data") or {}
+            backing = info.get("full-backing-filename") or info.get("backing-filename")
+            named = [e.get("filename") for e in data.get("extents") or []]
+            for file in [*named, data.get("data-file"), backing]:
+                if not file or file == info.get("filename"):
+                    continue
+                if _PROTOCOL.match(file):
+                    raise exceptions.InvalidInput(
+                        f"instance '{name}': disk file {disk['file']} refers to {file[:40]!r}; "
+                        "only files of the instance can be read")
+                if not is_inside(current.parent / file, *bases):
+                    raise exceptions.InvalidInput(
+                        f"instance '{name}': disk file {disk['file']} refers to {file}, which "
+                        "leads out of the instance folder")
+            if not backing:
+                return path, top
+            current = real_path(current.parent / backing)
+            info = self.image_info(name, disk, current, info.get("backing-filename-format"))
+        raise exceptions.InvalidInput(
+            f"instance '{name}': disk file {disk['file']} has more than {MAX_BACKING_CHAIN} "
+            "backing files")
 
     def save_instance(self, name: str, desc: dict[str, Any], *, pending: bool = False) -> Path:
         folder = self.instance_dir(name)
@@ -177,12 +311,20 @@ class LocalCloud:
         return target
 
     # --- storage ----------------------------------------------------------------------------
-    def storage_dir(self, backend: str) -> Path:
-        path = self.root / "storage" / backend
-        path.mkdir(parents=True, exist_ok=True)
+    def _own_dir(self, *parts: str) -> Path:
+        """``DIR/<parts>``, created, refused if it (or a folder on the way) leads elsewhere."""
+        if any(not p or "/" in p or p in (".", "..") for p in parts):
+            raise exceptions.InvalidInput(f"invalid folder name {'/'.join(parts)!r} in "
+                                          f"{self.root}")
+        for depth in range(1, len(parts) + 1):  # each folder checked before making the next
+            path = self.root.joinpath(*parts[:depth])
+            path.mkdir(exist_ok=True)
+            if real_path(path) != self.real_root.joinpath(*parts[:depth]):
+                raise exceptions.InvalidInput(f"{path} leads out of {self.root} (a symlink)")
         return path
 
+    def storage_dir(self, backend: str) -> Path:
+        return self._own_dir("storage", backend)
+
     def scratch_dir(self) -> Path:
-        path = self.root / ".coriolis"
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+        return self._own_dir(".coriolis")

@@ -9,13 +9,13 @@ import subprocess
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from coriolis import constants as c
 from coriolis import exceptions
 from coriolis.providers import mappings
 from coriolis.providers.base import JSON, TransferProvider
-from coriolis.providers.local.cloud import PENDING_FILE, LocalCloud
+from coriolis.providers.local.cloud import PENDING_FILE, LocalCloud, is_inside
 from coriolis.transfer.base import DiskReader, DiskWriter
 from coriolis.transfer.extents import qemu_img_info
 from coriolis.transfer.files import RawFileReader, RawFileWriter
@@ -24,6 +24,9 @@ from coriolis.transfer.journal import JournalingWriter, roll_back
 from coriolis.transfer.nbd import NbdImageReader
 from coriolis.transfer.remote import AgentAddress, RemoteDiskWriter, is_this_host, probe_agent
 from coriolis.transfer.wire import COMPRESSIONS
+
+if TYPE_CHECKING:
+    from coriolis.config import Settings
 
 MiB = 1024 * 1024
 
@@ -114,6 +117,40 @@ def _end_snapshots(volumes_info: list[JSON], raw: Callable[[JSON, str], None],
     return result
 
 
+def _check_opened(files: list[str], bases: tuple[Path, ...], what: str) -> None:
+    """``files`` were opened (each named as the kernel resolved it then): ``InvalidInput``
+    naming ``what`` unless all are inside ``bases``. Checking what was opened, not a name
+    looked up before, leaves no time to swap a folder for a symlink."""
+    outside = [f for f in files if not any(Path(f).is_relative_to(b) for b in bases)]
+    if outside:
+        raise exceptions.InvalidInput(f"{what} leads out of the instance folder (to "
+                                      f"{outside[0]})")
+
+
+class ConfinedRawReader(RawFileReader):
+    """A raw disk read through a descriptor opened without following a last symlink and
+    checked (by the kernel's name for it) to be inside ``bases``; what is read stays that
+    file whatever its path leads to later."""
+
+    def __init__(self, path: str, bases: tuple[Path, ...], what: str) -> None:
+        try:
+            self._held = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as exc:
+            raise exceptions.InvalidInput(f"{what} cannot be opened: {exc.strerror}") from None
+        try:
+            _check_opened([os.readlink(f"/proc/self/fd/{self._held}")], bases, what)
+            super().__init__(f"/proc/self/fd/{self._held}")
+        except BaseException:
+            os.close(self._held)
+            raise
+
+    def close(self) -> None:
+        super().close()
+        if self._held >= 0:
+            os.close(self._held)
+            self._held = -1
+
+
 def create_image(path: Path, fmt: str, size: int) -> None:
     if fmt == "raw":
         with open(path, "xb") as f:
@@ -163,6 +200,21 @@ class LocalProvider(TransferProvider):
         return DESTINATION_ENV_SCHEMA
 
     # --- endpoint -------------------------------------------------------------------------
+    def check_location(self, connection_info: JSON, project_id: str,
+                       settings: Settings) -> None:
+        """``path`` must be an absolute path that resolves (symlinks and ``..`` followed) to
+        one of the project's local cloud roots or under one (``Settings.local_roots``)."""
+        path = connection_info.get("path") if isinstance(connection_info, dict) else None
+        roots = settings.local_roots_for(project_id)
+        allowed = " or ".join(str(r) for r in roots)
+        if not isinstance(path, str) or not os.path.isabs(path):
+            raise exceptions.LocationNotAllowed(
+                f"connection_info.path must be an absolute path in {allowed}")
+        if not is_inside(path, *roots):
+            raise exceptions.LocationNotAllowed(
+                f"connection_info.path {path} is outside the local clouds of this project: "
+                f"it must be in {allowed}")
+
     def validate_connection(self, connection_info: JSON) -> None:
         LocalCloud(connection_info).validate()
         if connection_info.get("writer"):
@@ -197,10 +249,10 @@ class LocalProvider(TransferProvider):
         desc = cloud.load_instance(instance)
         disks = []
         for i, disk in enumerate(desc["disks"]):
-            path = cloud.disk_path(instance, disk)
+            path, info = cloud.disk_files(instance, disk)
             fmt = disk.get("format", "raw")
-            info = qemu_img_info(str(path), fmt)
-            backend = path.parent.name if path.parent.parent == cloud.root / "storage" else None
+            backend = (path.parent.name if path.parent.parent == cloud.real_root / "storage"
+                       else None)
             disks.append({"id": f"disk{i}", "size_bytes": int(info["virtual-size"]),
                           "format": fmt, "bus": disk.get("bus", "virtio"), "file": disk["file"],
                           "storage_backend": backend})
@@ -252,6 +304,8 @@ class LocalProvider(TransferProvider):
         snapshot is taken, so no write falls between the two). With ``snapshot``, reads stay on
         a point-in-time copy of every disk file (a reflink where the file system has them)."""
         cloud = LocalCloud(connection_info)
+        for disk in export_info["devices"]["disks"]:  # what may be read, checked again now
+            cloud.disk_files(export_info["name"], disk)
         resources: JSON = {}
         if tracking_id:
             prefix = f"{CBT_PREFIX}{tracking_id[:8]}-"
@@ -281,15 +335,24 @@ class LocalProvider(TransferProvider):
         if disk is None:
             raise exceptions.ProviderError(f"instance has no disk {disk_id}")
         path = (source_resources or {}).get("snapshots", {}).get(disk_id)
-        if path is None:
-            path = str(LocalCloud(connection_info).disk_path(export_info["name"], disk))
-        if not os.path.exists(path):
+        cloud = LocalCloud(connection_info)
+        if not os.path.exists(path or cloud.disk_path(export_info["name"], disk)):
             raise exceptions.ProviderError(
                 f"instance '{export_info['name']}': disk file {disk['file']} is missing")
+        if path is None:  # checked again as the task reads it
+            path = str(cloud.disk_files(export_info["name"], disk)[0])
+        what = f"instance '{export_info['name']}': disk file {disk['file']}"
+        bases = cloud.read_bases(export_info["name"])
         if disk["format"] == "raw":
-            return RawFileReader(path)
+            return ConfinedRawReader(path, bases, what)
         bitmap = since if since and since in _bitmaps(path) else None
-        return NbdImageReader(path, disk["format"], bitmap=bitmap)
+        reader = NbdImageReader(path, disk["format"], bitmap=bitmap)
+        try:
+            _check_opened(reader.open_files(), bases, what)
+        except BaseException:
+            reader.close()
+            raise
+        return reader
 
     def delete_source_resources(self, connection_info: JSON, env: JSON,
                                 source_resources: JSON) -> None:

@@ -13,7 +13,7 @@ import requests
 from keystoneauth1 import session as ks_session
 from keystoneauth1.identity import v3
 
-from coriolis.harness import RunningServer
+from coriolis.harness import RunningServer, local_cloud
 
 SERVER_BIN = str(Path(sys.executable).parent / "coriolis-server")
 
@@ -102,12 +102,18 @@ def test_errors_name_the_field_and_never_echo_secrets(admin: tuple[str, str],
     assert_error(call("GET", f"{url}/migrations/nope", token), 404, "nope")
 
 
+def project_of(url: str) -> str:
+    return url.rstrip("/").rsplit("/", 1)[1]
+
+
 def test_projects_are_isolated(admin: tuple[str, str], member_b: tuple[str, str],
-                               tmp_path: Path) -> None:
+                               server: RunningServer) -> None:
     token_a, url_a = admin
     token_b, url_b = member_b
+    cloud = server.cloud_dir("a-only", project_of(url_a))
+    cloud.mkdir(parents=True)
     created = call("POST", f"{url_a}/endpoints", token_a, json={"endpoint": {
-        "name": "a-only", "type": "local", "connection_info": {"path": str(tmp_path)}}})
+        "name": "a-only", "type": "local", "connection_info": {"path": str(cloud)}}})
     assert created.status_code == 200, created.text
     endpoint_id = created.json()["endpoint"]["id"]
     # B cannot see, read, change or delete it, by its own URL or by A's
@@ -120,7 +126,7 @@ def test_projects_are_isolated(admin: tuple[str, str], member_b: tuple[str, str]
     assert call("GET", f"{url_a}/endpoints/{endpoint_id}", token_b).status_code == 403
     # the owner sees its connection info; lists never carry it
     shown = call("GET", f"{url_a}/endpoints/{endpoint_id}", token_a).json()["endpoint"]
-    assert shown["connection_info"] == {"path": str(tmp_path)}
+    assert shown["connection_info"] == {"path": str(cloud)}
     listed = call("GET", f"{url_a}/endpoints", token_a).json()["endpoints"]
     assert all("connection_info" not in e for e in listed)
 
@@ -138,12 +144,13 @@ def test_admin_only_operations(admin: tuple[str, str], member_b: tuple[str, str]
     assert services[0]["status"] == "UP"
 
 
-def test_connection_info_is_encrypted_at_rest(admin: tuple[str, str], server: RunningServer,
-                                              tmp_path: Path) -> None:
+def test_connection_info_is_encrypted_at_rest(admin: tuple[str, str],
+                                              server: RunningServer) -> None:
     token, url = admin
-    marker = str(tmp_path / "marker-dir-name")
-    call("POST", f"{url}/endpoints", token, json={"endpoint": {
+    marker = str(server.cloud_dir("marker-dir-name", project_of(url)))
+    created = call("POST", f"{url}/endpoints", token, json={"endpoint": {
         "name": "enc", "type": "local", "connection_info": {"path": marker}}})
+    assert created.status_code == 200, created.text
     raw = b"".join(p.read_bytes() for p in server.data_dir.glob("coriolis.db*"))
     assert marker.encode() not in raw
     assert json.dumps(marker).encode() not in raw
@@ -155,8 +162,8 @@ def test_connection_secret_in_the_embedded_secret_store(admin: tuple[str, str],
                                                         tmp_path: Path) -> None:
     token_a, url_a = admin
     token_b, url_b = member_b
-    cloud = tmp_path / "cloud"
-    cloud.mkdir()
+    cloud = server.cloud_dir("cloud", project_of(url_a))
+    cloud.mkdir(parents=True)
     stored = call("POST", f"{server.url}/key-manager/v1/secrets", token_a, json={
         "payload": json.dumps({"path": str(cloud)}), "payload_content_type": "text/plain"})
     assert stored.status_code == 201
@@ -178,3 +185,77 @@ def test_connection_secret_in_the_embedded_secret_store(admin: tuple[str, str],
         assert_error(resp, 400, bad_ref)
     assert "stolen" not in {e["name"] for e in call("GET", f"{url_b}/endpoints",
                                                     token_b).json()["endpoints"]}
+
+
+def test_local_clouds_are_confined_to_the_projects_root(admin: tuple[str, str],
+                                                        member_b: tuple[str, str],
+                                                        server: RunningServer) -> None:
+    """A member of project B can neither register A's cloud directory (nor '/', a relative
+    path, a '..' or a symlink out of B's root) nor, through a path that later leads there,
+    list or migrate A's instances: each is a 400 naming connection_info.path and B's root."""
+    token_a, url_a = admin
+    token_b, url_b = member_b
+    a_cloud = server.cloud_dir("a-cloud", project_of(url_a))
+    local_cloud("init", str(a_cloud), "--network", "lan")
+    local_cloud("add-instance", str(a_cloud), "a-vm", "--disk-size", "4M", "--network", "lan")
+    b_root = server.cloud_dir("", project_of(url_b))
+    b_dst = b_root / "dst"
+    local_cloud("init", str(b_dst), "--network", "lan")
+    (b_root / "link-out").symlink_to(a_cloud)
+
+    def create(path: str) -> requests.Response:
+        return call("POST", f"{url_b}/endpoints", token_b, json={"endpoint": {
+            "name": "b", "type": "local", "connection_info": {"path": path}}})
+
+    for path in (str(a_cloud), "/", "relative/dir", f"{b_root}/../{a_cloud.parent.name}/a-cloud",
+                 str(b_root / "link-out")):
+        assert_error(create(path), 400, "connection_info.path", str(b_root.resolve()))
+    dst_id = create(str(b_dst)).json()["endpoint"]["id"]
+    assert_error(call("PUT", f"{url_b}/endpoints/{dst_id}", token_b, json={"endpoint": {
+        "connection_info": {"path": str(a_cloud)}}}), 400, "connection_info.path")
+    # through the embedded secret store too
+    ref = call("POST", f"{server.url}/key-manager/v1/secrets", token_b, json={
+        "payload": json.dumps({"path": str(a_cloud)}),
+        "payload_content_type": "text/plain"}).json()["secret_ref"]
+    resp = call("POST", f"{url_b}/endpoints", token_b, json={"endpoint": {
+        "name": "b", "type": "local", "connection_info": {"secret_ref": ref}}})
+    assert_error(resp, 400, "connection_info.path")
+
+    # A path of B's own that leads to A's cloud once stored: every call checks it again
+    moving = b_root / "moving"
+    moving.symlink_to(b_dst)
+    src_id = create(str(moving)).json()["endpoint"]["id"]
+    moving.unlink()
+    moving.symlink_to(a_cloud)
+    assert_error(call("GET", f"{url_b}/endpoints/{src_id}/instances", token_b), 400,
+                 "connection_info.path")
+    assert_error(call("POST", f"{url_b}/endpoints/{src_id}/actions", token_b,
+                      json={"validate-connection": None}), 400, "connection_info.path")
+    migration = call("POST", f"{url_b}/migrations", token_b, json={"migration": {
+        "origin_endpoint_id": src_id, "destination_endpoint_id": dst_id,
+        "instances": ["a-vm"], "destination_environment": {}, "network_map": {"lan": "lan"},
+        "skip_os_morphing": True}})
+    assert_error(migration, 400, "connection_info.path", str(b_root.resolve()))
+    assert call("GET", f"{url_b}/migrations", token_b).json()["migrations"] == []
+    assert list(b_dst.joinpath("instances").iterdir()) == []
+
+
+def test_local_cloud_init_makes_a_cloud_in_the_project_root(admin: tuple[str, str],
+                                                           server: RunningServer) -> None:
+    """`coriolis-server local-cloud init --project ID NAME` prints the connection info of a
+    new cloud in the project's root; the endpoint made from it validates."""
+    token, url = admin
+    printed = local_cloud("init", "--project", project_of(url), "--data-dir",
+                          str(server.data_dir), "--network", "lan", "made-by-init")
+    connection = json.loads(printed)
+    assert connection == {"path": str(server.cloud_dir("made-by-init", project_of(url))
+                                      .resolve())}
+    created = call("POST", f"{url}/endpoints", token, json={"endpoint": {
+        "name": "made-by-init", "type": "local", "connection_info": connection}})
+    endpoint_id = created.json()["endpoint"]["id"]
+    valid = call("POST", f"{url}/endpoints/{endpoint_id}/actions", token,
+                 json={"validate-connection": None}).json()["validate-connection"]
+    assert valid == {"valid": True, "message": None}
+    with pytest.raises(RuntimeError, match="must be a name"):
+        local_cloud("init", "--project", project_of(url), "--data-dir", str(server.data_dir),
+                    "../escape")

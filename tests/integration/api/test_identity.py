@@ -110,12 +110,13 @@ def test_expired_and_forged_tokens_are_401(tmp_path: Path) -> None:
         stop_server(srv)
 
 
-def test_key_rotation_while_the_server_runs(server: RunningServer, tmp_path: Path) -> None:
+def test_key_rotation_while_the_server_runs(server: RunningServer) -> None:
     tok, url = token(server, "admin", server.env["OS_PASSWORD"], "admin")
     headers = {"X-Auth-Token": tok}
+    cloud = server.cloud_dir("rot")
     created = requests.post(f"{url}/endpoints", headers=headers, timeout=30, json={
         "endpoint": {"name": "rot", "type": "local",
-                     "connection_info": {"path": str(tmp_path)}}}).json()["endpoint"]
+                     "connection_info": {"path": str(cloud)}}}).json()["endpoint"]
     before = admin_cmd(server, "keys", "list").stdout.splitlines()[1].split("\t")
     rotated = admin_cmd(server, "keys", "rotate").stdout
     assert f"dropped keys: {before[0]}" in rotated
@@ -124,9 +125,10 @@ def test_key_rotation_while_the_server_runs(server: RunningServer, tmp_path: Pat
     # The running server reads the value re-encrypted with a key it did not start with, and
     # writes new values with it.
     shown = requests.get(f"{url}/endpoints/{created['id']}", headers=headers, timeout=30)
-    assert shown.json()["endpoint"]["connection_info"] == {"path": str(tmp_path)}
-    requests.put(f"{url}/endpoints/{created['id']}", headers=headers, timeout=30, json={
-        "endpoint": {"connection_info": {"path": str(tmp_path / "x")}}})
+    assert shown.json()["endpoint"]["connection_info"] == {"path": str(cloud)}
+    updated = requests.put(f"{url}/endpoints/{created['id']}", headers=headers, timeout=30,
+                           json={"endpoint": {"connection_info": {"path": str(cloud / "x")}}})
+    assert updated.status_code == 200, updated.text
     ring = json.loads((server.data_dir / "secret.keys").read_text())
     assert list(ring["keys"]) == [ring["primary"]] == [after[1].split("\t")[0]]
     counts = admin_cmd(server, "keys", "list").stdout.splitlines()[1].split("\t")

@@ -61,14 +61,13 @@ def users(server: RunningServer) -> dict[str, Caller]:
 
 
 @pytest.fixture(scope="module")
-def owned(server: RunningServer, users: dict[str, Caller],
-          tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+def owned(server: RunningServer, users: dict[str, Caller]) -> dict[str, str]:
     """One of every resource, made by alice in project A (and a region by the admin)."""
-    base = tmp_path_factory.mktemp("clouds")
+    alice = users["alice"]
+    base = server.cloud_dir("", alice.project_id)
     local_cloud("init", str(base / "src"), "--network", "lan")
     local_cloud("add-instance", str(base / "src"), "vm1", "--disk-size", "8M", "--network", "lan")
     local_cloud("init", str(base / "dst"), "--network", "lan")
-    alice = users["alice"]
 
     def cli(*args: str) -> dict:
         return server.cli(*args, "-f", "json", env=alice.env).json()

@@ -277,3 +277,20 @@ def test_a_disk_another_process_holds_is_refused_at_once_by_name(writer: Running
         holder.close()
     send(writer, src, "raw", dst, "qcow2", transfer_id=transfer)
     assert identical(src, "raw", dst, "qcow2")
+
+
+def test_paths_out_of_the_agent_roots_are_refused(writer: RunningWriter, tmp_path: Path) -> None:
+    """The disk and the journal must resolve under a --root: an outside path, a '..' and a
+    symlink out are each a 400 that names the field; the outside file is untouched."""
+    outside = tmp_path / "outside.raw"
+    outside.write_bytes(bytes(MiB))
+    link = writer.roots[0] / "link.raw"
+    link.symlink_to(outside)
+    dst = blank(writer, "inside.raw", MiB)
+    for i, path in enumerate((str(outside), f"{writer.roots[0]}/../outside.raw", str(link))):
+        with pytest.raises(AgentError, match="path .* is outside the directories"):
+            RemoteDiskWriter(address(writer), f"out{i}", path, "raw")
+    with pytest.raises(AgentError, match="journal .* is outside the directories"):
+        RemoteDiskWriter(address(writer), "out-journal", str(dst), "raw",
+                         journal=str(tmp_path / "undo"))
+    assert outside.read_bytes() == bytes(MiB) and not (tmp_path / "undo").exists()
