@@ -45,7 +45,9 @@ def describe(errors: Sequence[Any]) -> str:
 def install(app: FastAPI) -> None:
     @app.exception_handler(exceptions.CoriolisError)
     async def coriolis_error(request: Request, exc: exceptions.CoriolisError) -> JSONResponse:
-        if exc.code >= 500 and not isinstance(exc, exceptions.NoEligibleWorker):
+        # 503s (no eligible worker, the database busy past its timeout) say what to wait
+        # for and carry nothing secret; any other 5xx is logged and answered generically.
+        if exc.code >= 500 and exc.code != 503:
             LOG.error("%s %s failed: %s", request.method, request.url.path, exc)
             return error_response(500, "The server could not complete the request")
         return error_response(exc.code, str(exc))
