@@ -261,6 +261,7 @@ class Conductor:
                                            validation.require(body, "replica_id", "migration"),
                                            c.ACTION_TYPE_REPLICA)
             self._refuse_if_active(session, replica)
+            _refuse_if_uncommitted(replica)
             force = validation.boolean(body, "force", False)
             completed = any(e.type == c.EXECUTION_TYPE_REPLICA_EXECUTION
                             and e.status == c.EXECUTION_STATUS_COMPLETED
@@ -642,6 +643,23 @@ class Conductor:
                            else c.TASK_STATUS_CANCELED, "Cancelled by the user")
             self._advance(session, task.execution)
         self._task_event(task_id, apply, transition=True)
+
+
+def _refuse_if_uncommitted(replica: models.TransferAction) -> None:
+    """A replica whose disks hold writes that were neither committed nor rolled back (an
+    execution that ended before its commit or roll-back completed) is not deployed (409)."""
+    uncommitted = [name for name in replica.instances
+                   if any(v.get("snapshot") or v.get("pending")
+                          for v in (replica.info.get(name) or {}).get("volumes_info") or [])]
+    if not uncommitted:
+        return
+    last = max((e for e in replica.executions if e.type == c.EXECUTION_TYPE_REPLICA_EXECUTION),
+               key=lambda e: e.number, default=None)
+    which = f"execution {last.number} ({last.id}, {last.status})" if last else "an execution"
+    raise exceptions.Conflict(
+        f"Replica {replica.id} cannot be deployed: the disks of {', '.join(uncommitted)} hold "
+        f"writes of {which} that were neither committed nor rolled back; execute the replica "
+        "again (it first rolls them back) and deploy once an execution completes")
 
 
 def _merge_storage_mappings(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:

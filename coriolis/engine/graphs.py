@@ -91,9 +91,15 @@ def replica_execution_graph(shutdown_instances: bool = False) -> list[TaskSpec]:
     if shutdown_instances:
         parents = [g.add(c.TASK_TYPE_SHUTDOWN_INSTANCE, *parents)]
     replicate = g.add(c.TASK_TYPE_REPLICATE_DISKS, *parents)
-    g.add(c.TASK_TYPE_DELETE_REPLICA_TARGET_DISK_SNAPSHOTS, replicate)
-    g.add(c.TASK_TYPE_RESTORE_REPLICA_DISK_SNAPSHOTS, snapshot, replicate, on_error_only=True)
-    g.add(c.TASK_TYPE_DELETE_REPLICA_SOURCE_RESOURCES, src_res, replicate, on_error=True)
+    # The commit point: the copy's writes and its change-tracking point come into force. The
+    # roll-back waits for it (the two never touch the disks at once; after a commit there is
+    # nothing to roll back), and the source cleanup for both (it keeps the tracking point in
+    # force and drops the other).
+    commit = g.add(c.TASK_TYPE_DELETE_REPLICA_TARGET_DISK_SNAPSHOTS, replicate)
+    restore = g.add(c.TASK_TYPE_RESTORE_REPLICA_DISK_SNAPSHOTS, snapshot, replicate, commit,
+                    on_error_only=True)
+    g.add(c.TASK_TYPE_DELETE_REPLICA_SOURCE_RESOURCES, src_res, replicate, commit, restore,
+          on_error=True)
     g.add(c.TASK_TYPE_DELETE_REPLICA_TARGET_RESOURCES, dst_res, replicate, on_error=True)
     return g.specs
 

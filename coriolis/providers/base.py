@@ -29,6 +29,7 @@ The destination environment given to import methods already contains ``network_m
 from __future__ import annotations
 
 import abc
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from coriolis import exceptions
@@ -107,12 +108,16 @@ class ExportProvider(abc.ABC):
     @abc.abstractmethod
     def deploy_source_resources(
         self, connection_info: JSON, env: JSON, export_info: JSON,
-        tracking_id: str | None = None,
+        tracking_id: str | None = None, transfer_id: str | None = None,
+        keep_tokens: Iterable[str] = (),
     ) -> JSON:
-        """Prepare reading (e.g. point-in-time snapshots when ``env["snapshot"]``); returns
-        ``source_resources`` handed back to ``open_disk_reader`` and the delete call. With a
-        ``tracking_id`` (a replica's), start native change tracking where the platform has
-        it: ``source_resources["cbt"][disk_id]["token"]`` then marks this moment."""
+        """Prepare reading (e.g. point-in-time snapshots of every file of each disk when
+        ``env["snapshot"]``); returns ``source_resources`` handed back to ``open_disk_reader``
+        and the delete call. With a ``tracking_id`` (a replica's), start native change
+        tracking where the platform has it: ``source_resources["cbt"][disk_id]["token"]``
+        then marks this moment, and tokens of that ``tracking_id`` other than
+        ``keep_tokens`` (the tracking point in force) are dropped. Called again with the
+        same ``transfer_id`` after an interrupted call, it replaces what that call left."""
 
     @abc.abstractmethod
     def open_disk_reader(
@@ -127,7 +132,9 @@ class ExportProvider(abc.ABC):
         self, connection_info: JSON, env: JSON, source_resources: JSON
     ) -> None:
         """Drop what ``deploy_source_resources`` made, and every change-tracking token of the
-        same ``tracking_id`` except those in ``source_resources["keep_tokens"]``."""
+        same ``tracking_id`` except those in ``source_resources["keep_tokens"]``;
+        ``source_resources`` also carries ``export_info``, ``transfer_id`` and
+        ``tracking_id``, to find what a call that died before reporting left."""
 
     @abc.abstractmethod
     def shutdown_instance(self, connection_info: JSON, env: JSON, export_info: JSON) -> None: ...
@@ -159,21 +166,31 @@ class ImportProvider(abc.ABC):
     @abc.abstractmethod
     def delete_disks(self, connection_info: JSON, env: JSON, volumes_info: list[JSON]) -> None: ...
 
+    # Replica disks are always in a known committed state: a snapshot taken before an
+    # execution writes them is later either committed or rolled back, and any of the three
+    # calls below first finishes what an interrupted one left (each is safe to repeat after a
+    # crash at any point). The three return a snapshot outcome: ``{"volumes_info": [...],
+    # "committed": id of the last committed snapshot or None, "rolled_back": id of a
+    # snapshot rolled back by this call or None, "bytes_restored": int, "finished_commit":
+    # bool}``.
     @abc.abstractmethod
-    def snapshot_disks(self, connection_info: JSON, env: JSON,
-                       volumes_info: list[JSON]) -> list[JSON]:
-        """Take a point-in-time snapshot of every volume (replica disks before an execution
-        writes them); returns volumes_info recording where each snapshot is."""
+    def snapshot_disks(self, connection_info: JSON, env: JSON, volumes_info: list[JSON],
+                       snapshot_id: str) -> JSON:
+        """Settle the volumes (as ``restore_disk_snapshots``), then take a point-in-time
+        snapshot of every one for ``snapshot_id`` (an execution's id); the outcome's
+        volumes_info records where each snapshot is (``snapshot``, ``snapshot_id``)."""
 
     @abc.abstractmethod
     def restore_disk_snapshots(self, connection_info: JSON, env: JSON,
-                               volumes_info: list[JSON]) -> list[JSON]:
-        """Roll every volume back to its snapshot and drop the snapshot."""
+                               volumes_info: list[JSON]) -> JSON:
+        """Settle: roll every volume back to a snapshot that was never committed and drop it;
+        drop the snapshots of a committed one whose commit was interrupted."""
 
     @abc.abstractmethod
     def delete_disk_snapshots(self, connection_info: JSON, env: JSON,
-                              volumes_info: list[JSON]) -> list[JSON]:
-        """Drop the snapshots, keeping the volumes as they are."""
+                              volumes_info: list[JSON]) -> JSON:
+        """Commit: record, atomically for all the volumes, that their snapshot's execution is
+        committed, then drop the snapshots, keeping the volumes as they are."""
 
     @abc.abstractmethod
     def deploy_instance(

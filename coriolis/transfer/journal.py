@@ -1,11 +1,20 @@
 """An undo journal: the old contents of every range a writer overwrites, so that a disk can be
 rolled back to how it was before a copy began. Cheap where a full snapshot is not: it holds
-only what the copy changed (a replica execution's changed blocks)."""
+only what the copy changed (a replica execution's changed blocks).
+
+Crash safety: a record (offset, length, old bytes) reaches the journal file before the write it
+undoes is issued, so a process killed at any moment leaves a journal that undoes every write
+that happened; a torn last record is one whose write never happened. A writer opened again on
+the journal (a copy resumed after a crash) first cuts such a torn tail, so that its records
+follow whole ones. Replaying is idempotent: records are undone newest first, so replaying a
+journal again, whole or after an interrupted replay, ends with the same old contents.
+"""
 
 from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from coriolis.transfer.base import Data, DiskWriter
@@ -19,6 +28,10 @@ class JournalingWriter:
     def __init__(self, writer: DiskWriter, journal: str | Path) -> None:
         self._writer = writer
         self._journal = open(journal, "ab")  # noqa: SIM115 - closed in close()
+        valid = valid_length(journal)
+        if self._journal.tell() > valid:  # a torn record a killed writer left
+            self._journal.truncate(valid)
+            self._journal.seek(valid)
 
     @property
     def size(self) -> int:
@@ -49,19 +62,38 @@ class JournalingWriter:
         self._writer.close()
 
 
-def roll_back(journal: str | Path, writer: DiskWriter) -> int:
-    """Undo every recorded change (newest first); returns the bytes restored."""
-    records = []
+def _records(journal: str | Path) -> Iterator[tuple[int, int, int]]:
+    """The whole records of a journal, oldest first, as (disk offset, length, position of
+    the old bytes in the journal)."""
     with open(journal, "rb") as f:
+        end = os.fstat(f.fileno()).st_size
         while header := f.read(_RECORD.size):
             if len(header) < _RECORD.size:
-                break  # a torn last record: its write never happened
+                return  # a torn last record: its write never happened
             offset, length = _RECORD.unpack(header)
-            old = f.read(length)
-            if len(old) < length:
-                break
-            records.append((offset, old))
-    for offset, old in reversed(records):
-        writer.write(offset, old)
+            position = f.tell()
+            if position + length > end:
+                return
+            f.seek(length, os.SEEK_CUR)
+            yield offset, length, position
+
+
+def valid_length(journal: str | Path) -> int:
+    """Bytes of the journal taken by whole records."""
+    return sum(_RECORD.size + length for _, length, _ in _records(journal))
+
+
+def roll_back(journal: str | Path, writer: DiskWriter,
+              progress: Callable[[int, int], None] | None = None) -> int:
+    """Undo every recorded change (newest first, reading one record at a time) and flush;
+    returns the bytes restored. ``progress(records_done, records_total)`` is called after
+    each record."""
+    records = list(_records(journal))
+    with open(journal, "rb") as f:
+        for done, (offset, length, position) in enumerate(reversed(records), 1):
+            f.seek(position)
+            writer.write(offset, f.read(length))
+            if progress is not None:
+                progress(done, len(records))
     writer.flush()
-    return sum(len(old) for _, old in records)
+    return sum(length for _, length, _ in records)

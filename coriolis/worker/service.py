@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,7 @@ from coriolis import exceptions
 from coriolis.bus.base import EndpointRef, TaskEventSink, TaskMessage
 from coriolis.config import Settings
 from coriolis.providers import registry
+from coriolis.worker import faults
 from coriolis.worker.tasks import TASK_RUNNERS, TaskContext
 
 LOG = logging.getLogger(__name__)
@@ -63,8 +66,11 @@ class Worker:
 
     def run_task(self, message: TaskMessage, sink: TaskEventSink,
                  cancel_flag: threading.Event) -> None:
+        """Run one task and report its end. A report that fails (the database busy, say) is
+        retried; one that never gets through leaves the task for the conductor's recovery,
+        which runs it again (every task type is safe to re-run: ``constants.TASK_RERUN``)."""
         if cancel_flag.is_set():
-            sink.task_canceled(message.task_id, forced=False)
+            _report(sink.task_canceled, message.task_id, forced=False)
             return
         sink.task_started(message.task_id, self.host, os.getpid())
         runner = TASK_RUNNERS.get(message.task_type)
@@ -74,14 +80,34 @@ class Worker:
             self.check_location(message.origin)
             self.check_location(message.destination)
             ctx = TaskContext(message, sink, cancel_flag, self.data_dir)
-            result = runner(ctx)
+            with faults.running(message.task_type, ctx.cancelled):
+                result = runner(ctx)
+            faults.finished(message.task_type)
         except exceptions.TaskCanceled:
-            sink.task_canceled(message.task_id, forced=False)
+            _report(sink.task_canceled, message.task_id, forced=False)
         except exceptions.CoriolisError as exc:
-            sink.task_failed(message.task_id, str(exc))
+            _report(sink.task_failed, message.task_id, str(exc))
         except Exception as exc:  # a bug or an unexpected provider error: keep the message
             LOG.exception("task %s (%s) crashed", message.task_id, message.task_type)
-            sink.task_failed(message.task_id, f"{type(exc).__name__}: {exc}")
+            _report(sink.task_failed, message.task_id, f"{type(exc).__name__}: {exc}")
         else:
-            sink.task_completed(message.task_id, result or {})
+            _report(sink.task_completed, message.task_id, result or {})
 
+
+REPORT_ATTEMPTS = 5
+
+
+def _report(send: Callable[..., None], *args: Any, **kwargs: Any) -> None:
+    """Send a task's final report, retrying with a growing pause (0.2 s to 3.2 s)."""
+    for attempt in range(REPORT_ATTEMPTS):
+        try:
+            send(*args, **kwargs)
+            return
+        except Exception:
+            if attempt == REPORT_ATTEMPTS - 1:
+                LOG.exception("could not report the end of task %s; the conductor's recovery "
+                              "will run it again", args[0])
+                return
+            LOG.warning("reporting the end of task %s failed; retrying", args[0],
+                        exc_info=True)
+            time.sleep(0.2 * 2 ** attempt)

@@ -4,11 +4,9 @@ to it; it talks to the platforms only through the provider interfaces."""
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import shutil
 import threading
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ from coriolis.providers import registry
 from coriolis.transfer.copy import copy_disk
 from coriolis.transfer.manifest import UNKNOWN, ZERO, BlockManifest
 from coriolis.transfer.remote import RemoteDiskWriter
+from coriolis.worker import faults
 
 # Change-detection granularity of block manifests (copies still move 4 MiB chunks).
 MANIFEST_BLOCK = 64 * 1024
@@ -125,11 +124,20 @@ def validate_deployment(ctx: TaskContext) -> JSON:
 
 @runs(c.TASK_TYPE_CREATE_INSTANCE_DISKS, c.TASK_TYPE_DEPLOY_REPLICA_DISKS)
 def create_disks(ctx: TaskContext) -> JSON:
+    """Replica disks that exist are first brought to a committed state (``_settle``)."""
+    volumes = ctx.info.get("volumes_info") or []
+    if ctx.message.task_type == c.TASK_TYPE_DEPLOY_REPLICA_DISKS and volumes:
+        volumes = _settle(ctx, volumes)
     volumes = ctx.destination.create_disks(ctx.dest_conn, ctx.dest_env,
-                                           ctx.require("export_info"),
-                                           ctx.info.get("volumes_info") or [])
+                                           ctx.require("export_info"), volumes)
     ctx.event(f"{len(volumes)} destination disk(s) ready")
     return {"volumes_info": volumes}
+
+
+def _committed_tokens(ctx: TaskContext) -> list[str]:
+    """The source change-tracking tokens of the tracking point in force: those the replica
+    disks were last committed with (a pending one is not in force)."""
+    return [v["cbt"] for v in ctx.info.get("volumes_info") or [] if v.get("cbt")]
 
 
 @runs(c.TASK_TYPE_DEPLOY_MIGRATION_SOURCE_RESOURCES, c.TASK_TYPE_DEPLOY_REPLICA_SOURCE_RESOURCES)
@@ -138,17 +146,20 @@ def deploy_source_resources(ctx: TaskContext) -> JSON:
     replica = ctx.message.task_type == c.TASK_TYPE_DEPLOY_REPLICA_SOURCE_RESOURCES
     return {"source_resources": ctx.origin.deploy_source_resources(
         ctx.origin_conn, ctx.origin_env, ctx.require("export_info"),
-        tracking_id=ctx.info.get("action_id") if replica else None)}
+        tracking_id=ctx.info.get("action_id") if replica else None,
+        transfer_id=ctx.info.get("action_id"), keep_tokens=_committed_tokens(ctx))}
 
 
 @runs(c.TASK_TYPE_DELETE_MIGRATION_SOURCE_RESOURCES, c.TASK_TYPE_DELETE_REPLICA_SOURCE_RESOURCES)
 def delete_source_resources(ctx: TaskContext) -> JSON:
-    """Keeps the change-tracking tokens the volumes were last brought up to date with: the new
-    ones after a completed copy, the previous ones after a failed one."""
-    keep = [v["cbt"] for v in ctx.info.get("volumes_info") or [] if v.get("cbt")]
-    ctx.origin.delete_source_resources(ctx.origin_conn, ctx.origin_env,
-                                       {**(ctx.info.get("source_resources") or {}),
-                                        "keep_tokens": keep})
+    """Keeps the change-tracking tokens of the tracking point in force: the new ones after a
+    committed execution, the previous ones after a rolled-back one (the replica graph runs
+    this after the commit or the roll-back)."""
+    replica = ctx.message.task_type == c.TASK_TYPE_DELETE_REPLICA_SOURCE_RESOURCES
+    ctx.origin.delete_source_resources(ctx.origin_conn, ctx.origin_env, {
+        **(ctx.info.get("source_resources") or {}), "keep_tokens": _committed_tokens(ctx),
+        "export_info": ctx.info.get("export_info"), "transfer_id": ctx.info.get("action_id"),
+        "tracking_id": ctx.info.get("action_id") if replica else None})
     return {"source_resources": {}}
 
 
@@ -159,29 +170,81 @@ def shutdown_instance(ctx: TaskContext) -> JSON:
     return {}
 
 
-def _manifest_path(ctx: TaskContext, volume: JSON) -> Path:
-    """One manifest per destination volume (a recreated volume starts a new one) and
-    generation. Manifests live on the worker that made them; the generation, kept in the
-    volume's info, moves on with every completed copy and every snapshot restore, so a worker
-    never trusts a manifest of its own that another worker's copy or restore made stale (it
-    resends everything instead)."""
-    ident = f"{volume.get('path')}|{volume['disk_id']}|{volume.get('manifest_generation', '')}"
-    key = hashlib.sha256(ident.encode()).hexdigest()[:24]
-    folder = ctx.data_dir / "manifests"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder / f"{key}.manifest"
+def _manifest_dir(ctx: TaskContext, volume: JSON) -> Path:
+    """The block manifests of one destination volume on this worker (a recreated volume
+    starts anew), one file per generation."""
+    ident = f"{volume.get('path')}|{volume['disk_id']}"
+    return ctx.data_dir / "manifests" / hashlib.sha256(ident.encode()).hexdigest()[:24]
+
+
+def _manifest_path(ctx: TaskContext, volume: JSON, generation: str | None = None) -> Path:
+    """The manifest of a generation (default: the committed one, ``manifest_generation``).
+    A generation is the execution whose copy it describes; the committed one moves only when
+    that execution commits, so a worker never trusts a manifest that a rolled-back copy, or
+    another worker's copy, made stale (it resends everything instead)."""
+    gen = generation if generation is not None else volume.get("manifest_generation", "")
+    return _manifest_dir(ctx, volume) / f"{gen or 'initial'}.manifest"
+
+
+def _prune_manifests(ctx: TaskContext, volume: JSON) -> None:
+    """Drop the manifests of every generation but the committed one."""
+    keep = _manifest_path(ctx, volume)
+    folder = keep.parent
+    for file in folder.glob("*") if folder.is_dir() else []:
+        if file != keep:
+            file.unlink(missing_ok=True)
+
+
+def _apply_outcome(ctx: TaskContext, outcome: JSON) -> list[JSON]:
+    """Move each volume's change-tracking point (source bitmap token, manifest generation)
+    to what its pending copy recorded when the disks committed that copy's execution, or
+    drop it when they did not; say what a settle found."""
+    volumes = []
+    for volume in outcome["volumes_info"]:
+        volume = dict(volume)
+        pending = volume.pop("pending", None)
+        if pending and pending["execution"] == outcome["committed"]:
+            if pending.get("cbt"):
+                volume["cbt"] = pending["cbt"]
+            volume["manifest_generation"] = pending["manifest_generation"]
+            volume["manifest"] = str(_manifest_path(ctx, volume))
+        _prune_manifests(ctx, volume)
+        volumes.append(volume)
+    if outcome.get("rolled_back"):
+        ctx.event(f"Rolled back what execution {outcome['rolled_back']} wrote to the replica "
+                  f"disks and never committed ({outcome.get('bytes_restored', 0) / MiB:.1f} "
+                  "MiB restored from its undo journal, or its qcow2 snapshot applied): they "
+                  "hold the last committed execution's data", c.TASK_EVENT_WARNING)
+    elif outcome.get("finished_commit"):
+        ctx.event(f"Finished the interrupted commit of execution {outcome['committed']} on "
+                  "the replica disks (its snapshots dropped)", c.TASK_EVENT_WARNING)
+    return volumes
+
+
+def _settle(ctx: TaskContext, volumes: list[JSON]) -> list[JSON]:
+    """Bring replica disks to a committed state before anything else touches them: an undo
+    journal or qcow2 snapshot that an interrupted execution left is rolled back (or, if that
+    execution had committed, dropped)."""
+    return _apply_outcome(ctx, ctx.destination.restore_disk_snapshots(
+        ctx.dest_conn, ctx.dest_env, volumes))
 
 
 @runs(c.TASK_TYPE_REPLICATE_DISKS)
 def replicate_disks(ctx: TaskContext) -> JSON:
     """Copy every disk, sending only blocks whose hash differs from what the destination
-    holds according to the volume's block manifest (a new volume holds zeroes)."""
+    holds according to the volume's block manifest (a new volume holds zeroes). The new
+    change-tracking point (this execution's bitmap token and manifest) is recorded as the
+    volume's ``pending`` one: it is in force only once the execution commits."""
     export_info = ctx.require("export_info")
     volumes = [dict(v) for v in ctx.require("volumes_info")]
     sources = ctx.info.get("source_resources") or {}
+    execution = ctx.message.execution_id
     for volume in volumes:
         disk_id = volume["disk_id"]
-        manifest_file = _manifest_path(ctx, volume)
+        committed_file = _manifest_path(ctx, volume)
+        # A copy run again after a crash goes on from its own manifest, if it saved one.
+        work_file = _manifest_path(ctx, volume, execution)
+        work_file.parent.mkdir(parents=True, exist_ok=True)
         tracking = (sources.get("cbt") or {}).get(disk_id)
         since = volume.get("cbt") if tracking else None
         reader = ctx.origin.open_disk_reader(ctx.origin_conn, ctx.origin_env, export_info,
@@ -195,9 +258,9 @@ def replicate_disks(ctx: TaskContext) -> JSON:
                 ctx.event(f"Disk {disk_id}: writing through the writer agent at "
                           f"{remote.agent.url}")
             try:
-                if manifest_file.exists():
-                    manifest = BlockManifest.load_or_new(manifest_file, MANIFEST_BLOCK,
-                                                         reader.size)
+                known = next((f for f in (work_file, committed_file) if f.exists()), None)
+                if known is not None:
+                    manifest = BlockManifest.load_or_new(known, MANIFEST_BLOCK, reader.size)
                 else:  # a new (blank) volume, or one whose manifest was lost: resend all
                     manifest = BlockManifest(MANIFEST_BLOCK, reader.size,
                                              fill=UNKNOWN if volume.get("manifest") else ZERO)
@@ -207,30 +270,26 @@ def replicate_disks(ctx: TaskContext) -> JSON:
                     ctx.progress(done, scan_total or 1,
                                  f"Disk {_id}: {done / MiB:.1f} of {scan_total / MiB:.1f} MiB "
                                  f"allocated data scanned, {rate / MiB:.1f} MiB/s")
+                    if done:
+                        faults.crash_point(ctx.message.task_type)
 
                 try:
                     stats = copy_disk(reader, writer, since=since, manifest=manifest,
                                       progress=progress, cancel=ctx.cancelled,
                                       dest_is_blank=False)
-                except BaseException:
+                finally:
                     # Even after a failure the manifest describes the destination exactly
-                    # (blocks being written are UNKNOWN), so the next run here resends only
+                    # (blocks being written are UNKNOWN), so a re-run here resends only
                     # what it must.
-                    manifest.save(manifest_file)
-                    raise
-                volume["manifest_generation"] = uuid.uuid4().hex
-                new_file = _manifest_path(ctx, volume)
-                manifest.save(new_file)
-                manifest_file.unlink(missing_ok=True)
-                manifest_file = new_file
+                    manifest.save(work_file)
             finally:
                 writer.close()
         finally:
             reader.close()
         changed = stats.bytes_written + stats.bytes_zeroed
-        if tracking:
-            volume["cbt"] = tracking["token"]
-        volume.update({"manifest": str(manifest_file), "bytes_scanned": stats.bytes_scanned,
+        volume["pending"] = {"execution": execution, "manifest_generation": execution,
+                             "cbt": tracking["token"] if tracking else None}
+        volume.update({"bytes_scanned": stats.bytes_scanned,
                        "bytes_changed": changed, "bytes_sent": stats.bytes_written,
                        "bytes_unchanged": stats.bytes_skipped_unchanged})
         # The last progress update of a disk is its summary (the CLI shows progress updates).
@@ -241,50 +300,43 @@ def replicate_disks(ctx: TaskContext) -> JSON:
                      f"in {stats.seconds:.2f}s" + (
                          f" ({remote.stats.bytes_on_wire / MiB:.1f} MiB on the wire, "
                          f"{stats.bytes_resumed / MiB:.1f} MiB resumed)" if remote else ""))
+    if not any(v.get("snapshot") for v in volumes):
+        # A migration's copy (no snapshot, nothing to commit): in force at once.
+        return {"volumes_info": _apply_outcome(ctx, {"volumes_info": volumes,
+                                                     "committed": execution})}
     return {"volumes_info": volumes}
-
-
-def _manifest_snapshot(ctx: TaskContext, volume: JSON) -> tuple[Path, Path]:
-    current = _manifest_path(ctx, volume)
-    return current, current.with_suffix(".snapshot")
 
 
 @runs(c.TASK_TYPE_CREATE_REPLICA_DISK_SNAPSHOTS)
 def snapshot_disks(ctx: TaskContext) -> JSON:
-    """Snapshot the replica disks, and their manifests with them."""
-    volumes = ctx.destination.snapshot_disks(ctx.dest_conn, ctx.dest_env,
-                                             ctx.require("volumes_info"))
-    for volume in volumes:
-        current, saved = _manifest_snapshot(ctx, volume)
-        if current.exists():
-            shutil.copyfile(current, saved)
-        else:
-            saved.unlink(missing_ok=True)
-    return {"volumes_info": volumes}
+    """Settle the replica disks, then snapshot them for this execution."""
+    outcome = ctx.destination.snapshot_disks(ctx.dest_conn, ctx.dest_env,
+                                             ctx.require("volumes_info"),
+                                             snapshot_id=ctx.message.execution_id)
+    return {"volumes_info": _apply_outcome(ctx, outcome)}
 
 
 @runs(c.TASK_TYPE_RESTORE_REPLICA_DISK_SNAPSHOTS)
 def restore_snapshots(ctx: TaskContext) -> JSON:
-    volumes = ctx.destination.restore_disk_snapshots(ctx.dest_conn, ctx.dest_env,
+    """Roll the replica disks back to the last committed execution, unless this execution
+    committed already (then there is nothing to roll back)."""
+    outcome = ctx.destination.restore_disk_snapshots(ctx.dest_conn, ctx.dest_env,
                                                      ctx.require("volumes_info"))
-    for volume in volumes:
-        current, saved = _manifest_snapshot(ctx, volume)
-        volume["manifest_generation"] = uuid.uuid4().hex
-        if saved.exists():
-            os.replace(saved, _manifest_path(ctx, volume))
-        # else: the snapshot was of a blank volume (no "manifest" in its info: a new
-        # manifest is all zeroes), or taken on another worker (one of unknown content).
-    ctx.event("replica disks rolled back to the last completed execution")
+    volumes = _apply_outcome(ctx, {**outcome, "rolled_back": None})
+    if outcome["rolled_back"]:
+        ctx.event("replica disks rolled back to the last completed execution")
+    else:
+        ctx.event("nothing to roll back: the replica disks hold a committed execution")
     return {"volumes_info": volumes}
 
 
 @runs(c.TASK_TYPE_DELETE_REPLICA_TARGET_DISK_SNAPSHOTS)
 def delete_snapshots(ctx: TaskContext) -> JSON:
-    volumes = ctx.destination.delete_disk_snapshots(ctx.dest_conn, ctx.dest_env,
+    """The commit point of a replica execution: its writes stay, and its change-tracking
+    point comes into force."""
+    outcome = ctx.destination.delete_disk_snapshots(ctx.dest_conn, ctx.dest_env,
                                                     ctx.require("volumes_info"))
-    for volume in volumes:
-        _manifest_snapshot(ctx, volume)[1].unlink(missing_ok=True)
-    return {"volumes_info": volumes}
+    return {"volumes_info": _apply_outcome(ctx, outcome)}
 
 
 @runs(c.TASK_TYPE_DEPLOY_INSTANCE_RESOURCES, c.TASK_TYPE_DEPLOY_REPLICA_INSTANCE_RESOURCES)
@@ -317,7 +369,7 @@ def delete_disks(ctx: TaskContext) -> JSON:
     volumes = ctx.info.get("volumes_info") or []
     ctx.destination.delete_disks(ctx.dest_conn, ctx.dest_env, volumes)
     for volume in volumes:
-        _manifest_path(ctx, volume).unlink(missing_ok=True)
+        shutil.rmtree(_manifest_dir(ctx, volume), ignore_errors=True)
     ctx.event(f"{len(volumes)} destination disk(s) deleted")
     return {"volumes_info": []}
 

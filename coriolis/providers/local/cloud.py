@@ -86,9 +86,27 @@ def check_image(path: str, fmt: str) -> None:
 
 
 def write_json_atomic(path: Path, value: Any) -> None:
+    """Write ``path`` whole or not at all, durably: a temporary file, fsynced, renamed over
+    it, and the folder fsynced."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value, indent=2) + "\n")
+    with open(tmp, "w") as f:
+        f.write(json.dumps(value, indent=2) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make the creations, renames and removals of entries in ``folder`` durable."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except FileNotFoundError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class LocalCloud:

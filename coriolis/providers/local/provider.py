@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import subprocess
 import uuid
-from collections.abc import Callable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,12 +16,13 @@ from coriolis import constants as c
 from coriolis import exceptions
 from coriolis.providers import mappings
 from coriolis.providers.base import JSON, TransferProvider
+from coriolis.providers.local import replica_disks, source_snapshot
 from coriolis.providers.local.cloud import PENDING_FILE, LocalCloud, is_inside
 from coriolis.transfer.base import DiskReader, DiskWriter
 from coriolis.transfer.extents import qemu_img_info
-from coriolis.transfer.files import RawFileReader, RawFileWriter
+from coriolis.transfer.files import RawFileReader
 from coriolis.transfer.images import open_image_writer
-from coriolis.transfer.journal import JournalingWriter, roll_back
+from coriolis.transfer.journal import JournalingWriter
 from coriolis.transfer.nbd import NbdImageReader
 from coriolis.transfer.remote import AgentAddress, RemoteDiskWriter, is_this_host, probe_agent
 from coriolis.transfer.wire import COMPRESSIONS
@@ -80,16 +82,24 @@ DESTINATION_ENV_SCHEMA: JSON = {
 }
 
 
-def _reflink_copy(src: Path, dst: Path) -> None:
-    proc = subprocess.run(["cp", "--reflink=auto", "--sparse=always", str(src), str(dst)],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise exceptions.ProviderError(f"cannot copy {src.name}: {proc.stderr.strip()}")
+_reflink_copy = source_snapshot.reflink_copy
 
 
-JOURNAL_SUFFIX = ".coriolis-undo"
+def _transfer_key(transfer_id: str | None, *parts: str) -> str:
+    """A short name part that is the same each time the same transfer (and instance, disk...)
+    asks, so that a call repeated after a crash finds what the interrupted one made; random
+    without a ``transfer_id``."""
+    if not transfer_id:
+        return uuid.uuid4().hex[:10]
+    return hashlib.sha256("|".join((transfer_id, *parts)).encode()).hexdigest()[:10]
+
+
+def _snapshot_folder(cloud: LocalCloud, transfer_id: str | None, export_info: JSON) -> Path:
+    """Where the source snapshot of one instance of one transfer lives."""
+    return cloud.scratch_dir() / f"snapshot-{_transfer_key(transfer_id, export_info['name'])}"
+
+
 CBT_PREFIX = "coriolis-cbt-"
-SNAPSHOT_NAME = "coriolis-replica"
 
 
 def _qemu_img(*args: str) -> None:
@@ -105,16 +115,14 @@ def _bitmaps(path: str) -> list[str]:
     return [b["name"] for b in data.get("bitmaps") or []]
 
 
-def _end_snapshots(volumes_info: list[JSON], raw: Callable[[JSON, str], None],
-                   qcow2: Callable[[JSON, str], None]) -> list[JSON]:
-    """Apply ``raw`` or ``qcow2`` to each volume's snapshot; return the volumes without it."""
-    result = []
-    for volume in volumes_info or []:
-        snapshot = volume.get("snapshot")
-        if snapshot:
-            (raw if volume["format"] == "raw" else qcow2)(volume, snapshot)
-        result.append({k: v for k, v in volume.items() if k != "snapshot"})
-    return result
+def _remove_stale_bitmaps(image: str, prefix: str, keep: set[str]) -> None:
+    """Remove the bitmaps of ``prefix`` (one replica's) but those in ``keep``: the tracking
+    points of executions that died or were rolled back."""
+    if not os.path.exists(image):
+        return
+    for name in _bitmaps(image):
+        if name.startswith(prefix) and name not in keep:
+            _qemu_img("bitmap", "--remove", image, name)
 
 
 def _check_opened(files: list[str], bases: tuple[Path, ...], what: str) -> None:
@@ -299,10 +307,16 @@ class LocalProvider(TransferProvider):
                     f"instance '{instance}': disk file {disk['file']} is not readable")
 
     def deploy_source_resources(self, connection_info: JSON, env: JSON, export_info: JSON,
-                                tracking_id: str | None = None) -> JSON:
+                                tracking_id: str | None = None,
+                                transfer_id: str | None = None,
+                                keep_tokens: Iterable[str] = ()) -> JSON:
         """Change tracking: qcow2 disks get a persistent dirty bitmap (added before any
-        snapshot is taken, so no write falls between the two). With ``snapshot``, reads stay on
-        a point-in-time copy of every disk file (a reflink where the file system has them)."""
+        snapshot is taken, so no write falls between the two); the replica's other bitmaps
+        but ``keep_tokens`` (the tracking point in force) are left by executions that died or
+        were rolled back, and go. With ``snapshot``, reads stay on a point-in-time copy of
+        every file of every disk (backing chains, vmdk extents: ``source_snapshot``), in
+        ``.coriolis/snapshot-<key of the transfer and instance>``, which a repeated call
+        replaces."""
         cloud = LocalCloud(connection_info)
         for disk in export_info["devices"]["disks"]:  # what may be read, checked again now
             cloud.disk_files(export_info["name"], disk)
@@ -312,19 +326,25 @@ class LocalProvider(TransferProvider):
             for disk in export_info["devices"]["disks"]:
                 if disk["format"] == "qcow2":
                     image = str(cloud.disk_path(export_info["name"], disk))
+                    _remove_stale_bitmaps(image, prefix, set(keep_tokens))
                     token = f"{prefix}{uuid.uuid4().hex[:8]}"
                     _qemu_img("bitmap", "--add", image, token)
                     resources.setdefault("cbt", {})[disk["id"]] = {
                         "token": token, "image": image, "prefix": prefix}
         if env.get("snapshot"):
-            folder = cloud.scratch_dir() / f"snapshot-{uuid.uuid4().hex[:12]}"
+            folder = _snapshot_folder(cloud, transfer_id or tracking_id, export_info)
+            shutil.rmtree(folder, ignore_errors=True)
             folder.mkdir()
             snapshots = {}
-            for disk in export_info["devices"]["disks"]:
-                src = cloud.disk_path(export_info["name"], disk)
-                dst = folder / f"{disk['id']}{src.suffix}"
-                _reflink_copy(src, dst)
-                snapshots[disk["id"]] = str(dst)
+            try:
+                for disk in export_info["devices"]["disks"]:
+                    src = cloud.disk_path(export_info["name"], disk)
+                    top = source_snapshot.snapshot_image(src, disk["format"],
+                                                         folder / disk["id"])
+                    snapshots[disk["id"]] = str(top)
+            except BaseException:
+                shutil.rmtree(folder, ignore_errors=True)
+                raise
             resources.update({"snapshot_dir": str(folder), "snapshots": snapshots})
         return resources
 
@@ -356,16 +376,28 @@ class LocalProvider(TransferProvider):
 
     def delete_source_resources(self, connection_info: JSON, env: JSON,
                                 source_resources: JSON) -> None:
+        """Remove the snapshot folder and the replica's bitmaps but ``keep_tokens``; with
+        ``export_info`` and ``transfer_id``/``tracking_id`` in ``source_resources`` (what
+        ``deploy_source_resources`` was given), also those of a call that died before it
+        reported them."""
         resources = source_resources or {}
         if resources.get("snapshot_dir"):
             shutil.rmtree(resources["snapshot_dir"], ignore_errors=True)
         keep = set(resources.get("keep_tokens") or [])
-        for tracking in (resources.get("cbt") or {}).values():
-            if not os.path.exists(tracking["image"]):
-                continue
-            for name in _bitmaps(tracking["image"]):
-                if name.startswith(tracking["prefix"]) and name not in keep:
-                    _qemu_img("bitmap", "--remove", tracking["image"], name)
+        images = {t["image"]: t["prefix"] for t in (resources.get("cbt") or {}).values()}
+        export_info, tracking_id = resources.get("export_info"), resources.get("tracking_id")
+        owner = resources.get("transfer_id") or tracking_id
+        if export_info and owner and env.get("snapshot"):
+            shutil.rmtree(_snapshot_folder(LocalCloud(connection_info), owner, export_info),
+                          ignore_errors=True)
+        if export_info and tracking_id:
+            cloud = LocalCloud(connection_info)
+            for disk in export_info["devices"]["disks"]:
+                if disk["format"] == "qcow2":
+                    images[str(cloud.disk_path(export_info["name"], disk))] = \
+                        f"{CBT_PREFIX}{tracking_id[:8]}-"
+        for image, prefix in images.items():
+            _remove_stale_bitmaps(image, prefix, keep)
 
     def shutdown_instance(self, connection_info: JSON, env: JSON, export_info: JSON) -> None:
         cloud = LocalCloud(connection_info)
@@ -447,44 +479,22 @@ class LocalProvider(TransferProvider):
     def delete_disks(self, connection_info: JSON, env: JSON, volumes_info: list[JSON]) -> None:
         for volume in volumes_info or []:
             Path(volume["path"]).unlink(missing_ok=True)
-            Path(f"{volume['path']}{JOURNAL_SUFFIX}").unlink(missing_ok=True)
+        replica_disks.forget(volumes_info or [])
 
     # Raw volumes are "snapshotted" by an undo journal beside them that the writer fills with
-    # the old contents of what it overwrites; qcow2 volumes by an internal qcow2 snapshot.
-    def snapshot_disks(self, connection_info: JSON, env: JSON,
-                       volumes_info: list[JSON]) -> list[JSON]:
-        result = []
-        for volume in volumes_info or []:
-            if volume["format"] == "raw":
-                snapshot = f"{volume['path']}{JOURNAL_SUFFIX}"
-                Path(snapshot).write_bytes(b"")
-            else:
-                _qemu_img("snapshot", "-c", SNAPSHOT_NAME, volume["path"])
-                snapshot = SNAPSHOT_NAME
-            result.append({**volume, "snapshot": snapshot})
-        return result
+    # the old contents of what it overwrites; qcow2 volumes by an internal qcow2 snapshot; one
+    # commit record per instance says which snapshot is committed (replica_disks.py).
+    def snapshot_disks(self, connection_info: JSON, env: JSON, volumes_info: list[JSON],
+                       snapshot_id: str) -> JSON:
+        return replica_disks.take(volumes_info or [], snapshot_id)
 
     def restore_disk_snapshots(self, connection_info: JSON, env: JSON,
-                               volumes_info: list[JSON]) -> list[JSON]:
-        def roll_back_raw(volume: JSON, journal: str) -> None:
-            writer = RawFileWriter(volume["path"])
-            try:
-                roll_back(journal, writer)
-            finally:
-                writer.close()
-            Path(journal).unlink()
-
-        def revert_qcow2(volume: JSON, name: str) -> None:
-            _qemu_img("snapshot", "-a", name, volume["path"])
-            _qemu_img("snapshot", "-d", name, volume["path"])
-
-        return _end_snapshots(volumes_info, roll_back_raw, revert_qcow2)
+                               volumes_info: list[JSON]) -> JSON:
+        return replica_disks.settle(volumes_info or [])
 
     def delete_disk_snapshots(self, connection_info: JSON, env: JSON,
-                              volumes_info: list[JSON]) -> list[JSON]:
-        return _end_snapshots(
-            volumes_info, lambda volume, journal: Path(journal).unlink(missing_ok=True),
-            lambda volume, name: _qemu_img("snapshot", "-d", name, volume["path"]))
+                              volumes_info: list[JSON]) -> JSON:
+        return replica_disks.commit(volumes_info or [])
 
     def deploy_instance(self, connection_info: JSON, env: JSON, export_info: JSON,
                         volumes_info: list[JSON], clone_disks: bool = False) -> JSON:

@@ -1,0 +1,238 @@
+"""Replica disks that are always in a known committed state.
+
+Before an execution writes a replica's disks, each volume gets a snapshot: an undo journal
+beside a raw volume (``<disk>.coriolis-undo``, filled by the writer with the old contents of
+what it overwrites), an internal snapshot in a qcow2 one (``coriolis-replica``). The snapshot
+is then either committed (the execution succeeded) or rolled back (anything else). Which of the
+two happened is recorded in one small file per instance, beside its first volume,
+``<disk>.coriolis-commit``::
+
+    {"committed": "<id of the last committed snapshot>", "pending": "<id>" | null}
+
+- ``take``: settle what an earlier snapshot left, record ``pending`` (durably), then make the
+  snapshots; made again from scratch when repeated.
+- ``commit``: record ``committed = pending, pending = null`` (one atomic rename: THE commit
+  point, for every volume of the instance at once), then drop the snapshots.
+- ``settle``: a ``pending`` snapshot is rolled back (the journal replayed, the qcow2 snapshot
+  applied), then dropped, then ``pending`` cleared; snapshots left without a ``pending`` belong
+  to a committed execution whose commit was interrupted: they are dropped.
+
+Every step is safe to repeat after a crash at any point (replaying a journal again writes the
+same old contents; an applied snapshot is applied again), so a restore, a snapshot or a commit
+that was killed half-way is finished by running it again, or by ``settle`` in whatever touches
+the disks next. All of it runs under an exclusive ``flock`` of the first volume's file, so a
+restore and a commit of the same disks never interleave.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from coriolis import exceptions
+from coriolis.providers.local.cloud import fsync_dir, write_json_atomic
+from coriolis.transfer.files import RawFileWriter
+from coriolis.transfer.journal import roll_back
+from coriolis.worker.faults import crash_point
+
+JSON = dict[str, Any]
+JOURNAL_SUFFIX = ".coriolis-undo"
+RECORD_SUFFIX = ".coriolis-commit"
+SNAPSHOT_NAME = "coriolis-replica"
+
+
+def _qemu_img(*args: str) -> str:
+    proc = subprocess.run(["qemu-img", *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise exceptions.ProviderError(f"qemu-img {args[0]} failed: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def _record_path(volumes: list[JSON]) -> Path:
+    return Path(f"{volumes[0]['path']}{RECORD_SUFFIX}")
+
+
+def read_record(volumes: list[JSON]) -> JSON:
+    """The instance's commit record (``committed``/``pending`` ids, None when absent)."""
+    path = _record_path(volumes)
+    try:
+        record = json.loads(path.read_text())
+    except FileNotFoundError:
+        record = {}
+    except ValueError as exc:  # never torn (written by rename); a hand-edited one
+        raise exceptions.ProviderError(f"{path.name} is not valid JSON: {exc}") from None
+    return {"committed": record.get("committed"), "pending": record.get("pending")}
+
+
+def _write_record(volumes: list[JSON], committed: str | None, pending: str | None) -> None:
+    write_json_atomic(_record_path(volumes), {"committed": committed, "pending": pending})
+
+
+@contextlib.contextmanager
+def _locked(volumes: list[JSON]) -> Iterator[None]:
+    """Exclusive use of an instance's replica disks (a flock of the first volume's file; qemu
+    locks images with OFD byte-range locks, which this does not touch)."""
+    path = volumes[0]["path"]
+    if not os.path.exists(path):
+        yield
+        return
+    with open(path, "rb") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def _journal(volume: JSON) -> Path:
+    return Path(f"{volume['path']}{JOURNAL_SUFFIX}")
+
+
+def _qcow2_has_snapshot(volume: JSON) -> bool:
+    listed = _qemu_img("info", "-U", "--output=json", "-f", "qcow2", volume["path"])
+    return any(s.get("name") == SNAPSHOT_NAME for s in json.loads(listed).get("snapshots") or [])
+
+
+def _has_snapshot(volume: JSON) -> bool:
+    if not os.path.exists(volume["path"]):
+        return False
+    if volume["format"] == "raw":
+        return _journal(volume).exists()
+    return _qcow2_has_snapshot(volume)
+
+
+def _drop(volume: JSON) -> None:
+    """Drop a volume's snapshot, keeping the volume as it is (done already is done)."""
+    if volume["format"] == "raw":
+        journal = _journal(volume)
+        if journal.exists():
+            journal.unlink()
+            fsync_dir(journal.parent)
+    elif _has_snapshot(volume):
+        _qemu_img("snapshot", "-d", SNAPSHOT_NAME, volume["path"])
+
+
+def _revert(volume: JSON) -> int:
+    """Roll a volume back to its snapshot and drop it; returns the bytes restored (qcow2: 0,
+    unknown). Repeating it after an interrupted run finishes the same roll-back."""
+    if not _has_snapshot(volume):
+        return 0
+    if volume["format"] == "raw":
+        def halfway(done: int, total: int) -> None:
+            if done * 2 >= total:
+                crash_point()
+
+        writer = RawFileWriter(volume["path"])
+        try:
+            restored = roll_back(_journal(volume), writer, progress=halfway)
+        finally:
+            writer.close()
+    else:
+        _qemu_img("snapshot", "-a", SNAPSHOT_NAME, volume["path"])
+        restored = 0
+    _drop(volume)
+    return restored
+
+
+def _without_snapshot(volumes: list[JSON]) -> list[JSON]:
+    return [{k: v for k, v in volume.items() if k not in ("snapshot", "snapshot_id")}
+            for volume in volumes]
+
+
+def _settle(volumes: list[JSON], last_point: bool = True) -> JSON:
+    """``settle`` under the lock; ``last_point``: pass a crash point at the end (for the crash
+    tests, so that a settle with nothing to do has one too)."""
+    record = read_record(volumes)
+    pending = record["pending"]
+    leftovers = [v for v in volumes if _has_snapshot(v)]
+    restored = 0
+    if pending is not None:
+        for volume in volumes:
+            restored += _revert(volume)
+            crash_point()
+        _write_record(volumes, record["committed"], None)
+    else:
+        for volume in leftovers:
+            _drop(volume)
+    if last_point:
+        crash_point()
+    return {"volumes_info": _without_snapshot(volumes), "committed": record["committed"],
+            "rolled_back": pending, "bytes_restored": restored,
+            "finished_commit": pending is None and bool(leftovers)}
+
+
+def settle(volumes: list[JSON]) -> JSON:
+    """Bring an instance's replica disks to a committed state: roll back a snapshot that was
+    never committed, drop one whose commit was interrupted.
+
+    Returns ``{"volumes_info": volumes without snapshot keys, "committed": id of the last
+    committed snapshot or None, "rolled_back": id of the snapshot rolled back or None,
+    "bytes_restored": bytes an undo journal put back, "finished_commit": whether snapshots of
+    a committed one were dropped}``."""
+    if not volumes:
+        return {"volumes_info": [], "committed": None, "rolled_back": None,
+                "bytes_restored": 0, "finished_commit": False}
+    with _locked(volumes):
+        return _settle(volumes)
+
+
+def take(volumes: list[JSON], snapshot_id: str) -> JSON:
+    """Settle, then snapshot every volume for ``snapshot_id`` (an execution's id); returns the
+    settle result, its ``volumes_info`` recording each snapshot (``snapshot``: the journal's
+    path or the qcow2 snapshot's name; ``snapshot_id``)."""
+    if not volumes:
+        return settle(volumes)
+    with _locked(volumes):
+        outcome = _settle(volumes, last_point=False)
+        _write_record(volumes, outcome["committed"], snapshot_id)
+        result = []
+        for volume in outcome["volumes_info"]:
+            if volume["format"] == "raw":
+                journal = _journal(volume)
+                with open(journal, "wb") as f:
+                    os.fsync(f.fileno())
+                fsync_dir(journal.parent)
+                snapshot = str(journal)
+            else:
+                _qemu_img("snapshot", "-c", SNAPSHOT_NAME, volume["path"])
+                snapshot = SNAPSHOT_NAME
+            result.append({**volume, "snapshot": snapshot, "snapshot_id": snapshot_id})
+            crash_point()
+        return {**outcome, "volumes_info": result}
+
+
+def commit(volumes: list[JSON]) -> JSON:
+    """Commit the snapshot the volumes record (their ``snapshot_id``; else the pending one):
+    the writes made since stay, the snapshots go. Returns what ``settle`` returns, with
+    ``committed`` the committed id. A snapshot that was rolled back already cannot be
+    committed (ProviderError)."""
+    if not volumes:
+        return settle(volumes)
+    wanted = next((v["snapshot_id"] for v in volumes if v.get("snapshot_id")), None)
+    with _locked(volumes):
+        record = read_record(volumes)
+        snapshot_id = wanted or record["pending"]
+        if snapshot_id is not None and record["pending"] == snapshot_id:
+            _write_record(volumes, snapshot_id, None)  # the commit point
+            crash_point()
+        elif snapshot_id is not None and record["committed"] != snapshot_id:
+            raise exceptions.ProviderError(
+                f"the replica disk snapshot of {snapshot_id} was rolled back already; its "
+                "writes cannot be committed")
+        outcome = _settle(volumes, last_point=False)
+        crash_point()
+        return {**outcome, "finished_commit": False}
+
+
+def forget(volumes: list[JSON]) -> None:
+    """Remove the snapshots and the commit record of volumes being deleted."""
+    for volume in volumes:
+        _journal(volume).unlink(missing_ok=True)
+    if volumes:
+        _record_path(volumes).unlink(missing_ok=True)

@@ -1,0 +1,97 @@
+"""Point-in-time copies of source disk images made of several files.
+
+An image is often more than its top file: a qcow2 overlay reads unwritten clusters from its
+backing file (and that one from its own), a vmdk descriptor names extent files, a qcow2 image
+may keep its data in an external data file. A snapshot copies every file of the image (a
+reflink where the file system has them) into one folder, keeping their relative layout, so the
+relative names that reference each other still resolve to the copies; a qcow2 file that names
+its backing file by an absolute path is pointed at the copy (``qemu-img rebase -u``). The copy
+is then checked: qemu must find every file of it inside the folder, or the snapshot fails
+naming the file it would still read from the live image.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from coriolis import exceptions
+
+
+def reflink_copy(src: Path, dst: Path) -> None:
+    proc = subprocess.run(["cp", "--reflink=auto", "--sparse=always", str(src), str(dst)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise exceptions.ProviderError(f"cannot copy {src.name}: {proc.stderr.strip()}")
+
+
+def _chain(path: Path, fmt: str) -> list[dict[str, Any]]:
+    """``qemu-img info --backing-chain`` of an image: its files, top first."""
+    proc = subprocess.run(["qemu-img", "info", "-U", "--backing-chain", "--output=json",
+                           "-f", fmt, str(path)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise exceptions.ProviderError(
+            f"cannot read disk image {path.name}: {proc.stderr.strip()}")
+    chain = json.loads(proc.stdout)
+    return chain if isinstance(chain, list) else [chain]
+
+
+def image_files(path: Path, fmt: str) -> list[str]:
+    """Every file the image at ``path`` is made of (absolute, normalised, each once): the
+    backing chain, vmdk extents, qcow2 external data files; the top file first."""
+    files: list[str] = []
+
+    def add(name: str | None) -> None:
+        if name:
+            full = os.path.normpath(os.path.join(os.path.dirname(str(path)), name))
+            if full not in files:
+                files.append(full)
+
+    for entry in _chain(Path(os.path.abspath(path)), fmt):
+        add(entry.get("filename"))
+        data = (entry.get("format-specific") or {}).get("data") or {}
+        for extent in data.get("extents") or []:
+            add(extent.get("filename"))
+        add(data.get("data-file"))
+    return files
+
+
+def snapshot_image(src: Path, fmt: str, folder: Path) -> Path:
+    """Copy the image at ``src`` (every file of it) into ``folder``; returns the path of the
+    copy's top file. ``ProviderError`` when a file of the copy would still be outside
+    ``folder`` (an absolute reference qemu-img cannot rewrite)."""
+    src = Path(os.path.abspath(src))
+    chain = _chain(src, fmt)
+    files = image_files(src, fmt)
+    root = os.path.commonpath([os.path.dirname(f) for f in files])
+    copies = {f: folder / os.path.relpath(f, root) for f in files}
+    for original, copy in copies.items():
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        reflink_copy(Path(original), copy)
+    for entry, below in zip(chain, chain[1:], strict=False):
+        backing = entry.get("backing-filename")
+        if entry.get("format") == "qcow2" and backing and os.path.isabs(backing):
+            overlay = copies[os.path.normpath(entry["filename"])]
+            target = copies[os.path.normpath(below["filename"])]
+            proc = subprocess.run(
+                ["qemu-img", "rebase", "-u", "-f", "qcow2",
+                 "-F", entry.get("backing-filename-format") or below["format"],
+                 "-b", os.path.relpath(target, overlay.parent), str(overlay)],
+                capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise exceptions.ProviderError(
+                    f"cannot point the snapshot of {Path(entry['filename']).name} at its "
+                    f"backing file's copy: {proc.stderr.strip()}")
+    top = copies[os.path.normpath(str(src))]
+    inside = str(folder.resolve()) + os.sep
+    outside = [f for f in image_files(top, fmt)
+               if not os.path.realpath(f).startswith(inside)]
+    if outside:
+        raise exceptions.ProviderError(
+            f"disk {src.name}: its snapshot would still read {outside[0]}, which the image "
+            "names by an absolute path that cannot be rewritten; snapshot it without "
+            "\"snapshot\": true or make the reference relative")
+    return top
