@@ -59,6 +59,10 @@ class Settings:
     keystone: dict[str, str] | None = None
     barbican: dict[str, str] | None = None
     policy: dict[str, str] | None = None  # [policy] rule overrides (identity/policy.py)
+    # The largest API request body, in bytes (a larger one is a 413):
+    # $CORIOLIS_MAX_REQUEST_BODY_BYTES, else [api] max_request_body_size, else 1 MiB.
+    max_request_body_bytes: int = 0
+    api: dict[str, str] = field(default_factory=dict)  # the [api] section
     # Directories where the local clouds of a project may be (templates; "{project_id}" is
     # replaced by the project's id): $CORIOLIS_LOCAL_ROOT (separated by ':'), else
     # [local] root (one a line), else DATA_DIR/clouds/{project_id}.
@@ -89,6 +93,19 @@ class Settings:
         if not self.local_roots:
             self.local_roots = [str(self.data_dir / "clouds" / "{project_id}")]
         self.local_roots = [_root_template(r) for r in self.local_roots if r.strip()]
+        self._body_limit()
+
+    def _body_limit(self) -> None:
+        if self.max_request_body_bytes:
+            return
+        raw = os.environ.get("CORIOLIS_MAX_REQUEST_BODY_BYTES") or self.api.get(
+            "max_request_body_size")
+        try:
+            self.max_request_body_bytes = int(raw) if raw else 1024 * 1024
+        except ValueError:
+            raise ConfigError(f"max request body size is not a number of bytes: {raw}") from None
+        if self.max_request_body_bytes < 1024:
+            raise ConfigError("max request body size must be at least 1024 bytes")
 
     def _read_config_file(self) -> None:
         path = self.config_file or os.environ.get("CORIOLIS_CONFIG_FILE")
@@ -107,6 +124,8 @@ class Settings:
         for section in ("keystone", "barbican", "policy"):
             if parser.has_section(section):
                 setattr(self, section, dict(parser.items(section)))
+        if parser.has_section("api"):
+            self.api = dict(parser.items("api"))
         if parser.has_option("local", "root") and not self.local_roots:
             self.local_roots = parser.get("local", "root").splitlines()
         if self.keystone is not None:

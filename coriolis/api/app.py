@@ -7,8 +7,9 @@ from typing import Any
 from fastapi import FastAPI
 
 from coriolis import __version__
-from coriolis.api import errors, secrets
+from coriolis.api import errors, openapi, secrets
 from coriolis.api.auth import context_dependency
+from coriolis.api.limits import BodyLimit
 from coriolis.api.v1 import admin, endpoints, transfers
 from coriolis.identity.external import KeystoneValidator
 from coriolis.identity.keystone import build_router as identity_router
@@ -21,6 +22,8 @@ def create_app(services: Services) -> FastAPI:
     app = FastAPI(title="Coriolis", version=__version__, openapi_url="/v1/openapi.json",
                   docs_url=None, redoc_url=None)
     errors.install(app)
+    openapi.install(app)
+    app.add_middleware(BodyLimit, max_bytes=services.settings.max_request_body_bytes)
     validator: TokenValidator
     if services.settings.keystone:
         # A real Keystone is the only authority: no embedded identity routes.

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -10,6 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from coriolis import exceptions
+from coriolis.api.schemas.transfers import UNION_TAGS
 
 LOG = logging.getLogger(__name__)
 FAULTS = {400: "badRequest", 401: "unauthorized", 403: "forbidden", 404: "itemNotFound",
@@ -23,25 +26,35 @@ def error_response(code: int, message: str) -> JSONResponse:
                         status_code=code)
 
 
-def _validation_message(exc: RequestValidationError) -> str:
+def describe(errors: Sequence[Any]) -> str:
+    """Pydantic's errors as one message: ``Invalid request: migration.notes: Input should be
+    a valid string; ...``, each naming its field by its path in the body (or ``query.limit``,
+    ``path.provider_type``). Values are never quoted (they may be secrets)."""
     parts = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
-        parts.append(f"{loc}: {err.get('msg')}" if loc else str(err.get("msg")))
+    for err in errors:
+        loc = [str(p) for p in err.get("loc", ()) if p not in UNION_TAGS and p != "[key]"]
+        if loc[:1] == ["body"]:
+            loc = loc[1:] or ["body"]
+        if err.get("type") == "json_invalid":
+            loc = ["body"]
+        msg = str(err.get("msg")).removeprefix("Value error, ")
+        parts.append(f"{'.'.join(loc)}: {msg}" if loc else msg)
     return "Invalid request: " + "; ".join(parts)
 
 
 def install(app: FastAPI) -> None:
     @app.exception_handler(exceptions.CoriolisError)
     async def coriolis_error(request: Request, exc: exceptions.CoriolisError) -> JSONResponse:
-        if exc.code >= 500 and not isinstance(exc, exceptions.NoEligibleWorker):
+        # 503s (no eligible worker, the database busy past its timeout) say what to wait
+        # for and carry nothing secret; any other 5xx is logged and answered generically.
+        if exc.code >= 500 and exc.code != 503:
             LOG.error("%s %s failed: %s", request.method, request.url.path, exc)
             return error_response(500, "The server could not complete the request")
         return error_response(exc.code, str(exc))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(400, _validation_message(exc))
+        return error_response(400, describe(exc.errors()))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

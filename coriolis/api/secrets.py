@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Body, Depends, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy import select
 
-from coriolis import exceptions
+from coriolis.api.schemas.resources import SecretCreate
 from coriolis.api.views import ts
 from coriolis.context import RequestContext
 from coriolis.db import models
@@ -50,15 +50,12 @@ def build_router(services: Services, context: Any) -> APIRouter:
         return {"version": v1(request)}
 
     @router.post("/v1/secrets", status_code=201)
-    def create(request: Request, body: Any = Body(None),
+    def create(request: Request, body: SecretCreate,
                ctx: RequestContext = Depends(context)) -> JSONResponse:
-        if not isinstance(body, dict) or not isinstance(body.get("payload"), str) \
-                or not body["payload"]:
-            raise exceptions.InvalidInput("'payload' must be a non-empty string")
-        content_type = body.get("payload_content_type") or "text/plain"
+        content_type = body.payload_content_type or "text/plain"
         with db.session() as session:
-            secret = store.store(session, box, ctx.project_id, body["payload"], content_type,
-                                 body.get("name"))
+            secret = store.store(session, box, ctx.project_id, body.payload, content_type,
+                                 body.name)
             return JSONResponse({"secret_ref": _view(request, secret)["secret_ref"]},
                                 status_code=201)
 

@@ -4,12 +4,15 @@ OS_USERNAME, ... work unchanged against the embedded server."""
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ValidationError
 
 from coriolis import exceptions
+from coriolis.api.errors import describe
+from coriolis.api.schemas.identity import V2AuthRequest, V3AuthRequest, V3Project
 from coriolis.identity import users
 from coriolis.identity.tokens import TokenData, TokenIssuer
 from coriolis.identity.validation import EmbeddedValidator
@@ -48,6 +51,17 @@ def _v3_body(request: Request, data: TokenData, methods: list[str]) -> dict[str,
 
 def _bad(message: str) -> exceptions.InvalidInput:
     return exceptions.InvalidInput(message)
+
+
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+def _parse(model: type[_Model], body: bytes) -> _Model:
+    """The typed body, or a 400 naming the field at fault (never its value)."""
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        raise _bad(describe(exc.errors())) from None
 
 
 def build_router(db: Any, issuer: TokenIssuer, validator: EmbeddedValidator) -> APIRouter:
@@ -99,23 +113,22 @@ def build_router(db: Any, issuer: TokenIssuer, validator: EmbeddedValidator) -> 
 
     @router.post("/v3/auth/tokens")
     async def v3_issue(request: Request) -> JSONResponse:
-        try:
-            auth = (await request.json())["auth"]
-            identity = auth["identity"]
-            methods = identity["methods"]
-        except (ValueError, KeyError, TypeError):
-            raise _bad("auth: expected {'auth': {'identity': {'methods': [...]}}}") from None
+        auth = _parse(V3AuthRequest, await request.body()).auth
+        identity, methods = auth.identity, auth.identity.methods
         user_name = user_id = password = token = None
         if "password" in methods:
-            user = identity.get("password", {}).get("user", {})
-            user_name, user_id, password = user.get("name"), user.get("id"), user.get("password")
+            if identity.password is None:
+                raise _bad("auth.identity.password: required by the password method")
+            user = identity.password.user
+            user_name, user_id, password = user.name, user.id, user.password
         elif "token" in methods:
-            token = identity.get("token", {}).get("id")
+            if identity.token is None:
+                raise _bad("auth.identity.token: required by the token method")
+            token = identity.token.id
         else:
             raise _bad("auth.identity.methods: only password and token are supported")
-        project = ((auth.get("scope") or {}).get("project")) or {}
-        token_id, data = issue(user_name, user_id, password, token, project.get("id"),
-                               project.get("name"))
+        project = auth.scope.project if auth.scope and auth.scope.project else V3Project()
+        token_id, data = issue(user_name, user_id, password, token, project.id, project.name)
         return JSONResponse(_v3_body(request, data, methods), status_code=201,
                             headers={"X-Subject-Token": token_id})
 
@@ -147,15 +160,13 @@ def build_router(db: Any, issuer: TokenIssuer, validator: EmbeddedValidator) -> 
 
     @router.post("/v2.0/tokens")
     async def v2_issue(request: Request) -> dict[str, Any]:
-        try:
-            auth = (await request.json())["auth"]
-        except (ValueError, KeyError, TypeError):
-            raise _bad("auth: expected {'auth': {...}}") from None
-        creds = auth.get("passwordCredentials") or {}
-        token = (auth.get("token") or {}).get("id")
-        token_id, data = issue(creds.get("username"), creds.get("userId"),
-                               creds.get("password"), token, auth.get("tenantId"),
-                               auth.get("tenantName"))
+        auth = _parse(V2AuthRequest, await request.body()).auth
+        creds = auth.passwordCredentials
+        token_id, data = issue(creds.username if creds else None,
+                               creds.userId if creds else None,
+                               creds.password if creds else None,
+                               auth.token.id if auth.token else None, auth.tenantId,
+                               auth.tenantName)
         url = _catalog_url(request, data.project_id)
         return {"access": {
             "token": {"id": token_id, "expires": _iso(data.expires_at),

@@ -28,7 +28,7 @@ class JournalingWriter:
     def __init__(self, writer: DiskWriter, journal: str | Path) -> None:
         self._writer = writer
         self._journal = open(journal, "ab")  # noqa: SIM115 - closed in close()
-        valid = sum(_RECORD.size + len(old) for _, old in _records(journal))
+        valid = valid_length(journal)
         if self._journal.tell() > valid:  # a torn record a killed writer left
             self._journal.truncate(valid)
             self._journal.seek(valid)
@@ -62,27 +62,38 @@ class JournalingWriter:
         self._writer.close()
 
 
-def _records(journal: str | Path) -> Iterator[tuple[int, bytes]]:
-    """The whole records of a journal, oldest first, as (offset, old bytes)."""
+def _records(journal: str | Path) -> Iterator[tuple[int, int, int]]:
+    """The whole records of a journal, oldest first, as (disk offset, length, position of
+    the old bytes in the journal)."""
     with open(journal, "rb") as f:
+        end = os.fstat(f.fileno()).st_size
         while header := f.read(_RECORD.size):
             if len(header) < _RECORD.size:
                 return  # a torn last record: its write never happened
             offset, length = _RECORD.unpack(header)
-            old = f.read(length)
-            if len(old) < length:
+            position = f.tell()
+            if position + length > end:
                 return
-            yield offset, old
+            f.seek(length, os.SEEK_CUR)
+            yield offset, length, position
+
+
+def valid_length(journal: str | Path) -> int:
+    """Bytes of the journal taken by whole records."""
+    return sum(_RECORD.size + length for _, length, _ in _records(journal))
 
 
 def roll_back(journal: str | Path, writer: DiskWriter,
               progress: Callable[[int, int], None] | None = None) -> int:
-    """Undo every recorded change (newest first) and flush; returns the bytes restored.
-    ``progress(records_done, records_total)`` is called after each record."""
+    """Undo every recorded change (newest first, reading one record at a time) and flush;
+    returns the bytes restored. ``progress(records_done, records_total)`` is called after
+    each record."""
     records = list(_records(journal))
-    for done, (offset, old) in enumerate(reversed(records), 1):
-        writer.write(offset, old)
-        if progress is not None:
-            progress(done, len(records))
+    with open(journal, "rb") as f:
+        for done, (offset, length, position) in enumerate(reversed(records), 1):
+            f.seek(position)
+            writer.write(offset, f.read(length))
+            if progress is not None:
+                progress(done, len(records))
     writer.flush()
-    return sum(len(old) for _, old in records)
+    return sum(length for _, length, _ in records)

@@ -11,10 +11,9 @@ holding such items, read at every check, so a test can arm a crash in a running 
   the first chunk was written; for a task type without such a point (``crash_point`` is never
   called in its thread), as soon as the task is recorded RUNNING, before its runner starts.
 - ``after``: the runner returned, its result is not yet reported (so not recorded).
-- ``fail``: not a crash: the task fails (``ProviderError("injected failure")``) instead of
-  running, to drive an execution into its error path (cleanups, rollbacks).
-- ``fail-after``: the same once the runner has run: the task fails as if its last step had,
-  so that cleanups and rollbacks must undo real work.
+- ``fail``: not a crash: the runner runs, then the task fails (``ProviderError("injected
+  failure")``) as if its last step had, to drive an execution into its error path (cleanups
+  and rollbacks that must undo real work).
 - ``hold``: not a crash: the task stays RUNNING, doing nothing, until it is cancelled (then it
   ends CANCELED), so that a test can cancel an execution at a known step.
 
@@ -39,7 +38,7 @@ from coriolis import constants as c
 from coriolis import exceptions
 
 ENV = "CORIOLIS_TEST_CRASH_AT"
-PHASES = ("during", "after", "fail", "fail-after", "hold")
+PHASES = ("during", "after", "fail", "hold")
 LOG = logging.getLogger(__name__)
 
 _local = threading.local()
@@ -86,14 +85,12 @@ def _take(task_type: str, phase: str, *, die: bool = False) -> bool:
 
 @contextlib.contextmanager
 def running(task_type: str, cancelled: Callable[[], bool]) -> Iterator[None]:
-    """Around a task's runner in the worker: arms ``crash_point`` for this thread; raises the
-    injected failure, holds until ``cancelled()``, or kills at the start of a ``during`` task
-    that has no mid-work point (one ``MID_WORK`` does not name)."""
+    """Around a task's runner in the worker: arms ``crash_point`` for this thread; holds
+    until ``cancelled()``, or kills at the start of a ``during`` task that has no mid-work
+    point (one ``MID_WORK`` does not name)."""
     if not os.environ.get(ENV):
         yield
         return
-    if _take(task_type, "fail"):
-        raise exceptions.ProviderError(f"injected failure ({ENV}={task_type}:fail)")
     if _take(task_type, "hold"):
         while not cancelled():
             time.sleep(0.1)
@@ -119,12 +116,12 @@ def crash_point(task_type: str | None = None) -> None:
 
 def finished(task_type: str) -> None:
     """Called by the worker after the runner returned, before the result is reported: kills
-    (``after``) or raises the injected failure (``fail-after``)."""
+    (``after``) or raises the injected failure (``fail``)."""
     if not os.environ.get(ENV):
         return
     _take(task_type, "after", die=True)
-    if _take(task_type, "fail-after"):
-        raise exceptions.ProviderError(f"injected failure ({ENV}={task_type}:fail-after)")
+    if _take(task_type, "fail"):
+        raise exceptions.ProviderError(f"injected failure ({ENV}={task_type}:fail)")
 
 
 # Task types whose runner or local-provider method calls ``crash_point`` mid-work.

@@ -48,9 +48,21 @@ class Worker:
         if method is None:
             raise exceptions.InvalidInput(
                 f"provider '{endpoint.platform}' does not support {operation}")
-        if operation in _CONNECTION_ONLY:
-            return method(endpoint.connection_info, **kwargs)
-        return method(endpoint.connection_info, endpoint.environment, **kwargs)
+        args = (() if operation in _CONNECTION_ONLY else (endpoint.environment,))
+        try:
+            return method(endpoint.connection_info, *args, **kwargs)
+        except exceptions.CoriolisError:
+            raise
+        except Exception as exc:
+            # What the caller gave (connection info, environment, names) made the provider
+            # fail: a 400 naming the operation, never a 500. The message keeps to the error's
+            # kind (an OSError's reason, not its file name), as the values may be secrets.
+            LOG.exception("%s on a %s endpoint failed", operation, endpoint.platform)
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else ""
+            raise exceptions.InvalidInput(
+                f"connection_info/environment: the {endpoint.platform} provider could not "
+                f"{operation.replace('_', ' ')}: {type(exc).__name__}"
+                f"{': ' + reason if reason else ''}") from None
 
     def run_task(self, message: TaskMessage, sink: TaskEventSink,
                  cancel_flag: threading.Event) -> None:

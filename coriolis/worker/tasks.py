@@ -301,8 +301,7 @@ def replicate_disks(ctx: TaskContext) -> JSON:
                      f"in {stats.seconds:.2f}s" + (
                          f" ({remote.stats.bytes_on_wire / MiB:.1f} MiB on the wire, "
                          f"{stats.bytes_resumed / MiB:.1f} MiB resumed)" if remote else ""))
-    if ctx.message.task_type == c.TASK_TYPE_REPLICATE_DISKS and not any(
-            v.get("snapshot") for v in volumes):
+    if not any(v.get("snapshot") for v in volumes):
         # A migration's copy (no snapshot, nothing to commit): in force at once.
         return {"volumes_info": _apply_outcome(ctx, {"volumes_info": volumes,
                                                      "committed": execution})}

@@ -14,7 +14,7 @@ the invariant is checked:
   the source's ``.coriolis/`` (snapshot copies) is empty.
 
 Rows also drive the error paths (a task that fails after doing its work,
-``TYPE:fail-after``) and a cancel (``TYPE:hold`` keeps a task running until cancelled) and kill
+``TYPE:fail``) and a cancel (``TYPE:hold`` keeps a task running until cancelled) and kill
 the server in their cleanups and rollbacks. The scale-out row SIGKILLs a worker during a task.
 
 The OS-morphing task types share one row on a disk without an OS (the morphing fails after
@@ -274,14 +274,14 @@ MIGRATION_ROWS = [
     *[pytest.param((f"{t}:during", f"{t}:after"), "COMPLETED", id=t) for t in MIGRATION_TYPES],
     # The disks were written, then the copy fails: the destination disks go, even when
     # their deletion and the source cleanup are interrupted.
-    pytest.param((f"{c.TASK_TYPE_REPLICATE_DISKS}:fail-after",
+    pytest.param((f"{c.TASK_TYPE_REPLICATE_DISKS}:fail",
                   f"{c.TASK_TYPE_CLEANUP_INSTANCE_TARGET_STORAGE}:during",
                   f"{c.TASK_TYPE_CLEANUP_INSTANCE_TARGET_STORAGE}:after",
                   f"{c.TASK_TYPE_DELETE_MIGRATION_SOURCE_RESOURCES}:during"), "ERROR",
                  id="copy-fails-cleanups-killed"),
     # instance.json was written, then finalizing fails: the instance goes, never listed
     # half-removed (the 0 MB instance of issue 12).
-    pytest.param((f"{c.TASK_TYPE_FINALIZE_INSTANCE_DEPLOYMENT}:fail-after",
+    pytest.param((f"{c.TASK_TYPE_FINALIZE_INSTANCE_DEPLOYMENT}:fail",
                   f"{c.TASK_TYPE_CLEANUP_FAILED_INSTANCE_DEPLOYMENT}:during",
                   f"{c.TASK_TYPE_CLEANUP_FAILED_INSTANCE_DEPLOYMENT}:after",
                   f"{c.TASK_TYPE_CLEANUP_INSTANCE_TARGET_STORAGE}:during"), "ERROR",
@@ -383,7 +383,7 @@ REPLICA_ROWS = [
     *[pytest.param((f"{t}:during", f"{t}:after"), "COMPLETED", id=t) for t in REPLICA_TYPES],
     # The copy wrote the new data, then fails: the disks are rolled back to the last
     # completed execution although the rollback is killed twice.
-    pytest.param((f"{c.TASK_TYPE_REPLICATE_DISKS}:fail-after",
+    pytest.param((f"{c.TASK_TYPE_REPLICATE_DISKS}:fail",
                   f"{c.TASK_TYPE_RESTORE_REPLICA_DISK_SNAPSHOTS}:during",
                   f"{c.TASK_TYPE_RESTORE_REPLICA_DISK_SNAPSHOTS}:after"), "ERROR",
                  id="copy-fails-rollback-killed"),
@@ -473,7 +473,7 @@ DEPLOY_TYPES = [
 ]
 DEPLOY_ROWS = [
     *[pytest.param((f"{t}:during", f"{t}:after"), "COMPLETED", id=t) for t in DEPLOY_TYPES],
-    pytest.param((f"{c.TASK_TYPE_FINALIZE_REPLICA_INSTANCE_DEPLOYMENT}:fail-after",
+    pytest.param((f"{c.TASK_TYPE_FINALIZE_REPLICA_INSTANCE_DEPLOYMENT}:fail",
                   f"{c.TASK_TYPE_CLEANUP_FAILED_REPLICA_INSTANCE_DEPLOYMENT}:during",
                   f"{c.TASK_TYPE_CLEANUP_FAILED_REPLICA_INSTANCE_DEPLOYMENT}:after"), "ERROR",
                  id="finalize-fails-cleanup-killed"),

@@ -24,7 +24,14 @@ def add_json_pair(parser: argparse.ArgumentParser, name: str, help_text: str) ->
                        help=f"{help_text} (path of a JSON file)")
 
 
-def get_json_pair(args: argparse.Namespace, name: str, required: bool = False) -> Any:
+_JSON_KINDS = {str: "a string", int: "a number", float: "a number", bool: "a boolean",
+               list: "a list", type(None): "null"}
+
+
+def get_json_pair(args: argparse.Namespace, name: str,
+                  required: bool = False) -> dict[str, Any] | None:
+    """The JSON object given by ``--NAME`` or ``--NAME-file`` (None if neither is), or a
+    CLIError naming the option when it is not JSON or not an object."""
     dest = name.replace("-", "_")
     raw, source = getattr(args, dest, None), f"--{name}"
     file = getattr(args, f"{dest}_file", None)
@@ -37,6 +44,9 @@ def get_json_pair(args: argparse.Namespace, name: str, required: bool = False) -
             value = json.loads(raw)
         except ValueError as exc:
             raise CLIError(f"{source} is not valid JSON: {exc}") from None
+        if not isinstance(value, dict):
+            raise CLIError(f"{source} must be a JSON object ({{...}}), not "
+                           f"{_JSON_KINDS.get(type(value), type(value).__name__)}")
     if required and not value:
         raise CLIError(f"--{name}[-file] is required and must not be empty")
     return value

@@ -7,14 +7,22 @@ import socket
 from importlib.metadata import distributions
 from typing import Any
 
-from fastapi import APIRouter, Body, Depends, Response
+from fastapi import APIRouter, Depends, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from coriolis import constants as c
 from coriolis import exceptions
 from coriolis.api import views
-from coriolis.api.v1.common import mapped_regions, unwrap
+from coriolis.api.schemas.resources import (
+    MinionPoolRequest,
+    RegionRequest,
+    RegionUpdate,
+    RegionUpdateRequest,
+    ServiceRequest,
+    ServiceUpdateRequest,
+)
+from coriolis.api.v1.common import mapped_regions
 from coriolis.context import RequestContext
 from coriolis.db import models
 from coriolis.identity.policy import Policy
@@ -33,16 +41,20 @@ def _get(session: Session, model: type, row_id: str, kind: str) -> Any:
     return row
 
 
-def _boolean(data: dict[str, Any], key: str) -> bool:
-    if not isinstance(data[key], bool):
-        raise exceptions.InvalidInput(f"'{key}' must be a boolean")
-    return data[key]
-
-
 def build_router(services: Services, context: Any) -> APIRouter:
     router = APIRouter()
     db = services.db
     policy = Policy(services.settings.policy)
+
+    def allowed(rule: str) -> Any:
+        def check(ctx: RequestContext = Depends(context)) -> RequestContext:
+            policy.enforce(ctx, rule)
+            return ctx
+        return Depends(check)
+
+    # may[rule]: the caller's context if the policy grants the rule (403 otherwise), checked
+    # as a dependency, so before the body is.
+    may = {rule: allowed(rule) for rule in policy.rules}
 
     # --- providers ---------------------------------------------------------------------------
     @router.get("/providers")
@@ -66,124 +78,104 @@ def build_router(services: Services, context: Any) -> APIRouter:
 
     # --- regions -----------------------------------------------------------------------------
     @router.get("/regions")
-    def list_regions(ctx: RequestContext = Depends(context)) -> dict[str, Any]:
-        policy.enforce(ctx, "regions:list")
+    def list_regions(ctx: RequestContext = may["regions:list"]) -> dict[str, Any]:
         with db.reader() as session:
             rows = session.scalars(select(models.Region).order_by(models.Region.created_at))
             return {"regions": [views.region(r) for r in rows]}
 
     @router.get("/regions/{region_id}")
-    def show_region(region_id: str, ctx: RequestContext = Depends(context)) -> dict[str, Any]:
-        policy.enforce(ctx, "regions:show")
+    def show_region(region_id: str, ctx: RequestContext = may["regions:show"]) -> dict[str, Any]:
         with db.reader() as session:
             return {"region": views.region(_get(session, models.Region, region_id, "Region"))}
 
-    def apply_region(row: models.Region, data: dict[str, Any]) -> None:
-        if "name" in data:
-            if not isinstance(data["name"], str) or not data["name"]:
-                raise exceptions.InvalidInput("'name' must be a non-empty string")
-            row.name = data["name"]
-        if "description" in data:
-            row.description = data["description"] or ""
-        if "enabled" in data:
-            row.enabled = _boolean(data, "enabled")
+    def apply_region(row: models.Region, data: RegionUpdate) -> None:
+        given = data.model_fields_set
+        if "name" in given:
+            row.name = data.name
+        if "description" in given:
+            row.description = data.description or ""
+        if "enabled" in given:
+            row.enabled = data.enabled
 
     @router.post("/regions")
-    def create_region(body: Any = Body(None),
-                      ctx: RequestContext = Depends(context)) -> dict[str, Any]:
-        policy.enforce(ctx, "regions:create")
-        data = unwrap(body, "region")
-        if not data.get("name"):
-            raise exceptions.InvalidInput("The region body lacks a required attribute: 'name'")
+    def create_region(body: RegionRequest,
+                      ctx: RequestContext = may["regions:create"]) -> dict[str, Any]:
         with db.session() as session:
             row = models.Region(name="", description="", enabled=True)
-            apply_region(row, data)
+            apply_region(row, body.region)
             session.add(row)
             session.flush()
             return {"region": views.region(row)}
 
     @router.put("/regions/{region_id}")
-    def update_region(region_id: str, body: Any = Body(None),
-                      ctx: RequestContext = Depends(context)) -> dict[str, Any]:
-        policy.enforce(ctx, "regions:update")
-        data = unwrap(body, "region")
+    def update_region(region_id: str, body: RegionUpdateRequest,
+                      ctx: RequestContext = may["regions:update"]) -> dict[str, Any]:
         with db.session() as session:
             row = _get(session, models.Region, region_id, "Region")
-            apply_region(row, data)
+            apply_region(row, body.region)
             row.updated_at = models.utcnow()
             session.flush()
             return {"region": views.region(row)}
 
     @router.delete("/regions/{region_id}", status_code=204)
-    def delete_region(region_id: str, ctx: RequestContext = Depends(context)) -> Response:
-        policy.enforce(ctx, "regions:delete")
+    def delete_region(region_id: str, ctx: RequestContext = may["regions:delete"]) -> Response:
         with db.session() as session:
             session.delete(_get(session, models.Region, region_id, "Region"))
         return Response(status_code=204)
 
     # --- services ----------------------------------------------------------------------------
     @router.get("/services")
-    def list_services(ctx: RequestContext = Depends(context)) -> dict[str, Any]:
-        policy.enforce(ctx, "services:list")
+    def list_services(ctx: RequestContext = may["services:list"]) -> dict[str, Any]:
         with db.reader() as session:
             rows = session.scalars(select(models.Service).order_by(models.Service.created_at))
             return {"services": [views.service(r) for r in rows]}
 
     @router.get("/services/{service_id}")
-    def show_service(service_id: str, ctx: RequestContext = Depends(context)) -> dict[str, Any]:
-        policy.enforce(ctx, "services:show")
+    def show_service(service_id: str, ctx: RequestContext = may["services:show"]) -> dict[str, Any]:
         with db.reader() as session:
             return {"service": views.service(_get(session, models.Service, service_id,
                                                   "Service"))}
 
     @router.post("/services")
-    def create_service(body: Any = Body(None),
-                       ctx: RequestContext = Depends(context)) -> dict[str, Any]:
-        policy.enforce(ctx, "services:create")
-        data = unwrap(body, "service")
-        for key in ("host", "binary", "topic"):
-            if not isinstance(data.get(key), str) or not data[key]:
-                raise exceptions.InvalidInput(
-                    f"The service body lacks a required attribute: '{key}'")
+    def create_service(body: ServiceRequest,
+                       ctx: RequestContext = may["services:create"]) -> dict[str, Any]:
+        data = body.service
         with db.session() as session:
             clash = session.scalar(select(models.Service).where(
-                models.Service.host == data["host"], models.Service.binary == data["binary"]))
+                models.Service.host == data.host, models.Service.binary == data.binary))
             if clash is not None:
                 raise exceptions.Conflict(
-                    f"A {data['binary']} service is already registered for host {data['host']}")
-            row = models.Service(host=data["host"], binary=data["binary"], topic=data["topic"],
-                                 enabled=_boolean(data, "enabled") if "enabled" in data else True,
-                                 regions=mapped_regions(session, data.get("mapped_regions") or []))
+                    f"A {data.binary} service is already registered for host {data.host}")
+            row = models.Service(host=data.host, binary=data.binary, topic=data.topic,
+                                 enabled=data.enabled if data.enabled is not None else True,
+                                 regions=mapped_regions(session, data.mapped_regions))
             session.add(row)
             session.flush()
             return {"service": views.service(row)}
 
     @router.put("/services/{service_id}")
-    def update_service(service_id: str, body: Any = Body(None),
-                       ctx: RequestContext = Depends(context)) -> dict[str, Any]:
-        policy.enforce(ctx, "services:update")
-        data = unwrap(body, "service")
+    def update_service(service_id: str, body: ServiceUpdateRequest,
+                       ctx: RequestContext = may["services:update"]) -> dict[str, Any]:
+        data = body.service
         with db.session() as session:
             row = _get(session, models.Service, service_id, "Service")
-            if "enabled" in data:
-                row.enabled = _boolean(data, "enabled")
-            if "mapped_regions" in data:
-                row.regions = mapped_regions(session, data["mapped_regions"])
+            if "enabled" in data.model_fields_set:
+                row.enabled = data.enabled
+            if "mapped_regions" in data.model_fields_set:
+                row.regions = mapped_regions(session, data.mapped_regions)
             row.updated_at = models.utcnow()
             session.flush()
             return {"service": views.service(row)}
 
     @router.delete("/services/{service_id}", status_code=204)
-    def delete_service(service_id: str, ctx: RequestContext = Depends(context)) -> Response:
-        policy.enforce(ctx, "services:delete")
+    def delete_service(service_id: str, ctx: RequestContext = may["services:delete"]) -> Response:
         with db.session() as session:
             session.delete(_get(session, models.Service, service_id, "Service"))
         return Response(status_code=204)
 
     # --- diagnostics -------------------------------------------------------------------------
     @router.get("/diagnostics")
-    def diagnostics(ctx: RequestContext = Depends(context)) -> dict[str, Any]:
-        policy.enforce(ctx, "diagnostics:get")
+    def diagnostics(ctx: RequestContext = may["diagnostics:get"]) -> dict[str, Any]:
         host = socket.gethostname()
         try:
             addresses = sorted({a[4][0] for a in socket.getaddrinfo(host, None)})
@@ -208,11 +200,10 @@ def build_router(services: Services, context: Any) -> APIRouter:
         raise exceptions.NotFound(f"Minion pool {pool_id} could not be found")
 
     @router.post("/minion_pools")
-    def create_pool(body: Any = Body(None),
+    def create_pool(body: MinionPoolRequest,
                     ctx: RequestContext = Depends(context)) -> dict[str, Any]:
-        data = unwrap(body, "minion_pool")
         raise exceptions.InvalidInput(
-            f"endpoint_id: no provider of this server supports minion pools "
-            f"(endpoint {data.get('endpoint_id')})")
+            f"minion_pool.endpoint_id: no provider of this server supports minion pools "
+            f"(endpoint {body.minion_pool.endpoint_id})")
 
     return router

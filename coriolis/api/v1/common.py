@@ -1,4 +1,4 @@
-"""Helpers shared by the v1 routers: bodies, query decoding, actions."""
+"""Helpers shared by the v1 routers: query decoding, region lists."""
 
 from __future__ import annotations
 
@@ -11,14 +11,6 @@ from sqlalchemy.orm import Session
 
 from coriolis import exceptions
 from coriolis.db import models
-
-
-def unwrap(body: Any, key: str) -> dict[str, Any]:
-    """The object inside ``{"<key>": {...}}``, or a 400 naming the key."""
-    if not isinstance(body, dict) or not isinstance(body.get(key), dict):
-        raise exceptions.InvalidInput(f'The request body needs to be encased inside the "{key}" '
-                                      "key, as a JSON object")
-    return body[key]
 
 
 def b64_json(value: str | None, name: str) -> Any:
@@ -39,12 +31,6 @@ def b64_text(value: str, name: str) -> str:
         raise exceptions.InvalidInput(f"'{name}' is not base64url-encoded") from None
 
 
-def single_action(body: Any) -> tuple[str, Any]:
-    if not isinstance(body, dict) or len(body) != 1:
-        raise exceptions.InvalidInput("An action body must hold exactly one key, the action")
-    return next(iter(body.items()))
-
-
 def env_object(value: str | None) -> dict[str, Any]:
     env = b64_json(value, "env")
     if env is None:
@@ -54,12 +40,10 @@ def env_object(value: str | None) -> dict[str, Any]:
     return env
 
 
-def mapped_regions(session: Session, ids: Any) -> list[models.Region]:
+def mapped_regions(session: Session, ids: list[str] | None) -> list[models.Region]:
     """The regions named by a ``mapped_regions`` list (400 naming an unknown one)."""
     if ids is None:
         return []
-    if not isinstance(ids, list):
-        raise exceptions.InvalidInput("'mapped_regions' must be a list of region ids")
     regions = []
     for region_id in ids:
         region = session.get(models.Region, region_id)

@@ -1,79 +1,52 @@
 """Migrations (and their target-era name, deployments), replicas, executions, schedules."""
 
-from __future__ import annotations
-
-import datetime as dt
+# No ``from __future__ import annotations``: FastAPI must see the body model of the
+# route-making closure (``request_model``), not its name.
 from typing import Any
 
-from fastapi import APIRouter, Body, Depends, Response
+from fastapi import APIRouter, Depends, Response
+from pydantic import BaseModel
 from sqlalchemy import select
 
 from coriolis import constants as c
 from coriolis import exceptions
 from coriolis.api import views
-from coriolis.api.v1.common import single_action, unwrap
+from coriolis.api.schemas.transfers import (
+    CancelAction,
+    DeploymentRequest,
+    ExecutionRequest,
+    MigrationRequest,
+    ReplicaAction,
+    ReplicaDeploy,
+    ReplicaRequest,
+    ReplicaUpdateRequest,
+    ScheduleCreate,
+    ScheduleUpdate,
+)
 from coriolis.context import RequestContext
 from coriolis.db import models, transfers
-from coriolis.engine.validation import against_schema
 from coriolis.service import Services
 
-CRON_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "minute": {"type": "integer", "minimum": 0, "maximum": 59},
-        "hour": {"type": "integer", "minimum": 0, "maximum": 23},
-        "dom": {"type": "integer", "minimum": 1, "maximum": 31},
-        "month": {"type": "integer", "minimum": 1, "maximum": 12},
-        "dow": {"type": "integer", "minimum": 0, "maximum": 6},
-    },
-    "additionalProperties": False,
-}
+NO_EXECUTION_OPTIONS = ExecutionRequest()  # an execution without a body (upstream's default)
 
 
-def _cancel_force(body: Any) -> bool:
-    action, value = single_action(body)
-    if action != "cancel":
-        raise exceptions.InvalidInput(f"There is no such action: {action}")
-    force = (value or {}).get("force", False) if isinstance(value, dict) else False
-    if not isinstance(force, bool):
-        raise exceptions.InvalidInput("cancel.force must be a boolean")
-    return force
+def _dump(model: BaseModel) -> dict[str, Any]:
+    """A validated body as the engine takes it: the keys the caller gave, by their wire
+    names."""
+    return model.model_dump(by_alias=True, exclude_unset=True)
 
 
-def _expiration(value: Any) -> dt.datetime | None:
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise exceptions.InvalidInput("'expiration_date' must be an ISO 8601 date-time string")
-    try:
-        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise exceptions.InvalidInput(f"'expiration_date' is not an ISO 8601 date: {value}"
-                                      ) from None
-    if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(dt.UTC).replace(tzinfo=None)
-    if parsed <= models.utcnow():
-        raise exceptions.InvalidInput("'expiration_date' must be in the future")
-    return parsed
+def _cancel_force(body: CancelAction) -> bool:
+    return body.cancel.force if body.cancel is not None else False
 
 
-def _schedule_fields(body: Any, row: models.ReplicaSchedule, creating: bool) -> None:
-    if not isinstance(body, dict):
-        raise exceptions.InvalidInput("The schedule body must be a JSON object")
-    if creating or "schedule" in body:
-        cron = body.get("schedule")
-        if not isinstance(cron, dict) or (creating and not cron):
-            raise exceptions.InvalidInput("'schedule' must be an object with at least one of "
-                                          "minute, hour, dom, month, dow")
-        against_schema(cron, CRON_SCHEMA, "schedule")
-        row.schedule = cron
-    for key in ("enabled", "shutdown_instance"):
-        if key in body:
-            if not isinstance(body[key], bool):
-                raise exceptions.InvalidInput(f"'{key}' must be a boolean")
-            setattr(row, key, body[key])
-    if "expiration_date" in body:
-        row.expiration_date = _expiration(body["expiration_date"])
+def _schedule_fields(body: ScheduleUpdate, row: models.ReplicaSchedule) -> None:
+    given = body.model_fields_set
+    if body.schedule is not None:
+        row.schedule = body.schedule.model_dump(exclude_none=True)
+    for key in ("enabled", "shutdown_instance", "expiration_date"):
+        if key in given:
+            setattr(row, key, getattr(body, key))
 
 
 def build_router(services: Services, context: Any) -> APIRouter:
@@ -89,7 +62,8 @@ def build_router(services: Services, context: Any) -> APIRouter:
         return views.migration(row, scenario, detail)
 
     # --- migrations and deployments (same resource, two names) -------------------------------
-    def transfer_routes(collection: str, key: str) -> None:
+    def transfer_routes(collection: str, key: str,
+                        request_model: type[MigrationRequest | DeploymentRequest]) -> None:
         @router.get(f"/{collection}", name=f"list_{collection}")
         @router.get(f"/{collection}/detail", name=f"detail_{collection}")
         def list_all(ctx: RequestContext = Depends(context)) -> dict[str, Any]:
@@ -107,18 +81,18 @@ def build_router(services: Services, context: Any) -> APIRouter:
                 return {key: migration_view(session, row)}
 
         @router.post(f"/{collection}", name=f"create_{key}")
-        def create(body: Any = Body(None),
+        def create(body: request_model,  # type: ignore[valid-type]
                    ctx: RequestContext = Depends(context)) -> dict[str, Any]:
-            data = unwrap(body, key)
-            if "replica_id" in data or collection == "deployments":
-                action_id = conductor.deploy_replica(ctx, data)
+            data = getattr(body, key)
+            if isinstance(data, ReplicaDeploy):
+                action_id = conductor.deploy_replica(ctx, _dump(data))
             else:
-                action_id = conductor.create_migration(ctx, data)
+                action_id = conductor.create_migration(ctx, _dump(data))
             return show(action_id, ctx)
 
         @router.post(f"/{collection}/{{action_id}}/actions", status_code=204,
                      name=f"action_{key}")
-        def action(action_id: str, body: Any = Body(None),
+        def action(action_id: str, body: CancelAction,
                    ctx: RequestContext = Depends(context)) -> Response:
             with db.reader() as session:
                 row = transfers.get_action(session, ctx.project_id, action_id,
@@ -143,8 +117,8 @@ def build_router(services: Services, context: Any) -> APIRouter:
             router.delete("/deployment/{action_id}", status_code=204,
                           name="delete_deployment_singular")(delete)
 
-    transfer_routes("migrations", "migration")
-    transfer_routes("deployments", "deployment")
+    transfer_routes("migrations", "migration", MigrationRequest)
+    transfer_routes("deployments", "deployment", DeploymentRequest)
 
     # --- replicas ----------------------------------------------------------------------------
     def replica_row(session: Any, ctx: RequestContext, replica_id: str) -> models.TransferAction:
@@ -168,15 +142,15 @@ def build_router(services: Services, context: Any) -> APIRouter:
             return {"replica": views.replica(replica_row(session, ctx, replica_id))}
 
     @router.post("/replicas")
-    def create_replica(body: Any = Body(None),
+    def create_replica(body: ReplicaRequest,
                        ctx: RequestContext = Depends(context)) -> dict[str, Any]:
-        replica_id = conductor.create_replica(ctx, unwrap(body, "replica"))
+        replica_id = conductor.create_replica(ctx, _dump(body.replica))
         return show_replica(replica_id, ctx)
 
     @router.put("/replicas/{replica_id}")
-    def update_replica(replica_id: str, body: Any = Body(None),
+    def update_replica(replica_id: str, body: ReplicaUpdateRequest,
                        ctx: RequestContext = Depends(context)) -> dict[str, Any]:
-        execution_id = conductor.update_replica(ctx, replica_id, unwrap(body, "replica"))
+        execution_id = conductor.update_replica(ctx, replica_id, _dump(body.replica))
         return execution_view(execution_id, ctx)
 
     @router.delete("/replicas/{replica_id}", status_code=204)
@@ -187,11 +161,8 @@ def build_router(services: Services, context: Any) -> APIRouter:
         return Response(status_code=204)
 
     @router.post("/replicas/{replica_id}/actions")
-    def replica_action(replica_id: str, body: Any = Body(None),
+    def replica_action(replica_id: str, body: ReplicaAction,
                        ctx: RequestContext = Depends(context)) -> dict[str, Any]:
-        action, _ = single_action(body)
-        if action != "delete-disks":
-            raise exceptions.InvalidInput(f"There is no such action: {action}")
         return execution_view(conductor.delete_replica_disks(ctx, replica_id), ctx)
 
     @router.get("/replicas/{replica_id}/executions")
@@ -211,14 +182,13 @@ def build_router(services: Services, context: Any) -> APIRouter:
                 transfers.get_execution(session, ctx.project_id, execution_id, replica_id))}
 
     @router.post("/replicas/{replica_id}/executions")
-    def execute(replica_id: str, body: Any = Body(None),
+    def execute(replica_id: str, body: ExecutionRequest = NO_EXECUTION_OPTIONS,
                 ctx: RequestContext = Depends(context)) -> dict[str, Any]:
-        data = body.get("execution") if isinstance(body, dict) else None
-        shutdown = bool((data or {}).get("shutdown_instances", False))
+        shutdown = body.execution is not None and body.execution.shutdown_instances
         return execution_view(conductor.execute_replica(ctx, replica_id, shutdown), ctx)
 
     @router.post("/replicas/{replica_id}/executions/{execution_id}/actions", status_code=204)
-    def cancel_execution(replica_id: str, execution_id: str, body: Any = Body(None),
+    def cancel_execution(replica_id: str, execution_id: str, body: CancelAction,
                          ctx: RequestContext = Depends(context)) -> Response:
         with db.reader() as session:
             transfers.get_execution(session, ctx.project_id, execution_id, replica_id)
@@ -264,23 +234,23 @@ def build_router(services: Services, context: Any) -> APIRouter:
                                                             schedule_id))}
 
     @router.post("/replicas/{replica_id}/schedules")
-    def create_schedule(replica_id: str, body: Any = Body(None),
+    def create_schedule(replica_id: str, body: ScheduleCreate,
                         ctx: RequestContext = Depends(context)) -> dict[str, Any]:
         with db.session() as session:
             replica_row(session, ctx, replica_id)
             row = models.ReplicaSchedule(replica_id=replica_id, project_id=ctx.project_id,
                                          enabled=True, shutdown_instance=False)
-            _schedule_fields(body, row, creating=True)
+            _schedule_fields(body, row)
             session.add(row)
             session.flush()
             return {"schedule": views.schedule(row)}
 
     @router.put("/replicas/{replica_id}/schedules/{schedule_id}")
-    def update_schedule(replica_id: str, schedule_id: str, body: Any = Body(None),
+    def update_schedule(replica_id: str, schedule_id: str, body: ScheduleUpdate,
                         ctx: RequestContext = Depends(context)) -> dict[str, Any]:
         with db.session() as session:
             row = schedule_row(session, ctx, replica_id, schedule_id)
-            _schedule_fields(body, row, creating=False)
+            _schedule_fields(body, row)
             row.updated_at = models.utcnow()
             session.flush()
             return {"schedule": views.schedule(row)}

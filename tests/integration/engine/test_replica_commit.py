@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -51,6 +52,19 @@ def execute(services, ctx, replica_id: str) -> models.Execution:  # type: ignore
     return wait_execution(services, replica_id)
 
 
+def cancel_before_the_commit(services, ctx, replica_id: str,  # type: ignore[no-untyped-def]
+                             then: Callable[[], None] = lambda: None) -> models.Execution:
+    """Run an execution whose commit is held (``DELETE_REPLICA_TARGET_DISK_SNAPSHOTS:hold``
+    armed), call ``then``, cancel the execution there and wait for its end."""
+    services.conductor.execute_replica(ctx, replica_id, False)
+    execution_id = wait_task(services, replica_id,
+                             c.TASK_TYPE_DELETE_REPLICA_TARGET_DISK_SNAPSHOTS,
+                             c.TASK_STATUS_RUNNING)
+    then()
+    services.conductor.cancel_execution(ctx, execution_id, False)
+    return wait_execution(services, replica_id)
+
+
 def statuses(execution: models.Execution) -> dict[str, str]:
     return {t.task_type: t.status for t in execution.tasks}
 
@@ -62,9 +76,10 @@ def snapshot_debris(cloud: Path) -> list[Path]:
 
 def test_a_rolled_back_execution_leaves_the_previous_tracking_point(
         services, ctx, endpoints, clouds, tmp_path, arm) -> None:
-    """2b: execution 2 copies 12 MiB of guest writes and is rolled back instead of
-    committed: execution 3 must send them again (main kept execution 2's bitmap: execution 3
-    scanned 0 bytes and the replica differed from the source)."""
+    """2b: execution 2 copies 12 MiB of guest writes and is cancelled as its copy finishes
+    (its commit held until the cancel): rolled back, execution 3 must send them again (main
+    kept execution 2's bitmap: execution 3 scanned 0 bytes and the replica differed from the
+    source)."""
     add_instance(clouds["src"], "tracked", disk_size="64M", disk_format="qcow2",
                  allocated_fraction=0.5, network="lan", seed=6)
     source = disks(clouds["src"], "tracked")[0]
@@ -76,9 +91,9 @@ def test_a_rolled_back_execution_leaves_the_previous_tracking_point(
 
     subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 0x33 0 8M",
                     "-c", "write -P 0x44 40M 4M", str(source)], check=True, capture_output=True)
-    arm(f"{c.TASK_TYPE_DELETE_REPLICA_TARGET_DISK_SNAPSHOTS}:fail")
-    second = execute(services, ctx, replica_id)
-    assert second.status == c.EXECUTION_STATUS_ERROR
+    arm(f"{c.TASK_TYPE_DELETE_REPLICA_TARGET_DISK_SNAPSHOTS}:hold")
+    second = cancel_before_the_commit(services, ctx, replica_id)
+    assert second.status == c.EXECUTION_STATUS_CANCELED
     assert statuses(second)[c.TASK_TYPE_REPLICATE_DISKS] == c.TASK_STATUS_COMPLETED
     assert statuses(second)[c.TASK_TYPE_RESTORE_REPLICA_DISK_SNAPSHOTS] == \
         c.TASK_STATUS_COMPLETED
@@ -206,9 +221,9 @@ def has_undo(path: Path) -> bool:
 @pytest.mark.parametrize("backend", ["bulk", "fast"], ids=["raw-journal", "qcow2-snapshot"])
 def test_a_leftover_snapshot_is_rolled_back_first_and_blocks_deploys(
         services, ctx, endpoints, clouds, tmp_path, arm, backend) -> None:
-    """Execution 2's commit and its roll-back both fail: its undo journal (raw) or qcow2
-    snapshot stays. A deploy is refused (409) until the next execution, whose first task
-    rolls the disks back and says so."""
+    """Execution 2 is cancelled before its commit and its roll-back fails (an immutable disk
+    file): its undo journal (raw) or qcow2 snapshot stays. A deploy is refused (409) until
+    the next execution, whose first task rolls the disks back and says so."""
     add_instance(clouds["src"], "stuck", disk_size="32M", allocated_fraction=0.5,
                  network="lan", seed=5)
     source = disks(clouds["src"], "stuck")[0]
@@ -221,10 +236,16 @@ def test_a_leftover_snapshot_is_rolled_back_first_and_blocks_deploys(
     with open(source, "r+b") as f:
         f.seek(3 * MiB)
         f.write(b"\xa5" * 5 * MiB)
-    arm(f"{c.TASK_TYPE_DELETE_REPLICA_TARGET_DISK_SNAPSHOTS}:fail,"
-        f"{c.TASK_TYPE_RESTORE_REPLICA_DISK_SNAPSHOTS}:fail")
-    second = execute(services, ctx, replica_id)
+    arm(f"{c.TASK_TYPE_DELETE_REPLICA_TARGET_DISK_SNAPSHOTS}:hold")
+    # Then the roll-back fails for real: the disk cannot be opened for writing.
+    try:
+        second = cancel_before_the_commit(
+            services, ctx, replica_id,
+            then=lambda: subprocess.run(["chattr", "+i", str(path)], check=True))
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
     assert second.status == c.EXECUTION_STATUS_ERROR
+    assert statuses(second)[c.TASK_TYPE_RESTORE_REPLICA_DISK_SNAPSHOTS] == c.TASK_STATUS_ERROR
     assert same(source, path) and has_undo(path)
 
     with pytest.raises(exceptions.Conflict, match="neither committed nor rolled back"):

@@ -188,3 +188,57 @@ def test_argument_errors_exit_2(api: Recorder) -> None:
     with pytest.raises(SystemExit) as exc:
         shell.main(["replica", "schedule", "create", "r1", "-M", "61"])
     assert exc.value.code == 2
+
+
+TRANSFER = ["--origin-endpoint", EP1, "--destination-endpoint", EP2, "--instance", "vm1"]
+JSON_OPTIONS = {
+    "--connection": ["endpoint", "create", "--name", "x", "--provider", "local"],
+    "--environment": ["endpoint", "instance", "list", EP1],
+    "--environment-options": ["minion", "pool", "create", "p", "--platform", "source",
+                              "--endpoint-id", EP1, "--os-type", "linux"],
+}
+
+
+def _transfer_argv(command: list[str], option: str, value: str) -> list[str]:
+    options = {"--source-environment": '{"s": 1}', "--destination-environment": '{"d": 1}',
+               "--network-map": '{"n": "m"}', option: value}
+    return [*command, *[x for kv in options.items() for x in kv]]
+
+
+@pytest.mark.parametrize("value, kind", [('"default"', "a string"), ("[1]", "a list"),
+                                         ("3", "a number"), ("null", "null")])
+@pytest.mark.parametrize("argv_of", [
+    *[lambda v, o=o, c=c: [*c, o, v] for o, c in JSON_OPTIONS.items()],
+    *[lambda v, o=o, c=c: _transfer_argv(c, o, v)
+      for o in ("--source-environment", "--destination-environment", "--network-map")
+      for c in (["migration", "create", *TRANSFER], ["replica", "create", *TRANSFER],
+                ["replica", "update", "r1"])],
+    lambda v: ["endpoint", "network", "list", EP1, "--environment", v],
+    lambda v: ["endpoint", "storage", "list", EP1, "--environment", v],
+    lambda v: ["endpoint", "destination", "options", "list", EP1, "--environment", v],
+    lambda v: ["minion", "pool", "update", "p1", "--environment-options", v],
+])
+def test_json_object_options_refuse_other_json(api: Recorder, capsys: pytest.CaptureFixture[str],
+                                               argv_of: Any, value: str, kind: str) -> None:
+    """Every JSON-object option (issue 12: `--destination-environment '"default"'` printed a
+    Python error): a clear error naming the option, exit 1, no traceback, nothing sent."""
+    argv = argv_of(value)
+    option = argv[argv.index(value) - 1]
+    assert shell.main(argv) == 1
+    err = capsys.readouterr().err
+    assert f"{option} must be a JSON object" in err and kind in err, err
+    assert "Traceback" not in err and "attribute" not in err
+    assert not [r for r in api.requests if r["method"] != "GET"]
+
+
+def test_json_object_file_option_is_named(api: Recorder, capsys: pytest.CaptureFixture[str],
+                                          tmp_path: Any) -> None:
+    path = tmp_path / "env.json"
+    path.write_text('"default"')
+    argv = _transfer_argv(["migration", "create", *TRANSFER], "--network-map", '{"n": "m"}')
+    argv[argv.index("--destination-environment")] = "--destination-environment-file"
+    argv[argv.index("--destination-environment-file") + 1] = str(path)
+    assert shell.main(argv) == 1
+    err = capsys.readouterr().err
+    assert "--destination-environment-file must be a JSON object" in err
+    assert not [r for r in api.requests if r["method"] != "GET"]
