@@ -153,9 +153,82 @@ VALID_OS_TYPES = ("bsd", "linux", "osx", "solaris", "windows")
 
 DEFAULT_API_PORT = 7667
 
-# Safe to run again after the process running them died: they resume (disk copies skip what
-# the destination already acknowledged) rather than repeat side effects.
-RESUMABLE_TASK_TYPES = frozenset({TASK_TYPE_REPLICATE_DISKS})
+# --- crash safety -------------------------------------------------------------------------------
+# Every task type, and why running it again after the process running it died (a server kill, a
+# worker marked DOWN) is safe: after a restart the conductor sends such a task again under the
+# same id, cleanups and rollbacks included. The one table of it: a type missing here (or mapped
+# to None) is failed instead, and its execution cleans up. tests/e2e/test_crash_matrix.py kills
+# the server while each of them runs and right after each completes.
+_READ_ONLY = "reads or checks only"
+_NOTHING = "does nothing on the local provider"
+TASK_RERUN: dict[str, str | None] = {
+    TASK_TYPE_GET_INSTANCE_INFO: _READ_ONLY,
+    TASK_TYPE_VALIDATE_MIGRATION_SOURCE_INPUTS: _READ_ONLY,
+    TASK_TYPE_VALIDATE_MIGRATION_DESTINATION_INPUTS:
+        _READ_ONLY + "; a name clash with the transfer's own half-deployed instance is none",
+    TASK_TYPE_VALIDATE_REPLICA_SOURCE_INPUTS: _READ_ONLY,
+    TASK_TYPE_VALIDATE_REPLICA_DESTINATION_INPUTS: _READ_ONLY,
+    TASK_TYPE_VALIDATE_REPLICA_DEPLOYMENT_INPUTS: _READ_ONLY,
+    TASK_TYPE_UPDATE_SOURCE_REPLICA: _READ_ONLY,
+    TASK_TYPE_UPDATE_DESTINATION_REPLICA: _READ_ONLY,
+    TASK_TYPE_CREATE_INSTANCE_DISKS:
+        "disk files are named after the transfer: a re-run reuses the recorded ones and "
+        "recreates the half-made ones",
+    TASK_TYPE_DEPLOY_REPLICA_DISKS: "as CREATE_INSTANCE_DISKS",
+    TASK_TYPE_DEPLOY_MIGRATION_SOURCE_RESOURCES:
+        "the snapshot folder is named after the transfer: a re-run replaces it",
+    TASK_TYPE_DEPLOY_REPLICA_SOURCE_RESOURCES: "as DEPLOY_MIGRATION_SOURCE_RESOURCES",
+    TASK_TYPE_DEPLOY_MIGRATION_TARGET_RESOURCES: _NOTHING,
+    TASK_TYPE_DEPLOY_REPLICA_TARGET_RESOURCES: _NOTHING,
+    TASK_TYPE_SHUTDOWN_INSTANCE: "stopping a stopped instance changes nothing",
+    TASK_TYPE_REPLICATE_DISKS:
+        "resumes: the block manifest and the writer agent's acknowledgements spare what the "
+        "destination already holds",
+    TASK_TYPE_DELETE_MIGRATION_SOURCE_RESOURCES:
+        "deleting what is already gone succeeds; the transfer's snapshot folders are found by "
+        "name even when their record was lost",
+    TASK_TYPE_DELETE_REPLICA_SOURCE_RESOURCES: "as DELETE_MIGRATION_SOURCE_RESOURCES",
+    TASK_TYPE_DELETE_MIGRATION_TARGET_RESOURCES: _NOTHING,
+    TASK_TYPE_DELETE_REPLICA_TARGET_RESOURCES: _NOTHING,
+    TASK_TYPE_CLEANUP_INSTANCE_SOURCE_STORAGE: _NOTHING,
+    TASK_TYPE_CLEANUP_INSTANCE_TARGET_STORAGE:
+        "deleting what is already gone succeeds; the transfer's disks are found by name",
+    TASK_TYPE_DELETE_REPLICA_DISKS: "as CLEANUP_INSTANCE_TARGET_STORAGE",
+    TASK_TYPE_DELETE_REPLICA_SOURCE_DISK_SNAPSHOTS: _NOTHING,
+    TASK_TYPE_CREATE_REPLICA_DISK_SNAPSHOTS: "a snapshot that exists is kept",
+    TASK_TYPE_DELETE_REPLICA_TARGET_DISK_SNAPSHOTS:
+        "deleting a snapshot that is already gone succeeds",
+    TASK_TYPE_RESTORE_REPLICA_DISK_SNAPSHOTS:
+        "replaying an undo journal again writes the same old contents",
+    TASK_TYPE_DEPLOY_INSTANCE_RESOURCES:
+        "the transfer's pending definition and disk clones are replaced; instance.json is "
+        "only written by FINALIZE",
+    TASK_TYPE_DEPLOY_REPLICA_INSTANCE_RESOURCES: "as DEPLOY_INSTANCE_RESOURCES",
+    TASK_TYPE_DEPLOY_OS_MORPHING_RESOURCES: _READ_ONLY,
+    TASK_TYPE_OS_MORPHING:
+        "each morpher step sets a file to its target state (fstab by UUID, shell variables "
+        "set, packages removed if present); a user script runs again",
+    TASK_TYPE_DELETE_OS_MORPHING_RESOURCES: _NOTHING,
+    TASK_TYPE_FINALIZE_INSTANCE_DEPLOYMENT:
+        "renames the pending definition to instance.json; done already is done",
+    TASK_TYPE_FINALIZE_REPLICA_INSTANCE_DEPLOYMENT: "as FINALIZE_INSTANCE_DEPLOYMENT",
+    TASK_TYPE_CLEANUP_FAILED_INSTANCE_DEPLOYMENT:
+        "removes instance.json first, then what else is left; what is gone is skipped",
+    TASK_TYPE_CLEANUP_FAILED_REPLICA_INSTANCE_DEPLOYMENT:
+        "as CLEANUP_FAILED_INSTANCE_DEPLOYMENT",
+    TASK_TYPE_GET_OPTIMAL_FLAVOR: _READ_ONLY,
+}
+RERUNNABLE_TASK_TYPES = frozenset(t for t, why in TASK_RERUN.items() if why)
+# Task types that make what their cleanups remove, known to them only from the task's result:
+# one interrupted in an execution being cancelled runs again to its end (upstream's
+# CANCELLING_AFTER_COMPLETION), so that its cleanup finds what it made. Any other interrupted
+# task of such an execution is simply cancelled.
+FINISH_WHEN_CANCELLED_TASK_TYPES = frozenset({
+    TASK_TYPE_CREATE_INSTANCE_DISKS, TASK_TYPE_DEPLOY_REPLICA_DISKS,
+    TASK_TYPE_DEPLOY_MIGRATION_SOURCE_RESOURCES, TASK_TYPE_DEPLOY_REPLICA_SOURCE_RESOURCES,
+    TASK_TYPE_CREATE_REPLICA_DISK_SNAPSHOTS, TASK_TYPE_DEPLOY_INSTANCE_RESOURCES,
+    TASK_TYPE_DEPLOY_REPLICA_INSTANCE_RESOURCES,
+})
 
 WORKER_BINARY = "coriolis-worker"
 SERVICE_STATUS_UP = "UP"

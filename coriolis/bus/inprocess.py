@@ -44,6 +44,12 @@ class InProcessBus:
 
         self._tasks.submit(run)
 
+    def running_tasks(self) -> set[str]:
+        """Ids of the tasks dispatched here whose run has not ended (its end reported or
+        not): the conductor takes over the others it still believes running."""
+        with self._lock:
+            return set(self._cancel_flags)
+
     def cancel(self, task_id: str, force: bool) -> None:
         with self._lock:
             flag = self._cancel_flags.get(task_id)

@@ -56,6 +56,8 @@ class Conductor:
         self._lock = threading.RLock()
         # Tasks force-cancelled: late events from their still-stopping worker are ignored.
         self._ignored_tasks: set[str] = set()
+        # In-process tasks found not held by the bus at the last check (_take_over_unheld).
+        self._unheld: set[str] = set()
 
     # ============================================================================ life cycle
     def start(self) -> None:
@@ -76,7 +78,8 @@ class Conductor:
 
     def check_workers(self) -> list[str]:
         """Mark DOWN the workers silent for ``worker_down_after`` seconds and take over their
-        tasks; send whatever is PENDING. Returns the hosts marked down."""
+        tasks; take over the in-process worker's tasks it no longer runs (their end report
+        was lost); send whatever is PENDING. Returns the hosts marked down."""
         with self._lock, self.db.session() as session:
             live = {s.id for s in placement.live_workers(session, self.worker_down_after)}
             lost = list(session.scalars(select(models.Service).where(
@@ -93,25 +96,52 @@ class Conductor:
                          if t.host == service.host and t.status != c.TASK_STATUS_PENDING]
                 self._take_over(session, tasks,
                                 f"Worker {service.host} stopped heart-beating")
+            self._take_over_unheld(session)
             hosts = [s.host for s in lost]
         self._dispatch_pending()
         return hosts
 
+    def _take_over_unheld(self, session: Session) -> None:
+        """Tasks of the in-process worker that its bus no longer holds (their end report
+        never got through) at two checks in a row (one check could fall between a task's
+        dispatch being committed and the bus taking it)."""
+        held = getattr(self.bus, "running_tasks", None)
+        if self.local_host is None or held is None:
+            return
+        running = held()
+        unheld = {t.id: t for t in transfers.active_tasks(session)
+                  if t.host == self.local_host and t.status != c.TASK_STATUS_PENDING
+                  and t.id not in running}
+        orphans = [t for task_id, t in unheld.items() if task_id in self._unheld]
+        self._unheld = set(unheld) - {t.id for t in orphans}
+        if orphans:
+            LOG.warning("tasks %s are no longer run by this process; taking them over",
+                        ", ".join(t.id for t in orphans))
+            self._take_over(session, orphans, "The end of this task was never recorded")
+
     def _take_over(self, session: Session, tasks: list[models.Task], reason: str) -> None:
-        """Tasks whose process is gone: a disk copy of a running execution is sent again
-        under the same id (through a writer agent it resumes from its last acknowledged
-        chunk); any other fails, and its execution cleans up."""
+        """Tasks whose process is gone run again under the same id when their type is safe
+        to re-run (``constants.TASK_RERUN``: a disk copy resumes from what the destination
+        holds), cleanups and rollbacks included, so that a cancel goes on and ends; but in
+        an execution being cancelled, only cleanups and the types that make what a cleanup
+        removes (``FINISH_WHEN_CANCELLED_TASK_TYPES``) run again, the others are cancelled. A
+        type not safe to re-run fails, and its execution cleans up."""
         for task in tasks:
             self._lock_execution(session, task.execution_id)
-            if (task.task_type in c.RESUMABLE_TASK_TYPES
-                    and task.status in (c.TASK_STATUS_STARTING, c.TASK_STATUS_RUNNING)
-                    and task.execution.status == c.EXECUTION_STATUS_RUNNING):
+            finish = (task.on_error or task.on_error_only
+                      or task.task_type in c.FINISH_WHEN_CANCELLED_TASK_TYPES)
+            cancelling = (task.status == c.TASK_STATUS_CANCELLING
+                          or task.execution.status == c.EXECUTION_STATUS_CANCELLING)
+            if cancelling and not finish:
+                self._set_task(session, task, c.TASK_STATUS_CANCELED,
+                               f"{reason}; cancelled by the user")
+            elif task.task_type in c.RERUNNABLE_TASK_TYPES:
                 task.status, task.host = c.TASK_STATUS_PENDING, None
                 session.add(models.TaskEvent(
                     task_id=task.id, index=len(task.events), level="WARNING",
                     message=f"{reason}; it runs again and resumes what it can"))
-                continue
-            self._set_task(session, task, c.TASK_STATUS_ERROR, reason)
+            else:
+                self._set_task(session, task, c.TASK_STATUS_ERROR, reason)
         for execution in {t.execution for t in tasks}:
             self._advance(session, execution)
 
@@ -417,8 +447,16 @@ class Conductor:
                 return
             self._set_execution(session, execution, c.EXECUTION_STATUS_CANCELLING)
             for task in execution.tasks:
-                if task.status in c.ACTIVE_TASK_STATUSES and not task.on_error \
-                        and not task.on_error_only:
+                if task.on_error or task.on_error_only:
+                    continue  # cleanups always run
+                if task.status == c.TASK_STATUS_PENDING:
+                    # Not sent yet (unless another process is sending it right now: its row
+                    # lock says). A CANCELLING one would never be sent: nothing to stop.
+                    session.refresh(task, with_for_update=True)
+                if task.status == c.TASK_STATUS_PENDING:
+                    self._set_task(session, task, c.TASK_STATUS_CANCELED,
+                                   "Cancelled by the user")
+                elif task.status in c.ACTIVE_TASK_STATUSES:
                     self.bus.cancel(task.id, force)
                     if force:
                         self._ignored_tasks.add(task.id)

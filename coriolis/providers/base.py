@@ -153,9 +153,11 @@ class ImportProvider(abc.ABC):
 
     @abc.abstractmethod
     def create_disks(
-        self, connection_info: JSON, env: JSON, export_info: JSON, volumes_info: list[JSON]
+        self, connection_info: JSON, env: JSON, export_info: JSON, volumes_info: list[JSON],
+        transfer_id: str | None = None,
     ) -> list[JSON]:
-        """Create the destination disks that ``volumes_info`` does not already hold."""
+        """Create the destination disks that ``volumes_info`` does not already hold. Disks
+        half-made by an interrupted call with the same ``transfer_id`` are replaced."""
 
     @abc.abstractmethod
     def open_disk_writer(self, connection_info: JSON, env: JSON, volume: JSON,
@@ -195,21 +197,25 @@ class ImportProvider(abc.ABC):
     @abc.abstractmethod
     def deploy_instance(
         self, connection_info: JSON, env: JSON, export_info: JSON, volumes_info: list[JSON],
-        clone_disks: bool = False,
+        clone_disks: bool = False, transfer_id: str | None = None,
     ) -> JSON:
-        """Define the destination instance over the disks (not started yet); returns
-        ``instance_deployment_info``."""
+        """Define the destination instance over the disks (not started yet, not listed until
+        ``finalize_instance``); returns ``instance_deployment_info``. What an interrupted call
+        with the same ``transfer_id`` left is replaced."""
 
     @abc.abstractmethod
     def finalize_instance(
         self, connection_info: JSON, env: JSON, instance_deployment_info: JSON
     ) -> JSON:
-        """Make the instance final; returns ``transfer_result`` (what the API shows)."""
+        """Make the instance final, atomically; returns ``transfer_result`` (what the API
+        shows). Called again once it is final, it returns the same."""
 
     @abc.abstractmethod
     def cleanup_failed_instance(
         self, connection_info: JSON, env: JSON, instance_deployment_info: JSON
-    ) -> None: ...
+    ) -> None:
+        """Remove the instance ``deploy_instance`` defined: its definition first (so a half-
+        removed instance is never listed), then the rest; what is already gone is skipped."""
 
     # --- OS morphing ----------------------------------------------------------------------
     def os_morphing_profile(self, connection_info: JSON, env: JSON, export_info: JSON,

@@ -129,7 +129,8 @@ def create_disks(ctx: TaskContext) -> JSON:
     if ctx.message.task_type == c.TASK_TYPE_DEPLOY_REPLICA_DISKS and volumes:
         volumes = _settle(ctx, volumes)
     volumes = ctx.destination.create_disks(ctx.dest_conn, ctx.dest_env,
-                                           ctx.require("export_info"), volumes)
+                                           ctx.require("export_info"), volumes,
+                                           transfer_id=ctx.info.get("action_id"))
     ctx.event(f"{len(volumes)} destination disk(s) ready")
     return {"volumes_info": volumes}
 
@@ -345,7 +346,7 @@ def deploy_instance(ctx: TaskContext) -> JSON:
              and bool(ctx.info.get("clone_disks", True)))
     return {"instance_deployment_info": ctx.destination.deploy_instance(
         ctx.dest_conn, ctx.dest_env, ctx.require("export_info"), ctx.require("volumes_info"),
-        clone_disks=clone)}
+        clone_disks=clone, transfer_id=ctx.info.get("action_id"))}
 
 
 @runs(c.TASK_TYPE_FINALIZE_INSTANCE_DEPLOYMENT, c.TASK_TYPE_FINALIZE_REPLICA_INSTANCE_DEPLOYMENT)

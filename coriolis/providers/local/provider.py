@@ -17,7 +17,14 @@ from coriolis import exceptions
 from coriolis.providers import mappings
 from coriolis.providers.base import JSON, TransferProvider
 from coriolis.providers.local import replica_disks, source_snapshot
-from coriolis.providers.local.cloud import PENDING_FILE, LocalCloud, is_inside
+from coriolis.providers.local.cloud import (
+    INSTANCE_FILE,
+    PENDING_FILE,
+    LocalCloud,
+    fsync_dir,
+    is_inside,
+    write_json_atomic,
+)
 from coriolis.transfer.base import DiskReader, DiskWriter
 from coriolis.transfer.extents import qemu_img_info
 from coriolis.transfer.files import RawFileReader
@@ -26,6 +33,7 @@ from coriolis.transfer.journal import JournalingWriter
 from coriolis.transfer.nbd import NbdImageReader
 from coriolis.transfer.remote import AgentAddress, RemoteDiskWriter, is_this_host, probe_agent
 from coriolis.transfer.wire import COMPRESSIONS
+from coriolis.worker.faults import crash_point
 
 if TYPE_CHECKING:
     from coriolis.config import Settings
@@ -123,6 +131,10 @@ def _remove_stale_bitmaps(image: str, prefix: str, keep: set[str]) -> None:
     for name in _bitmaps(image):
         if name.startswith(prefix) and name not in keep:
             _qemu_img("bitmap", "--remove", image, name)
+
+
+# The key of the transfer that owns a pending instance definition (removed by finalize).
+OWNER_KEY = "coriolis_transfer"
 
 
 def _check_opened(files: list[str], bases: tuple[Path, ...], what: str) -> None:
@@ -316,7 +328,7 @@ class LocalProvider(TransferProvider):
         were rolled back, and go. With ``snapshot``, reads stay on a point-in-time copy of
         every file of every disk (backing chains, vmdk extents: ``source_snapshot``), in
         ``.coriolis/snapshot-<key of the transfer and instance>``, which a repeated call
-        replaces."""
+        replaces and a failed one removes."""
         cloud = LocalCloud(connection_info)
         for disk in export_info["devices"]["disks"]:  # what may be read, checked again now
             cloud.disk_files(export_info["name"], disk)
@@ -342,10 +354,12 @@ class LocalProvider(TransferProvider):
                     top = source_snapshot.snapshot_image(src, disk["format"],
                                                          folder / disk["id"])
                     snapshots[disk["id"]] = str(top)
+                    crash_point()
             except BaseException:
                 shutil.rmtree(folder, ignore_errors=True)
                 raise
             resources.update({"snapshot_dir": str(folder), "snapshots": snapshots})
+        crash_point()
         return resources
 
     def open_disk_reader(self, connection_info: JSON, env: JSON, export_info: JSON,
@@ -382,7 +396,13 @@ class LocalProvider(TransferProvider):
         reported them."""
         resources = source_resources or {}
         if resources.get("snapshot_dir"):
-            shutil.rmtree(resources["snapshot_dir"], ignore_errors=True)
+            folder = Path(resources["snapshot_dir"])
+            # Whatever an interrupted call left of the folder goes too.
+            for file in sorted(f for f in folder.rglob("*") if not f.is_dir()):
+                file.unlink(missing_ok=True)
+                crash_point()
+            shutil.rmtree(folder, ignore_errors=True)
+        crash_point()
         keep = set(resources.get("keep_tokens") or [])
         images = {t["image"]: t["prefix"] for t in (resources.get("cbt") or {}).values()}
         export_info, tracking_id = resources.get("export_info"), resources.get("tracking_id")
@@ -441,23 +461,36 @@ class LocalProvider(TransferProvider):
                     f"exist on the destination (available: {', '.join(networks)})")
 
     def create_disks(self, connection_info: JSON, env: JSON, export_info: JSON,
-                     volumes_info: list[JSON]) -> list[JSON]:
+                     volumes_info: list[JSON], transfer_id: str | None = None) -> list[JSON]:
+        """Disk files are named ``<instance>-<disk>-<key of the transfer>``: one an
+        interrupted call left half-made is made again; on an error, those made here go."""
         cloud = LocalCloud(connection_info)
         backends = self._disk_backends(cloud, env, export_info)
         existing = {v["disk_id"]: v for v in volumes_info or [] if os.path.exists(v["path"])}
         name = self._target_name(env, export_info)
-        result = []
-        for disk in export_info["devices"]["disks"]:
-            if disk["id"] in existing:
-                result.append(existing[disk["id"]])
-                continue
-            backend = backends[disk["id"]]
-            file_name = f"{name}-{disk['id']}-{uuid.uuid4().hex[:8]}.{backend.format}"
-            path = cloud.storage_dir(backend.name) / file_name
-            create_image(path, backend.format, disk["size_bytes"])
-            result.append({"disk_id": disk["id"], "size_bytes": disk["size_bytes"],
-                           "storage_backend": backend.name, "format": backend.format,
-                           "path": str(path)})
+        result: list[JSON] = []
+        made: list[Path] = []
+        try:
+            for disk in export_info["devices"]["disks"]:
+                if disk["id"] in existing:
+                    result.append(existing[disk["id"]])
+                    continue
+                backend = backends[disk["id"]]
+                key = _transfer_key(transfer_id, export_info["name"], disk["id"])
+                path = (cloud.storage_dir(backend.name)
+                        / f"{name}-{disk['id']}-{key}.{backend.format}")
+                path.unlink(missing_ok=True)
+                create_image(path, backend.format, disk["size_bytes"])
+                made.append(path)
+                result.append({"disk_id": disk["id"], "size_bytes": disk["size_bytes"],
+                               "storage_backend": backend.name, "format": backend.format,
+                               "path": str(path)})
+                crash_point()
+        except BaseException:
+            for path in made:
+                path.unlink(missing_ok=True)
+            raise
+        crash_point()
         return result
 
     def open_disk_writer(self, connection_info: JSON, env: JSON, volume: JSON,
@@ -479,7 +512,9 @@ class LocalProvider(TransferProvider):
     def delete_disks(self, connection_info: JSON, env: JSON, volumes_info: list[JSON]) -> None:
         for volume in volumes_info or []:
             Path(volume["path"]).unlink(missing_ok=True)
+            crash_point()
         replica_disks.forget(volumes_info or [])
+        crash_point()
 
     # Raw volumes are "snapshotted" by an undo journal beside them that the writer fills with
     # the old contents of what it overwrites; qcow2 volumes by an internal qcow2 snapshot; one
@@ -497,44 +532,96 @@ class LocalProvider(TransferProvider):
         return replica_disks.commit(volumes_info or [])
 
     def deploy_instance(self, connection_info: JSON, env: JSON, export_info: JSON,
-                        volumes_info: list[JSON], clone_disks: bool = False) -> JSON:
+                        volumes_info: list[JSON], clone_disks: bool = False,
+                        transfer_id: str | None = None) -> JSON:
+        """Write the instance's definition as ``instance.json.coriolis-pending`` (not listed;
+        ``finalize_instance`` makes it ``instance.json``), over clones of the disks when
+        ``clone_disks``. Clones are named after the transfer and the pending definition
+        names its transfer, so a repeated call replaces what an interrupted one left; a
+        pending definition of another transfer is a name clash; on an error, what this call
+        made goes."""
         cloud = LocalCloud(connection_info)
         name = self._target_name(env, export_info)
-        if (cloud.instance_dir(name) / "instance.json").exists():
+        folder = cloud.instance_dir(name)
+        owner = _transfer_key(transfer_id, export_info["name"])
+        if (folder / INSTANCE_FILE).exists() or self._pending_owner(folder) not in (None,
+                                                                                     owner):
             raise exceptions.InvalidInput(
                 f"an instance named '{name}' already exists on the destination")
-        folder = cloud.instance_dir(name)
+        created_folder = not folder.exists()
         folder.mkdir(parents=True, exist_ok=True)
         disks, cloned = [], []
         guest = cloud.guest_profile()
-        for volume in volumes_info:
-            path = Path(volume["path"])
-            if clone_disks:
-                clone = path.with_name(f"{name}-{volume['disk_id']}-{uuid.uuid4().hex[:8]}"
-                                       f"{path.suffix}")
-                _reflink_copy(path, clone)
-                cloned.append(str(clone))
-                path = clone
-            disks.append({"file": os.path.relpath(path, folder), "format": volume["format"],
-                          "bus": guest["disk_bus"]})
-        networks = cloud.networks()
-        nics = [{"network": mappings.destination_network(n["network_name"], env, networks),
-                 "mac": n["mac_address"], "model": guest["nic_model"]}
-                for n in export_info["devices"]["nics"]]
-        desc = {"name": name, "cpus": export_info["num_cpu"],
-                "memory_mb": export_info["memory_mb"], "os_type": export_info["os_type"],
-                "firmware": "uefi" if export_info.get("firmware_type") == "EFI" else "bios",
-                "power_state": "stopped", "nics": nics, "disks": disks}
-        pending = cloud.save_instance(name, desc, pending=True)
+        try:
+            for volume in volumes_info:
+                path = Path(volume["path"])
+                if clone_disks:
+                    key = _transfer_key(transfer_id, export_info["name"], volume["disk_id"])
+                    clone = path.with_name(f"{name}-{volume['disk_id']}-clone-{key}"
+                                           f"{path.suffix}")
+                    cloned.append(str(clone))
+                    _reflink_copy(path, clone)
+                    path = clone
+                disks.append({"file": os.path.relpath(path, folder),
+                              "format": volume["format"], "bus": guest["disk_bus"]})
+            crash_point()
+            networks = cloud.networks()
+            nics = [{"network": mappings.destination_network(n["network_name"], env, networks),
+                     "mac": n["mac_address"], "model": guest["nic_model"]}
+                    for n in export_info["devices"]["nics"]]
+            desc = {"name": name, "cpus": export_info["num_cpu"],
+                    "memory_mb": export_info["memory_mb"], "os_type": export_info["os_type"],
+                    "firmware": "uefi" if export_info.get("firmware_type") == "EFI" else "bios",
+                    "power_state": "stopped", "nics": nics, "disks": disks, OWNER_KEY: owner}
+            pending = cloud.save_instance(name, desc, pending=True)
+        except BaseException:
+            self._remove_instance(folder, cloned, created_folder)
+            raise
         return {"instance_name": name, "pending_file": str(pending), "cloned_disks": cloned,
                 "disks": [str((folder / d["file"]).resolve()) for d in disks]}
 
+    @staticmethod
+    def _pending_owner(folder: Path) -> str | None:
+        """The transfer key a pending definition names (``""`` for one unreadable or of an
+        older version), None without one."""
+        try:
+            desc = json.loads((folder / PENDING_FILE).read_text())
+        except FileNotFoundError:
+            return None
+        except ValueError:
+            return ""
+        return str(desc.get(OWNER_KEY, "")) if isinstance(desc, dict) else ""
+
+    @staticmethod
+    def _remove_instance(folder: Path, cloned: list[str], remove_folder: bool = True) -> None:
+        """The definition first (so a half-removed instance is never listed), then the pending
+        one and leftovers of atomic writes, the clones, and the folder once empty."""
+        for file in (INSTANCE_FILE, PENDING_FILE):
+            (folder / file).unlink(missing_ok=True)
+            (folder / f"{file}.tmp").unlink(missing_ok=True)
+            fsync_dir(folder)
+            crash_point()
+        for path in cloned:
+            Path(path).unlink(missing_ok=True)
+        if remove_folder and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+
     def finalize_instance(self, connection_info: JSON, env: JSON,
                           instance_deployment_info: JSON) -> JSON:
+        """``instance.json`` from the pending definition (written to a temporary file,
+        fsynced, renamed), then the pending one removed; done already is done."""
         cloud = LocalCloud(connection_info)
         name = instance_deployment_info["instance_name"]
         folder = cloud.instance_dir(name)
-        os.replace(folder / PENDING_FILE, folder / "instance.json")
+        pending = folder / PENDING_FILE
+        if pending.exists():
+            desc = json.loads(pending.read_text())
+            desc.pop(OWNER_KEY, None)
+            write_json_atomic(folder / INSTANCE_FILE, desc)
+            pending.unlink()
+            fsync_dir(folder)
+        elif not (folder / INSTANCE_FILE).exists():
+            raise exceptions.ProviderError(f"instance '{name}' is not being deployed")
         return {"instance_name": name, "path": str(folder),
                 "disks": instance_deployment_info["disks"]}
 
@@ -580,9 +667,5 @@ class LocalProvider(TransferProvider):
         if not instance_deployment_info:
             return
         cloud = LocalCloud(connection_info)
-        folder = cloud.instance_dir(instance_deployment_info["instance_name"])
-        (folder / PENDING_FILE).unlink(missing_ok=True)
-        for path in instance_deployment_info.get("cloned_disks", []):
-            Path(path).unlink(missing_ok=True)
-        if folder.is_dir() and not any(folder.iterdir()):
-            folder.rmdir()
+        self._remove_instance(cloud.instance_dir(instance_deployment_info["instance_name"]),
+                              instance_deployment_info.get("cloned_disks", []))
