@@ -19,6 +19,7 @@ from coriolis.cmd.local_cloud import add_instance, init_cloud
 from coriolis.config import ConfigError, Settings
 from coriolis.providers.local.cloud import LocalCloud
 from coriolis.providers.local.provider import ConfinedRawReader, LocalProvider, _check_opened
+from coriolis.providers.local.source_snapshot import snapshot_image
 from coriolis.transfer.nbd import NbdImageReader
 from coriolis.worker.service import Worker
 
@@ -141,6 +142,27 @@ def test_what_the_reader_opened_is_checked_not_only_the_name(tmp_path: Path) -> 
             _check_opened(nbd.open_files(), bases, "overlay")
     finally:
         nbd.close()
+
+
+def test_the_source_snapshot_copies_what_it_opened_not_only_the_name(tmp_path: Path) -> None:
+    """The ``"snapshot": true`` copy opens each file of the disk itself (no last symlink
+    followed, the kernel's path for it checked) and copies that descriptor: a folder on the
+    way that leads out copies nothing from outside."""
+    cloud = init_cloud(tmp_path / "c")
+    folder = add_instance(cloud, "vm1", disk_size="4M", seed=1)
+    bases = LocalCloud({"path": str(cloud)}).read_bases("vm1")
+    scratch = Path(os.path.realpath(cloud)) / ".coriolis"
+    top = snapshot_image(folder / "disk0.raw", "raw", scratch / "ok", bases)
+    assert top.read_bytes() == (folder / "disk0.raw").read_bytes()
+    secret = tmp_path / "secret.raw"
+    secret.write_bytes(b"s" * 4096)
+    (folder / "sub").symlink_to(tmp_path)  # swapped in after the name was checked
+    with pytest.raises(exceptions.InvalidInput, match=f"leads out .*{secret}"):
+        snapshot_image(folder / "sub" / "secret.raw", "raw", scratch / "out", bases)
+    assert not list((scratch / "out").rglob("*.raw"))
+    (folder / "link.raw").symlink_to(secret)
+    with pytest.raises(exceptions.InvalidInput, match="cannot be opened"):
+        snapshot_image(folder / "link.raw", "raw", scratch / "link", bases)
 
 
 def test_a_destination_cloud_whose_folders_lead_out_is_refused(tmp_path: Path) -> None:

@@ -351,8 +351,9 @@ class LocalProvider(TransferProvider):
             try:
                 for disk in export_info["devices"]["disks"]:
                     src = cloud.disk_path(export_info["name"], disk)
-                    top = source_snapshot.snapshot_image(src, disk["format"],
-                                                         folder / disk["id"])
+                    top = source_snapshot.snapshot_image(
+                        src, disk["format"], folder / disk["id"],
+                        cloud.read_bases(export_info["name"]))
                     snapshots[disk["id"]] = str(top)
                     crash_point()
             except BaseException:

@@ -21,11 +21,35 @@ from typing import Any
 from coriolis import exceptions
 
 
-def reflink_copy(src: Path, dst: Path) -> None:
-    proc = subprocess.run(["cp", "--reflink=auto", "--sparse=always", str(src), str(dst)],
-                          capture_output=True, text=True)
+def reflink_copy(src: Path, dst: Path, bases: tuple[Path, ...] = ()) -> None:
+    """Copy ``src`` to ``dst`` (reflink where the file system has them, sparse). With
+    ``bases``, the file is opened first without following a last symlink, the kernel's name
+    for what was opened must be inside one of ``bases`` (``InvalidInput`` otherwise), and
+    ``cp`` reads that descriptor: a folder swapped for a symlink after the caller checked
+    the name copies nothing from outside."""
+    if not bases:
+        _cp(str(src), dst, src.name)
+        return
+    try:
+        fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        raise exceptions.InvalidInput(f"disk file {src.name} cannot be opened: "
+                                      f"{exc.strerror}") from None
+    try:
+        opened = Path(os.readlink(f"/proc/self/fd/{fd}"))
+        if not any(opened.is_relative_to(b) for b in bases):
+            raise exceptions.InvalidInput(f"disk file {src.name} leads out of the instance "
+                                          f"folder (to {opened})")
+        _cp(f"/dev/fd/{fd}", dst, src.name, pass_fds=(fd,))
+    finally:
+        os.close(fd)
+
+
+def _cp(src: str, dst: Path, name: str, pass_fds: tuple[int, ...] = ()) -> None:
+    proc = subprocess.run(["cp", "--reflink=auto", "--sparse=always", src, str(dst)],
+                          capture_output=True, text=True, pass_fds=pass_fds)
     if proc.returncode != 0:
-        raise exceptions.ProviderError(f"cannot copy {src.name}: {proc.stderr.strip()}")
+        raise exceptions.ProviderError(f"cannot copy {name}: {proc.stderr.strip()}")
 
 
 def _chain(path: Path, fmt: str) -> list[dict[str, Any]]:
@@ -59,10 +83,11 @@ def image_files(path: Path, fmt: str) -> list[str]:
     return files
 
 
-def snapshot_image(src: Path, fmt: str, folder: Path) -> Path:
+def snapshot_image(src: Path, fmt: str, folder: Path, bases: tuple[Path, ...] = ()) -> Path:
     """Copy the image at ``src`` (every file of it) into ``folder``; returns the path of the
     copy's top file. ``ProviderError`` when a file of the copy would still be outside
-    ``folder`` (an absolute reference qemu-img cannot rewrite)."""
+    ``folder`` (an absolute reference qemu-img cannot rewrite); with ``bases``,
+    ``InvalidInput`` when a file, as opened, is outside them (see ``reflink_copy``)."""
     src = Path(os.path.abspath(src))
     chain = _chain(src, fmt)
     files = image_files(src, fmt)
@@ -70,7 +95,7 @@ def snapshot_image(src: Path, fmt: str, folder: Path) -> Path:
     copies = {f: folder / os.path.relpath(f, root) for f in files}
     for original, copy in copies.items():
         copy.parent.mkdir(parents=True, exist_ok=True)
-        reflink_copy(Path(original), copy)
+        reflink_copy(Path(original), copy, bases)
     for entry, below in zip(chain, chain[1:], strict=False):
         backing = entry.get("backing-filename")
         if entry.get("format") == "qcow2" and backing and os.path.isabs(backing):
