@@ -199,7 +199,8 @@ TASK_RERUN: dict[str, str | None] = {
     TASK_TYPE_DELETE_REPLICA_TARGET_DISK_SNAPSHOTS:
         "deleting a snapshot that is already gone succeeds",
     TASK_TYPE_RESTORE_REPLICA_DISK_SNAPSHOTS:
-        "replaying an undo journal again writes the same old contents",
+        "replaying an undo journal again writes the same old contents; a disk copy renamed "
+        "over its volume is gone",
     TASK_TYPE_DEPLOY_INSTANCE_RESOURCES:
         "the transfer's pending definition and disk clones are replaced; instance.json is "
         "only written by FINALIZE",

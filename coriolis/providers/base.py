@@ -177,10 +177,13 @@ class ImportProvider(abc.ABC):
     # bool}``.
     @abc.abstractmethod
     def snapshot_disks(self, connection_info: JSON, env: JSON, volumes_info: list[JSON],
-                       snapshot_id: str) -> JSON:
+                       snapshot_id: str, for_deploy: bool = False) -> JSON:
         """Settle the volumes (as ``restore_disk_snapshots``), then take a point-in-time
         snapshot of every one for ``snapshot_id`` (an execution's id); the outcome's
-        volumes_info records where each snapshot is (``snapshot``, ``snapshot_id``)."""
+        volumes_info records where each snapshot is (``snapshot``, ``snapshot_id``).
+        ``for_deploy``: a replica deploy will run the instance on these volumes themselves
+        (no ``clone_disks``), so anything may write them (OS morphing, the guest), not only
+        this provider's disk writer: the roll-back must undo every write."""
 
     @abc.abstractmethod
     def restore_disk_snapshots(self, connection_info: JSON, env: JSON,

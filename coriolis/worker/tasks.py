@@ -214,8 +214,9 @@ def _apply_outcome(ctx: TaskContext, outcome: JSON) -> list[JSON]:
     if outcome.get("rolled_back"):
         ctx.event(f"Rolled back what execution {outcome['rolled_back']} wrote to the replica "
                   f"disks and never committed ({outcome.get('bytes_restored', 0) / MiB:.1f} "
-                  "MiB restored from its undo journal, or its qcow2 snapshot applied): they "
-                  "hold the last committed execution's data", c.TASK_EVENT_WARNING)
+                  "MiB restored from its undo journal, or its disk copy or qcow2 snapshot "
+                  "put back): they hold the last committed execution's data",
+                  c.TASK_EVENT_WARNING)
     elif outcome.get("finished_commit"):
         ctx.event(f"Finished the interrupted commit of execution {outcome['committed']} on "
                   "the replica disks (its snapshots dropped)", c.TASK_EVENT_WARNING)
@@ -310,10 +311,14 @@ def replicate_disks(ctx: TaskContext) -> JSON:
 
 @runs(c.TASK_TYPE_CREATE_REPLICA_DISK_SNAPSHOTS)
 def snapshot_disks(ctx: TaskContext) -> JSON:
-    """Settle the replica disks, then snapshot them for this execution."""
+    """Settle the replica disks, then snapshot them for this execution; for a deploy on the
+    replica disks themselves (a deploy's task_info names its ``replica_id``; ``clone_disks``
+    false), a snapshot that undoes any write, not only the disk writer's."""
+    in_place = bool(ctx.info.get("replica_id")) and not ctx.info.get("clone_disks", True)
     outcome = ctx.destination.snapshot_disks(ctx.dest_conn, ctx.dest_env,
                                              ctx.require("volumes_info"),
-                                             snapshot_id=ctx.message.execution_id)
+                                             snapshot_id=ctx.message.execution_id,
+                                             for_deploy=in_place)
     return {"volumes_info": _apply_outcome(ctx, outcome)}
 
 

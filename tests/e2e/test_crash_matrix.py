@@ -630,11 +630,6 @@ NO_CLONE_WRITTEN_ITEMS = (f"{c.TASK_TYPE_FINALIZE_REPLICA_INSTANCE_DEPLOYMENT}:d
                           f"{c.TASK_TYPE_RESTORE_REPLICA_DISK_SNAPSHOTS}:after")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: a deploy without clone_disks snapshots raw replica volumes with an undo journal "
-    "that only the replica writer fills; what the deployed instance's disks get otherwise "
-    "(OS morphing through libguestfs, a guest) is not journaled, so RESTORE_REPLICA_DISK_"
-    "SNAPSHOTS of a failed deploy leaves it on the replica disks"))
 def test_replica_deploy_without_clone_rolls_back_writes_to_the_instance_disks(
         rig: dict) -> None:
     """A deploy on the replica disks themselves: the server dies as finalizing starts; while

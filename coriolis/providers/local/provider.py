@@ -496,7 +496,7 @@ class LocalProvider(TransferProvider):
 
     def open_disk_writer(self, connection_info: JSON, env: JSON, volume: JSON,
                          transfer_id: str | None = None) -> DiskWriter:
-        journal = volume.get("snapshot") if volume["format"] == "raw" else None
+        journal = replica_disks.journal_of(volume)
         agent = connection_info.get("writer")
         if agent and (agent.get("mode") == "always" or not is_this_host(agent["url"])):
             limit = env.get("transfer_bandwidth_limit_mib")
@@ -518,11 +518,13 @@ class LocalProvider(TransferProvider):
         crash_point()
 
     # Raw volumes are "snapshotted" by an undo journal beside them that the writer fills with
-    # the old contents of what it overwrites; qcow2 volumes by an internal qcow2 snapshot; one
-    # commit record per instance says which snapshot is committed (replica_disks.py).
+    # the old contents of what it overwrites, or for a deploy on them by a point-in-time copy
+    # beside them (a reflink where the file system has them); qcow2 volumes by an internal
+    # qcow2 snapshot; one commit record per instance says which snapshot is committed
+    # (replica_disks.py).
     def snapshot_disks(self, connection_info: JSON, env: JSON, volumes_info: list[JSON],
-                       snapshot_id: str) -> JSON:
-        return replica_disks.take(volumes_info or [], snapshot_id)
+                       snapshot_id: str, for_deploy: bool = False) -> JSON:
+        return replica_disks.take(volumes_info or [], snapshot_id, for_deploy=for_deploy)
 
     def restore_disk_snapshots(self, connection_info: JSON, env: JSON,
                                volumes_info: list[JSON]) -> JSON:

@@ -293,3 +293,58 @@ def test_a_source_snapshot_never_reads_the_live_files(clouds) -> None:
     assert same(frozen, Path(top))
     provider.delete_source_resources(conn, {"snapshot": True}, resources)
     assert not Path(resources["snapshot_dir"]).exists()
+
+
+def test_a_deploy_on_the_replica_disks_rolls_back_any_write(services, ctx, endpoints, clouds,
+                                                            arm) -> None:
+    """Deployed without clone_disks on raw replica disks, the instance's disks are written
+    as OS morphing or a guest would (not by a disk writer) while finalizing is held; the
+    deploy is cancelled: the replica disks are again what the replica execution left (main:
+    the undo journal it snapshotted them with saw none of those writes). The snapshot is a
+    copy beside each volume only for such a deploy (a cloned deploy takes none); a completed
+    deploy leaves none."""
+    add_instance(clouds["src"], "inplace", disk_size="16M", allocated_fraction=0.5,
+                 network="lan", seed=21)
+    source = disks(clouds["src"], "inplace")[0]
+    replica_id = services.conductor.create_replica(ctx, body(endpoints, "inplace"))
+    assert execute(services, ctx, replica_id).status == c.EXECUTION_STATUS_COMPLETED
+    path = Path(volume_of(services, replica_id, "inplace")["path"])
+    copy, journal = Path(f"{path}.coriolis-copy"), Path(f"{path}.coriolis-undo")
+
+    def held_deploy(clone: bool) -> str:
+        arm(f"{c.TASK_TYPE_FINALIZE_REPLICA_INSTANCE_DEPLOYMENT}:hold")
+        deploy_id = services.conductor.deploy_replica(ctx, {
+            "replica_id": replica_id, "clone_disks": clone, "skip_os_morphing": True})
+        wait_task(services, deploy_id, c.TASK_TYPE_FINALIZE_REPLICA_INSTANCE_DEPLOYMENT,
+                  c.TASK_STATUS_RUNNING)
+        return deploy_id
+
+    cloned = held_deploy(True)
+    assert not copy.exists()
+    services.conductor.cancel_execution(ctx, wait_task(
+        services, cloned, c.TASK_TYPE_FINALIZE_REPLICA_INSTANCE_DEPLOYMENT,
+        c.TASK_STATUS_RUNNING), False)
+    assert wait_execution(services, cloned).status == c.EXECUTION_STATUS_CANCELED
+
+    in_place = held_deploy(False)
+    assert copy.exists() and not journal.exists()
+    with open(path, "r+b") as f:
+        f.seek(2 * MiB)
+        f.write(os.urandom(MiB))
+    assert not same(source, path)
+    services.conductor.cancel_execution(ctx, wait_task(
+        services, in_place, c.TASK_TYPE_FINALIZE_REPLICA_INSTANCE_DEPLOYMENT,
+        c.TASK_STATUS_RUNNING), False)
+    cancelled = wait_execution(services, in_place)
+    assert cancelled.status == c.EXECUTION_STATUS_CANCELED
+    assert statuses(cancelled)[c.TASK_TYPE_RESTORE_REPLICA_DISK_SNAPSHOTS] == \
+        c.TASK_STATUS_COMPLETED
+    assert same(source, path)
+    assert not copy.exists() and not journal.exists()
+
+    arm("")
+    deployed = services.conductor.deploy_replica(ctx, {
+        "replica_id": replica_id, "clone_disks": False, "skip_os_morphing": True})
+    assert wait_execution(services, deployed).status == c.EXECUTION_STATUS_COMPLETED
+    assert disks(clouds["dst"], "inplace") == [path] and same(source, path)
+    assert not copy.exists() and not journal.exists()
