@@ -32,9 +32,11 @@ def describe(errors: Sequence[Any]) -> str:
     ``path.provider_type``). Values are never quoted (they may be secrets)."""
     parts = []
     for err in errors:
-        loc = [str(p) for p in err.get("loc", ()) if p not in UNION_TAGS and p != "[key]"]
+        loc = [str(p) for p in err.get("loc", ()) if p != "[key]"]
         if loc[:1] == ["body"]:
             loc = loc[1:] or ["body"]
+        if loc[:1] == ["migration"] and loc[1:2] and loc[1] in UNION_TAGS:
+            del loc[1]  # which kind of migration body pydantic tried: not a field
         if err.get("type") == "json_invalid":
             loc = ["body"]
         msg = str(err.get("msg")).removeprefix("Value error, ")

@@ -34,6 +34,11 @@ def require(body: dict[str, Any], key: str, kind: str) -> Any:
     return body[key]
 
 
+def validator(schema: dict[str, Any]) -> Any:
+    """The checked (and cached) validator of a JSON schema."""
+    return _validator(json.dumps(schema, sort_keys=True))
+
+
 @functools.lru_cache(maxsize=128)
 def _validator(schema_json: str) -> Any:
     """A checked validator per schema: checking a schema against its metaschema costs tens
@@ -47,8 +52,7 @@ def _validator(schema_json: str) -> Any:
 def against_schema(value: Any, schema: dict[str, Any], field: str) -> None:
     """``InvalidInput`` naming ``field`` and the path inside it, with the error
     ``jsonschema.validate`` would raise (the best match)."""
-    validator = _validator(json.dumps(schema, sort_keys=True))
-    exc = jsonschema.exceptions.best_match(validator.iter_errors(value))
+    exc = jsonschema.exceptions.best_match(validator(schema).iter_errors(value))
     if exc is not None:
         where = ".".join(str(p) for p in exc.absolute_path)
         raise InvalidInput(f"{field}{'.' + where if where else ''}: {exc.message}")

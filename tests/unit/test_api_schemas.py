@@ -109,3 +109,16 @@ def test_the_body_limit_is_configurable(tmp_path: Path, monkeypatch: pytest.Monk
         monkeypatch.setenv("CORIOLIS_MAX_REQUEST_BODY_BYTES", bad)
         with pytest.raises(ConfigError, match="max request body size"):
             Settings(data_dir=tmp_path)
+
+
+def test_an_error_names_an_instance_called_like_a_union_tag() -> None:
+    """The tag of the migration body kind (``new``/``deploy``) is dropped from error paths
+    only where pydantic puts it, not from a field path that happens to hold the same word."""
+    from pydantic import ValidationError
+
+    from coriolis.api.errors import describe
+
+    body = {**M1, "instances": ["new"], "user_scripts": {"instances": {"new": 5}}}
+    with pytest.raises(ValidationError) as raised:
+        transfers.MigrationRequest.model_validate({"migration": body})
+    assert "migration.user_scripts.instances.new: " in describe(raised.value.errors())

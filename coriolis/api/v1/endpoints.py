@@ -25,6 +25,7 @@ from coriolis.api.v1.common import (
 )
 from coriolis.context import RequestContext
 from coriolis.db import models, transfers
+from coriolis.engine import validation
 from coriolis.providers import registry
 from coriolis.secrets import store as secret_store
 from coriolis.service import Services
@@ -42,9 +43,9 @@ def _check_connection_info(session: Session, services: Services, ctx: RequestCon
     else:
         resolved = secret_store.connection_info(session, services.box, ctx.project_id, value)
     provider = registry.get_provider(platform)
-    try:
-        jsonschema.validate(resolved, provider.connection_info_schema())
-    except jsonschema.ValidationError as exc:
+    exc = jsonschema.exceptions.best_match(
+        validation.validator(provider.connection_info_schema()).iter_errors(resolved))
+    if exc is not None:
         where = ".".join(str(p) for p in exc.absolute_path)
         # The message names the field, never the values (they may be secrets).
         raise exceptions.InvalidInput(

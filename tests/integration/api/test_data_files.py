@@ -4,6 +4,8 @@ every folder 0700: the database and its -wal/-shm, logs, openrc, keys, the worke
 
 from __future__ import annotations
 
+import os
+
 import stat
 from pathlib import Path
 
@@ -70,7 +72,11 @@ def test_files_an_older_version_left_readable_are_made_private(tmp_path: Path,
     cloud = data_dir / "clouds" / "p1" / "c"
     cloud.mkdir(parents=True)
     cloud.chmod(0o755)
-    Settings(data_dir=data_dir).make_data_dir()
+    umask = os.umask(0o022)  # make_data_dir sets the process's umask: keep this one's
+    try:
+        Settings(data_dir=data_dir).make_data_dir()
+    finally:
+        os.umask(umask)
     assert modes(data_dir) == {
         ".": "0o700", file: "0o600", "worker": "0o700",
         "worker/manifests": "0o700", "worker/manifests/x.manifest": "0o600"}
