@@ -81,13 +81,13 @@ class Conductor:
         tasks; take over the in-process worker's tasks it no longer runs (their end report
         was lost); send whatever is PENDING. Returns the hosts marked down."""
         with self._lock, self.db.session() as session:
-            live = {s.id for s in placement.live_workers(session, self.worker_down_after)}
+            # The in-process worker lives as long as this process does.
+            live = {s.id for s in placement.live_workers(session, self.worker_down_after,
+                                                         self.local_host)}
             lost = list(session.scalars(select(models.Service).where(
                 models.Service.binary == c.WORKER_BINARY,
                 models.Service.status == c.SERVICE_STATUS_UP,
                 models.Service.id.not_in(live)).with_for_update(skip_locked=True)))
-            # The in-process worker lives as long as this process does.
-            lost = [s for s in lost if s.host != self.local_host]
             for service in lost:
                 LOG.warning("worker %s stopped heart-beating; taking over its tasks",
                             service.host)
@@ -453,6 +453,9 @@ class Conductor:
                     # Not sent yet (unless another process is sending it right now: its row
                     # lock says). A CANCELLING one would never be sent: nothing to stop.
                     session.refresh(task, with_for_update=True)
+                if task.status == c.TASK_STATUS_PENDING and task.process_id is not None \
+                        and task.task_type in c.FINISH_WHEN_CANCELLED_TASK_TYPES:
+                    continue  # taken over half-done: it finishes, so its cleanup knows all
                 if task.status == c.TASK_STATUS_PENDING:
                     self._set_task(session, task, c.TASK_STATUS_CANCELED,
                                    "Cancelled by the user")
@@ -596,7 +599,18 @@ class Conductor:
                     destination=self._endpoint_ref(dest, self._destination_env(action)),
                     task_info=task_info)))
         for host, message in messages:
-            self.bus.dispatch(message, host)
+            try:
+                self.bus.dispatch(message, host)
+            except Exception:
+                # Not handed over: PENDING again (a copy the broker did deliver is refused by
+                # the worker, whose host no longer matches), sent by the next dispatch.
+                LOG.exception("sending task %s to %s failed; it is sent again later",
+                              message.task_id, host)
+                with self._lock, self.db.session() as session:
+                    unsent = session.get(models.Task, message.task_id)
+                    if unsent is not None and unsent.status == c.TASK_STATUS_STARTING \
+                            and unsent.host == host:
+                        unsent.status, unsent.host = c.TASK_STATUS_PENDING, None
 
     # ============================================================================ worker events
     def _task_event(self, task_id: str, apply: Any, transition: bool = False) -> None:

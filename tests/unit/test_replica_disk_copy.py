@@ -7,11 +7,9 @@ files as a kill -9 there would); the real kill -9 of the server is the crash mat
 
 from __future__ import annotations
 
-import fcntl
 import os
 import random
 import threading
-import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -163,30 +161,21 @@ def test_a_copy_half_made_by_a_killed_snapshot_is_dropped(volumes, tmp_path) -> 
     assert debris(tmp_path) == []
 
 
-def test_a_waiter_locks_the_volume_a_roll_back_renamed_its_copy_over(volumes) -> None:
-    """The disks' lock is a flock of the first volume's file, which a roll-back replaces by
-    its copy: who waited for the lock meanwhile must lock the new file, or a third caller
-    (opening the new file) would run beside it."""
-    first = volumes[0]["path"]
+def test_the_lock_still_excludes_after_a_roll_back_renamed_a_copy_over_the_volume(
+        volumes) -> None:
+    """A roll-back renames each copy over its volume while the disks' lock is held: whoever
+    comes next (opening the volume's new file) must still wait for the holder."""
     replica_disks.take(volumes, "deploy-1", for_deploy=True)
-    waiter_has_it = threading.Event()
-    release = threading.Event()
+    entered = threading.Event()
 
-    def waiter() -> None:
+    def third() -> None:
         with replica_disks._locked(volumes):
-            waiter_has_it.set()
-            release.wait(10)
+            entered.set()
 
     with replica_disks._locked(volumes):
-        thread = threading.Thread(target=waiter)
-        thread.start()
-        time.sleep(0.3)  # the waiter opened the old file and waits on its lock
         replica_disks._settle(volumes)  # renames each copy over its volume
-    try:
-        assert waiter_has_it.wait(10)
-        with open(first, "rb") as f:  # the new file is locked by the waiter
-            with pytest.raises(BlockingIOError):
-                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    finally:
-        release.set()
-        thread.join()
+        thread = threading.Thread(target=third)
+        thread.start()
+        assert not entered.wait(0.5), "another caller ran beside the lock's holder"
+    assert entered.wait(10)
+    thread.join()

@@ -85,34 +85,21 @@ def _write_record(volumes: list[JSON], committed: str | None, pending: str | Non
 
 @contextlib.contextmanager
 def _locked(volumes: list[JSON]) -> Iterator[None]:
-    """Exclusive use of an instance's replica disks (a flock of the first volume's file; qemu
-    locks images with OFD byte-range locks, which this does not touch)."""
-    path = volumes[0]["path"]
-    while True:
-        try:
-            f = open(path, "rb")  # noqa: SIM115 - closed below
-        except FileNotFoundError:
-            yield
-            return
-        with f:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-            try:
-                # A roll-back may have renamed a copy over the file while this waited: the
-                # lock is then on a file nobody else will lock again; take the new one's.
-                opened, now = os.fstat(f.fileno()), _stat(path)
-                if now is None or (now.st_dev, now.st_ino) != (opened.st_dev, opened.st_ino):
-                    continue
-                yield
-                return
-            finally:
-                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-
-
-def _stat(path: str) -> os.stat_result | None:
+    """Exclusive use of an instance's replica disks: a flock of the folder of the first
+    volume, which nothing renames (a roll-back renames a copy over a volume, so a lock of the
+    volume's own file would stop excluding whoever opens the new file). It serialises the
+    snapshot, commit and roll-back steps of the replicas sharing that folder, never their
+    copies; qemu's OFD byte-range locks on the images are not touched."""
     try:
-        return os.stat(path)
+        fd = os.open(os.path.dirname(volumes[0]["path"]), os.O_RDONLY | os.O_DIRECTORY)
     except FileNotFoundError:
-        return None
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _journal(volume: JSON) -> Path:

@@ -5,7 +5,6 @@ every folder 0700: the database and its -wal/-shm, logs, openrc, keys, the worke
 from __future__ import annotations
 
 import os
-
 import stat
 from pathlib import Path
 

@@ -198,6 +198,27 @@ def test_restart_runs_interrupted_tasks_again(tmp_path, ctx, clouds) -> None:
         second.close()
 
 
+def test_a_cancel_lets_a_half_done_task_that_a_cleanup_needs_finish(services, ctx,
+                                                                     endpoints) -> None:
+    """Cancelled while a task that makes what a cleanup removes waits, taken over half-done,
+    to run again (PENDING, once started: a process id): it is not cancelled, so its cleanup
+    learns all it made; a task never started is."""
+    action_id = _interrupted(services, endpoints["src"], endpoints["dst"], "RUNNING",
+                             [(c.TASK_TYPE_CREATE_INSTANCE_DISKS, "PENDING", False),
+                              (c.TASK_TYPE_REPLICATE_DISKS, "PENDING", False)])
+    with services.db.session() as session:
+        execution = session.get(models.TransferAction, action_id).executions[0]
+        half_done = next(t for t in execution.tasks
+                         if t.task_type == c.TASK_TYPE_CREATE_INSTANCE_DISKS)
+        half_done.process_id, execution_id = 4242, execution.id
+    services.conductor.cancel_execution(ctx, execution_id, force=False)
+    with services.db.reader() as session:
+        statuses = {t.task_type: t.status
+                    for t in session.get(models.Execution, execution_id).tasks}
+    assert statuses[c.TASK_TYPE_REPLICATE_DISKS] == c.TASK_STATUS_CANCELED
+    assert statuses[c.TASK_TYPE_CREATE_INSTANCE_DISKS] != c.TASK_STATUS_CANCELED
+
+
 def wait_task(services: Services, action_id: str, task_type: str, status: str) -> str:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

@@ -149,3 +149,30 @@ def test_an_accepted_create_survives_a_failed_dispatch(quiet_services: Services,
             models.Task.status == c.TASK_STATUS_PENDING)).all()
     conductor.check_workers()  # what the worker monitor runs every heartbeat interval
     assert wait_execution(services, mid).status == c.EXECUTION_STATUS_COMPLETED
+
+
+def test_a_task_the_bus_failed_to_take_is_sent_again(quiet_services: Services, ctx,
+                                                      endpoints) -> None:
+    """The bus refuses one task after the transaction that marked it STARTING committed
+    (a broker that is down; injected here, the in-process bus cannot fail): the task is
+    PENDING again, never STARTING on a worker that never got it, and the worker monitor
+    sends it, so the migration completes."""
+    services = quiet_services
+    bus = services.conductor.bus
+    real_dispatch = bus.dispatch
+    refused: list[str] = []
+
+    def dispatch(message: Any, host: str) -> None:
+        if not refused:
+            refused.append(message.task_id)
+            raise ConnectionError("broker unreachable")
+        real_dispatch(message, host)
+
+    bus.dispatch = dispatch  # type: ignore[method-assign]
+    mid = services.conductor.create_migration(ctx, body(endpoints, "vm1", replication_count=1))
+    with services.db.reader() as session:
+        task = session.get(models.Task, refused[0])
+        assert task is not None
+        assert (task.status, task.host) == (c.TASK_STATUS_PENDING, None)
+    services.conductor.check_workers()  # what the worker monitor runs every heartbeat
+    assert wait_execution(services, mid).status == c.EXECUTION_STATUS_COMPLETED
