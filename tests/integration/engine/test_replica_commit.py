@@ -129,14 +129,16 @@ def test_a_cancel_during_the_commit_never_races_the_roll_back(
     services.conductor.execute_replica(ctx, replica_id, False)
     wait_task(services, replica_id, c.TASK_TYPE_CREATE_REPLICA_DISK_SNAPSHOTS,
               c.TASK_STATUS_COMPLETED)
-    with open(volume["path"], "rb") as held:
-        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+    held = os.open(os.path.dirname(volume["path"]), os.O_RDONLY | os.O_DIRECTORY)
+    try:  # the disks' lock (replica_disks._locked): a flock of their folder
+        fcntl.flock(held, fcntl.LOCK_EX)
         execution_id = wait_task(services, replica_id,
                                  c.TASK_TYPE_DELETE_REPLICA_TARGET_DISK_SNAPSHOTS,
                                  c.TASK_STATUS_RUNNING)
         services.conductor.cancel_execution(ctx, execution_id, False)
         time.sleep(1)  # a roll-back started now would run beside the commit
-        fcntl.flock(held.fileno(), fcntl.LOCK_UN)
+    finally:
+        os.close(held)
     second = wait_execution(services, replica_id)
     assert not [t for t in second.tasks if t.status == c.TASK_STATUS_ERROR], [
         (t.task_type, t.exception_details) for t in second.tasks]
