@@ -7,7 +7,7 @@ reader or writer objects. As JSON (in ``task_info``) each is an object with a ``
 
 ``path``   a file or block device on the worker (source and target)::
 
-    {"kind": "path", "path": str, "format": "raw"|"qcow2"|"vmdk"|..., 
+    {"kind": "path", "path": str, "format": "raw"|"qcow2"|"vmdk"|...,
      "confine": [folder, ...],     # every file opened (backing files too) must be inside
      "what": str,                  # how errors name the disk ("instance 'x': disk file y")
      "journal": str|None}          # target only: undo journal of a replica volume

@@ -27,6 +27,7 @@ from coriolis.context import RequestContext
 from coriolis.db import models
 from coriolis.identity.policy import Policy
 from coriolis.providers import registry
+from coriolis.providers.base import provider_types
 from coriolis.service import Services
 
 
@@ -67,7 +68,7 @@ def build_router(services: Services, context: Any) -> APIRouter:
                          ctx: RequestContext = Depends(context)) -> dict[str, Any]:
         provider = registry.get_provider(platform_name)
         key = c.SCHEMA_KEY_BY_PROVIDER_TYPE.get(provider_type)
-        if key is None or not provider.provider_types & provider_type:
+        if key is None or not provider_types(provider) & provider_type:
             raise exceptions.InvalidInput(
                 f"provider '{platform_name}' has no schema for type {provider_type}")
         getter = {"connection_info_schema": provider.connection_info_schema,

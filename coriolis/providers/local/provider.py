@@ -12,10 +12,20 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from coriolis import constants as c
 from coriolis import exceptions
 from coriolis.providers import mappings
-from coriolis.providers.base import JSON, TransferProvider
+from coriolis.providers.base import (
+    JSON,
+    BaseProvider,
+    DestinationOptionsProvider,
+    InstancesProvider,
+    NetworksProvider,
+    OSMorphingProvider,
+    ReplicaExportProvider,
+    ReplicaImportProvider,
+    SourceOptionsProvider,
+    StorageProvider,
+)
 from coriolis.providers.local import replica_disks, source_snapshot
 from coriolis.providers.local.cloud import (
     INSTANCE_FILE,
@@ -199,15 +209,10 @@ def _check_writer_agent(writer: JSON, cloud_path: str) -> None:
             f"{', '.join(roots)}); start it with --root {cloud_path}")
 
 
-class LocalProvider(TransferProvider):
+class LocalProvider(BaseProvider, InstancesProvider, NetworksProvider, StorageProvider,
+                    SourceOptionsProvider, DestinationOptionsProvider, ReplicaExportProvider,
+                    ReplicaImportProvider, OSMorphingProvider):
     platform = "local"
-    provider_types = (
-        c.PROVIDER_TYPE_ENDPOINT | c.PROVIDER_TYPE_ENDPOINT_INSTANCES
-        | c.PROVIDER_TYPE_ENDPOINT_NETWORKS | c.PROVIDER_TYPE_ENDPOINT_STORAGE
-        | c.PROVIDER_TYPE_EXPORT | c.PROVIDER_TYPE_IMPORT | c.PROVIDER_TYPE_REPLICA_EXPORT
-        | c.PROVIDER_TYPE_REPLICA_IMPORT | c.PROVIDER_TYPE_DESTINATION_ENDPOINT_OPTIONS
-        | c.PROVIDER_TYPE_SOURCE_ENDPOINT_OPTIONS
-    )
 
     # --- schemas --------------------------------------------------------------------------
     def connection_info_schema(self) -> JSON:
@@ -509,6 +514,15 @@ class LocalProvider(TransferProvider):
             raise exceptions.ProviderError(f"destination disk {volume['disk_id']} is missing")
         writer = open_image_writer(volume["path"], volume["format"])
         return JournalingWriter(writer, journal) if journal else writer
+
+    def deploy_target_resources(self, connection_info: JSON, env: JSON, export_info: JSON,
+                                volumes_info: list[JSON],
+                                transfer_id: str | None = None) -> JSON:
+        return {}  # TODO(core-b): per-disk target locations
+
+    def delete_target_resources(self, connection_info: JSON, env: JSON,
+                                target_resources: JSON) -> None:
+        return None
 
     def delete_disks(self, connection_info: JSON, env: JSON, volumes_info: list[JSON]) -> None:
         for volume in volumes_info or []:
