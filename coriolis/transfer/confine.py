@@ -43,37 +43,32 @@ def hold(path: str, bases: Iterable[str | Path], what: str, *, writable: bool = 
     return fd
 
 
-class ConfinedRawReader(RawFileReader):
+class _HeldFile:
+    """A raw file class (after this one in the MRO) used through a descriptor that ``hold``
+    opened (``/proc/self/fd/N``), which is closed after the file."""
+
+    _writable = False
+
+    def __init__(self, path: str, bases: Iterable[str | Path], what: str) -> None:
+        self._held = hold(path, bases, what, writable=self._writable)
+        try:
+            super().__init__(f"/proc/self/fd/{self._held}")  # type: ignore[call-arg]
+        except BaseException:
+            os.close(self._held)
+            raise
+
+    def close(self) -> None:
+        super().close()  # type: ignore[misc]
+        if self._held >= 0:
+            os.close(self._held)
+            self._held = -1
+
+
+class ConfinedRawReader(_HeldFile, RawFileReader):
     """A raw disk (file or block device) read through a descriptor held by ``hold``."""
 
-    def __init__(self, path: str, bases: Iterable[str | Path], what: str) -> None:
-        self._held = hold(path, bases, what)
-        try:
-            super().__init__(f"/proc/self/fd/{self._held}")
-        except BaseException:
-            os.close(self._held)
-            raise
 
-    def close(self) -> None:
-        super().close()
-        if self._held >= 0:
-            os.close(self._held)
-            self._held = -1
-
-
-class ConfinedRawWriter(RawFileWriter):
+class ConfinedRawWriter(_HeldFile, RawFileWriter):
     """A raw disk (file or block device) written through a descriptor held by ``hold``."""
 
-    def __init__(self, path: str, bases: Iterable[str | Path], what: str) -> None:
-        self._held = hold(path, bases, what, writable=True)
-        try:
-            super().__init__(f"/proc/self/fd/{self._held}")
-        except BaseException:
-            os.close(self._held)
-            raise
-
-    def close(self) -> None:
-        super().close()
-        if self._held >= 0:
-            os.close(self._held)
-            self._held = -1
+    _writable = True

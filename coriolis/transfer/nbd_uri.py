@@ -11,19 +11,16 @@ it from the system's dist-packages.
 from __future__ import annotations
 
 import importlib
-import importlib.util
-import sys
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from coriolis import exceptions
+from coriolis.system_modules import load_system_module
 from coriolis.transfer.base import Data, Extent
 from coriolis.transfer.extents import merge
 
-SYSTEM_SITE = Path("/usr/lib/python3/dist-packages")
 MAX_REQUEST = 32 * 1024 * 1024
 STATUS_SPAN = 1 << 30  # bytes of block status asked at once
 BASE_ALLOCATION = "base:allocation"
@@ -39,21 +36,11 @@ def load_libnbd() -> ModuleType:
             return importlib.import_module("nbd")
         except ImportError:
             pass
-        tag = f"cpython-{sys.version_info.major}{sys.version_info.minor}"
-        native = [p for p in sorted(SYSTEM_SITE.glob("libnbdmod.cpython-*.so")) if tag in p.name]
-        wrapper = SYSTEM_SITE / "nbd.py"
-        if not native or not wrapper.exists():
+        module = load_system_module("nbd", "libnbdmod")
+        if module is None:
             raise exceptions.ProviderError(
                 "reading an NBD export needs libnbd's Python bindings on this worker (Debian: "
                 "apt-get install python3-libnbd)")
-        module: ModuleType | None = None
-        for name, path in (("libnbdmod", native[0]), ("nbd", wrapper)):
-            spec = importlib.util.spec_from_file_location(name, path)
-            assert spec is not None and spec.loader is not None
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[name] = module
-            spec.loader.exec_module(module)
-        assert module is not None
         return module
 
 

@@ -22,11 +22,10 @@ import pytest
 from coriolis import exceptions
 from coriolis.cmd.local_cloud import make_disk
 from coriolis.harness import RunningWriter, start_writer, stop_server
-from coriolis.transfer import locations
 from coriolis.transfer.base import DiskReader, Extent
 from coriolis.transfer.copy import copy_disk
-from coriolis.transfer.journal import roll_back
 from coriolis.transfer.files import RawFileWriter
+from coriolis.transfer.journal import roll_back
 from coriolis.transfer.locations import (
     AgentLocation,
     HttpLocation,
