@@ -42,7 +42,6 @@ from coriolis.transfer.images import open_image_writer
 from coriolis.transfer.journal import JournalingWriter
 from coriolis.transfer.nbd import NbdImageReader
 from coriolis.transfer.remote import AgentAddress, RemoteDiskWriter, is_this_host, probe_agent
-from coriolis.transfer.wire import COMPRESSIONS
 from coriolis.worker.faults import crash_point
 
 if TYPE_CHECKING:
@@ -88,16 +87,10 @@ DESTINATION_ENV_SCHEMA: JSON = {
         "instance_name": {"type": "string", "description": "Name of the destination instance"},
         "network_map": {"type": "object"},
         "storage_mappings": {"type": "object"},
-        "transfer_compression": {
-            "type": "string", "enum": list(COMPRESSIONS), "default": "auto",
-            "description": "zstd on the wire to a writer agent: auto compresses when that is "
-                           "faster than the link"},
-        "transfer_bandwidth_limit_mib": {
-            "type": "number", "exclusiveMinimum": 0,
-            "description": "Bandwidth limit of each disk transfer to a writer agent, MiB/s"},
     },
     "additionalProperties": False,
 }
+"""The local provider's own keys; the API adds the transfer options (``transfer.options``)."""
 
 
 _reflink_copy = source_snapshot.reflink_copy
