@@ -319,6 +319,13 @@ class Conductor:
             replica = transfers.get_action(session, ctx.project_id,
                                            validation.require(body, "replica_id", "migration"),
                                            c.ACTION_TYPE_REPLICA)
+            clone_disks = validation.boolean(body, "clone_disks", True)
+            skip = validation.boolean(body, "skip_os_morphing", False)
+            specs = graphs.replica_deploy_graph(clone_disks, skip)
+            self._check_capabilities(
+                transfers.get_endpoint(session, ctx.project_id, replica.origin_endpoint_id),
+                transfers.get_endpoint(session, ctx.project_id,
+                                       replica.destination_endpoint_id), specs)
             self._refuse_if_active(session, replica)
             _refuse_if_uncommitted(replica)
             force = validation.boolean(body, "force", False)
@@ -334,13 +341,6 @@ class Conductor:
             if missing:
                 raise exceptions.InvalidState(
                     f"Replica {replica.id} has no disks for: {', '.join(missing)}")
-            clone_disks = validation.boolean(body, "clone_disks", True)
-            skip = validation.boolean(body, "skip_os_morphing", False)
-            specs = graphs.replica_deploy_graph(clone_disks, skip)
-            self._check_capabilities(
-                transfers.get_endpoint(session, ctx.project_id, replica.origin_endpoint_id),
-                transfers.get_endpoint(session, ctx.project_id,
-                                       replica.destination_endpoint_id), specs)
             migration = models.TransferAction(
                 type=c.ACTION_TYPE_MIGRATION, project_id=ctx.project_id, user_id=ctx.user_id,
                 origin_endpoint_id=replica.origin_endpoint_id,
