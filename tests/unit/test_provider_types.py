@@ -4,6 +4,8 @@ the ``coriolis.providers`` entry points."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from coriolis import constants as c
@@ -44,7 +46,7 @@ def bits_of(*interfaces: type) -> int:
     (base.OSMorphingProvider, c.PROVIDER_TYPE_OS_MORPHING),
     (base.MinionPoolProvider, 0),  # pool bits go with a side: below
 ])
-def test_each_interface_gives_its_bits(interface: type, bits: int) -> None:
+def test_each_interface_gives_its_bits(interface: Any, bits: int) -> None:
     assert bits_of(interface) == c.PROVIDER_TYPE_ENDPOINT | bits
     assert base.capabilities(type("P", (Endpoint, interface), {})) >= {interface.capability}
 
