@@ -414,6 +414,19 @@ def missing_capability(provider: BaseProvider, capability: Capability) -> str | 
     return (f"provider '{provider.platform}' lacks the '{capability}' capability")
 
 
+# The capability each endpoint operation (a synchronous call on a worker) needs.
+OPERATION_CAPABILITY: dict[str, Capability] = {
+    "validate_connection": Capability.ENDPOINT,
+    "list_instances": Capability.INSTANCES,
+    "get_instance": Capability.INSTANCES,
+    "list_networks": Capability.NETWORKS,
+    "list_storage": Capability.STORAGE,
+    "list_source_options": Capability.SOURCE_OPTIONS,
+    "list_destination_options": Capability.DESTINATION_OPTIONS,
+    "validate_destination_inputs": Capability.IMPORT,
+}
+
+
 def require(provider: BaseProvider, interface: type[Any]) -> Any:
     """``provider`` as ``interface``; ``InvalidInput`` naming both when it lacks it."""
     if not isinstance(provider, interface):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 from importlib.metadata import entry_points
-from typing import Any
 
 from coriolis import exceptions
 from coriolis.providers.base import BaseProvider, provider_types
@@ -36,7 +35,3 @@ def get_provider(platform: str) -> BaseProvider:
         ) from None
     return cls()
 
-
-def get_transfer_provider(platform: str) -> Any:
-    """TEMPORARY (core-a replaces it by per-side loading from the task table)."""
-    return get_provider(platform)

@@ -3,6 +3,7 @@ to it; it talks to the platforms only through the provider interfaces."""
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 from collections.abc import Callable
@@ -10,11 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from coriolis import constants as c
-from coriolis import exceptions
-from coriolis.bus.base import TaskEventSink, TaskMessage
+from coriolis import exceptions, task_types
+from coriolis.bus.base import EndpointRef, TaskEventSink, TaskMessage
 from coriolis.osmorphing import appliance
 from coriolis.osmorphing.isolated import MorphRequest, morph_in_child
 from coriolis.providers import registry
+from coriolis.providers.base import missing_capability
+from coriolis.task_types import Side
 from coriolis.transfer import locations
 from coriolis.transfer.copy import copy_disk
 from coriolis.transfer.manifest import UNKNOWN, ZERO, BlockManifest
@@ -30,13 +33,15 @@ JSON = dict[str, Any]
 
 
 class TaskContext:
+    """What a runner gets: the task's message, its instance's ``task_info`` and the provider
+    of each endpoint of the task's side (``task_types``), loaded only when touched."""
+
     def __init__(self, message: TaskMessage, sink: TaskEventSink, cancel_flag: threading.Event,
                  data_dir: Path) -> None:
         self.message = message
         self.instance = message.instance
         self.info: JSON = message.task_info
-        self.origin = registry.get_transfer_provider(message.origin.platform)
-        self.destination = registry.get_transfer_provider(message.destination.platform)
+        self.row = task_types.TASK_TYPES[message.task_type]
         self.origin_conn = message.origin.connection_info
         self.origin_env = message.origin.environment
         self.dest_conn = message.destination.connection_info
@@ -44,6 +49,32 @@ class TaskContext:
         self.data_dir = data_dir
         self._sink = sink
         self._cancel = cancel_flag
+
+    def _provider(self, side: Side, endpoint: EndpointRef) -> Any:
+        """The provider of ``side``'s endpoint; ``ProviderError`` if the task's side is not
+        it (a runner touching the other side is a bug) or if the provider lacks the row's
+        capability (the API refuses such transfers; a provider changed since is caught)."""
+        if side not in task_types.sides(self.message.task_type):
+            raise exceptions.ProviderError(
+                f"task {self.message.task_type} touches the {self.row.side} side only, not "
+                f"the {side}'s provider ({endpoint.platform})")
+        provider = registry.get_provider(endpoint.platform)
+        if self.row.capability is not None:
+            missing = missing_capability(provider, self.row.capability)
+            if missing:
+                raise exceptions.ProviderError(
+                    f"task {self.message.task_type}: {side} {missing}")
+        return provider
+
+    @functools.cached_property
+    def origin(self) -> Any:
+        """The source endpoint's provider (a task of the source side, or both)."""
+        return self._provider(Side.SOURCE, self.message.origin)
+
+    @functools.cached_property
+    def destination(self) -> Any:
+        """The destination endpoint's provider (a task of the destination side, or both)."""
+        return self._provider(Side.DESTINATION, self.message.destination)
 
     def progress(self, current: int, total: int | None, message: str) -> None:
         self._sink.task_progress(self.message.task_id, current, total, message)
@@ -62,47 +93,30 @@ class TaskContext:
 
 
 Runner = Callable[[TaskContext], JSON]
-TASK_RUNNERS: dict[str, Runner] = {}
 
 
-def runs(*task_types: str) -> Callable[[Runner], Runner]:
-    def register(fn: Runner) -> Runner:
-        for task_type in task_types:
-            TASK_RUNNERS[task_type] = fn
-        return fn
-    return register
-
-
-def _nothing(ctx: TaskContext) -> JSON:
+def nothing(ctx: TaskContext) -> JSON:
     return {}
 
 
-for _type in (c.TASK_TYPE_CLEANUP_INSTANCE_SOURCE_STORAGE,
-              c.TASK_TYPE_DELETE_REPLICA_SOURCE_DISK_SNAPSHOTS):
-    TASK_RUNNERS[_type] = _nothing
 
 
-@runs(c.TASK_TYPE_GET_INSTANCE_INFO)
 def get_instance_info(ctx: TaskContext) -> JSON:
     return {"export_info": ctx.origin.get_instance(ctx.origin_conn, ctx.origin_env,
                                                    ctx.instance)}
 
 
-@runs(c.TASK_TYPE_VALIDATE_MIGRATION_SOURCE_INPUTS, c.TASK_TYPE_VALIDATE_REPLICA_SOURCE_INPUTS,
-      c.TASK_TYPE_UPDATE_SOURCE_REPLICA)
 def validate_source(ctx: TaskContext) -> JSON:
     ctx.origin.validate_source_inputs(ctx.origin_conn, ctx.origin_env, ctx.instance)
     return {}
 
 
-@runs(c.TASK_TYPE_VALIDATE_MIGRATION_DESTINATION_INPUTS)
 def validate_migration_destination(ctx: TaskContext) -> JSON:
     ctx.destination.validate_destination_inputs(ctx.dest_conn, ctx.dest_env,
                                                 ctx.require("export_info"))
     return {}
 
 
-@runs(c.TASK_TYPE_VALIDATE_REPLICA_DESTINATION_INPUTS, c.TASK_TYPE_UPDATE_DESTINATION_REPLICA)
 def validate_replica_destination(ctx: TaskContext) -> JSON:
     ctx.destination.validate_destination_inputs(ctx.dest_conn, ctx.dest_env,
                                                 ctx.require("export_info"),
@@ -110,7 +124,6 @@ def validate_replica_destination(ctx: TaskContext) -> JSON:
     return {}
 
 
-@runs(c.TASK_TYPE_VALIDATE_REPLICA_DEPLOYMENT_INPUTS)
 def validate_deployment(ctx: TaskContext) -> JSON:
     ctx.require("volumes_info")
     ctx.destination.validate_destination_inputs(ctx.dest_conn, ctx.dest_env,
@@ -118,7 +131,6 @@ def validate_deployment(ctx: TaskContext) -> JSON:
     return {}
 
 
-@runs(c.TASK_TYPE_CREATE_INSTANCE_DISKS, c.TASK_TYPE_DEPLOY_REPLICA_DISKS)
 def create_disks(ctx: TaskContext) -> JSON:
     """Replica disks that exist are first brought to a committed state (``_settle``)."""
     volumes = ctx.info.get("volumes_info") or []
@@ -137,7 +149,6 @@ def _committed_tokens(ctx: TaskContext) -> list[str]:
     return [v["cbt"] for v in ctx.info.get("volumes_info") or [] if v.get("cbt")]
 
 
-@runs(c.TASK_TYPE_DEPLOY_MIGRATION_SOURCE_RESOURCES, c.TASK_TYPE_DEPLOY_REPLICA_SOURCE_RESOURCES)
 def deploy_source_resources(ctx: TaskContext) -> JSON:
     """Replicas (not migrations) track changes natively where the platform can."""
     replica = ctx.message.task_type == c.TASK_TYPE_DEPLOY_REPLICA_SOURCE_RESOURCES
@@ -147,7 +158,6 @@ def deploy_source_resources(ctx: TaskContext) -> JSON:
         transfer_id=ctx.info.get("action_id"), keep_tokens=_committed_tokens(ctx))}
 
 
-@runs(c.TASK_TYPE_DELETE_MIGRATION_SOURCE_RESOURCES, c.TASK_TYPE_DELETE_REPLICA_SOURCE_RESOURCES)
 def delete_source_resources(ctx: TaskContext) -> JSON:
     """Keeps the change-tracking tokens of the tracking point in force: the new ones after a
     committed execution, the previous ones after a rolled-back one (the replica graph runs
@@ -160,7 +170,6 @@ def delete_source_resources(ctx: TaskContext) -> JSON:
     return {"source_resources": {}}
 
 
-@runs(c.TASK_TYPE_DEPLOY_MIGRATION_TARGET_RESOURCES, c.TASK_TYPE_DEPLOY_REPLICA_TARGET_RESOURCES)
 def deploy_target_resources(ctx: TaskContext) -> JSON:
     """Where each volume is written (a target location per disk); after the replica disks'
     snapshot, so a location names the undo journal the writes must fill."""
@@ -169,14 +178,12 @@ def deploy_target_resources(ctx: TaskContext) -> JSON:
         ctx.info.get("volumes_info") or [], transfer_id=ctx.info.get("action_id"))}
 
 
-@runs(c.TASK_TYPE_DELETE_MIGRATION_TARGET_RESOURCES, c.TASK_TYPE_DELETE_REPLICA_TARGET_RESOURCES)
 def delete_target_resources(ctx: TaskContext) -> JSON:
     ctx.destination.delete_target_resources(ctx.dest_conn, ctx.dest_env,
                                             ctx.info.get("target_resources") or {})
     return {"target_resources": {}}
 
 
-@runs(c.TASK_TYPE_SHUTDOWN_INSTANCE)
 def shutdown_instance(ctx: TaskContext) -> JSON:
     ctx.origin.shutdown_instance(ctx.origin_conn, ctx.origin_env, ctx.require("export_info"))
     ctx.event(f"instance {ctx.instance} shut down")
@@ -232,7 +239,6 @@ def _location(resources: JSON, side: str, disk_id: str) -> JSON:
     return dict(location)
 
 
-@runs(c.TASK_TYPE_REPLICATE_DISKS)
 def replicate_disks(ctx: TaskContext) -> JSON:
     """Copy every disk from its source location to its target location (``transfer.
     locations``), sending only blocks whose hash differs from what the destination holds
@@ -321,7 +327,6 @@ def replicate_disks(ctx: TaskContext) -> JSON:
     return {"volumes_info": volumes}
 
 
-@runs(c.TASK_TYPE_CREATE_REPLICA_DISK_SNAPSHOTS)
 def snapshot_disks(ctx: TaskContext) -> JSON:
     """Settle the replica disks, then snapshot them for this execution; for a deploy on the
     replica disks themselves (a deploy's task_info names its ``replica_id``; ``clone_disks``
@@ -334,7 +339,6 @@ def snapshot_disks(ctx: TaskContext) -> JSON:
     return {"volumes_info": _apply_outcome(ctx, outcome)}
 
 
-@runs(c.TASK_TYPE_RESTORE_REPLICA_DISK_SNAPSHOTS)
 def restore_snapshots(ctx: TaskContext) -> JSON:
     """Roll the replica disks back to the last committed execution, unless this execution
     committed already (then there is nothing to roll back)."""
@@ -348,7 +352,6 @@ def restore_snapshots(ctx: TaskContext) -> JSON:
     return {"volumes_info": volumes}
 
 
-@runs(c.TASK_TYPE_DELETE_REPLICA_TARGET_DISK_SNAPSHOTS)
 def delete_snapshots(ctx: TaskContext) -> JSON:
     """The commit point of a replica execution: its writes stay, and its change-tracking
     point comes into force."""
@@ -357,7 +360,6 @@ def delete_snapshots(ctx: TaskContext) -> JSON:
     return {"volumes_info": _apply_outcome(ctx, outcome)}
 
 
-@runs(c.TASK_TYPE_DEPLOY_INSTANCE_RESOURCES, c.TASK_TYPE_DEPLOY_REPLICA_INSTANCE_RESOURCES)
 def deploy_instance(ctx: TaskContext) -> JSON:
     clone = (ctx.message.task_type == c.TASK_TYPE_DEPLOY_REPLICA_INSTANCE_RESOURCES
              and bool(ctx.info.get("clone_disks", True)))
@@ -366,7 +368,6 @@ def deploy_instance(ctx: TaskContext) -> JSON:
         clone_disks=clone, transfer_id=ctx.info.get("action_id"))}
 
 
-@runs(c.TASK_TYPE_FINALIZE_INSTANCE_DEPLOYMENT, c.TASK_TYPE_FINALIZE_REPLICA_INSTANCE_DEPLOYMENT)
 def finalize(ctx: TaskContext) -> JSON:
     result = ctx.destination.finalize_instance(ctx.dest_conn, ctx.dest_env,
                                                ctx.require("instance_deployment_info"))
@@ -374,15 +375,12 @@ def finalize(ctx: TaskContext) -> JSON:
     return {"transfer_result": result}
 
 
-@runs(c.TASK_TYPE_CLEANUP_FAILED_INSTANCE_DEPLOYMENT,
-      c.TASK_TYPE_CLEANUP_FAILED_REPLICA_INSTANCE_DEPLOYMENT)
 def cleanup_failed_instance(ctx: TaskContext) -> JSON:
     ctx.destination.cleanup_failed_instance(ctx.dest_conn, ctx.dest_env,
                                             ctx.info.get("instance_deployment_info") or {})
     return {"instance_deployment_info": None}
 
 
-@runs(c.TASK_TYPE_CLEANUP_INSTANCE_TARGET_STORAGE, c.TASK_TYPE_DELETE_REPLICA_DISKS)
 def delete_disks(ctx: TaskContext) -> JSON:
     volumes = ctx.info.get("volumes_info") or []
     ctx.destination.delete_disks(ctx.dest_conn, ctx.dest_env, volumes)
@@ -393,7 +391,6 @@ def delete_disks(ctx: TaskContext) -> JSON:
     return {"volumes_info": []}
 
 
-@runs(c.TASK_TYPE_DEPLOY_OS_MORPHING_RESOURCES)
 def deploy_os_morphing_resources(ctx: TaskContext) -> JSON:
     appliance.load_guestfs()  # a worker without libguestfs says so before anything else
     resources = ctx.destination.deploy_os_morphing_resources(
@@ -402,7 +399,6 @@ def deploy_os_morphing_resources(ctx: TaskContext) -> JSON:
     return {"os_morphing_resources": resources}
 
 
-@runs(c.TASK_TYPE_OS_MORPHING)
 def os_morphing(ctx: TaskContext) -> JSON:
     """Open the new instance's disks in a libguestfs appliance and morph the guest for the
     destination; every change is a task event."""
@@ -420,8 +416,12 @@ def os_morphing(ctx: TaskContext) -> JSON:
     return {}
 
 
-@runs(c.TASK_TYPE_DELETE_OS_MORPHING_RESOURCES)
 def delete_os_morphing_resources(ctx: TaskContext) -> JSON:
     ctx.destination.delete_os_morphing_resources(ctx.dest_conn, ctx.dest_env,
                                                  ctx.info.get("os_morphing_resources") or {})
     return {"os_morphing_resources": None}
+
+
+# Task type → runner, from the table (tests/unit/test_task_types.py: every name exists).
+TASK_RUNNERS: dict[str, Runner] = {
+    name: globals()[row.runner] for name, row in task_types.TASK_TYPES.items()}

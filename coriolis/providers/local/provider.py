@@ -39,7 +39,6 @@ from coriolis.transfer import locations
 from coriolis.transfer.extents import qcow2_bitmaps
 from coriolis.transfer.locations import AgentLocation, PathLocation
 from coriolis.transfer.remote import AgentAddress, is_this_host, probe_agent
-from coriolis.transfer.wire import COMPRESSIONS
 from coriolis.worker.faults import crash_point
 
 if TYPE_CHECKING:
@@ -85,16 +84,10 @@ DESTINATION_ENV_SCHEMA: JSON = {
         "instance_name": {"type": "string", "description": "Name of the destination instance"},
         "network_map": {"type": "object"},
         "storage_mappings": {"type": "object"},
-        "transfer_compression": {
-            "type": "string", "enum": list(COMPRESSIONS), "default": "auto",
-            "description": "zstd on the wire to a writer agent: auto compresses when that is "
-                           "faster than the link"},
-        "transfer_bandwidth_limit_mib": {
-            "type": "number", "exclusiveMinimum": 0,
-            "description": "Bandwidth limit of each disk transfer to a writer agent, MiB/s"},
     },
     "additionalProperties": False,
 }
+"""The local provider's own keys; the API adds the transfer options (``transfer.options``)."""
 
 
 _reflink_copy = source_snapshot.reflink_copy
