@@ -120,6 +120,10 @@ def test_volumes_claim_the_smallest_fitting_free_device_zeroed(
     assert len(claims(conn)) == 1
     provider.delete_disks(conn, ENV, other)
     assert claims(conn) == []
+    # A volume whose claim is gone gets no target location (its device may be another's).
+    with pytest.raises(exceptions.ProviderError,
+                       match=f"disk disk0 is missing \\(block device {small} is no longer"):
+        provider.deploy_target_resources(conn, ENV, info, volumes)
     # A device released is claimed again.
     assert provider.create_disks(conn, ENV, info, [], transfer_id="t4")[0]["path"] == small
 

@@ -251,7 +251,10 @@ class LocalProvider(BaseProvider, InstancesProvider, NetworksProvider, StoragePr
     def list_storage(self, connection_info: JSON, env: JSON) -> JSON:
         backends = LocalCloud(connection_info).storage_backends()
         return {"storage_backends": [{"id": b.name, "name": b.name,
-                                      "additional_provider_properties": {"format": b.format}}
+                                      "additional_provider_properties": {
+                                          "format": b.format,
+                                          **({"block_devices": list(b.block_devices)}
+                                             if b.block_devices else {})}}
                                      for b in backends],
                 "config_default": backends[0].name if backends else None}
 
@@ -513,8 +516,12 @@ class LocalProvider(BaseProvider, InstancesProvider, NetworksProvider, StoragePr
             else:
                 location = PathLocation(volume["path"], volume["format"], what=what,
                                         journal=journal)
-            if (not agent or is_this_host(agent["url"])) and not os.path.exists(volume["path"]):
-                raise exceptions.ProviderError(f"{what} is missing")
+            if (not agent or is_this_host(agent["url"])) and not self._volume_exists(
+                    LocalCloud(connection_info), volume):
+                raise exceptions.ProviderError(
+                    f"{what} is missing" + (f" (block device {volume['path']} is no longer "
+                                            "claimed by it)" if volume.get("block_device")
+                                            else ""))
             disks[volume["disk_id"]] = locations.to_json(location)
         return {"disks": disks}
 
