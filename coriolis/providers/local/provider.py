@@ -26,11 +26,12 @@ from coriolis.providers.base import (
     SourceOptionsProvider,
     StorageProvider,
 )
-from coriolis.providers.local import replica_disks, source_snapshot
+from coriolis.providers.local import devices, replica_disks, source_snapshot
 from coriolis.providers.local.cloud import (
     INSTANCE_FILE,
     PENDING_FILE,
     LocalCloud,
+    StorageBackend,
     fsync_dir,
     is_inside,
     write_json_atomic,
@@ -225,8 +226,9 @@ class LocalProvider(BaseProvider, InstancesProvider, NetworksProvider, StoragePr
         for i, disk in enumerate(desc["disks"]):
             path, info = cloud.disk_files(instance, disk)
             fmt = disk.get("format", "raw")
-            backend = (path.parent.name if path.parent.parent == cloud.real_root / "storage"
-                       else None)
+            on_device = cloud.device_backend(path) if path.is_block_device() else None
+            backend = (on_device.name if on_device else path.parent.name
+                       if path.parent.parent == cloud.real_root / "storage" else None)
             disks.append({"id": f"disk{i}", "size_bytes": int(info["virtual-size"]),
                           "format": fmt, "bus": disk.get("bus", "virtio"), "file": disk["file"],
                           "storage_backend": backend})
@@ -242,7 +244,10 @@ class LocalProvider(BaseProvider, InstancesProvider, NetworksProvider, StoragePr
     def list_storage(self, connection_info: JSON, env: JSON) -> JSON:
         backends = LocalCloud(connection_info).storage_backends()
         return {"storage_backends": [{"id": b.name, "name": b.name,
-                                      "additional_provider_properties": {"format": b.format}}
+                                      "additional_provider_properties": {
+                                          "format": b.format,
+                                          **({"block_devices": list(b.block_devices)}
+                                             if b.block_devices else {})}}
                                      for b in backends],
                 "config_default": backends[0].name if backends else None}
 
@@ -384,7 +389,7 @@ class LocalProvider(BaseProvider, InstancesProvider, NetworksProvider, StoragePr
         if check_name_clash and cloud.exists(name):
             raise exceptions.InvalidInput(
                 f"an instance named '{name}' already exists on the destination")
-        self._disk_backends(cloud, env, export_info)
+        self._check_devices(cloud, export_info, self._disk_backends(cloud, env, export_info))
         networks = cloud.networks()
         for nic in export_info["devices"]["nics"]:
             target = mappings.destination_network(nic["network_name"], env, networks)
@@ -397,16 +402,51 @@ class LocalProvider(BaseProvider, InstancesProvider, NetworksProvider, StoragePr
                     f"network_map maps '{nic['network_name']}' to '{target}', which does not "
                     f"exist on the destination (available: {', '.join(networks)})")
 
+    @staticmethod
+    def _check_devices(cloud: LocalCloud, export_info: JSON,
+                       backends: dict[str, StorageBackend]) -> None:
+        """Disks on block-device backends: every device listed is usable and the disks fit
+        on distinct devices (largest disks first), claimed or not (a replica's own volumes
+        claim some; whether enough are free is known when create_disks claims them);
+        ``InvalidInput`` naming the backend and the devices otherwise."""
+        pools: dict[str, list[tuple[int, str]]] = {}
+        for disk in sorted(export_info["devices"]["disks"], key=lambda d: -d["size_bytes"]):
+            backend = backends[disk["id"]]
+            if not backend.block_devices:
+                continue
+            pool = pools.setdefault(backend.name, sorted(
+                (s, d) for d, s in devices.usable_devices(backend)))
+            fitting = [(s, d) for s, d in pool if s >= disk["size_bytes"]]
+            if not fitting:
+                listed = ", ".join(f"{d} ({s} bytes)" for s, d in pool) or "none left"
+                raise exceptions.InvalidInput(
+                    f"storage backend '{backend.name}' has no block device of at least "
+                    f"{disk['size_bytes']} bytes for disk {disk['id']} of instance "
+                    f"'{export_info['name']}' (its devices: {listed})")
+            pool.remove(fitting[0])
+
+    @staticmethod
+    def _volume_exists(cloud: LocalCloud, volume: JSON) -> bool:
+        if not devices.is_device_volume(volume):
+            return os.path.exists(volume["path"])
+        backend = cloud.backend(volume["storage_backend"])
+        return devices.owned_claim(cloud, backend, volume["volume_id"]) is not None
+
     def create_disks(self, connection_info: JSON, env: JSON, export_info: JSON,
                      volumes_info: list[JSON], transfer_id: str | None = None) -> list[JSON]:
         """Disk files are named ``<instance>-<disk>-<key of the transfer>``: one an
-        interrupted call left half-made is made again; on an error, those made here go."""
+        interrupted call left half-made is made again; on an error, those made here go.
+        On a block-device backend a volume is a whole device, claimed and zeroed
+        (``devices.claim``; the volume records ``block_device: true``, its ``volume_id`` and
+        ``state_base``, where its replica side files go)."""
         cloud = LocalCloud(connection_info)
         backends = self._disk_backends(cloud, env, export_info)
-        existing = {v["disk_id"]: v for v in volumes_info or [] if os.path.exists(v["path"])}
+        existing = {v["disk_id"]: v for v in volumes_info or []
+                    if self._volume_exists(cloud, v)}
         name = self._target_name(env, export_info)
         result: list[JSON] = []
         made: list[Path] = []
+        claimed: list[JSON] = []
         try:
             for disk in export_info["devices"]["disks"]:
                 if disk["id"] in existing:
@@ -414,6 +454,18 @@ class LocalProvider(BaseProvider, InstancesProvider, NetworksProvider, StoragePr
                     continue
                 backend = backends[disk["id"]]
                 key = _transfer_key(transfer_id, export_info["name"], disk["id"])
+                volume_id = f"{name}-{disk['id']}-{key}"
+                if backend.block_devices:
+                    volume = {"disk_id": disk["id"], "size_bytes": disk["size_bytes"],
+                              "storage_backend": backend.name, "format": "raw",
+                              "block_device": True, "volume_id": volume_id,
+                              "state_base": devices.state_base(cloud, backend, volume_id)}
+                    claimed.append(volume)
+                    volume["path"] = devices.claim(cloud, backend, volume_id,
+                                                   disk["size_bytes"])
+                    result.append(volume)
+                    crash_point()
+                    continue
                 path = (cloud.storage_dir(backend.name)
                         / f"{name}-{disk['id']}-{key}.{backend.format}")
                 path.unlink(missing_ok=True)
@@ -427,6 +479,9 @@ class LocalProvider(BaseProvider, InstancesProvider, NetworksProvider, StoragePr
         except BaseException:
             for path in made:
                 path.unlink(missing_ok=True)
+            for volume in claimed:
+                devices.release(cloud, cloud.backend(volume["storage_backend"]),
+                                volume["volume_id"], zero=False)
             raise
         crash_point()
         return result
@@ -454,8 +509,12 @@ class LocalProvider(BaseProvider, InstancesProvider, NetworksProvider, StoragePr
             else:
                 location = PathLocation(volume["path"], volume["format"], what=what,
                                         journal=journal)
-            if (not agent or is_this_host(agent["url"])) and not os.path.exists(volume["path"]):
-                raise exceptions.ProviderError(f"{what} is missing")
+            if (not agent or is_this_host(agent["url"])) and not self._volume_exists(
+                    LocalCloud(connection_info), volume):
+                raise exceptions.ProviderError(
+                    f"{what} is missing" + (f" (block device {volume['path']} is no longer "
+                                            "claimed by it)" if volume.get("block_device")
+                                            else ""))
             disks[volume["disk_id"]] = locations.to_json(location)
         return {"disks": disks}
 
@@ -465,8 +524,15 @@ class LocalProvider(BaseProvider, InstancesProvider, NetworksProvider, StoragePr
         return None
 
     def delete_disks(self, connection_info: JSON, env: JSON, volumes_info: list[JSON]) -> None:
+        """Remove the disk files; a block-device volume's device is zeroed and released
+        (``devices.release``: only while this volume still claims it)."""
         for volume in volumes_info or []:
-            Path(volume["path"]).unlink(missing_ok=True)
+            if devices.is_device_volume(volume):
+                cloud = LocalCloud(connection_info)
+                devices.release(cloud, cloud.backend(volume["storage_backend"]),
+                                volume["volume_id"])
+            else:
+                Path(volume["path"]).unlink(missing_ok=True)
             crash_point()
         replica_disks.forget(volumes_info or [])
         crash_point()
@@ -514,12 +580,14 @@ class LocalProvider(BaseProvider, InstancesProvider, NetworksProvider, StoragePr
                 path = Path(volume["path"])
                 if clone_disks:
                     key = _transfer_key(transfer_id, export_info["name"], volume["disk_id"])
-                    clone = path.with_name(f"{name}-{volume['disk_id']}-clone-{key}"
-                                           f"{path.suffix}")
+                    clone = self._clone_path(cloud, volume, path).with_name(
+                        f"{name}-{volume['disk_id']}-clone-{key}"
+                        f"{'.raw' if devices.is_device_volume(volume) else path.suffix}")
                     cloned.append(str(clone))
                     _reflink_copy(path, clone)
                     path = clone
-                disks.append({"file": os.path.relpath(path, folder),
+                on_device = devices.is_device_volume(volume) and not clone_disks
+                disks.append({"file": str(path) if on_device else os.path.relpath(path, folder),
                               "format": volume["format"], "bus": guest["disk_bus"]})
             crash_point()
             networks = cloud.networks()
@@ -536,6 +604,14 @@ class LocalProvider(BaseProvider, InstancesProvider, NetworksProvider, StoragePr
             raise
         return {"instance_name": name, "pending_file": str(pending), "cloned_disks": cloned,
                 "disks": [str((folder / d["file"]).resolve()) for d in disks]}
+
+    @staticmethod
+    def _clone_path(cloud: LocalCloud, volume: JSON, path: Path) -> Path:
+        """Where a clone of ``volume`` goes: beside its file; for a block device, a sparse raw
+        file in its backend's storage folder (a copy of the device's contents)."""
+        if devices.is_device_volume(volume):
+            return cloud.storage_dir(volume["storage_backend"]) / path.name
+        return path
 
     @staticmethod
     def _pending_owner(folder: Path) -> str | None:
