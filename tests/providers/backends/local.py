@@ -13,7 +13,8 @@ from typing import ClassVar
 from coriolis.cmd.local_cloud import init_cloud
 from coriolis.harness import RunningWriter, start_writer, stop_server
 from coriolis.providers.local.cloud import write_json_atomic
-from tests.providers.backends import JSON, Backend as BaseBackend, Disk, Instance
+from tests.providers.backends import JSON, Disk, Instance
+from tests.providers.backends import Backend as BaseBackend
 
 
 def write_disk(path: Path, disk: Disk) -> None:
