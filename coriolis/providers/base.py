@@ -55,6 +55,8 @@ from coriolis import exceptions
 
 if TYPE_CHECKING:
     from coriolis.config import Settings
+    from coriolis.transfer.base import DiskReader
+    from coriolis.transfer.locations import PlatformLocation
 
 JSON = dict[str, Any]
 
@@ -189,6 +191,18 @@ class ExportProvider(abc.ABC):
     @abc.abstractmethod
     def shutdown_instance(self, connection_info: JSON, env: JSON, export_info: JSON) -> None:
         """Stop the source instance; stopping a stopped one changes nothing."""
+
+    def open_platform_reader(self, connection_info: JSON, env: JSON,
+                             location: PlatformLocation) -> DiskReader:
+        """A ``DiskReader`` of a ``platform`` source location this provider returned (a block
+        API such as EBS direct, a datastore read with a session): the worker calls it for
+        such locations (``transfer.locations.open_reader``) with the source endpoint's
+        connection info. ``extents(since=token)`` answers a change-tracking token of
+        ``source_resources["cbt"]`` where the platform can. Errors name the disk, never a
+        secret. Only providers that return platform locations implement it."""
+        raise exceptions.ProviderError(
+            f"provider '{getattr(self, 'platform', type(self).__name__)}' has no platform "
+            f"reader for '{location.platform}' locations")
 
 
 class ReplicaExportProvider(ExportProvider):

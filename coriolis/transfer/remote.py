@@ -192,6 +192,11 @@ class RemoteDiskWriter:
     def size(self) -> int:
         return self._size
 
+    def wire_summary(self) -> str:
+        """What went over the wire, for a copy's summary (the optional ``DiskWriter`` method
+        a worker reports after a copy)."""
+        return f"{self.stats.bytes_on_wire / (1024 * 1024):.1f} MiB on the wire"
+
     def durable_ranges(self) -> RangeSet:
         """What earlier attempts of this transfer already made durable on the agent."""
         return self._durable

@@ -3,9 +3,7 @@ to it; it talks to the platforms only through the provider interfaces."""
 
 from __future__ import annotations
 
-import hashlib
 import re
-import shutil
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -17,9 +15,11 @@ from coriolis.bus.base import TaskEventSink, TaskMessage
 from coriolis.osmorphing import appliance
 from coriolis.osmorphing.isolated import MorphRequest, morph_in_child
 from coriolis.providers import registry
+from coriolis.transfer import locations
 from coriolis.transfer.copy import copy_disk
 from coriolis.transfer.manifest import UNKNOWN, ZERO, BlockManifest
-from coriolis.transfer.remote import RemoteDiskWriter
+from coriolis.transfer.manifests import ManifestStore
+from coriolis.transfer.options import TransferOptions
 from coriolis.worker import faults
 
 # Change-detection granularity of block manifests (copies still move 4 MiB chunks).
@@ -77,11 +77,7 @@ def _nothing(ctx: TaskContext) -> JSON:
     return {}
 
 
-for _type in (c.TASK_TYPE_DEPLOY_MIGRATION_TARGET_RESOURCES,
-              c.TASK_TYPE_DEPLOY_REPLICA_TARGET_RESOURCES,
-              c.TASK_TYPE_DELETE_MIGRATION_TARGET_RESOURCES,
-              c.TASK_TYPE_DELETE_REPLICA_TARGET_RESOURCES,
-              c.TASK_TYPE_CLEANUP_INSTANCE_SOURCE_STORAGE,
+for _type in (c.TASK_TYPE_CLEANUP_INSTANCE_SOURCE_STORAGE,
               c.TASK_TYPE_DELETE_REPLICA_SOURCE_DISK_SNAPSHOTS):
     TASK_RUNNERS[_type] = _nothing
 
@@ -164,6 +160,22 @@ def delete_source_resources(ctx: TaskContext) -> JSON:
     return {"source_resources": {}}
 
 
+@runs(c.TASK_TYPE_DEPLOY_MIGRATION_TARGET_RESOURCES, c.TASK_TYPE_DEPLOY_REPLICA_TARGET_RESOURCES)
+def deploy_target_resources(ctx: TaskContext) -> JSON:
+    """Where each volume is written (a target location per disk); after the replica disks'
+    snapshot, so a location names the undo journal the writes must fill."""
+    return {"target_resources": ctx.destination.deploy_target_resources(
+        ctx.dest_conn, ctx.dest_env, ctx.require("export_info"),
+        ctx.info.get("volumes_info") or [], transfer_id=ctx.info.get("action_id"))}
+
+
+@runs(c.TASK_TYPE_DELETE_MIGRATION_TARGET_RESOURCES, c.TASK_TYPE_DELETE_REPLICA_TARGET_RESOURCES)
+def delete_target_resources(ctx: TaskContext) -> JSON:
+    ctx.destination.delete_target_resources(ctx.dest_conn, ctx.dest_env,
+                                            ctx.info.get("target_resources") or {})
+    return {"target_resources": {}}
+
+
 @runs(c.TASK_TYPE_SHUTDOWN_INSTANCE)
 def shutdown_instance(ctx: TaskContext) -> JSON:
     ctx.origin.shutdown_instance(ctx.origin_conn, ctx.origin_env, ctx.require("export_info"))
@@ -171,29 +183,9 @@ def shutdown_instance(ctx: TaskContext) -> JSON:
     return {}
 
 
-def _manifest_dir(ctx: TaskContext, volume: JSON) -> Path:
-    """The block manifests of one destination volume on this worker (a recreated volume
-    starts anew), one file per generation."""
-    ident = f"{volume.get('path')}|{volume['disk_id']}"
-    return ctx.data_dir / "manifests" / hashlib.sha256(ident.encode()).hexdigest()[:24]
-
-
-def _manifest_path(ctx: TaskContext, volume: JSON, generation: str | None = None) -> Path:
-    """The manifest of a generation (default: the committed one, ``manifest_generation``).
-    A generation is the execution whose copy it describes; the committed one moves only when
-    that execution commits, so a worker never trusts a manifest that a rolled-back copy, or
-    another worker's copy, made stale (it resends everything instead)."""
-    gen = generation if generation is not None else volume.get("manifest_generation", "")
-    return _manifest_dir(ctx, volume) / f"{gen or 'initial'}.manifest"
-
-
-def _prune_manifests(ctx: TaskContext, volume: JSON) -> None:
-    """Drop the manifests of every generation but the committed one."""
-    keep = _manifest_path(ctx, volume)
-    folder = keep.parent
-    for file in folder.glob("*") if folder.is_dir() else []:
-        if file != keep:
-            file.unlink(missing_ok=True)
+def _manifests(ctx: TaskContext) -> ManifestStore:
+    """The block manifests of destination volumes on this worker."""
+    return ManifestStore(ctx.data_dir / "manifests")
 
 
 def _apply_outcome(ctx: TaskContext, outcome: JSON) -> list[JSON]:
@@ -201,6 +193,7 @@ def _apply_outcome(ctx: TaskContext, outcome: JSON) -> list[JSON]:
     to what its pending copy recorded when the disks committed that copy's execution, or
     drop it when they did not; say what a settle found."""
     volumes = []
+    manifests = _manifests(ctx)
     for volume in outcome["volumes_info"]:
         volume = dict(volume)
         pending = volume.pop("pending", None)
@@ -208,8 +201,8 @@ def _apply_outcome(ctx: TaskContext, outcome: JSON) -> list[JSON]:
             if pending.get("cbt"):
                 volume["cbt"] = pending["cbt"]
             volume["manifest_generation"] = pending["manifest_generation"]
-            volume["manifest"] = str(_manifest_path(ctx, volume))
-        _prune_manifests(ctx, volume)
+            volume["manifest"] = str(manifests.path(volume))
+        manifests.prune(volume)
         volumes.append(volume)
     if outcome.get("rolled_back"):
         ctx.event(f"Rolled back what execution {outcome['rolled_back']} wrote to the replica "
@@ -231,34 +224,53 @@ def _settle(ctx: TaskContext, volumes: list[JSON]) -> list[JSON]:
         ctx.dest_conn, ctx.dest_env, volumes))
 
 
+def _location(resources: JSON, side: str, disk_id: str) -> JSON:
+    location = (resources.get("disks") or {}).get(disk_id)
+    if location is None:
+        raise exceptions.ProviderError(f"the {side} resources have no location for disk "
+                                       f"{disk_id}")
+    return dict(location)
+
+
 @runs(c.TASK_TYPE_REPLICATE_DISKS)
 def replicate_disks(ctx: TaskContext) -> JSON:
-    """Copy every disk, sending only blocks whose hash differs from what the destination
-    holds according to the volume's block manifest (a new volume holds zeroes). The new
+    """Copy every disk from its source location to its target location (``transfer.
+    locations``), sending only blocks whose hash differs from what the destination holds
+    according to the volume's block manifest (a new volume holds zeroes). The new
     change-tracking point (this execution's bitmap token and manifest) is recorded as the
     volume's ``pending`` one: it is in force only once the execution commits."""
-    export_info = ctx.require("export_info")
+    ctx.require("export_info")
     volumes = [dict(v) for v in ctx.require("volumes_info")]
     sources = ctx.info.get("source_resources") or {}
+    targets = ctx.info.get("target_resources") or {}
+    options = TransferOptions.from_env(ctx.dest_env)
+    manifests = _manifests(ctx)
     execution = ctx.message.execution_id
+
+    def platform_reader(location: locations.PlatformLocation, conn: JSON) -> Any:
+        return ctx.origin.open_platform_reader(conn, ctx.origin_env, location)
+
     for volume in volumes:
         disk_id = volume["disk_id"]
-        committed_file = _manifest_path(ctx, volume)
+        source = _location(sources, "source", disk_id)
+        target = _location(targets, "target", disk_id)
+        committed_file = manifests.path(volume)
         # A copy run again after a crash goes on from its own manifest, if it saved one.
-        work_file = _manifest_path(ctx, volume, execution)
+        work_file = manifests.path(volume, execution)
         work_file.parent.mkdir(parents=True, exist_ok=True)
         tracking = (sources.get("cbt") or {}).get(disk_id)
         since = volume.get("cbt") if tracking else None
-        reader = ctx.origin.open_disk_reader(ctx.origin_conn, ctx.origin_env, export_info,
-                                             disk_id, sources, since=since)
+        reader = locations.open_reader(source, since=since, connection_info=ctx.origin_conn,
+                                       platform_opener=platform_reader)
         try:
             transfer_id = re.sub(r"[^a-z0-9_-]", "_", f"{ctx.message.task_id}-{disk_id}".lower())
-            writer = ctx.destination.open_disk_writer(ctx.dest_conn, ctx.dest_env, volume,
-                                                      transfer_id=transfer_id)
-            remote = writer if isinstance(writer, RemoteDiskWriter) else None
-            if remote:
-                ctx.event(f"Disk {disk_id}: writing through the writer agent at "
-                          f"{remote.agent.url}")
+            agent_url = locations.writes_through_agent(target, options)
+            if agent_url:
+                ctx.event(f"Disk {disk_id}: writing through the writer agent at {agent_url}")
+            writer = locations.open_writer(target, options=options, transfer_id=transfer_id,
+                                           connection_info=ctx.dest_conn,
+                                           size=volume.get("size_bytes"))
+            wire_summary = getattr(writer, "wire_summary", None)
             try:
                 known = next((f for f in (work_file, committed_file) if f.exists()), None)
                 if known is not None:
@@ -300,8 +312,8 @@ def replicate_disks(ctx: TaskContext) -> JSON:
                      f"Disk {disk_id}: scanned {stats.bytes_scanned / MiB:.1f} MiB, changed "
                      f"{changed / MiB:.1f} MiB, sent {stats.bytes_written / MiB:.1f} MiB "
                      f"in {stats.seconds:.2f}s" + (
-                         f" ({remote.stats.bytes_on_wire / MiB:.1f} MiB on the wire, "
-                         f"{stats.bytes_resumed / MiB:.1f} MiB resumed)" if remote else ""))
+                         f" ({wire_summary()}, {stats.bytes_resumed / MiB:.1f} MiB resumed)"
+                         if wire_summary else ""))
     if not any(v.get("snapshot") for v in volumes):
         # A migration's copy (no snapshot, nothing to commit): in force at once.
         return {"volumes_info": _apply_outcome(ctx, {"volumes_info": volumes,
@@ -374,8 +386,9 @@ def cleanup_failed_instance(ctx: TaskContext) -> JSON:
 def delete_disks(ctx: TaskContext) -> JSON:
     volumes = ctx.info.get("volumes_info") or []
     ctx.destination.delete_disks(ctx.dest_conn, ctx.dest_env, volumes)
+    manifests = _manifests(ctx)
     for volume in volumes:
-        shutil.rmtree(_manifest_dir(ctx, volume), ignore_errors=True)
+        manifests.forget(volume)
     ctx.event(f"{len(volumes)} destination disk(s) deleted")
     return {"volumes_info": []}
 

@@ -35,13 +35,10 @@ from coriolis.providers.local.cloud import (
     is_inside,
     write_json_atomic,
 )
-from coriolis.transfer.base import DiskReader, DiskWriter
-from coriolis.transfer.extents import qemu_img_info
-from coriolis.transfer.files import RawFileReader
-from coriolis.transfer.images import open_image_writer
-from coriolis.transfer.journal import JournalingWriter
-from coriolis.transfer.nbd import NbdImageReader
-from coriolis.transfer.remote import AgentAddress, RemoteDiskWriter, is_this_host, probe_agent
+from coriolis.transfer import locations
+from coriolis.transfer.extents import qcow2_bitmaps
+from coriolis.transfer.locations import AgentLocation, PathLocation
+from coriolis.transfer.remote import AgentAddress, is_this_host, probe_agent
 from coriolis.transfer.wire import COMPRESSIONS
 from coriolis.worker.faults import crash_point
 
@@ -126,59 +123,18 @@ def _qemu_img(*args: str) -> None:
         raise exceptions.ProviderError(f"qemu-img {args[0]} failed: {proc.stderr.strip()}")
 
 
-def _bitmaps(path: str) -> list[str]:
-    """Names of the persistent dirty bitmaps of a qcow2 image."""
-    info = qemu_img_info(path, "qcow2")
-    data = (info.get("format-specific") or {}).get("data") or {}
-    return [b["name"] for b in data.get("bitmaps") or []]
-
-
 def _remove_stale_bitmaps(image: str, prefix: str, keep: set[str]) -> None:
     """Remove the bitmaps of ``prefix`` (one replica's) but those in ``keep``: the tracking
     points of executions that died or were rolled back."""
     if not os.path.exists(image):
         return
-    for name in _bitmaps(image):
+    for name in qcow2_bitmaps(image):
         if name.startswith(prefix) and name not in keep:
             _qemu_img("bitmap", "--remove", image, name)
 
 
 # The key of the transfer that owns a pending instance definition (removed by finalize).
 OWNER_KEY = "coriolis_transfer"
-
-
-def _check_opened(files: list[str], bases: tuple[Path, ...], what: str) -> None:
-    """``files`` were opened (each named as the kernel resolved it then): ``InvalidInput``
-    naming ``what`` unless all are inside ``bases``. Checking what was opened, not a name
-    looked up before, leaves no time to swap a folder for a symlink."""
-    outside = [f for f in files if not any(Path(f).is_relative_to(b) for b in bases)]
-    if outside:
-        raise exceptions.InvalidInput(f"{what} leads out of the instance folder (to "
-                                      f"{outside[0]})")
-
-
-class ConfinedRawReader(RawFileReader):
-    """A raw disk read through a descriptor opened without following a last symlink and
-    checked (by the kernel's name for it) to be inside ``bases``; what is read stays that
-    file whatever its path leads to later."""
-
-    def __init__(self, path: str, bases: tuple[Path, ...], what: str) -> None:
-        try:
-            self._held = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError as exc:
-            raise exceptions.InvalidInput(f"{what} cannot be opened: {exc.strerror}") from None
-        try:
-            _check_opened([os.readlink(f"/proc/self/fd/{self._held}")], bases, what)
-            super().__init__(f"/proc/self/fd/{self._held}")
-        except BaseException:
-            os.close(self._held)
-            raise
-
-    def close(self) -> None:
-        super().close()
-        if self._held >= 0:
-            os.close(self._held)
-            self._held = -1
 
 
 def create_image(path: Path, fmt: str, size: int) -> None:
@@ -335,8 +291,9 @@ class LocalProvider(BaseProvider, InstancesProvider, NetworksProvider, StoragePr
         ``.coriolis/snapshot-<key of the transfer and instance>``, which a repeated call
         replaces and a failed one removes."""
         cloud = LocalCloud(connection_info)
-        for disk in export_info["devices"]["disks"]:  # what may be read, checked again now
-            cloud.disk_files(export_info["name"], disk)
+        name = export_info["name"]
+        files = {disk["id"]: str(cloud.disk_files(name, disk)[0])  # checked again now
+                 for disk in export_info["devices"]["disks"]}
         resources: JSON = {}
         if tracking_id:
             prefix = f"{CBT_PREFIX}{tracking_id[:8]}-"
@@ -365,34 +322,15 @@ class LocalProvider(BaseProvider, InstancesProvider, NetworksProvider, StoragePr
                 shutil.rmtree(folder, ignore_errors=True)
                 raise
             resources.update({"snapshot_dir": str(folder), "snapshots": snapshots})
+            files.update(snapshots)
+        bases = tuple(str(b) for b in cloud.read_bases(name))
+        resources["disks"] = {
+            disk["id"]: locations.to_json(PathLocation(
+                files[disk["id"]], disk["format"], confine=bases,
+                what=f"instance '{name}': disk file {disk['file']}"))
+            for disk in export_info["devices"]["disks"]}
         crash_point()
         return resources
-
-    def open_disk_reader(self, connection_info: JSON, env: JSON, export_info: JSON,
-                         disk_id: str, source_resources: JSON,
-                         since: str | None = None) -> DiskReader:
-        disk = next((d for d in export_info["devices"]["disks"] if d["id"] == disk_id), None)
-        if disk is None:
-            raise exceptions.ProviderError(f"instance has no disk {disk_id}")
-        path = (source_resources or {}).get("snapshots", {}).get(disk_id)
-        cloud = LocalCloud(connection_info)
-        if not os.path.exists(path or cloud.disk_path(export_info["name"], disk)):
-            raise exceptions.ProviderError(
-                f"instance '{export_info['name']}': disk file {disk['file']} is missing")
-        if path is None:  # checked again as the task reads it
-            path = str(cloud.disk_files(export_info["name"], disk)[0])
-        what = f"instance '{export_info['name']}': disk file {disk['file']}"
-        bases = cloud.read_bases(export_info["name"])
-        if disk["format"] == "raw":
-            return ConfinedRawReader(path, bases, what)
-        bitmap = since if since and since in _bitmaps(path) else None
-        reader = NbdImageReader(path, disk["format"], bitmap=bitmap)
-        try:
-            _check_opened(reader.open_files(), bases, what)
-        except BaseException:
-            reader.close()
-            raise
-        return reader
 
     def delete_source_resources(self, connection_info: JSON, env: JSON,
                                 source_resources: JSON) -> None:
@@ -488,7 +426,8 @@ class LocalProvider(BaseProvider, InstancesProvider, NetworksProvider, StoragePr
                 path.unlink(missing_ok=True)
                 create_image(path, backend.format, disk["size_bytes"])
                 made.append(path)
-                result.append({"disk_id": disk["id"], "size_bytes": disk["size_bytes"],
+                result.append({"disk_id": disk["id"], "volume_id": uuid.uuid4().hex,
+                               "size_bytes": disk["size_bytes"],
                                "storage_backend": backend.name, "format": backend.format,
                                "path": str(path)})
                 crash_point()
@@ -499,29 +438,37 @@ class LocalProvider(BaseProvider, InstancesProvider, NetworksProvider, StoragePr
         crash_point()
         return result
 
-    def open_disk_writer(self, connection_info: JSON, env: JSON, volume: JSON,
-                         transfer_id: str | None = None) -> DiskWriter:
-        journal = replica_disks.journal_of(volume)
-        agent = connection_info.get("writer")
-        if agent and (agent.get("mode") == "always" or not is_this_host(agent["url"])):
-            limit = env.get("transfer_bandwidth_limit_mib")
-            return RemoteDiskWriter(
-                AgentAddress.from_json(agent), transfer_id or uuid.uuid4().hex,
-                volume["path"], volume["format"], journal=journal,
-                compression=env.get("transfer_compression", "auto"),
-                bandwidth_limit=limit * MiB if limit else None)
-        if not os.path.exists(volume["path"]):
-            raise exceptions.ProviderError(f"destination disk {volume['disk_id']} is missing")
-        writer = open_image_writer(volume["path"], volume["format"])
-        return JournalingWriter(writer, journal) if journal else writer
-
     def deploy_target_resources(self, connection_info: JSON, env: JSON, export_info: JSON,
                                 volumes_info: list[JSON],
                                 transfer_id: str | None = None) -> JSON:
-        return {}  # TODO(core-b): per-disk target locations
+        """Per volume a ``path`` location of its file, or, when the cloud has a writer agent
+        (``connection_info.writer``), an ``agent`` location (key by ``key_ref``
+        ``writer.key``, ``mode`` from ``writer.mode``); a raw replica volume's undo journal
+        (``replica_disks.journal_of``) goes with it. Nothing is made, so nothing is left
+        behind; a volume whose file is missing is a ``ProviderError`` naming its disk (with
+        an agent on another host, the agent checks it when the copy opens it)."""
+        agent = connection_info.get("writer")
+        disks: JSON = {}
+        for volume in volumes_info or []:
+            what = f"destination disk {volume['disk_id']}"
+            journal = replica_disks.journal_of(volume)
+            location: PathLocation | AgentLocation
+            if agent:
+                location = AgentLocation(
+                    url=agent["url"], fingerprint=agent["fingerprint"], key_ref="writer.key",
+                    path=volume["path"], format=volume["format"],
+                    mode=agent.get("mode") or "auto", journal=journal, what=what)
+            else:
+                location = PathLocation(volume["path"], volume["format"], what=what,
+                                        journal=journal)
+            if (not agent or is_this_host(agent["url"])) and not os.path.exists(volume["path"]):
+                raise exceptions.ProviderError(f"{what} is missing")
+            disks[volume["disk_id"]] = locations.to_json(location)
+        return {"disks": disks}
 
     def delete_target_resources(self, connection_info: JSON, env: JSON,
                                 target_resources: JSON) -> None:
+        """Nothing to undo: the locations are the volumes' own files."""
         return None
 
     def delete_disks(self, connection_info: JSON, env: JSON, volumes_info: list[JSON]) -> None:
