@@ -18,16 +18,18 @@ NoneType = type(None)
 
 def open_reader(provider: BaseProvider, connection_info: JSON, location: JSON) -> DiskReader:
     """A reader of a source location, as the worker opens it."""
-    return locations.open_reader(locations.from_json(location, "source location"),
-                                 connection_info=connection_info, provider=provider)
+    return locations.open_reader(location, connection_info=connection_info,
+                                 platform_opener=getattr(provider, "open_platform_reader", None))
 
 
-def open_writer(provider: BaseProvider, connection_info: JSON, env: JSON, location: JSON,
-                transfer_id: str) -> DiskWriter:
-    """A writer of a target location, as the worker opens it."""
-    return locations.open_writer(locations.from_json(location, "target location"),
-                                 connection_info=connection_info,
-                                 options=TransferOptions.from_env(env), transfer_id=transfer_id)
+def open_writer(connection_info: JSON, env: JSON, location: JSON, transfer_id: str,
+                volume: JSON) -> DiskWriter:
+    """A writer of a target location for ``volume``, as the worker opens it: with the
+    transfer options of the destination environment ``env``, one writer transfer id per
+    disk, at least the volume's size."""
+    return locations.open_writer(location, options=TransferOptions.from_env(env),
+                                 transfer_id=f"{transfer_id}-{volume['disk_id']}",
+                                 connection_info=connection_info, size=volume["size_bytes"])
 
 
 def check_extents(extents: Iterable[Extent], disk: Disk) -> list[Extent]:
@@ -40,16 +42,11 @@ def check_extents(extents: Iterable[Extent], disk: Disk) -> list[Extent]:
         assert ext.length > 0, f"empty extent {ext}"
         pos = ext.end
     assert pos == disk.size, f"extents end at {pos}, the disk at {disk.size}"
-    for offset, piece in disk.data:
-        for i, byte in enumerate(piece):
-            if byte and _covering(found, offset + i).zero:
-                raise AssertionError(f"byte {offset + i} is data but in a zero extent "
-                                     f"{_covering(found, offset + i)}")
+    image = disk.image()
+    for ext in found:
+        if ext.zero and image.count(0, ext.offset, ext.end) != ext.length:
+            raise AssertionError(f"zero extent {ext} holds data of the source")
     return found
-
-
-def _covering(extents: list[Extent], offset: int) -> Extent:
-    return next(e for e in extents if e.offset <= offset < e.end)
 
 
 def read_all(reader: DiskReader, size: int, chunk: int = 1024 * 1024) -> bytes:

@@ -36,7 +36,7 @@ def test_source_resources(provider: BaseProvider, backend: Backend, transfer_id:
     assert backend.inventory() == with_instance
 
 
-@pytest.mark.parametrize("storage", [0, 1])
+@pytest.mark.parametrize("storage", [0, 1, 2])
 def test_disks_and_target_resources(provider: BaseProvider, backend: Backend, storage: int,
                                     transfer_id: str) -> None:
     """create_disks repeated for the same transfer (the first result lost) replaces what the

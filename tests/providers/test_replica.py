@@ -23,7 +23,7 @@ def _outcome(value: JSON, what: str) -> list[JSON]:
     return list(value["volumes_info"])
 
 
-@pytest.mark.parametrize("storage", [0, 1])
+@pytest.mark.parametrize("storage", [0, 1, 2])
 def test_restore_rolls_back_and_delete_commits(provider: BaseProvider, backend: Backend,
                                                storage: int, transfer_id: str) -> None:
     need(provider, Capability.REPLICA_IMPORT)

@@ -80,7 +80,7 @@ class Volumes:
             for volume, image in zip(self.volumes, images, strict=True):
                 location = target["disks"][volume["disk_id"]]
                 locations.from_json(location)
-                writer = open_writer(self.p, self.info, self.env, location, self.transfer_id)
+                writer = open_writer(self.info, self.env, location, self.transfer_id, volume)
                 try:
                     assert writer.size >= len(image)
                     write_image(writer, image)
@@ -94,8 +94,8 @@ class Volumes:
         try:
             found = []
             for volume, disk in zip(self.volumes, self.disks, strict=True):
-                writer = open_writer(self.p, self.info, self.env,
-                                     target["disks"][volume["disk_id"]], self.transfer_id)
+                writer = open_writer(self.info, self.env, target["disks"][volume["disk_id"]],
+                                     f"{self.transfer_id}-read", volume)
                 try:
                     found.append(read_all(writer, disk.size))
                 finally:
@@ -112,7 +112,7 @@ def noise(size: int, seed: int) -> bytes:
     return random.Random(seed).randbytes(size)
 
 
-@pytest.mark.parametrize("storage", [0, 1])
+@pytest.mark.parametrize("storage", [0, 1, 2])
 def test_write_round_trip(provider: BaseProvider, backend: Backend, storage: int,
                           transfer_id: str) -> None:
     need(provider, Capability.IMPORT)

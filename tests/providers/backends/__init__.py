@@ -45,14 +45,16 @@ class Disk:
 
 
 def sample_disk(fmt: str, seed: int, size: int = 6 * MiB + 12 * KiB + 512) -> Disk:
-    """A small disk with holes and data: data at the start, in the middle (one piece not
-    aligned to anything), at the very end, and a range of written zeroes."""
+    """A small disk (``size`` of 2 MiB or more) with holes and data: data at the start, in
+    the first half, one piece aligned to nothing in the middle, at the very end, and a range
+    of written zeroes in the last quarter."""
     rng = random.Random(seed)
+    quarter = size // 4 // (64 * KiB) * (64 * KiB)
     data = ((0, rng.randbytes(64 * KiB)),
-            (1 * MiB + 4 * KiB, rng.randbytes(1 * MiB)),
-            (3 * MiB + 7, rng.randbytes(100)),
+            (quarter + 4 * KiB, rng.randbytes(min(1 * MiB, quarter - 8 * KiB))),
+            (size // 2 + 7, rng.randbytes(100)),
             (size - 4 * KiB, rng.randbytes(4 * KiB)))
-    return Disk(size, fmt, data, zeros=((4 * MiB, 256 * KiB),))
+    return Disk(size, fmt, data, zeros=((3 * quarter, min(256 * KiB, quarter)),))
 
 
 @dataclass(frozen=True)

@@ -38,11 +38,12 @@ def write_disk(path: Path, disk: Disk) -> None:
 
 class Backend(BaseBackend):
     """A local cloud in ``root/cloud``: networks ``lan`` and ``prod``, storage backends
-    ``bulk`` (raw) and ``fast`` (qcow2)."""
+    ``bulk`` (raw) and ``fast`` (qcow2); the storage choice ``bulk via agent`` writes to
+    ``bulk`` through the writer agent (``writer_agent: always``)."""
 
     platform = "local"
     formats = ("raw", "qcow2")
-    storage = ("bulk", "fast")
+    storage = ("bulk", "fast", "bulk via agent")
     _agent: ClassVar[RunningWriter | None] = None
 
     @classmethod
@@ -99,9 +100,13 @@ class Backend(BaseBackend):
         return {"snapshot": True}  # so that source resources leave something to delete
 
     def destination_env(self, storage: str | None = None) -> JSON:
-        return {"network_map": {"lan": "prod"},
-                "storage_mappings": {"default": storage or "bulk", "backend_mappings": [],
-                                     "disk_mappings": []}}
+        backend, _, agent = (storage or "bulk").partition(" via ")
+        env: JSON = {"network_map": {"lan": "prod"},
+                     "storage_mappings": {"default": backend, "backend_mappings": [],
+                                          "disk_mappings": []}}
+        if agent:
+            env["writer_agent"] = "always"
+        return env
 
     def inventory(self) -> set[str]:
         """Every file of the cloud, and every folder but the cloud's own (``instances``,
