@@ -6,7 +6,6 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from coriolis.providers.base import BaseProvider
 from coriolis.transfer import locations
 from coriolis.transfer.base import DiskReader, DiskWriter, Extent
 from coriolis.transfer.options import TransferOptions
@@ -16,10 +15,17 @@ BLOCK = 64 * 1024
 NoneType = type(None)
 
 
-def open_reader(provider: BaseProvider, connection_info: JSON, location: JSON) -> DiskReader:
-    """A reader of a source location, as the worker opens it."""
+def open_reader(provider: Any, connection_info: JSON, env: JSON,
+                location: JSON) -> DiskReader:
+    """A reader of a source location, as the worker opens it (a ``platform`` location by
+    the provider's ``open_platform_reader``, with the source environment ``env``)."""
+
+    def platform_reader(loc: locations.PlatformLocation, conn: JSON) -> DiskReader:
+        reader: DiskReader = provider.open_platform_reader(conn, env, loc)
+        return reader
+
     return locations.open_reader(location, connection_info=connection_info,
-                                 platform_opener=getattr(provider, "open_platform_reader", None))
+                                 platform_opener=platform_reader)
 
 
 def open_writer(connection_info: JSON, env: JSON, location: JSON, transfer_id: str,

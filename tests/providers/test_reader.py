@@ -32,7 +32,7 @@ def test_reader_returns_the_source(provider: BaseProvider, backend: Backend, fmt
         for disk, described in zip(disks, export_info["devices"]["disks"], strict=True):
             location = resources["disks"][described["id"]]
             locations.from_json(location)  # a valid location
-            reader = open_reader(provider, info, location)
+            reader = open_reader(provider, info, env, location)
             try:
                 assert reader.size == disk.size
                 extents = check_extents(reader.extents(), disk)
