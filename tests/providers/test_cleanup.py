@@ -4,6 +4,8 @@ was never recorded), or after a half-made deploy."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -56,6 +58,22 @@ def test_disks_and_target_resources(provider: BaseProvider, backend: Backend, st
     assert backend.inventory() == before, "disks of a repeated create_disks were left behind"
 
 
+@contextlib.contextmanager
+def destination_volumes(provider: BaseProvider, backend: Backend,
+                        transfer_id: str) -> Iterator[Volumes]:
+    """One volume on the default storage; deleted (twice) after, and then nothing may be
+    left on the backend."""
+    before = backend.inventory()
+    volumes = Volumes(provider, backend, backend.destination_env(), (sample_disk("raw", 42),),
+                      transfer_id)
+    try:
+        yield volumes
+    finally:
+        for _ in range(2):
+            volumes.delete()
+    assert backend.inventory() == before, "the instance, its disks or resources were left"
+
+
 @pytest.mark.parametrize("finalized", [False, True], ids=["half-made", "finalized"])
 def test_instance_deployment(provider: BaseProvider, backend: Backend, finalized: bool,
                              transfer_id: str, caps: frozenset[Capability]) -> None:
@@ -64,11 +82,8 @@ def test_instance_deployment(provider: BaseProvider, backend: Backend, finalized
     instance is not listed until finalized."""
     need(provider, Capability.IMPORT)
     p: Any = provider
-    env = backend.destination_env()
-    before = backend.inventory()
-    volumes = Volumes(provider, backend, env, (sample_disk("raw", 42),), transfer_id)
-    info = volumes.info
-    try:
+    with destination_volumes(provider, backend, transfer_id) as volumes:
+        info, env = volumes.info, volumes.env
         for clone in (False, True):
             p.deploy_instance(info, env, volumes.export_info, volumes.volumes, clone_disks=clone,
                               transfer_id=transfer_id)
@@ -86,21 +101,14 @@ def test_instance_deployment(provider: BaseProvider, backend: Backend, finalized
             for _ in range(2):
                 p.cleanup_failed_instance(info, env, deployed)
             p.cleanup_failed_instance(info, env, {})
-    finally:
-        for _ in range(2):
-            volumes.delete()
-    assert backend.inventory() == before, "the instance or its disks were left behind"
 
 
 def test_os_morphing_resources(provider: BaseProvider, backend: Backend,
                                transfer_id: str) -> None:
     need(provider, Capability.IMPORT, Capability.OS_MORPHING)
     p: Any = provider
-    env = backend.destination_env()
-    before = backend.inventory()
-    volumes = Volumes(provider, backend, env, (sample_disk("raw", 43),), transfer_id)
-    info = volumes.info
-    try:
+    with destination_volumes(provider, backend, transfer_id) as volumes:
+        info, env = volumes.info, volumes.env
         deployed = p.deploy_instance(info, env, volumes.export_info, volumes.volumes,
                                      transfer_id=transfer_id)
         resources = p.deploy_os_morphing_resources(info, env, deployed)
@@ -109,6 +117,3 @@ def test_os_morphing_resources(provider: BaseProvider, backend: Backend,
             p.delete_os_morphing_resources(info, env, resources)
         p.delete_os_morphing_resources(info, env, {})
         p.cleanup_failed_instance(info, env, deployed)
-    finally:
-        volumes.delete()
-    assert backend.inventory() == before, "OS morphing resources were left behind"
