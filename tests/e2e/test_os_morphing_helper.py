@@ -11,7 +11,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from coriolis import guest_image
 from coriolis.harness import (
     RunningServer,
     RunningWriter,
@@ -24,10 +23,10 @@ from coriolis.harness import (
 from coriolis.providers.local.cloud import LocalCloud
 from tests.e2e.test_os_morphing import (
     FINAL,
-    SOURCE_MAC,
     assert_boots_morphed,
     sha256,
     task_events,
+    vmware_like_cloud,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
@@ -35,13 +34,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
 @pytest.fixture(scope="module")
 def setup(server: RunningServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    image = guest_image.build()
     base = tmp_path_factory.mktemp("helper")
     src, dst = server.cloud_dir("helper-src"), server.cloud_dir("helper-dst")
-    local_cloud("init", str(src), "--network", "vmnet")
-    local_cloud("add-instance", str(src), "debian-vm", "--image", str(image), "--bus", "sata",
-                "--mac", SOURCE_MAC, "--memory-mb", "1024", "--cpus", "2",
-                "--network", "vmnet")
+    vmware_like_cloud(src)
     local_cloud("init", str(dst), "--network", "kvmnet", "--storage", "default:qcow2")
     agent = start_writer(base / "agent", [dst])
     server.cli("endpoint", "create", "--name", "h-src", "--provider", "local",

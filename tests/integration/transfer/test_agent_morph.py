@@ -8,44 +8,23 @@ from __future__ import annotations
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from coriolis import exceptions
-from coriolis.harness import RunningWriter, processes_naming, start_writer, stop_server
-from coriolis.osmorphing.appliance import GuestDisk
+from coriolis.harness import RunningWriter, processes_naming
 from coriolis.osmorphing.guest import MorphingFailed
 from coriolis.osmorphing.helper import helper_address, morph_on_helper
 from coriolis.osmorphing.isolated import MorphRequest
 from coriolis.transfer.remote import AgentAddress, AgentError
+from tests.integration.osmorphing.test_isolated import blank_disk, request_for
 
 pytestmark = pytest.mark.timeout(600)
 
 
-@pytest.fixture
-def writer(tmp_path: Path) -> Iterator[RunningWriter]:
-    root = tmp_path / "root"
-    root.mkdir()
-    agent = start_writer(tmp_path / "agent", [root])
-    yield agent
-    if agent.process.poll() is None:
-        stop_server(agent)
-
-
 def address(agent: RunningWriter, key: str | None = None) -> AgentAddress:
     return AgentAddress.from_json({**agent.details, "key": key or agent.details["key"]})
-
-
-def blank_disk(path: Path) -> Path:
-    subprocess.run(["mkfs.ext4", "-q", "-F", str(path), "32M"], check=True)
-    return path
-
-
-def request_for(disk: Path, fmt: str = "raw") -> MorphRequest:
-    return MorphRequest(disks=[GuestDisk(str(disk), fmt, "disk0")], profile={},
-                        instance="vm1")
 
 
 def morph(agent: AgentAddress, request: MorphRequest, events: list[str] | None = None,
