@@ -336,10 +336,14 @@ class OSMorphingProvider(abc.ABC):
     def deploy_os_morphing_resources(self, connection_info: JSON, env: JSON,
                                      instance_deployment_info: JSON) -> JSON:
         """Make the deployed instance's disks reachable by a libguestfs appliance; returns
-        ``{"disks": [{"path", "format", "name"}], "helper": None | writer agent address}``:
-        without ``helper`` the worker runs the appliance on the paths; with one (a helper
-        machine that has the disks attached, for clouds whose volumes cannot be attached to
-        the worker), the appliance runs there."""
+        ``{"disks": [{"path", "format", "name"}], "helper": None | {"url", "fingerprint",
+        "key_ref"}}``. Without ``helper`` (the default) the worker runs the appliance on the
+        paths, which are its own. With one, a helper machine that has the disks attached (for
+        clouds whose volumes cannot be attached to the worker) runs it: a writer agent
+        (``coriolis-server writer``) at ``url`` (``https://``), its certificate pinned by
+        ``fingerprint`` (SHA-256), its agent key found at ``key_ref``, a dotted path into the
+        destination endpoint's connection_info (``"writer.key"``; no secret in the resources);
+        the paths are the helper's and must be under the agent's roots."""
 
     def delete_os_morphing_resources(self, connection_info: JSON, env: JSON,
                                      os_morphing_resources: JSON) -> None:

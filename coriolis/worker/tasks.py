@@ -14,6 +14,7 @@ from coriolis import constants as c
 from coriolis import exceptions, task_types
 from coriolis.bus.base import EndpointRef, TaskEventSink, TaskMessage
 from coriolis.osmorphing import appliance
+from coriolis.osmorphing.helper import helper_address, job_id_for, morph_on_helper
 from coriolis.osmorphing.isolated import MorphRequest, morph_in_child
 from coriolis.providers import registry
 from coriolis.providers.base import missing_capability
@@ -401,17 +402,28 @@ def deploy_os_morphing_resources(ctx: TaskContext) -> JSON:
 
 def os_morphing(ctx: TaskContext) -> JSON:
     """Open the new instance's disks in a libguestfs appliance and morph the guest for the
-    destination; every change is a task event."""
+    destination; every change is a task event. The appliance runs on this worker, or on the
+    resources' ``helper`` (a writer agent beside the disks) when they name one."""
     export_info = ctx.require("export_info")
     resources = ctx.require("os_morphing_resources")
     profile = ctx.destination.os_morphing_profile(
         ctx.dest_conn, ctx.dest_env, export_info, ctx.require("instance_deployment_info"))
     disks = [appliance.GuestDisk(d["path"], d["format"], d["name"]) for d in resources["disks"]]
-    ctx.event(f"starting the libguestfs appliance on {len(disks)} disk(s)")
-    morph_in_child(MorphRequest(
+    request = MorphRequest(
         disks=disks, profile=profile, instance=ctx.instance,
         source_macs=[n.get("mac_address") for n in export_info["devices"]["nics"]],
-        user_scripts=ctx.info.get("user_scripts") or {}), ctx.event, ctx.cancelled)
+        user_scripts=ctx.info.get("user_scripts") or {})
+    helper = resources.get("helper")
+    if helper:
+        agent = helper_address(helper, ctx.dest_conn)
+        ctx.event(f"starting the libguestfs appliance on {len(disks)} disk(s) on the helper "
+                  f"at {agent.url}")
+        morph_on_helper(agent, job_id_for(ctx.message.task_id), request, ctx.event,
+                        ctx.cancelled)
+        ctx.event(f"OS morphing done on the helper at {agent.url}")
+        return {}
+    ctx.event(f"starting the libguestfs appliance on {len(disks)} disk(s)")
+    morph_in_child(request, ctx.event, ctx.cancelled)
     ctx.event("OS morphing done")
     return {}
 

@@ -677,23 +677,25 @@ class LocalProvider(BaseProvider, InstancesProvider, NetworksProvider, StoragePr
 
     def deploy_os_morphing_resources(self, connection_info: JSON, env: JSON,
                                      instance_deployment_info: JSON) -> JSON:
-        """The disks are files of this cloud: the worker opens them where they are, unless
-        the cloud is on another host (behind its writer agent)."""
+        """The disks are files of this cloud. Without a writer agent the worker opens them
+        where they are; with one (``writer``) the agent's host is the cloud's helper machine
+        and the appliance runs there when the agent is on another host or the endpoint's
+        writer ``mode`` is ``always`` (every disk access of the cloud through its agent)."""
         agent = connection_info.get("writer")
-        if agent and not is_this_host(agent["url"]):
-            raise exceptions.ProviderError(
-                f"the disks of {connection_info['path']} are on the writer agent's host "
-                f"({agent['url']}); OS morphing needs a worker on that host")
+        helper = None
+        if agent and (agent.get("mode") == "always" or not is_this_host(agent["url"])):
+            helper = {"url": agent["url"], "fingerprint": agent["fingerprint"],
+                      "key_ref": "writer.key"}
         cloud = LocalCloud(connection_info)
         desc = self._deployed(cloud, instance_deployment_info)
         folder = cloud.instance_dir(instance_deployment_info["instance_name"])
         disks = []
         for i, disk in enumerate(desc["disks"]):
             path = (folder / disk["file"]).resolve()
-            if not path.exists():
+            if helper is None and not path.exists():  # the helper checks its own
                 raise exceptions.ProviderError(f"disk {disk['file']} of the instance is missing")
             disks.append({"path": str(path), "format": disk["format"], "name": f"disk{i}"})
-        return {"disks": disks}
+        return {"disks": disks, "helper": helper}
 
     def cleanup_failed_instance(self, connection_info: JSON, env: JSON,
                                 instance_deployment_info: JSON) -> None:
