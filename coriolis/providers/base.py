@@ -113,7 +113,8 @@ class InstancesProvider(abc.ABC):
 
     @abc.abstractmethod
     def get_instance(self, connection_info: JSON, env: JSON, instance: str) -> JSON:
-        """Full ``export_info`` of one instance; ``InstanceNotFound`` if absent or malformed."""
+        """Full ``export_info`` of one instance; ``InstanceNotFound`` if absent, ``InvalidInput``
+        naming what is wrong if malformed."""
 
 
 class NetworksProvider(abc.ABC):

@@ -38,9 +38,8 @@ from coriolis.osmorphing import appliance
 from coriolis.osmorphing.guest import MorphingFailed
 from coriolis.osmorphing.isolated import MorphRequest
 from coriolis.osmorphing.jobs import DiskBusy, MorphJob, MorphJobs
-from coriolis.providers.local.source_snapshot import image_files
 from coriolis.transfer.base import DiskWriter
-from coriolis.transfer.images import open_image_writer
+from coriolis.transfer.images import image_files, open_image_writer
 from coriolis.transfer.journal import JournalingWriter
 from coriolis.transfer.wire import RangeSet
 

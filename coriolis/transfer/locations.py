@@ -58,7 +58,13 @@ from coriolis.transfer.journal import JournalingWriter
 from coriolis.transfer.nbd import NbdImageReader, NbdImageWriter
 from coriolis.transfer.nbd_uri import NbdUriReader
 from coriolis.transfer.options import TransferOptions
-from coriolis.transfer.remote import AgentAddress, AgentError, RemoteDiskWriter, is_this_host
+from coriolis.transfer.remote import (
+    AgentAddress,
+    AgentError,
+    RemoteDiskWriter,
+    is_this_host,
+    key_from_ref,
+)
 
 JSON = dict[str, Any]
 
@@ -236,13 +242,6 @@ def writes_through_agent(location: TargetLocation | JSON, options: TransferOptio
     return loc.url
 
 
-def _lookup(connection_info: JSON, key_ref: str) -> Any:
-    value: Any = connection_info
-    for part in key_ref.split("."):
-        value = value.get(part) if isinstance(value, dict) else None
-    return value
-
-
 def open_writer(location: TargetLocation | JSON, *, options: TransferOptions, transfer_id: str,
                 connection_info: JSON, size: int | None = None) -> DiskWriter:
     """A ``DiskWriter`` of a target location (a dataclass or its JSON), at least ``size``
@@ -267,11 +266,11 @@ def open_writer(location: TargetLocation | JSON, *, options: TransferOptions, tr
             writer = _open_path_writer(PathLocation(loc.path, loc.format, what=what,
                                                     journal=loc.journal))
         else:
-            key = _lookup(connection_info, loc.key_ref)
-            if not isinstance(key, str) or not key:
-                raise exceptions.ProviderError(
-                    f"{what}: the connection info has no agent key at '{loc.key_ref}' for the "
-                    f"writer agent at {loc.url}")
+            try:
+                key = key_from_ref(connection_info, loc.key_ref)
+            except exceptions.ProviderError as exc:
+                raise exceptions.ProviderError(f"{what}: {exc} (writer agent at {loc.url})") \
+                    from None
             try:
                 writer = RemoteDiskWriter(
                     AgentAddress.from_json({"url": loc.url, "fingerprint": loc.fingerprint,

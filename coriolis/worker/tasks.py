@@ -393,9 +393,17 @@ def delete_disks(ctx: TaskContext) -> JSON:
 
 
 def deploy_os_morphing_resources(ctx: TaskContext) -> JSON:
-    appliance.load_guestfs()  # a worker without libguestfs says so before anything else
+    """A worker without libguestfs says so when the appliance would run here (no
+    ``helper``), undoing what the provider just made."""
     resources = ctx.destination.deploy_os_morphing_resources(
         ctx.dest_conn, ctx.dest_env, ctx.require("instance_deployment_info"))
+    if not resources.get("helper"):
+        try:
+            appliance.load_guestfs()
+        except BaseException:
+            ctx.destination.delete_os_morphing_resources(ctx.dest_conn, ctx.dest_env,
+                                                         resources)
+            raise
     ctx.event(f"{len(resources['disks'])} disk(s) of the new instance ready for OS morphing")
     return {"os_morphing_resources": resources}
 
