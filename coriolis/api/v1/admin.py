@@ -32,7 +32,6 @@ from coriolis.providers.base import (
     ExportProvider,
     ImportProvider,
     MinionPoolProvider,
-    provider_types,
     require,
 )
 from coriolis.service import Services
@@ -87,11 +86,13 @@ def build_router(services: Services, context: Any) -> APIRouter:
     @router.get("/providers/{platform_name}/schemas/{provider_type}")
     def provider_schemas(platform_name: str, provider_type: int,
                          ctx: RequestContext = Depends(context)) -> dict[str, Any]:
-        """The schema of one type bit the provider has (its capabilities); the destination
-        environment's includes the transfer options."""
+        """The schema of one type bit, for a provider with the capability that has that schema
+        (the environment schemas are the same for migrations and replicas, so a migration-
+        only provider answers the replica bits the upstream client asks with); the
+        destination environment's includes the transfer options."""
         provider = registry.get_provider(platform_name)
         key = c.SCHEMA_KEY_BY_PROVIDER_TYPE.get(provider_type)
-        if key is None or not provider_types(provider) & provider_type:
+        if key is None:
             raise exceptions.InvalidInput(
                 f"provider '{platform_name}' has no schema for type {provider_type}")
         return {"schemas": {key: _schema(provider, key)}}
