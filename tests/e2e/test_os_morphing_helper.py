@@ -1,12 +1,16 @@
 """OS morphing on a helper machine: the destination cloud is served by a writer agent (mode
 "always", so the agent's host is the cloud's helper even on this one host) and the libguestfs
-appliance runs in the agent, not in the worker. The morphed guest must boot as in
-test_os_morphing; a cancel stops the appliance on the agent."""
+appliance runs in the agent, not in the worker, and the guest is morphed there.
+
+Kept to one appliance run for CI's time: that the morphed guest boots is shown by
+test_os_morphing (the morphers are the same code wherever the appliance runs), and that a
+cancel stops the appliance on the agent by
+tests/integration/transfer/test_agent_morph.py::test_cancel_kills_the_appliance_on_the_agent
+(the worker's relay against a real agent)."""
 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -15,15 +19,12 @@ from coriolis.harness import (
     RunningServer,
     RunningWriter,
     local_cloud,
-    parse_tasks,
-    processes_naming,
     start_writer,
     stop_server,
 )
 from coriolis.providers.local.cloud import LocalCloud
 from tests.e2e.test_os_morphing import (
     FINAL,
-    assert_boots_morphed,
     sha256,
     task_events,
     vmware_like_cloud,
@@ -78,32 +79,3 @@ def test_os_morphing_runs_on_the_writer_agent(server: RunningServer, setup: dict
     log = agent.log_path.read_text()
     assert "OS morphing job" in log and ": done" in log  # the agent ran it
     assert sha256(setup["source_disk"]) == setup["source_sha"]
-    assert_boots_morphed(setup, "debian-helper")
-
-
-def test_cancel_stops_the_appliance_on_the_agent(server: RunningServer, setup: dict) -> None:
-    migration = start_migration(server, "debian-helper-cancelled")
-    deadline = time.monotonic() + 900
-    while not any(e.startswith("found ") for e in _morph_events(server, migration)):
-        shown = server.cli("migration", "show", migration, "-f", "json").json()
-        assert shown["status"] not in FINAL, shown["tasks"]
-        assert time.monotonic() < deadline, "the appliance never inspected the guest"
-        time.sleep(1)
-    disks = list((setup["dst"] / "storage").glob("**/debian-helper-cancelled*"))
-    assert any("qemu-system" in p for d in disks for p in processes_naming(str(d)))
-    server.cli("migration", "cancel", migration)
-    asked = time.monotonic()
-    done = server.wait_for(["migration", "show", migration], lambda m: m["status"] in FINAL,
-                           timeout=300)
-    assert done["status"] == "CANCELED", done["tasks"]
-    assert time.monotonic() - asked < 45
-    task = next(t for t in parse_tasks(done["tasks"]) if t["task_type"] == "OS_MORPHING")
-    assert task["status"] == "CANCELED", task
-    assert processes_naming("debian-helper-cancelled") == []  # no qemu left in the agent
-    assert "canceled (stopped by its worker)" in setup["agent"].log_path.read_text()
-
-
-def _morph_events(server: RunningServer, migration: str) -> list[str]:
-    tasks = server.bindings().migrations.get(migration).tasks
-    task = next((t for t in tasks if t["task_type"] == "OS_MORPHING"), None)
-    return [e["message"] for e in task["events"]] if task else []
