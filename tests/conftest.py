@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from coriolis import harness
+from tests import plugin_providers as plugins
 
 _MODULE_STARTED: dict[str, float] = {}
 
@@ -32,3 +33,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
             continue
         if written:
             report.sections.append((f"end of {path}", harness.tail(path, 30)))
+
+
+@pytest.fixture
+def plugin_providers(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The test provider plugins (``tests/plugin_providers.py``) are installed."""
+    plugins.install(monkeypatch)
+    yield
+    plugins.uninstall()

@@ -14,7 +14,14 @@ from pathlib import Path
 from coriolis.config import ConfigError, Settings
 from coriolis.exceptions import CoriolisError
 from coriolis.providers.local.boot import boot
-from coriolis.providers.local.cloud import DISK_BUSES, DISK_FORMATS, LocalCloud, write_json_atomic
+from coriolis.providers.local.cloud import (
+    DISK_BUSES,
+    DISK_FORMATS,
+    STORAGE_FORMATS,
+    LocalCloud,
+    write_json_atomic,
+)
+from coriolis.providers.local.devices import probe
 from coriolis.transfer.extents import qemu_img_info
 
 _UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
@@ -36,6 +43,42 @@ def init_cloud(path: str | Path, networks: list[str] | None = None,
               "storage": [{"name": n, "format": f} for n, f in (storage or [("default", "raw")])]}
     write_json_atomic(root / "cloud.json", config)
     return root
+
+
+def add_storage(path: str | Path, name: str, fmt: str = "raw",
+                block_devices: list[str] | None = None) -> dict:
+    """Add storage backend ``name`` to the cloud's ``cloud.json``: disk files of ``fmt``, or
+    with ``block_devices`` (absolute paths of block devices, raw only) volumes that are whole
+    devices. ``ValueError`` naming what is wrong (a backend of that name exists, a device is
+    missing, not a block device, read-only or listed by another backend)."""
+    cloud = LocalCloud({"path": str(path)})
+    config = cloud._config()
+    backends = cloud.storage_backends()
+    if any(b.name == name for b in backends):
+        raise ValueError(f"storage backend '{name}' exists already in {path}")
+    if not name or "/" in name or name in (".", ".."):
+        raise ValueError(f"invalid storage backend name '{name}'")
+    devices = list(block_devices or [])
+    if devices and fmt != "raw":
+        raise ValueError("a block-device backend holds raw volumes only (--format raw)")
+    taken = cloud.block_devices()
+    for device in devices:
+        if not os.path.isabs(device):
+            raise ValueError(f"block device {device} must be an absolute path")
+        _size, problem = probe(device)
+        if problem:
+            raise ValueError(f"block device {problem}")
+        other = taken.get(os.path.realpath(device))
+        if other is not None:
+            raise ValueError(f"block device {device} is listed by storage backend "
+                             f"'{other.name}' already")
+    entry: dict = {"name": name, "format": fmt}
+    if devices:
+        entry["block_devices"] = devices
+    config["storage"] = [*config.get("storage", [{"name": "default", "format": "raw"}]),
+                         entry]
+    write_json_atomic(Path(path) / "cloud.json", config)
+    return entry
 
 
 def _fill_raw(path: Path, size: int, fill: str, fraction: float, rng: random.Random) -> None:
@@ -140,6 +183,28 @@ def register_subcommands(subparsers: argparse._SubParsersAction) -> None:
     add.add_argument("--bus", default="sata", choices=DISK_BUSES)
     add.add_argument("--mac", help="MAC address of the NIC (default: random)")
     add.set_defaults(func=_cmd_add)
+    storage = sub.add_parser(
+        "add-storage", help="add a storage backend to a cloud's cloud.json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Add a storage backend to the cloud's cloud.json.\n\n"
+                    "Without --block-device, its disks are files in PATH/storage/NAME/.\n"
+                    "With --block-device (repeat it), each volume of the backend is one whole\n"
+                    "block device of the list, claimed when a migration or replica creates\n"
+                    "its disks (the smallest free device at least as large as the disk),\n"
+                    "zeroed, and zeroed again and released when the disks are deleted. The\n"
+                    "devices must exist, be writable block devices and be used by nothing\n"
+                    "else; claims are kept in PATH/storage/NAME/claims/.\n\n"
+                    "example: coriolis-server local-cloud add-storage /srv/cloud fast \\\n"
+                    "             --block-device /dev/loop5 --block-device /dev/loop6")
+    storage.add_argument("path", help="the cloud's directory")
+    storage.add_argument("name", help="the backend's name (what storage_backend and "
+                                      "storage_mappings name)")
+    storage.add_argument("--format", default="raw", choices=STORAGE_FORMATS,
+                         help="disk format of a file backend (block devices: raw)")
+    storage.add_argument("--block-device", action="append", dest="block_devices",
+                         metavar="DEVICE", help="absolute path of a block device the backend "
+                                                "may use (repeat for several)")
+    storage.set_defaults(func=_cmd_add_storage)
     run = sub.add_parser("boot", help="boot an instance with qemu and print its serial "
                                       "console until it powers off")
     run.add_argument("path")
@@ -182,6 +247,14 @@ def _cmd_add(args: argparse.Namespace) -> None:
     except (ValueError, OSError, subprocess.CalledProcessError, CoriolisError) as exc:
         raise SystemExit(f"error: {exc}") from None
     print(folder)
+
+
+def _cmd_add_storage(args: argparse.Namespace) -> None:
+    try:
+        entry = add_storage(args.path, args.name, args.format, args.block_devices)
+    except (ValueError, OSError, CoriolisError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+    print(json.dumps(entry))
 
 
 def _cmd_boot(args: argparse.Namespace) -> None:

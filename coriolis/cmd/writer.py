@@ -75,7 +75,8 @@ def cmd_writer(args: argparse.Namespace) -> None:
 
 def register_subcommands(sub: argparse._SubParsersAction) -> None:
     writer = sub.add_parser(
-        "writer", help="writer agent: receive disk chunks over HTTPS on the destination host")
+        "writer", help="writer agent on the destination host: receives disk chunks over "
+                       "HTTPS and runs OS morphing of images under its roots")
     writer.add_argument("--host", default="127.0.0.1", help="address to listen on")
     writer.add_argument("--port", type=int, default=7668, help="0 picks a free port")
     writer.add_argument("--root", dest="roots", action="append", required=True,

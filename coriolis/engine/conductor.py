@@ -19,24 +19,30 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from coriolis import constants as c
-from coriolis import exceptions
+from coriolis import exceptions, task_types
 from coriolis.bus.base import EndpointRef, TaskBus, TaskMessage
 from coriolis.context import RequestContext
 from coriolis.db import models, transfers
 from coriolis.db.session import Database
 from coriolis.engine import graphs, state, validation
 from coriolis.providers import registry
+from coriolis.providers.base import (
+    OPERATION_CAPABILITY,
+    ExportProvider,
+    ImportProvider,
+    missing_capability,
+    require,
+)
 from coriolis.scheduling import placement
 from coriolis.secrets import store as secret_store
 from coriolis.secrets.barbican import BarbicanSecrets
 from coriolis.secrets.box import SecretBox
+from coriolis.transfer.options import with_transfer_options
 
 LOG = logging.getLogger(__name__)
 
-ENDPOINT_OPERATIONS = frozenset({
-    "validate_connection", "list_instances", "get_instance", "list_networks", "list_storage",
-    "list_destination_options", "list_source_options",
-})
+# What the API may ask of an endpoint (validate_destination_inputs is the conductor's own).
+ENDPOINT_OPERATIONS = frozenset(OPERATION_CAPABILITY) - {"validate_destination_inputs"}
 # Keys of the per-instance task_info that API views may show (never connection info).
 _REPLICA_INFO_KEYS = ("export_info", "volumes_info")
 
@@ -121,21 +127,21 @@ class Conductor:
 
     def _take_over(self, session: Session, tasks: list[models.Task], reason: str) -> None:
         """Tasks whose process is gone run again under the same id when their type is safe
-        to re-run (``constants.TASK_RERUN``: a disk copy resumes from what the destination
-        holds), cleanups and rollbacks included, so that a cancel goes on and ends; but in
-        an execution being cancelled, only cleanups and the types that make what a cleanup
-        removes (``FINISH_WHEN_CANCELLED_TASK_TYPES``) run again, the others are cancelled. A
+        to re-run (``task_types.TASK_TYPES``' ``rerun``: a disk copy resumes from what the
+        destination holds), cleanups and rollbacks included, so that a cancel goes on and
+        ends; but in an execution being cancelled, only cleanups and the types that make what
+        a cleanup removes (``finish_when_cancelled``) run again, the others are cancelled. A
         type not safe to re-run fails, and its execution cleans up."""
         for task in tasks:
             self._lock_execution(session, task.execution_id)
             finish = (task.on_error or task.on_error_only
-                      or task.task_type in c.FINISH_WHEN_CANCELLED_TASK_TYPES)
+                      or task.task_type in task_types.FINISH_WHEN_CANCELLED_TASK_TYPES)
             cancelling = (task.status == c.TASK_STATUS_CANCELLING
                           or task.execution.status == c.EXECUTION_STATUS_CANCELLING)
             if cancelling and not finish:
                 self._set_task(session, task, c.TASK_STATUS_CANCELED,
                                f"{reason}; cancelled by the user")
-            elif task.task_type in c.RERUNNABLE_TASK_TYPES:
+            elif task.task_type in task_types.RERUNNABLE_TASK_TYPES:
                 task.status, task.host = c.TASK_STATUS_PENDING, None
                 session.add(models.TaskEvent(
                     task_id=task.id, index=len(task.events), level="WARNING",
@@ -200,12 +206,31 @@ class Conductor:
 
     def _check_environments(self, origin: models.Endpoint, destination: models.Endpoint,
                             source_env: dict[str, Any], dest_env: dict[str, Any]) -> None:
-        src_provider = registry.get_provider(origin.type)
-        dst_provider = registry.get_provider(destination.type)
+        """The environments against the providers' schemas (the destination's with the
+        transfer options, ``transfer.options``); ``InvalidInput`` naming the field."""
+        src_provider = require(registry.get_provider(origin.type), ExportProvider)
+        dst_provider = require(registry.get_provider(destination.type), ImportProvider)
         validation.against_schema(source_env, src_provider.source_environment_schema(),
                                   "source_environment")
-        validation.against_schema(dest_env, dst_provider.destination_environment_schema(),
-                                  "destination_environment")
+        validation.against_schema(
+            dest_env, with_transfer_options(dst_provider.destination_environment_schema()),
+            "destination_environment")
+
+    @staticmethod
+    def _check_capabilities(origin: models.Endpoint, destination: models.Endpoint,
+                            specs: Iterable[graphs.TaskSpec]) -> None:
+        """``InvalidInput`` naming the endpoint, its provider and the capability when the
+        provider of a side lacks one that a task of ``specs`` needs (``task_types``)."""
+        needed = task_types.needed_capabilities(spec.task_type for spec in specs)
+        for side, endpoint in ((task_types.Side.SOURCE, origin),
+                               (task_types.Side.DESTINATION, destination)):
+            provider = registry.get_provider(endpoint.type)
+            for capability, task_type in needed[side].items():
+                missing = missing_capability(provider, capability)
+                if missing:
+                    raise exceptions.InvalidInput(
+                        f"{side} endpoint '{endpoint.name}': {missing}, which task "
+                        f"{task_type} needs")
 
     def _check_instances(self, origin: tuple[EndpointRef, str],
                          destination: tuple[EndpointRef, str], instances: list[str],
@@ -226,8 +251,10 @@ class Conductor:
         return infos
 
     def _new_transfer(self, ctx: RequestContext, body: dict[str, Any],
-                      action_type: str, check_name_clash: bool) -> models.TransferAction:
-        """Validate the fields migrations and replicas share (synchronously asking the
+                      action_type: str, check_name_clash: bool,
+                      specs: Iterable[graphs.TaskSpec]) -> models.TransferAction:
+        """Validate the fields migrations and replicas share (the endpoints' providers have
+        the capabilities the tasks of ``specs`` need; then synchronously asking the
         platforms, with no transaction open, before anything is stored) and build the
         unsaved row; the caller stores it in one short transaction (``_store_transfer``)."""
         instances = validation.instances(validation.require(body, "instances", action_type))
@@ -239,6 +266,7 @@ class Conductor:
                          "storage_mappings": storage_mappings}
         with self.db.reader() as session:
             origin, destination = self._transfer_endpoints(session, ctx, body, action_type)
+            self._check_capabilities(origin, destination, specs)
             self._check_environments(origin, destination, source_env, full_dest_env)
             origin_call = (self._endpoint_ref(origin, source_env),
                            self._choose_worker(session, [origin]))
@@ -272,10 +300,11 @@ class Conductor:
         shutdown = validation.boolean(body, "shutdown_instances", False)
         count = validation.replication_count(body, 2)
         skip = validation.boolean(body, "skip_os_morphing", False)
-        action = self._new_transfer(ctx, body, c.ACTION_TYPE_MIGRATION, check_name_clash=True)
+        specs = graphs.migration_graph(count, shutdown, skip)
+        action = self._new_transfer(ctx, body, c.ACTION_TYPE_MIGRATION, check_name_clash=True,
+                                    specs=specs)
         action.shutdown_instances, action.replication_count = shutdown, count
         action.skip_os_morphing = skip
-        specs = graphs.migration_graph(count, shutdown, skip)
         # The conductor's lock before the write session, as everywhere (no lock inversion).
         with self._lock, self.db.session() as session:
             self._store_transfer(session, ctx, body, action)
@@ -290,6 +319,13 @@ class Conductor:
             replica = transfers.get_action(session, ctx.project_id,
                                            validation.require(body, "replica_id", "migration"),
                                            c.ACTION_TYPE_REPLICA)
+            clone_disks = validation.boolean(body, "clone_disks", True)
+            skip = validation.boolean(body, "skip_os_morphing", False)
+            specs = graphs.replica_deploy_graph(clone_disks, skip)
+            self._check_capabilities(
+                transfers.get_endpoint(session, ctx.project_id, replica.origin_endpoint_id),
+                transfers.get_endpoint(session, ctx.project_id,
+                                       replica.destination_endpoint_id), specs)
             self._refuse_if_active(session, replica)
             _refuse_if_uncommitted(replica)
             force = validation.boolean(body, "force", False)
@@ -305,8 +341,6 @@ class Conductor:
             if missing:
                 raise exceptions.InvalidState(
                     f"Replica {replica.id} has no disks for: {', '.join(missing)}")
-            clone_disks = validation.boolean(body, "clone_disks", True)
-            skip = validation.boolean(body, "skip_os_morphing", False)
             migration = models.TransferAction(
                 type=c.ACTION_TYPE_MIGRATION, project_id=ctx.project_id, user_id=ctx.user_id,
                 origin_endpoint_id=replica.origin_endpoint_id,
@@ -326,7 +360,6 @@ class Conductor:
             )
             session.add(migration)
             session.flush()
-            specs = graphs.replica_deploy_graph(clone_disks, skip)
             self._start_execution(session, migration, c.EXECUTION_TYPE_REPLICA_DEPLOY,
                                   {name: specs for name in migration.instances})
             migration_id = migration.id
@@ -339,7 +372,11 @@ class Conductor:
         if scenario not in ("replica", "live_migration"):
             raise exceptions.InvalidInput("'scenario' must be 'replica' or 'live_migration'")
         # The destination instance is created at deploy time, which checks the name then.
-        replica = self._new_transfer(ctx, body, c.ACTION_TYPE_REPLICA, check_name_clash=False)
+        # Its deploys' graphs are checked when deployed (OS morphing may be skipped then).
+        specs = [*graphs.replica_execution_graph(shutdown_instances=True),
+                 *graphs.replica_disks_delete_graph(), *graphs.replica_update_graph()]
+        replica = self._new_transfer(ctx, body, c.ACTION_TYPE_REPLICA, check_name_clash=False,
+                                     specs=specs)
         replica.scenario = scenario
         with self.db.session() as session:
             self._store_transfer(session, ctx, body, replica)
@@ -454,7 +491,7 @@ class Conductor:
                     # lock says). A CANCELLING one would never be sent: nothing to stop.
                     session.refresh(task, with_for_update=True)
                 if task.status == c.TASK_STATUS_PENDING and task.process_id is not None \
-                        and task.task_type in c.FINISH_WHEN_CANCELLED_TASK_TYPES:
+                        and task.task_type in task_types.FINISH_WHEN_CANCELLED_TASK_TYPES:
                     continue  # taken over half-done: it finishes, so its cleanup knows all
                 if task.status == c.TASK_STATUS_PENDING:
                     self._set_task(session, task, c.TASK_STATUS_CANCELED,
@@ -487,10 +524,17 @@ class Conductor:
 
     def endpoint_call(self, ctx: RequestContext, endpoint_id: str, operation: str,
                       env: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+        """Run ``operation`` (``ENDPOINT_OPERATIONS``) of the endpoint's provider on a worker;
+        ``InvalidInput`` naming the endpoint, provider and capability if it lacks it."""
         if operation not in ENDPOINT_OPERATIONS:
             raise exceptions.InvalidInput(f"unknown endpoint operation '{operation}'")
         with self.db.reader() as session:  # no transaction open across the worker call
             endpoint = transfers.get_endpoint(session, ctx.project_id, endpoint_id)
+            missing = missing_capability(registry.get_provider(endpoint.type),
+                                         OPERATION_CAPABILITY[operation])
+            if missing:
+                raise exceptions.InvalidInput(
+                    f"endpoint '{endpoint.name}': {missing} ({operation})")
             ref = self._endpoint_ref(endpoint, env or {})
             host = self._choose_worker(session, [endpoint])
         return self.bus.call(operation, ref, host=host, **kwargs)

@@ -15,19 +15,16 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import importlib.util
 import os
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from coriolis.osmorphing.guest import MorphingFailed, OsInfo
+from coriolis.system_modules import load_system_module
 
-SYSTEM_SITE = Path("/usr/lib/python3/dist-packages")
 _STATUS = "__coriolis_exit_status="
 _LOADING = threading.Lock()
 
@@ -50,22 +47,13 @@ def load_guestfs() -> ModuleType:
 
 
 def _load_system_guestfs() -> ModuleType:
-    native = sorted(SYSTEM_SITE.glob("libguestfsmod.cpython-*.so"))
-    wrapper = SYSTEM_SITE / "guestfs.py"
-    tag = f"cpython-{sys.version_info.major}{sys.version_info.minor}"
-    native = [p for p in native if tag in p.name]
-    if not native or not wrapper.exists():
+    module = load_system_module("guestfs", "libguestfsmod")
+    if module is None:
         raise MorphingFailed(
             "libguestfs is not installed on this worker (Debian: apt-get install "
             "libguestfs-tools python3-guestfs); OS morphing needs it, or run the transfer "
             "with --skip-os-morphing")
-    for name, path in (("libguestfsmod", native[0]), ("guestfs", wrapper)):
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules["guestfs"]
+    return module
 
 
 def new_handle() -> Any:

@@ -18,8 +18,25 @@ Data shapes (plain JSON-able dicts, stored in the per-instance ``task_info``):
 
 ``volumes_info`` (what ``create_disks`` returns; one entry per source disk)::
 
-    [{"disk_id": str, "size_bytes": int, "storage_backend": str, "format": str,
-      ...provider keys locating the volume}]
+    [{"disk_id": str, "volume_id": str, "size_bytes": int, "storage_backend": str,
+      "format": str, ...provider keys locating the volume}]
+
+``volume_id`` names the volume uniquely on its platform (a Cinder volume id, a libvirt volume
+key, a local file path): ``coriolis.transfer.manifests`` keeps a volume's block manifests
+under it.
+
+``source_resources`` (what ``deploy_source_resources`` returns)::
+
+    {"disks": {disk_id: source location JSON}, "cbt": {disk_id: {"token": str, ...}},
+     ...provider keys}
+
+``target_resources`` (what ``deploy_target_resources`` returns)::
+
+    {"disks": {disk_id: target location JSON}, ...provider keys}
+
+Locations are ``coriolis.transfer.locations`` values as JSON; ``transfer/`` opens the readers
+and writers for them, with the transfer options (``coriolis.transfer.options``) of the
+destination environment, which every import provider's schema gets.
 
 The destination environment given to import methods already contains ``network_map``
 (source network → destination network) and ``storage_mappings`` (``default``,
@@ -29,35 +46,50 @@ The destination environment given to import methods already contains ``network_m
 from __future__ import annotations
 
 import abc
+import enum
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from coriolis import constants as c
 from coriolis import exceptions
-from coriolis.transfer.base import DiskReader, DiskWriter
 
 if TYPE_CHECKING:
     from coriolis.config import Settings
+    from coriolis.transfer.base import DiskReader
+    from coriolis.transfer.locations import PlatformLocation
 
 JSON = dict[str, Any]
 
 
+class Capability(enum.StrEnum):
+    """What a provider can do, one interface each (``../shared/DESIGN.md``, Providers)."""
+
+    ENDPOINT = "endpoint"
+    INSTANCES = "instances"
+    NETWORKS = "networks"
+    STORAGE = "storage"
+    SOURCE_OPTIONS = "source_options"
+    DESTINATION_OPTIONS = "destination_options"
+    EXPORT = "export"
+    REPLICA_EXPORT = "replica_export"
+    IMPORT = "import"
+    REPLICA_IMPORT = "replica_import"
+    MINION_POOL = "minion_pool"
+    OS_MORPHING = "os_morphing"
+
+
 class BaseProvider(abc.ABC):
-    """Endpoint capabilities: connection schema, validation and listings."""
+    """The endpoint capability, which every provider has: connection schema and checks.
+
+    A provider class inherits this and the capability interfaces below that its platform has;
+    ``capabilities`` and ``provider_types`` are derived from them."""
 
     platform: ClassVar[str]
-    provider_types: ClassVar[int]
+    capability: ClassVar[Capability] = Capability.ENDPOINT
 
-    # --- schemas --------------------------------------------------------------------------------
     @abc.abstractmethod
     def connection_info_schema(self) -> JSON: ...
 
-    @abc.abstractmethod
-    def source_environment_schema(self) -> JSON: ...
-
-    @abc.abstractmethod
-    def destination_environment_schema(self) -> JSON: ...
-
-    # --- endpoint -------------------------------------------------------------------------------
     def check_location(self, connection_info: JSON, project_id: str,
                        settings: Settings) -> None:
         """Raise ``LocationNotAllowed`` naming the field if ``connection_info`` reaches a place
@@ -69,38 +101,64 @@ class BaseProvider(abc.ABC):
     def validate_connection(self, connection_info: JSON) -> None:
         """Raise ``ConnectionValidationFailed`` with a reason if the cloud is unusable."""
 
+
+class InstancesProvider(abc.ABC):
+    capability: ClassVar[Capability] = Capability.INSTANCES
+
     @abc.abstractmethod
     def list_instances(self, connection_info: JSON, env: JSON) -> list[JSON]:
         """Instance summaries: id, name, instance_name, num_cpu, memory_mb, os_type,
-        firmware_type, flavor_name. A malformed instance must not break the listing."""
+        firmware_type, flavor_name. A malformed instance must not break the listing (it is
+        listed with an ``error`` key, or left out)."""
 
     @abc.abstractmethod
     def get_instance(self, connection_info: JSON, env: JSON, instance: str) -> JSON:
-        """Full ``export_info`` of one instance; ``InstanceNotFound`` if absent or malformed."""
+        """Full ``export_info`` of one instance; ``InstanceNotFound`` if absent, ``InvalidInput``
+        naming what is wrong if malformed."""
+
+
+class NetworksProvider(abc.ABC):
+    capability: ClassVar[Capability] = Capability.NETWORKS
 
     @abc.abstractmethod
     def list_networks(self, connection_info: JSON, env: JSON) -> list[JSON]:
         """``[{"id", "name"}]``."""
+
+
+class StorageProvider(abc.ABC):
+    capability: ClassVar[Capability] = Capability.STORAGE
 
     @abc.abstractmethod
     def list_storage(self, connection_info: JSON, env: JSON) -> JSON:
         """``{"storage_backends": [{"id", "name", "additional_provider_properties"}],
         "config_default": str|None}``."""
 
-    def list_destination_options(
-        self, connection_info: JSON, env: JSON, option_names: list[str] | None
-    ) -> list[JSON]:
-        """``[{"name", "values", "config_default"}]``."""
-        return []
 
-    def list_source_options(
-        self, connection_info: JSON, env: JSON, option_names: list[str] | None
-    ) -> list[JSON]:
-        return []
+class SourceOptionsProvider(abc.ABC):
+    capability: ClassVar[Capability] = Capability.SOURCE_OPTIONS
+
+    @abc.abstractmethod
+    def list_source_options(self, connection_info: JSON, env: JSON,
+                            option_names: list[str] | None) -> list[JSON]:
+        """``[{"name", "values", "config_default"}]``, only ``option_names`` when given."""
+
+
+class DestinationOptionsProvider(abc.ABC):
+    capability: ClassVar[Capability] = Capability.DESTINATION_OPTIONS
+
+    @abc.abstractmethod
+    def list_destination_options(self, connection_info: JSON, env: JSON,
+                                 option_names: list[str] | None) -> list[JSON]:
+        """``[{"name", "values", "config_default"}]``, only ``option_names`` when given."""
 
 
 class ExportProvider(abc.ABC):
-    """Source side of migrations and replicas."""
+    """Source side of migrations: read an instance's disks."""
+
+    capability: ClassVar[Capability] = Capability.EXPORT
+
+    @abc.abstractmethod
+    def source_environment_schema(self) -> JSON: ...
 
     @abc.abstractmethod
     def validate_source_inputs(self, connection_info: JSON, env: JSON, instance: str) -> None: ...
@@ -111,21 +169,16 @@ class ExportProvider(abc.ABC):
         tracking_id: str | None = None, transfer_id: str | None = None,
         keep_tokens: Iterable[str] = (),
     ) -> JSON:
-        """Prepare reading (e.g. point-in-time snapshots of every file of each disk when
-        ``env["snapshot"]``); returns ``source_resources`` handed back to ``open_disk_reader``
-        and the delete call. With a ``tracking_id`` (a replica's), start native change
-        tracking where the platform has it: ``source_resources["cbt"][disk_id]["token"]``
-        then marks this moment, and tokens of that ``tracking_id`` other than
-        ``keep_tokens`` (the tracking point in force) are dropped. Called again with the
-        same ``transfer_id`` after an interrupted call, it replaces what that call left."""
-
-    @abc.abstractmethod
-    def open_disk_reader(
-        self, connection_info: JSON, env: JSON, export_info: JSON, disk_id: str,
-        source_resources: JSON, since: str | None = None,
-    ) -> DiskReader:
-        """A reader whose ``extents(since)`` yields only what changed after the change
-        tracking token ``since`` when that token is still valid, else every allocated range."""
+        """Make every disk of the instance readable; returns ``source_resources``, whose
+        ``disks`` maps each disk id to a source location (``transfer.locations``: a path on
+        the worker, an NBD URI, a platform reader) that stays readable until
+        ``delete_source_resources``. E.g. point-in-time snapshots of every file of each disk
+        when ``env["snapshot"]``. With a ``tracking_id`` (a replica's, see
+        ``ReplicaExportProvider``), start native change tracking where the platform has it:
+        ``source_resources["cbt"][disk_id]["token"]`` then marks this moment, and tokens of
+        that ``tracking_id`` other than ``keep_tokens`` (the tracking point in force, which a
+        reader may be asked for changes since) are dropped. Called again with the same
+        ``transfer_id`` after an interrupted call, it replaces what that call left."""
 
     @abc.abstractmethod
     def delete_source_resources(
@@ -134,14 +187,42 @@ class ExportProvider(abc.ABC):
         """Drop what ``deploy_source_resources`` made, and every change-tracking token of the
         same ``tracking_id`` except those in ``source_resources["keep_tokens"]``;
         ``source_resources`` also carries ``export_info``, ``transfer_id`` and
-        ``tracking_id``, to find what a call that died before reporting left."""
+        ``tracking_id``, to find what a call that died before reporting left. Idempotent."""
 
     @abc.abstractmethod
-    def shutdown_instance(self, connection_info: JSON, env: JSON, export_info: JSON) -> None: ...
+    def shutdown_instance(self, connection_info: JSON, env: JSON, export_info: JSON) -> None:
+        """Stop the source instance; stopping a stopped one changes nothing."""
+
+    def open_platform_reader(self, connection_info: JSON, env: JSON,
+                             location: PlatformLocation) -> DiskReader:
+        """A ``DiskReader`` of a ``platform`` source location this provider returned (a block
+        API such as EBS direct, a datastore read with a session): the worker calls it for
+        such locations (``transfer.locations.open_reader``) with the source endpoint's
+        connection info. ``extents(since=token)`` answers a change-tracking token of
+        ``source_resources["cbt"]`` where the platform can. Errors name the disk, never a
+        secret. Only providers that return platform locations implement it."""
+        raise exceptions.ProviderError(
+            f"provider '{getattr(self, 'platform', type(self).__name__)}' has no platform "
+            f"reader for '{location.platform}' locations")
+
+
+class ReplicaExportProvider(ExportProvider):
+    """Source side of replicas: ``deploy_source_resources`` honours ``tracking_id`` (native
+    change tracking where the platform has it; without it, the worker's block manifests find
+    the changes), and its locations answer ``since`` a token in force."""
+
+    capability: ClassVar[Capability] = Capability.REPLICA_EXPORT
 
 
 class ImportProvider(abc.ABC):
-    """Destination side of migrations and replicas."""
+    """Destination side of migrations: disks, where they are written, the instance."""
+
+    capability: ClassVar[Capability] = Capability.IMPORT
+
+    @abc.abstractmethod
+    def destination_environment_schema(self) -> JSON:
+        """The provider's own keys; the API adds the transfer options
+        (``coriolis.transfer.options.TRANSFER_OPTIONS_SCHEMA``) to it."""
 
     @abc.abstractmethod
     def validate_destination_inputs(
@@ -160,42 +241,26 @@ class ImportProvider(abc.ABC):
         half-made by an interrupted call with the same ``transfer_id`` are replaced."""
 
     @abc.abstractmethod
-    def open_disk_writer(self, connection_info: JSON, env: JSON, volume: JSON,
-                         transfer_id: str | None = None) -> DiskWriter:
-        """A writer for one volume. ``transfer_id`` is the same each time the same task copies
-        the same disk, so that a writer across the network can resume an interrupted copy."""
+    def delete_disks(self, connection_info: JSON, env: JSON, volumes_info: list[JSON]) -> None:
+        """Delete the volumes; what is already gone is skipped."""
 
     @abc.abstractmethod
-    def delete_disks(self, connection_info: JSON, env: JSON, volumes_info: list[JSON]) -> None: ...
-
-    # Replica disks are always in a known committed state: a snapshot taken before an
-    # execution writes them is later either committed or rolled back, and any of the three
-    # calls below first finishes what an interrupted one left (each is safe to repeat after a
-    # crash at any point). The three return a snapshot outcome: ``{"volumes_info": [...],
-    # "committed": id of the last committed snapshot or None, "rolled_back": id of a
-    # snapshot rolled back by this call or None, "bytes_restored": int, "finished_commit":
-    # bool}``.
-    @abc.abstractmethod
-    def snapshot_disks(self, connection_info: JSON, env: JSON, volumes_info: list[JSON],
-                       snapshot_id: str, for_deploy: bool = False) -> JSON:
-        """Settle the volumes (as ``restore_disk_snapshots``), then take a point-in-time
-        snapshot of every one for ``snapshot_id`` (an execution's id); the outcome's
-        volumes_info records where each snapshot is (``snapshot``, ``snapshot_id``).
-        ``for_deploy``: a replica deploy will run the instance on these volumes themselves
-        (no ``clone_disks``), so anything may write them (OS morphing, the guest), not only
-        this provider's disk writer: the roll-back must undo every write."""
+    def deploy_target_resources(
+        self, connection_info: JSON, env: JSON, export_info: JSON, volumes_info: list[JSON],
+        transfer_id: str | None = None,
+    ) -> JSON:
+        """Make every volume writable; returns ``target_resources``, whose ``disks`` maps each
+        disk id to a target location (``transfer.locations``: a path on the worker, or a
+        writer agent on a helper machine or another host) at least as large as the volume.
+        A location that does not exist or is too small is an error naming it. Called again
+        with the same ``transfer_id`` after an interrupted call, it replaces what that call
+        left."""
 
     @abc.abstractmethod
-    def restore_disk_snapshots(self, connection_info: JSON, env: JSON,
-                               volumes_info: list[JSON]) -> JSON:
-        """Settle: roll every volume back to a snapshot that was never committed and drop it;
-        drop the snapshots of a committed one whose commit was interrupted."""
-
-    @abc.abstractmethod
-    def delete_disk_snapshots(self, connection_info: JSON, env: JSON,
-                              volumes_info: list[JSON]) -> JSON:
-        """Commit: record, atomically for all the volumes, that their snapshot's execution is
-        committed, then drop the snapshots, keeping the volumes as they are."""
+    def delete_target_resources(self, connection_info: JSON, env: JSON,
+                                target_resources: JSON) -> None:
+        """Undo ``deploy_target_resources`` (detach volumes, stop helpers), keeping the
+        volumes; ``target_resources`` may be empty or half-made. Idempotent."""
 
     @abc.abstractmethod
     def deploy_instance(
@@ -220,29 +285,156 @@ class ImportProvider(abc.ABC):
         """Remove the instance ``deploy_instance`` defined: its definition first (so a half-
         removed instance is never listed), then the rest; what is already gone is skipped."""
 
-    # --- OS morphing ----------------------------------------------------------------------
+
+class ReplicaImportProvider(ImportProvider):
+    """Destination side of replicas: replica disks are always in a known committed state.
+
+    A snapshot taken before an execution writes them is later either committed or rolled
+    back, and any of the three calls below first finishes what an interrupted one left (each
+    is safe to repeat after a crash at any point). The three return a snapshot outcome:
+    ``{"volumes_info": [...], "committed": id of the last committed snapshot or None,
+    "rolled_back": id of a snapshot rolled back by this call or None, "bytes_restored": int,
+    "finished_commit": bool}``."""
+
+    capability: ClassVar[Capability] = Capability.REPLICA_IMPORT
+
+    @abc.abstractmethod
+    def snapshot_disks(self, connection_info: JSON, env: JSON, volumes_info: list[JSON],
+                       snapshot_id: str, for_deploy: bool = False) -> JSON:
+        """Settle the volumes (as ``restore_disk_snapshots``), then take a point-in-time
+        snapshot of every one for ``snapshot_id`` (an execution's id); the outcome's
+        volumes_info records where each snapshot is (``snapshot``, ``snapshot_id``).
+        ``for_deploy``: a replica deploy will run the instance on these volumes themselves
+        (no ``clone_disks``), so anything may write them (OS morphing, the guest), not only
+        the disk writer: the roll-back must undo every write."""
+
+    @abc.abstractmethod
+    def restore_disk_snapshots(self, connection_info: JSON, env: JSON,
+                               volumes_info: list[JSON]) -> JSON:
+        """Settle: roll every volume back to a snapshot that was never committed and drop it;
+        drop the snapshots of a committed one whose commit was interrupted."""
+
+    @abc.abstractmethod
+    def delete_disk_snapshots(self, connection_info: JSON, env: JSON,
+                              volumes_info: list[JSON]) -> JSON:
+        """Commit: record, atomically for all the volumes, that their snapshot's execution is
+        committed, then drop the snapshots, keeping the volumes as they are."""
+
+
+class OSMorphingProvider(abc.ABC):
+    """The destination's guest needs, and its new instance's disks opened for morphing."""
+
+    capability: ClassVar[Capability] = Capability.OS_MORPHING
+
+    @abc.abstractmethod
     def os_morphing_profile(self, connection_info: JSON, env: JSON, export_info: JSON,
                             instance_deployment_info: JSON) -> JSON:
         """What the destination needs of the guest (``osmorphing.profile.DestinationProfile``
         as JSON): disk bus, NIC model, the NICs' MACs in the order of the source's, cloud-init
         datasources, serial console, the platforms whose agents stay, packages wanted."""
-        return {"platform": getattr(self, "platform", "unknown"), "disk_bus": "virtio",
-                "nic_model": "virtio",
-                "nics": [{"mac": None} for _ in export_info["devices"]["nics"]]}
 
+    @abc.abstractmethod
     def deploy_os_morphing_resources(self, connection_info: JSON, env: JSON,
                                      instance_deployment_info: JSON) -> JSON:
-        """Make the deployed instance's disks reachable from this worker; returns
-        ``{"disks": [{"path", "format", "name"}]}`` for the libguestfs appliance."""
-        raise exceptions.ProviderError(
-            f"the {getattr(self, 'platform', 'destination')} provider cannot morph guests; run "
-            "the transfer with --skip-os-morphing")
+        """Make the deployed instance's disks reachable by a libguestfs appliance; returns
+        ``{"disks": [{"path", "format", "name"}], "helper": None | {"url", "fingerprint",
+        "key_ref"}}``. Without ``helper`` (the default) the worker runs the appliance on the
+        paths, which are its own. With one, a helper machine that has the disks attached (for
+        clouds whose volumes cannot be attached to the worker) runs it: a writer agent
+        (``coriolis-server writer``) at ``url`` (``https://``), its certificate pinned by
+        ``fingerprint`` (SHA-256), its agent key found at ``key_ref``, a dotted path into the
+        destination endpoint's connection_info (``"writer.key"``; no secret in the resources);
+        the paths are the helper's and must be under the agent's roots."""
 
     def delete_os_morphing_resources(self, connection_info: JSON, env: JSON,
                                      os_morphing_resources: JSON) -> None:
-        """Undo ``deploy_os_morphing_resources`` (always runs, after success or failure)."""
+        """Undo ``deploy_os_morphing_resources`` (always runs, after success or failure);
+        idempotent."""
         return None
 
 
-class TransferProvider(BaseProvider, ExportProvider, ImportProvider):
-    """A provider that can be the source and the destination of transfers."""
+class MinionPoolProvider(abc.ABC):
+    """Helper machines of the platform (issue 17 fills this interface in): a minion runs the
+    writer agent, the reader side or the morphing appliance, with a transfer's volumes
+    attached."""
+
+    capability: ClassVar[Capability] = Capability.MINION_POOL
+
+    @abc.abstractmethod
+    def minion_pool_environment_schema(self) -> JSON: ...
+
+
+# The upstream provider type bits each capability gives (upstream derives them from the base
+# classes a provider inherits the same way; the validation and replica-update bits come with
+# the interface that carries those methods).
+TYPE_BITS: dict[Capability, int] = {
+    Capability.ENDPOINT: c.PROVIDER_TYPE_ENDPOINT,
+    Capability.INSTANCES: c.PROVIDER_TYPE_ENDPOINT_INSTANCES,
+    Capability.NETWORKS: c.PROVIDER_TYPE_ENDPOINT_NETWORKS,
+    Capability.STORAGE: c.PROVIDER_TYPE_ENDPOINT_STORAGE,
+    Capability.SOURCE_OPTIONS: c.PROVIDER_TYPE_SOURCE_ENDPOINT_OPTIONS,
+    Capability.DESTINATION_OPTIONS: c.PROVIDER_TYPE_DESTINATION_ENDPOINT_OPTIONS,
+    Capability.EXPORT: c.PROVIDER_TYPE_EXPORT | c.PROVIDER_TYPE_VALIDATE_MIGRATION_EXPORT,
+    Capability.REPLICA_EXPORT: (c.PROVIDER_TYPE_REPLICA_EXPORT
+                                | c.PROVIDER_TYPE_VALIDATE_REPLICA_EXPORT
+                                | c.PROVIDER_TYPE_SOURCE_REPLICA_UPDATE),
+    Capability.IMPORT: c.PROVIDER_TYPE_IMPORT | c.PROVIDER_TYPE_VALIDATE_MIGRATION_IMPORT,
+    Capability.REPLICA_IMPORT: (c.PROVIDER_TYPE_REPLICA_IMPORT
+                                | c.PROVIDER_TYPE_VALIDATE_REPLICA_IMPORT
+                                | c.PROVIDER_TYPE_DESTINATION_REPLICA_UPDATE),
+    Capability.OS_MORPHING: c.PROVIDER_TYPE_OS_MORPHING,
+    Capability.MINION_POOL: 0,  # source/destination pool bits: by EXPORT/IMPORT, below
+}
+
+INTERFACES: tuple[type, ...] = (
+    BaseProvider, InstancesProvider, NetworksProvider, StorageProvider, SourceOptionsProvider,
+    DestinationOptionsProvider, ExportProvider, ReplicaExportProvider, ImportProvider,
+    ReplicaImportProvider, OSMorphingProvider, MinionPoolProvider)
+
+
+def capabilities(provider: BaseProvider | type[BaseProvider]) -> frozenset[Capability]:
+    """The capabilities a provider (class or instance) declares by the interfaces it has."""
+    cls = provider if isinstance(provider, type) else type(provider)
+    return frozenset(i.capability for i in INTERFACES if issubclass(cls, i))  # type: ignore[attr-defined]
+
+
+def provider_types(provider: BaseProvider | type[BaseProvider]) -> int:
+    """The upstream ``PROVIDER_TYPE_*`` bitmask of a provider, from its capabilities."""
+    caps = capabilities(provider)
+    bits = 0
+    for cap in caps:
+        bits |= TYPE_BITS[cap]
+    if Capability.MINION_POOL in caps:
+        if Capability.EXPORT in caps:
+            bits |= c.PROVIDER_TYPE_SOURCE_MINION_POOL
+        if Capability.IMPORT in caps:
+            bits |= c.PROVIDER_TYPE_DESTINATION_MINION_POOL
+    return bits
+
+
+def missing_capability(provider: BaseProvider, capability: Capability) -> str | None:
+    """A sentence naming the provider and the capability it lacks, or None if it has it."""
+    if capability in capabilities(provider):
+        return None
+    return (f"provider '{provider.platform}' lacks the '{capability}' capability")
+
+
+# The capability each endpoint operation (a synchronous call on a worker) needs.
+OPERATION_CAPABILITY: dict[str, Capability] = {
+    "validate_connection": Capability.ENDPOINT,
+    "list_instances": Capability.INSTANCES,
+    "get_instance": Capability.INSTANCES,
+    "list_networks": Capability.NETWORKS,
+    "list_storage": Capability.STORAGE,
+    "list_source_options": Capability.SOURCE_OPTIONS,
+    "list_destination_options": Capability.DESTINATION_OPTIONS,
+    "validate_destination_inputs": Capability.IMPORT,
+}
+
+
+def require(provider: BaseProvider, interface: type[Any]) -> Any:
+    """``provider`` as ``interface``; ``InvalidInput`` naming both when it lacks it."""
+    if not isinstance(provider, interface):
+        raise exceptions.InvalidInput(
+            f"provider '{provider.platform}' lacks the '{interface.capability}' capability")
+    return provider

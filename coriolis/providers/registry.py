@@ -6,7 +6,7 @@ import functools
 from importlib.metadata import entry_points
 
 from coriolis import exceptions
-from coriolis.providers.base import BaseProvider, TransferProvider
+from coriolis.providers.base import BaseProvider, provider_types
 
 ENTRY_POINT_GROUP = "coriolis.providers"
 
@@ -21,7 +21,7 @@ def _providers() -> dict[str, type[BaseProvider]]:
 
 def platforms() -> dict[str, int]:
     """Platform name → provider type bitmask."""
-    return {name: cls.provider_types for name, cls in sorted(_providers().items())}
+    return {name: provider_types(cls) for name, cls in sorted(_providers().items())}
 
 
 def get_provider(platform: str) -> BaseProvider:
@@ -35,10 +35,3 @@ def get_provider(platform: str) -> BaseProvider:
         ) from None
     return cls()
 
-
-def get_transfer_provider(platform: str) -> TransferProvider:
-    """The provider for ``platform``, which must be able to export and import disks."""
-    provider = get_provider(platform)
-    if not isinstance(provider, TransferProvider):
-        raise exceptions.InvalidInput(f"Provider '{platform}' cannot transfer instances")
-    return provider

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from coriolis import constants as c
 from coriolis import exceptions
 from coriolis.db import models
+from coriolis.task_types import Side, sides
 
 
 def is_alive(service: models.Service, now: dt.datetime, down_after: float) -> bool:
@@ -55,10 +56,9 @@ def _describe(endpoints: Iterable[models.Endpoint]) -> str:
 
 def task_endpoints(task_type: str, origin: models.Endpoint, destination: models.Endpoint
                    ) -> list[models.Endpoint]:
-    """The endpoints a task of ``task_type`` talks to (the rest run on the destination)."""
-    if task_type in c.BOTH_ENDPOINTS_TASK_TYPES:
-        return [origin, destination]
-    return [origin] if task_type in c.SOURCE_TASK_TYPES else [destination]
+    """The endpoints a task of ``task_type`` talks to: its side's in ``task_types``."""
+    by_side = {Side.SOURCE: origin, Side.DESTINATION: destination}
+    return [by_side[side] for side in sides(task_type)]
 
 
 def choose_worker(session: Session, endpoints: Sequence[models.Endpoint],

@@ -7,6 +7,10 @@ is refused (422) and never written. A chunk is acknowledged only once it is dura
 are committed in groups (one fsync of the disk, then one of the transfer's acknowledgement
 log), so parallel senders share the cost of a flush. The log survives the agent: after a
 crash the worker re-opens the transfer and sends only what was never acknowledged.
+
+The agent's host is also the *helper machine* of its cloud for OS morphing: with the agent key
+a worker starts a job that morphs a guest on disks under the agent's roots (``start_morph``,
+jobs in ``osmorphing.jobs``) and polls its events.
 """
 
 from __future__ import annotations
@@ -27,11 +31,15 @@ from typing import Any
 
 import xxhash
 import zstandard
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from coriolis import exceptions
+from coriolis.osmorphing import appliance
+from coriolis.osmorphing.guest import MorphingFailed
+from coriolis.osmorphing.isolated import MorphRequest
+from coriolis.osmorphing.jobs import DiskBusy, MorphJob, MorphJobs
 from coriolis.transfer.base import DiskWriter
-from coriolis.transfer.images import open_image_writer
+from coriolis.transfer.images import image_files, open_image_writer
 from coriolis.transfer.journal import JournalingWriter
 from coriolis.transfer.wire import RangeSet
 
@@ -142,6 +150,32 @@ class OpenRequest(BaseModel):
                                 description="Undo journal to keep beside the disk")
 
 
+class MorphDisk(BaseModel):
+    path: str = Field(min_length=1, description="The disk image, under one of the roots")
+    format: str = Field(pattern=r"^[a-z0-9]+$")
+    name: str = Field(min_length=1, max_length=128)
+
+
+class MorphBody(BaseModel):
+    """``osmorphing.isolated.MorphRequest`` as JSON."""
+
+    disks: list[MorphDisk] = Field(min_length=1)
+    profile: dict[str, Any]
+    instance: str = Field(min_length=1)
+    source_macs: list[str | None] = Field(default_factory=list)
+    user_scripts: dict[str, Any] = Field(default_factory=dict)
+
+
+def parse_body(model: type[BaseModel], body: bytes, what: str) -> Any:
+    """``body`` (JSON) as ``model``; 400 naming the fields that are wrong (not their values,
+    which may be secrets)."""
+    try:
+        return model.model_validate_json(body or b"{}")
+    except ValidationError as exc:
+        fields = ", ".join(".".join(map(str, e["loc"])) or "body" for e in exc.errors())
+        raise RequestError(400, f"invalid {what}: check {fields}") from exc
+
+
 @dataclass
 class AgentConfig:
     data_dir: Path
@@ -160,6 +194,7 @@ class WriterAgent:
         self._lock = threading.Lock()
         self._zstd = threading.local()
         self._stop = threading.Event()
+        self.morphs = MorphJobs()
         threading.Thread(target=self._close_idle, daemon=True, name="idle-transfers").start()
 
     def _close_idle(self) -> None:
@@ -185,14 +220,14 @@ class WriterAgent:
         raise RequestError(400, f"{field} {path!r} is outside the directories this agent "
                                  f"serves")
 
-    def check_agent_key(self, key: str | None) -> None:
+    def check_agent_key(self, key: str | None, to: str = "open a transfer") -> None:
         if not key or not hmac.compare_digest(key, self.config.agent_key):
-            raise RequestError(401, "a valid agent key is required to open a transfer")
+            raise RequestError(401, f"a valid agent key is required to {to}")
 
     @staticmethod
-    def _check_id(transfer_id: str) -> None:
+    def _check_id(transfer_id: str, what: str = "transfer") -> None:
         if not transfer_id or len(transfer_id) > 128 or not set(transfer_id) <= _ID_CHARS:
-            raise RequestError(400, "transfer id: use 1-128 of a-z, 0-9, '-' and '_'")
+            raise RequestError(400, f"{what} id: use 1-128 of a-z, 0-9, '-' and '_'")
 
     # --- transfers ------------------------------------------------------------------------
     def open(self, transfer_id: str, request: OpenRequest) -> tuple[Transfer, str]:
@@ -255,8 +290,56 @@ class WriterAgent:
         transfer.close()
         shutil.rmtree(transfer.folder, ignore_errors=True)
 
+    # --- OS morphing (this host as its cloud's helper machine) ----------------------------
+    def start_morph(self, job_id: str, body: bytes) -> MorphJob:
+        """Start OS morphing job ``job_id`` (``MorphRequest`` JSON in ``body``) on disks under
+        the roots: every file of a disk (backing chain, extents) must be there. 400 for a
+        disk outside the roots or missing, 409 when another job morphs one of the disks, 501
+        when this host lacks libguestfs."""
+        self._check_id(job_id, "OS morphing job")
+        value = parse_body(MorphBody, body, "OS morphing request")
+        disks = []
+        for i, disk in enumerate(value.disks):
+            field = f"disks.{i}.path"
+            path = self._inside_roots(field, disk.path)
+            if not os.path.isfile(path):
+                raise RequestError(400, f"{field} {disk.path!r} does not exist on the writer "
+                                        f"agent's host")
+            try:
+                files = image_files(Path(path), disk.format)
+            except exceptions.CoriolisError as exc:
+                raise RequestError(400, f"{field}: {exc}") from None
+            for file in files[1:]:
+                self._inside_roots(f"{field} (a file it is made of)", file)
+            disks.append(appliance.GuestDisk(path, disk.format, disk.name))
+        try:
+            appliance.load_guestfs()
+        except MorphingFailed:
+            raise RequestError(501, "libguestfs is not installed on the writer agent's host "
+                                    "(Debian: apt-get install libguestfs-tools "
+                                    "python3-guestfs); OS morphing cannot run there") from None
+        request = MorphRequest(disks=disks, profile=value.profile, instance=value.instance,
+                               source_macs=value.source_macs, user_scripts=value.user_scripts)
+        try:
+            return self.morphs.start(job_id, request)
+        except DiskBusy as exc:
+            raise RequestError(409, str(exc)) from None
+
+    def morph_job(self, job_id: str) -> MorphJob:
+        self._check_id(job_id, "OS morphing job")
+        job = self.morphs.get(job_id)
+        if job is None:
+            raise RequestError(404, f"no OS morphing job {job_id}")
+        return job
+
+    def stop_morph(self, job_id: str) -> None:
+        """Stop a job's appliance (waiting until its processes are gone) and forget it."""
+        self._check_id(job_id, "OS morphing job")
+        self.morphs.stop(job_id)
+
     def close(self) -> None:
         self._stop.set()
+        self.morphs.stop_all()
         with self._lock:
             for transfer in self._open.values():
                 transfer.close()

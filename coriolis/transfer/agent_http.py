@@ -2,7 +2,14 @@
 
 Measured on loopback with TLS (2 cores, 4 MiB chunks), uvicorn's asyncio TLS received about
 400 MiB/s while a blocking TLS socket per connection thread moves well over 1 GiB/s, so the
-data path uses ``http.server`` with one thread per connection; there are only six routes.
+data path uses ``http.server`` with one thread per connection; there are only a few routes.
+
+Routes: ``/v1/agent`` (describe), ``/v1/transfers/<id>...`` (a disk being written), and the
+OS morphing jobs of this host as a helper machine, each with the agent key:
+``PUT /v1/morphs/<id>`` (body: ``MorphRequest`` JSON; 202 and the job's view),
+``GET /v1/morphs/<id>?after=N&wait=S`` (the events from N on, waiting up to S seconds, at
+most 10, for one; see ``osmorphing.jobs``) and ``DELETE /v1/morphs/<id>`` (stop its appliance
+and forget it; 204, also when there is no such job).
 """
 
 from __future__ import annotations
@@ -17,17 +24,25 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-
-from pydantic import ValidationError
+from urllib.parse import parse_qs
 
 from coriolis import exceptions
-from coriolis.transfer.agent import MAX_CHUNK, OpenRequest, RequestError, Transfer, WriterAgent
+from coriolis.transfer.agent import (
+    MAX_CHUNK,
+    OpenRequest,
+    RequestError,
+    Transfer,
+    WriterAgent,
+    parse_body,
+)
 from coriolis.transfer.base import Data
 from coriolis.transfer.wire import AGENT_KEY_HEADER, HASH_HEADER
 
 LOG = logging.getLogger(__name__)
 _TRANSFER = r"/v1/transfers/(?P<tid>[^/]+)"
+_MORPH = r"/v1/morphs/(?P<jid>[^/]+)"
 _INT = r"(-?\d+)"
+MAX_POLL_WAIT = 10.0
 
 
 class AgentServer(ThreadingHTTPServer):
@@ -107,19 +122,20 @@ class _Handler(BaseHTTPRequestHandler):
 
     # --- routes ---------------------------------------------------------------------------
     def do_PUT(self) -> None:  # noqa: N802 - stdlib naming
-        self._dispatch([(_TRANSFER, self._open),
+        self._dispatch([(_MORPH, self._start_morph), (_TRANSFER, self._open),
                         (_TRANSFER + "/data/" + _INT, self._write),
                         (_TRANSFER + "/zero/" + _INT + "/" + _INT, self._zero)])
 
     def do_GET(self) -> None:  # noqa: N802
-        self._dispatch([("/v1/agent", self._describe), (_TRANSFER, self._show),
+        self._dispatch([("/v1/agent", self._describe), (_MORPH, self._poll_morph),
+                        (_TRANSFER, self._show),
                         (_TRANSFER + "/data/" + _INT + "/" + _INT, self._read)])
 
     def do_POST(self) -> None:  # noqa: N802
         self._dispatch([(_TRANSFER + "/flush", self._flush)])
 
     def do_DELETE(self) -> None:  # noqa: N802
-        self._dispatch([(_TRANSFER, self._delete)])
+        self._dispatch([(_MORPH, self._stop_morph), (_TRANSFER, self._delete)])
 
     def _describe(self) -> None:
         """What a worker checks when an endpoint is validated: the key works, and which
@@ -130,11 +146,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _open(self, tid: str) -> None:
         body = self._body()
         self.server.agent.check_agent_key(self.headers.get(AGENT_KEY_HEADER))
-        try:
-            request = OpenRequest.model_validate_json(body or b"{}")
-        except ValidationError as exc:
-            fields = ", ".join(".".join(map(str, e["loc"])) or "body" for e in exc.errors())
-            raise RequestError(400, f"invalid transfer request: check {fields}") from exc
+        request = parse_body(OpenRequest, body, "transfer request")
         transfer, token = self.server.agent.open(tid, request)
         self._json(200, {"id": transfer.id, "token": token, "size": transfer.size,
                          "durable": transfer.durable.as_list()})
@@ -182,4 +194,30 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _delete(self, tid: str) -> None:
         self.server.agent.delete(self._transfer(tid))
+        self._reply(204)
+
+    # --- OS morphing jobs -----------------------------------------------------------------
+    def _morph_key(self) -> None:
+        self.server.agent.check_agent_key(self.headers.get(AGENT_KEY_HEADER),
+                                          "run OS morphing on this host")
+
+    def _start_morph(self, jid: str) -> None:
+        body = self._body()
+        self._morph_key()
+        self._json(202, self.server.agent.start_morph(jid, body).view(0, 0))
+
+    def _poll_morph(self, jid: str) -> None:
+        self._morph_key()
+        query = parse_qs(self.path.partition("?")[2])
+        try:
+            after = int(query.get("after", ["0"])[0])
+            wait = min(float(query.get("wait", ["0"])[0]), MAX_POLL_WAIT)
+        except ValueError:
+            raise RequestError(400, "after (an event number) and wait (seconds) must be "
+                                    "numbers") from None
+        self._json(200, self.server.agent.morph_job(jid).view(max(after, 0), wait))
+
+    def _stop_morph(self, jid: str) -> None:
+        self._morph_key()
+        self.server.agent.stop_morph(jid)
         self._reply(204)

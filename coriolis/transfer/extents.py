@@ -100,3 +100,10 @@ def dirty_extents_nbd(socket_path: str, bitmap: str) -> list[Extent]:
                                        f"{proc.stderr.strip()}")
     return merge(Extent(int(e["offset"]), int(e["length"]))
                  for e in json.loads(proc.stdout) if int(e["type"]) & 1)
+
+
+def qcow2_bitmaps(path: str) -> list[str]:
+    """Names of the persistent dirty bitmaps of a qcow2 image."""
+    info = qemu_img_info(path, "qcow2")
+    data = (info.get("format-specific") or {}).get("data") or {}
+    return [b["name"] for b in data.get("bitmaps") or []]

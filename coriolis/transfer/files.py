@@ -1,4 +1,8 @@
-"""Raw files as disks: positional I/O, holes punched for zeroes."""
+"""Raw files and block devices as disks: positional I/O, holes punched for zeroes.
+
+A path that is a block device is read and written in place; ``transfer.blockdev`` gives its
+size, refuses a read-only one for writing and zeroes its ranges.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import ctypes.util
 import os
 from collections.abc import Iterator
 
+from coriolis.transfer import blockdev
 from coriolis.transfer.base import Data, Extent
 from coriolis.transfer.extents import sparse_file_extents
 
@@ -31,19 +36,32 @@ def read_exactly(fd: int, offset: int, length: int) -> bytes:
     return data
 
 
+def _size(fd: int, is_device: bool) -> int:
+    return blockdev.device_size(fd) if is_device else os.fstat(fd).st_size
+
+
 class RawFileReader:
-    """Reads a raw image; extents from SEEK_DATA/SEEK_HOLE."""
+    """Reads a raw image or a block device (``size`` in bytes). Extents of a file from
+    SEEK_DATA/SEEK_HOLE; a block device has no such information: all of it is one data
+    extent (the copy pipeline skips the chunks that read as zeroes)."""
 
     def __init__(self, path: str) -> None:
         self.path = path
         self._fd = os.open(path, os.O_RDONLY)
-        self._size = os.fstat(self._fd).st_size
+        try:
+            self.is_device = blockdev.is_block_device(self._fd)
+            self._size = _size(self._fd, self.is_device)
+        except BaseException:
+            self.close()
+            raise
 
     @property
     def size(self) -> int:
         return self._size
 
     def extents(self, since: str | None = None) -> Iterator[Extent]:
+        if self.is_device:
+            return iter([Extent(0, self._size)] if self._size else [])
         return iter(sparse_file_extents(self.path, self._size))
 
     def read(self, offset: int, length: int) -> Data:
@@ -59,12 +77,22 @@ class RawFileReader:
 
 
 class RawFileWriter:
-    """Writes a raw image in place (it must exist, at its final size)."""
+    """Writes a raw image (it must exist, at its final size) or a block device in place.
+    A block device is opened exclusively (``O_EXCL``: the kernel refuses it while mounted or
+    held by another exclusive user); ``ProviderError`` naming the device when it is in use
+    or read-only."""
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._fd = os.open(path, os.O_RDWR)
-        self._size = os.fstat(self._fd).st_size
+        self._fd = blockdev.open_for_writing(path)
+        try:
+            self.is_device = blockdev.is_block_device(self._fd)
+            if self.is_device:
+                blockdev.check_writable(self._fd, path)
+            self._size = _size(self._fd, self.is_device)
+        except BaseException:
+            self.close()
+            raise
 
     @property
     def size(self) -> int:
@@ -83,13 +111,10 @@ class RawFileWriter:
         _libc.sync_file_range(self._fd, start, offset - start, _SYNC_FILE_RANGE_WRITE)
 
     def zero(self, offset: int, length: int) -> None:
-        if not punch_hole(self._fd, offset, length):
-            block = bytes(min(length, 1 << 20))
-            end = offset + length
-            while offset < end:
-                n = min(len(block), end - offset)
-                self.write(offset, block[:n])
-                offset += n
+        if self.is_device:
+            blockdev.zero_range(self._fd, offset, length)
+        elif not punch_hole(self._fd, offset, length):
+            blockdev.write_zeroes(self._fd, offset, length)
 
     def read(self, offset: int, length: int) -> Data:
         return read_exactly(self._fd, offset, length)

@@ -296,6 +296,9 @@ class NbdImageWriter:
         self._export = QemuNbdExport(path, fmt, readonly=False)
         self._conns = _ConnectionPool(self._export)
 
+    def open_files(self) -> list[str]:
+        return self._export.open_files()
+
     @property
     def size(self) -> int:
         return self._conns.size

@@ -134,17 +134,54 @@ def _raise_for(response: urllib3.BaseHTTPResponse, what: str) -> None:
     raise AgentError(f"writer agent refused to {what} ({response.status}): {detail}")
 
 
+def key_from_ref(connection_info: dict[str, Any], key_ref: str) -> str:
+    """The agent key found at ``key_ref``, a dotted path into ``connection_info`` (e.g.
+    ``"writer.key"``); ``ProviderError`` naming ``key_ref`` (never a value) otherwise."""
+    value: Any = connection_info
+    for part in key_ref.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    if not isinstance(value, str) or not value:
+        raise exceptions.ProviderError(
+            f"the destination endpoint's connection info has no agent key at '{key_ref}'")
+    return value
+
+
+class AgentSession:
+    """JSON requests with the agent key to one agent: the pinned certificate, retries while
+    it cannot be reached (``retry_seconds``), ``AgentError`` with the agent's reason for a
+    refusal. A context manager."""
+
+    def __init__(self, agent: AgentAddress, retry_seconds: float = 120.0,
+                 timeout: float = 60.0) -> None:
+        self.agent = agent
+        self._client = _AgentClient(agent, 1, retry_seconds, timeout)
+
+    def call(self, method: str, path: str, what: str, payload: Any = None) -> Any:
+        """``method`` on ``path`` (from ``/v1/``) with ``payload`` as JSON; the reply's JSON,
+        None for an empty one. ``what`` says what was asked in the error of a refusal."""
+        headers = {AGENT_KEY_HEADER: self.agent.key}
+        body = None
+        if payload is not None:
+            body, headers["Content-Type"] = json.dumps(payload).encode(), "application/json"
+        response = self._client.request(method, f"{self.agent.url}{path}", body, headers)
+        _raise_for(response, what)
+        return json.loads(response.data) if response.data else None
+
+    def close(self) -> None:
+        self._client.pool.clear()
+
+    def __enter__(self) -> AgentSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def probe_agent(agent: AgentAddress, retry_seconds: float = 5.0) -> list[str]:
     """Check that the agent answers with the pinned certificate and accepts the agent key;
     return the directories it serves."""
-    client = _AgentClient(agent, 1, retry_seconds, 10.0)
-    try:
-        response = client.request("GET", f"{agent.url}/v1/agent",
-                                  headers={AGENT_KEY_HEADER: agent.key})
-        _raise_for(response, "describe itself")
-        return list(json.loads(response.data)["roots"])
-    finally:
-        client.pool.clear()
+    with AgentSession(agent, retry_seconds, 10.0) as session:
+        return list(session.call("GET", "/v1/agent", "describe itself")["roots"])
 
 
 class RemoteDiskWriter:
@@ -191,6 +228,11 @@ class RemoteDiskWriter:
     @property
     def size(self) -> int:
         return self._size
+
+    def wire_summary(self) -> str:
+        """What went over the wire, for a copy's summary (the optional ``DiskWriter`` method
+        a worker reports after a copy)."""
+        return f"{self.stats.bytes_on_wire / (1024 * 1024):.1f} MiB on the wire"
 
     def durable_ranges(self) -> RangeSet:
         """What earlier attempts of this transfer already made durable on the agent."""

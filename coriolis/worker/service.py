@@ -10,10 +10,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from coriolis import exceptions
+from coriolis import exceptions, task_types
 from coriolis.bus.base import EndpointRef, TaskEventSink, TaskMessage
 from coriolis.config import Settings
 from coriolis.providers import registry
+from coriolis.providers.base import OPERATION_CAPABILITY, missing_capability
 from coriolis.worker import faults
 from coriolis.worker.tasks import TASK_RUNNERS, TaskContext
 
@@ -42,12 +43,17 @@ class Worker:
             endpoint.connection_info, endpoint.project_id, self.settings)
 
     def call(self, operation: str, endpoint: EndpointRef, **kwargs: Any) -> Any:
+        """Run a provider operation (``providers.base.OPERATION_CAPABILITY``); an operation
+        the provider lacks the capability of is ``InvalidInput`` naming both."""
         provider = registry.get_provider(endpoint.platform)
         self.check_location(endpoint)
-        method = getattr(provider, operation, None)
-        if method is None:
-            raise exceptions.InvalidInput(
-                f"provider '{endpoint.platform}' does not support {operation}")
+        capability = OPERATION_CAPABILITY.get(operation)
+        if capability is None:
+            raise exceptions.InvalidInput(f"unknown endpoint operation '{operation}'")
+        missing = missing_capability(provider, capability)
+        if missing:
+            raise exceptions.InvalidInput(f"{missing} ({operation})")
+        method = getattr(provider, operation)
         args = (() if operation in _CONNECTION_ONLY else (endpoint.environment,))
         try:
             return method(endpoint.connection_info, *args, **kwargs)
@@ -68,7 +74,7 @@ class Worker:
                  cancel_flag: threading.Event) -> None:
         """Run one task and report its end. A report that fails (the database busy, say) is
         retried; one that never gets through leaves the task for the conductor's recovery,
-        which runs it again (every task type is safe to re-run: ``constants.TASK_RERUN``)."""
+        which runs it again (the task types safe to re-run: ``task_types.TASK_TYPES``)."""
         if cancel_flag.is_set():
             _report(sink.task_canceled, message.task_id, forced=False)
             return
@@ -77,8 +83,10 @@ class Worker:
         try:
             if runner is None:
                 raise exceptions.ProviderError(f"no runner for task type {message.task_type}")
-            self.check_location(message.origin)
-            self.check_location(message.destination)
+            # Only the task's side: a worker may lack the other side's provider.
+            for side in task_types.sides(message.task_type):
+                self.check_location(message.origin if side == task_types.Side.SOURCE
+                                    else message.destination)
             ctx = TaskContext(message, sink, cancel_flag, self.data_dir)
             with faults.running(message.task_type, ctx.cancelled):
                 result = runner(ctx)

@@ -3,23 +3,27 @@ to it; it talks to the platforms only through the provider interfaces."""
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import re
-import shutil
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from coriolis import constants as c
-from coriolis import exceptions
-from coriolis.bus.base import TaskEventSink, TaskMessage
+from coriolis import exceptions, task_types
+from coriolis.bus.base import EndpointRef, TaskEventSink, TaskMessage
 from coriolis.osmorphing import appliance
+from coriolis.osmorphing.helper import helper_address, job_id_for, morph_on_helper
 from coriolis.osmorphing.isolated import MorphRequest, morph_in_child
 from coriolis.providers import registry
+from coriolis.providers.base import missing_capability
+from coriolis.task_types import Side
+from coriolis.transfer import locations
 from coriolis.transfer.copy import copy_disk
 from coriolis.transfer.manifest import UNKNOWN, ZERO, BlockManifest
-from coriolis.transfer.remote import RemoteDiskWriter
+from coriolis.transfer.manifests import ManifestStore
+from coriolis.transfer.options import TransferOptions
 from coriolis.worker import faults
 
 # Change-detection granularity of block manifests (copies still move 4 MiB chunks).
@@ -30,13 +34,15 @@ JSON = dict[str, Any]
 
 
 class TaskContext:
+    """What a runner gets: the task's message, its instance's ``task_info`` and the provider
+    of each endpoint of the task's side (``task_types``), loaded only when touched."""
+
     def __init__(self, message: TaskMessage, sink: TaskEventSink, cancel_flag: threading.Event,
                  data_dir: Path) -> None:
         self.message = message
         self.instance = message.instance
         self.info: JSON = message.task_info
-        self.origin = registry.get_transfer_provider(message.origin.platform)
-        self.destination = registry.get_transfer_provider(message.destination.platform)
+        self.row = task_types.TASK_TYPES[message.task_type]
         self.origin_conn = message.origin.connection_info
         self.origin_env = message.origin.environment
         self.dest_conn = message.destination.connection_info
@@ -44,6 +50,32 @@ class TaskContext:
         self.data_dir = data_dir
         self._sink = sink
         self._cancel = cancel_flag
+
+    def _provider(self, side: Side, endpoint: EndpointRef) -> Any:
+        """The provider of ``side``'s endpoint; ``ProviderError`` if the task's side is not
+        it (a runner touching the other side is a bug) or if the provider lacks the row's
+        capability (the API refuses such transfers; a provider changed since is caught)."""
+        if side not in task_types.sides(self.message.task_type):
+            raise exceptions.ProviderError(
+                f"task {self.message.task_type} touches the {self.row.side} side only, not "
+                f"the {side}'s provider ({endpoint.platform})")
+        provider = registry.get_provider(endpoint.platform)
+        if self.row.capability is not None:
+            missing = missing_capability(provider, self.row.capability)
+            if missing:
+                raise exceptions.ProviderError(
+                    f"task {self.message.task_type}: {side} {missing}")
+        return provider
+
+    @functools.cached_property
+    def origin(self) -> Any:
+        """The source endpoint's provider (a task of the source side, or both)."""
+        return self._provider(Side.SOURCE, self.message.origin)
+
+    @functools.cached_property
+    def destination(self) -> Any:
+        """The destination endpoint's provider (a task of the destination side, or both)."""
+        return self._provider(Side.DESTINATION, self.message.destination)
 
     def progress(self, current: int, total: int | None, message: str) -> None:
         self._sink.task_progress(self.message.task_id, current, total, message)
@@ -62,51 +94,30 @@ class TaskContext:
 
 
 Runner = Callable[[TaskContext], JSON]
-TASK_RUNNERS: dict[str, Runner] = {}
 
 
-def runs(*task_types: str) -> Callable[[Runner], Runner]:
-    def register(fn: Runner) -> Runner:
-        for task_type in task_types:
-            TASK_RUNNERS[task_type] = fn
-        return fn
-    return register
-
-
-def _nothing(ctx: TaskContext) -> JSON:
+def nothing(ctx: TaskContext) -> JSON:
     return {}
 
 
-for _type in (c.TASK_TYPE_DEPLOY_MIGRATION_TARGET_RESOURCES,
-              c.TASK_TYPE_DEPLOY_REPLICA_TARGET_RESOURCES,
-              c.TASK_TYPE_DELETE_MIGRATION_TARGET_RESOURCES,
-              c.TASK_TYPE_DELETE_REPLICA_TARGET_RESOURCES,
-              c.TASK_TYPE_CLEANUP_INSTANCE_SOURCE_STORAGE,
-              c.TASK_TYPE_DELETE_REPLICA_SOURCE_DISK_SNAPSHOTS):
-    TASK_RUNNERS[_type] = _nothing
 
 
-@runs(c.TASK_TYPE_GET_INSTANCE_INFO)
 def get_instance_info(ctx: TaskContext) -> JSON:
     return {"export_info": ctx.origin.get_instance(ctx.origin_conn, ctx.origin_env,
                                                    ctx.instance)}
 
 
-@runs(c.TASK_TYPE_VALIDATE_MIGRATION_SOURCE_INPUTS, c.TASK_TYPE_VALIDATE_REPLICA_SOURCE_INPUTS,
-      c.TASK_TYPE_UPDATE_SOURCE_REPLICA)
 def validate_source(ctx: TaskContext) -> JSON:
     ctx.origin.validate_source_inputs(ctx.origin_conn, ctx.origin_env, ctx.instance)
     return {}
 
 
-@runs(c.TASK_TYPE_VALIDATE_MIGRATION_DESTINATION_INPUTS)
 def validate_migration_destination(ctx: TaskContext) -> JSON:
     ctx.destination.validate_destination_inputs(ctx.dest_conn, ctx.dest_env,
                                                 ctx.require("export_info"))
     return {}
 
 
-@runs(c.TASK_TYPE_VALIDATE_REPLICA_DESTINATION_INPUTS, c.TASK_TYPE_UPDATE_DESTINATION_REPLICA)
 def validate_replica_destination(ctx: TaskContext) -> JSON:
     ctx.destination.validate_destination_inputs(ctx.dest_conn, ctx.dest_env,
                                                 ctx.require("export_info"),
@@ -114,7 +125,6 @@ def validate_replica_destination(ctx: TaskContext) -> JSON:
     return {}
 
 
-@runs(c.TASK_TYPE_VALIDATE_REPLICA_DEPLOYMENT_INPUTS)
 def validate_deployment(ctx: TaskContext) -> JSON:
     ctx.require("volumes_info")
     ctx.destination.validate_destination_inputs(ctx.dest_conn, ctx.dest_env,
@@ -122,7 +132,6 @@ def validate_deployment(ctx: TaskContext) -> JSON:
     return {}
 
 
-@runs(c.TASK_TYPE_CREATE_INSTANCE_DISKS, c.TASK_TYPE_DEPLOY_REPLICA_DISKS)
 def create_disks(ctx: TaskContext) -> JSON:
     """Replica disks that exist are first brought to a committed state (``_settle``)."""
     volumes = ctx.info.get("volumes_info") or []
@@ -141,7 +150,6 @@ def _committed_tokens(ctx: TaskContext) -> list[str]:
     return [v["cbt"] for v in ctx.info.get("volumes_info") or [] if v.get("cbt")]
 
 
-@runs(c.TASK_TYPE_DEPLOY_MIGRATION_SOURCE_RESOURCES, c.TASK_TYPE_DEPLOY_REPLICA_SOURCE_RESOURCES)
 def deploy_source_resources(ctx: TaskContext) -> JSON:
     """Replicas (not migrations) track changes natively where the platform can."""
     replica = ctx.message.task_type == c.TASK_TYPE_DEPLOY_REPLICA_SOURCE_RESOURCES
@@ -151,7 +159,6 @@ def deploy_source_resources(ctx: TaskContext) -> JSON:
         transfer_id=ctx.info.get("action_id"), keep_tokens=_committed_tokens(ctx))}
 
 
-@runs(c.TASK_TYPE_DELETE_MIGRATION_SOURCE_RESOURCES, c.TASK_TYPE_DELETE_REPLICA_SOURCE_RESOURCES)
 def delete_source_resources(ctx: TaskContext) -> JSON:
     """Keeps the change-tracking tokens of the tracking point in force: the new ones after a
     committed execution, the previous ones after a rolled-back one (the replica graph runs
@@ -164,36 +171,29 @@ def delete_source_resources(ctx: TaskContext) -> JSON:
     return {"source_resources": {}}
 
 
-@runs(c.TASK_TYPE_SHUTDOWN_INSTANCE)
+def deploy_target_resources(ctx: TaskContext) -> JSON:
+    """Where each volume is written (a target location per disk); after the replica disks'
+    snapshot, so a location names the undo journal the writes must fill."""
+    return {"target_resources": ctx.destination.deploy_target_resources(
+        ctx.dest_conn, ctx.dest_env, ctx.require("export_info"),
+        ctx.info.get("volumes_info") or [], transfer_id=ctx.info.get("action_id"))}
+
+
+def delete_target_resources(ctx: TaskContext) -> JSON:
+    ctx.destination.delete_target_resources(ctx.dest_conn, ctx.dest_env,
+                                            ctx.info.get("target_resources") or {})
+    return {"target_resources": {}}
+
+
 def shutdown_instance(ctx: TaskContext) -> JSON:
     ctx.origin.shutdown_instance(ctx.origin_conn, ctx.origin_env, ctx.require("export_info"))
     ctx.event(f"instance {ctx.instance} shut down")
     return {}
 
 
-def _manifest_dir(ctx: TaskContext, volume: JSON) -> Path:
-    """The block manifests of one destination volume on this worker (a recreated volume
-    starts anew), one file per generation."""
-    ident = f"{volume.get('path')}|{volume['disk_id']}"
-    return ctx.data_dir / "manifests" / hashlib.sha256(ident.encode()).hexdigest()[:24]
-
-
-def _manifest_path(ctx: TaskContext, volume: JSON, generation: str | None = None) -> Path:
-    """The manifest of a generation (default: the committed one, ``manifest_generation``).
-    A generation is the execution whose copy it describes; the committed one moves only when
-    that execution commits, so a worker never trusts a manifest that a rolled-back copy, or
-    another worker's copy, made stale (it resends everything instead)."""
-    gen = generation if generation is not None else volume.get("manifest_generation", "")
-    return _manifest_dir(ctx, volume) / f"{gen or 'initial'}.manifest"
-
-
-def _prune_manifests(ctx: TaskContext, volume: JSON) -> None:
-    """Drop the manifests of every generation but the committed one."""
-    keep = _manifest_path(ctx, volume)
-    folder = keep.parent
-    for file in folder.glob("*") if folder.is_dir() else []:
-        if file != keep:
-            file.unlink(missing_ok=True)
+def _manifests(ctx: TaskContext) -> ManifestStore:
+    """The block manifests of destination volumes on this worker."""
+    return ManifestStore(ctx.data_dir / "manifests")
 
 
 def _apply_outcome(ctx: TaskContext, outcome: JSON) -> list[JSON]:
@@ -201,6 +201,7 @@ def _apply_outcome(ctx: TaskContext, outcome: JSON) -> list[JSON]:
     to what its pending copy recorded when the disks committed that copy's execution, or
     drop it when they did not; say what a settle found."""
     volumes = []
+    manifests = _manifests(ctx)
     for volume in outcome["volumes_info"]:
         volume = dict(volume)
         pending = volume.pop("pending", None)
@@ -208,8 +209,8 @@ def _apply_outcome(ctx: TaskContext, outcome: JSON) -> list[JSON]:
             if pending.get("cbt"):
                 volume["cbt"] = pending["cbt"]
             volume["manifest_generation"] = pending["manifest_generation"]
-            volume["manifest"] = str(_manifest_path(ctx, volume))
-        _prune_manifests(ctx, volume)
+            volume["manifest"] = str(manifests.path(volume))
+        manifests.prune(volume)
         volumes.append(volume)
     if outcome.get("rolled_back"):
         ctx.event(f"Rolled back what execution {outcome['rolled_back']} wrote to the replica "
@@ -231,34 +232,52 @@ def _settle(ctx: TaskContext, volumes: list[JSON]) -> list[JSON]:
         ctx.dest_conn, ctx.dest_env, volumes))
 
 
-@runs(c.TASK_TYPE_REPLICATE_DISKS)
+def _location(resources: JSON, side: str, disk_id: str) -> JSON:
+    location = (resources.get("disks") or {}).get(disk_id)
+    if location is None:
+        raise exceptions.ProviderError(f"the {side} resources have no location for disk "
+                                       f"{disk_id}")
+    return dict(location)
+
+
 def replicate_disks(ctx: TaskContext) -> JSON:
-    """Copy every disk, sending only blocks whose hash differs from what the destination
-    holds according to the volume's block manifest (a new volume holds zeroes). The new
+    """Copy every disk from its source location to its target location (``transfer.
+    locations``), sending only blocks whose hash differs from what the destination holds
+    according to the volume's block manifest (a new volume holds zeroes). The new
     change-tracking point (this execution's bitmap token and manifest) is recorded as the
     volume's ``pending`` one: it is in force only once the execution commits."""
-    export_info = ctx.require("export_info")
+    ctx.require("export_info")
     volumes = [dict(v) for v in ctx.require("volumes_info")]
     sources = ctx.info.get("source_resources") or {}
+    targets = ctx.info.get("target_resources") or {}
+    options = TransferOptions.from_env(ctx.dest_env)
+    manifests = _manifests(ctx)
     execution = ctx.message.execution_id
+
+    def platform_reader(location: locations.PlatformLocation, conn: JSON) -> Any:
+        return ctx.origin.open_platform_reader(conn, ctx.origin_env, location)
+
     for volume in volumes:
         disk_id = volume["disk_id"]
-        committed_file = _manifest_path(ctx, volume)
+        source = _location(sources, "source", disk_id)
+        target = _location(targets, "target", disk_id)
+        committed_file = manifests.path(volume)
         # A copy run again after a crash goes on from its own manifest, if it saved one.
-        work_file = _manifest_path(ctx, volume, execution)
+        work_file = manifests.path(volume, execution)
         work_file.parent.mkdir(parents=True, exist_ok=True)
         tracking = (sources.get("cbt") or {}).get(disk_id)
         since = volume.get("cbt") if tracking else None
-        reader = ctx.origin.open_disk_reader(ctx.origin_conn, ctx.origin_env, export_info,
-                                             disk_id, sources, since=since)
+        reader = locations.open_reader(source, since=since, connection_info=ctx.origin_conn,
+                                       platform_opener=platform_reader)
         try:
             transfer_id = re.sub(r"[^a-z0-9_-]", "_", f"{ctx.message.task_id}-{disk_id}".lower())
-            writer = ctx.destination.open_disk_writer(ctx.dest_conn, ctx.dest_env, volume,
-                                                      transfer_id=transfer_id)
-            remote = writer if isinstance(writer, RemoteDiskWriter) else None
-            if remote:
-                ctx.event(f"Disk {disk_id}: writing through the writer agent at "
-                          f"{remote.agent.url}")
+            agent_url = locations.writes_through_agent(target, options)
+            if agent_url:
+                ctx.event(f"Disk {disk_id}: writing through the writer agent at {agent_url}")
+            writer = locations.open_writer(target, options=options, transfer_id=transfer_id,
+                                           connection_info=ctx.dest_conn,
+                                           size=volume.get("size_bytes"))
+            wire_summary = getattr(writer, "wire_summary", None)
             try:
                 known = next((f for f in (work_file, committed_file) if f.exists()), None)
                 if known is not None:
@@ -300,8 +319,8 @@ def replicate_disks(ctx: TaskContext) -> JSON:
                      f"Disk {disk_id}: scanned {stats.bytes_scanned / MiB:.1f} MiB, changed "
                      f"{changed / MiB:.1f} MiB, sent {stats.bytes_written / MiB:.1f} MiB "
                      f"in {stats.seconds:.2f}s" + (
-                         f" ({remote.stats.bytes_on_wire / MiB:.1f} MiB on the wire, "
-                         f"{stats.bytes_resumed / MiB:.1f} MiB resumed)" if remote else ""))
+                         f" ({wire_summary()}, {stats.bytes_resumed / MiB:.1f} MiB resumed)"
+                         if wire_summary else ""))
     if not any(v.get("snapshot") for v in volumes):
         # A migration's copy (no snapshot, nothing to commit): in force at once.
         return {"volumes_info": _apply_outcome(ctx, {"volumes_info": volumes,
@@ -309,7 +328,6 @@ def replicate_disks(ctx: TaskContext) -> JSON:
     return {"volumes_info": volumes}
 
 
-@runs(c.TASK_TYPE_CREATE_REPLICA_DISK_SNAPSHOTS)
 def snapshot_disks(ctx: TaskContext) -> JSON:
     """Settle the replica disks, then snapshot them for this execution; for a deploy on the
     replica disks themselves (a deploy's task_info names its ``replica_id``; ``clone_disks``
@@ -322,7 +340,6 @@ def snapshot_disks(ctx: TaskContext) -> JSON:
     return {"volumes_info": _apply_outcome(ctx, outcome)}
 
 
-@runs(c.TASK_TYPE_RESTORE_REPLICA_DISK_SNAPSHOTS)
 def restore_snapshots(ctx: TaskContext) -> JSON:
     """Roll the replica disks back to the last committed execution, unless this execution
     committed already (then there is nothing to roll back)."""
@@ -336,7 +353,6 @@ def restore_snapshots(ctx: TaskContext) -> JSON:
     return {"volumes_info": volumes}
 
 
-@runs(c.TASK_TYPE_DELETE_REPLICA_TARGET_DISK_SNAPSHOTS)
 def delete_snapshots(ctx: TaskContext) -> JSON:
     """The commit point of a replica execution: its writes stay, and its change-tracking
     point comes into force."""
@@ -345,7 +361,6 @@ def delete_snapshots(ctx: TaskContext) -> JSON:
     return {"volumes_info": _apply_outcome(ctx, outcome)}
 
 
-@runs(c.TASK_TYPE_DEPLOY_INSTANCE_RESOURCES, c.TASK_TYPE_DEPLOY_REPLICA_INSTANCE_RESOURCES)
 def deploy_instance(ctx: TaskContext) -> JSON:
     clone = (ctx.message.task_type == c.TASK_TYPE_DEPLOY_REPLICA_INSTANCE_RESOURCES
              and bool(ctx.info.get("clone_disks", True)))
@@ -354,7 +369,6 @@ def deploy_instance(ctx: TaskContext) -> JSON:
         clone_disks=clone, transfer_id=ctx.info.get("action_id"))}
 
 
-@runs(c.TASK_TYPE_FINALIZE_INSTANCE_DEPLOYMENT, c.TASK_TYPE_FINALIZE_REPLICA_INSTANCE_DEPLOYMENT)
 def finalize(ctx: TaskContext) -> JSON:
     result = ctx.destination.finalize_instance(ctx.dest_conn, ctx.dest_env,
                                                ctx.require("instance_deployment_info"))
@@ -362,53 +376,72 @@ def finalize(ctx: TaskContext) -> JSON:
     return {"transfer_result": result}
 
 
-@runs(c.TASK_TYPE_CLEANUP_FAILED_INSTANCE_DEPLOYMENT,
-      c.TASK_TYPE_CLEANUP_FAILED_REPLICA_INSTANCE_DEPLOYMENT)
 def cleanup_failed_instance(ctx: TaskContext) -> JSON:
     ctx.destination.cleanup_failed_instance(ctx.dest_conn, ctx.dest_env,
                                             ctx.info.get("instance_deployment_info") or {})
     return {"instance_deployment_info": None}
 
 
-@runs(c.TASK_TYPE_CLEANUP_INSTANCE_TARGET_STORAGE, c.TASK_TYPE_DELETE_REPLICA_DISKS)
 def delete_disks(ctx: TaskContext) -> JSON:
     volumes = ctx.info.get("volumes_info") or []
     ctx.destination.delete_disks(ctx.dest_conn, ctx.dest_env, volumes)
+    manifests = _manifests(ctx)
     for volume in volumes:
-        shutil.rmtree(_manifest_dir(ctx, volume), ignore_errors=True)
+        manifests.forget(volume)
     ctx.event(f"{len(volumes)} destination disk(s) deleted")
     return {"volumes_info": []}
 
 
-@runs(c.TASK_TYPE_DEPLOY_OS_MORPHING_RESOURCES)
 def deploy_os_morphing_resources(ctx: TaskContext) -> JSON:
-    appliance.load_guestfs()  # a worker without libguestfs says so before anything else
+    """A worker without libguestfs says so when the appliance would run here (no
+    ``helper``), undoing what the provider just made."""
     resources = ctx.destination.deploy_os_morphing_resources(
         ctx.dest_conn, ctx.dest_env, ctx.require("instance_deployment_info"))
+    if not resources.get("helper"):
+        try:
+            appliance.load_guestfs()
+        except BaseException:
+            ctx.destination.delete_os_morphing_resources(ctx.dest_conn, ctx.dest_env,
+                                                         resources)
+            raise
     ctx.event(f"{len(resources['disks'])} disk(s) of the new instance ready for OS morphing")
     return {"os_morphing_resources": resources}
 
 
-@runs(c.TASK_TYPE_OS_MORPHING)
 def os_morphing(ctx: TaskContext) -> JSON:
     """Open the new instance's disks in a libguestfs appliance and morph the guest for the
-    destination; every change is a task event."""
+    destination; every change is a task event. The appliance runs on this worker, or on the
+    resources' ``helper`` (a writer agent beside the disks) when they name one."""
     export_info = ctx.require("export_info")
     resources = ctx.require("os_morphing_resources")
     profile = ctx.destination.os_morphing_profile(
         ctx.dest_conn, ctx.dest_env, export_info, ctx.require("instance_deployment_info"))
     disks = [appliance.GuestDisk(d["path"], d["format"], d["name"]) for d in resources["disks"]]
-    ctx.event(f"starting the libguestfs appliance on {len(disks)} disk(s)")
-    morph_in_child(MorphRequest(
+    request = MorphRequest(
         disks=disks, profile=profile, instance=ctx.instance,
         source_macs=[n.get("mac_address") for n in export_info["devices"]["nics"]],
-        user_scripts=ctx.info.get("user_scripts") or {}), ctx.event, ctx.cancelled)
+        user_scripts=ctx.info.get("user_scripts") or {})
+    helper = resources.get("helper")
+    if helper:
+        agent = helper_address(helper, ctx.dest_conn)
+        ctx.event(f"starting the libguestfs appliance on {len(disks)} disk(s) on the helper "
+                  f"at {agent.url}")
+        morph_on_helper(agent, job_id_for(ctx.message.task_id), request, ctx.event,
+                        ctx.cancelled)
+        ctx.event(f"OS morphing done on the helper at {agent.url}")
+        return {}
+    ctx.event(f"starting the libguestfs appliance on {len(disks)} disk(s)")
+    morph_in_child(request, ctx.event, ctx.cancelled)
     ctx.event("OS morphing done")
     return {}
 
 
-@runs(c.TASK_TYPE_DELETE_OS_MORPHING_RESOURCES)
 def delete_os_morphing_resources(ctx: TaskContext) -> JSON:
     ctx.destination.delete_os_morphing_resources(ctx.dest_conn, ctx.dest_env,
                                                  ctx.info.get("os_morphing_resources") or {})
     return {"os_morphing_resources": None}
+
+
+# Task type → runner, from the table (tests/unit/test_task_types.py: every name exists).
+TASK_RUNNERS: dict[str, Runner] = {
+    name: globals()[row.runner] for name, row in task_types.TASK_TYPES.items()}

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import Engine
 
-from coriolis import constants as c
+from coriolis import task_types
 from coriolis.db import models
 from coriolis.harness import (
     Cluster,
@@ -147,7 +147,7 @@ def test_tasks_land_only_where_the_region_rules_allow(cluster: Cluster, setup: d
         ran = [(t, h) for t, h, s in task_rows(db, migration) if s == "COMPLETED"]
         assert len(ran) >= 8, ran
         for task_type, host in ran:
-            if task_type in c.SOURCE_TASK_TYPES | c.BOTH_ENDPOINTS_TASK_TYPES:
+            if task_types.Side.SOURCE in task_types.sides(task_type):
                 assert host in source_side, (task_type, host)
             else:
                 assert host in dest_side, (task_type, host)

@@ -45,15 +45,21 @@ def ext4_image(path: Path, tree: dict[str, str]) -> None:
     subprocess.run(["mkfs.ext4", "-q", "-F", "-d", str(source), str(path), "64M"], check=True)
 
 
-@pytest.fixture(scope="module")
-def setup(server: RunningServer, tmp_path_factory: pytest.TempPathFactory) -> dict:
+def vmware_like_cloud(src: Path) -> None:
+    """A local cloud at ``src`` with network ``vmnet`` and the Debian guest ``debian-vm``
+    configured like a VMware VM (SATA disk, MAC ``SOURCE_MAC``)."""
     image = guest_image.build()
-    base = tmp_path_factory.mktemp("morph")
-    src, dst = server.cloud_dir("morph-src"), server.cloud_dir("morph-dst")
     local_cloud("init", str(src), "--network", "vmnet")
     local_cloud("add-instance", str(src), "debian-vm", "--image", str(image), "--bus", "sata",
                 "--mac", SOURCE_MAC, "--memory-mb", "1024", "--cpus", "2",
                 "--network", "vmnet")
+
+
+@pytest.fixture(scope="module")
+def setup(server: RunningServer, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    base = tmp_path_factory.mktemp("morph")
+    src, dst = server.cloud_dir("morph-src"), server.cloud_dir("morph-dst")
+    vmware_like_cloud(src)
     blank, alpine = base / "blank.raw", base / "alpine.raw"
     ext4_image(blank, {"data/readme.txt": "just data\n"})
     ext4_image(alpine, {"etc/os-release": 'NAME="Alpine Linux"\nID=alpine\nVERSION_ID=3.19.1\n'

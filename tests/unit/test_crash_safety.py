@@ -1,4 +1,4 @@
-"""The crash-safety declarations (constants.TASK_RERUN) cover every task type, and the fault
+"""The crash-safety declarations (task_types.TASK_TYPES) cover every task type, and the fault
 hook of the crash tests (coriolis/worker/faults.py) fires each armed item once."""
 
 from __future__ import annotations
@@ -8,20 +8,20 @@ from pathlib import Path
 import pytest
 
 from coriolis import constants as c
-from coriolis import exceptions
+from coriolis import exceptions, task_types
 from coriolis.engine import graphs
 from coriolis.worker import faults
 
 
 def test_every_task_type_says_whether_it_may_run_again() -> None:
     types = {v for k, v in vars(c).items() if k.startswith("TASK_TYPE_")}
-    assert types == set(c.TASK_RERUN)
+    assert types == set(task_types.TASK_TYPES)
     in_graphs = {s.task_type for specs in (
         graphs.migration_graph(2, True, False), graphs.replica_execution_graph(True),
         graphs.replica_deploy_graph(False, False), graphs.replica_deploy_graph(True, True),
         graphs.replica_disks_delete_graph(), graphs.replica_update_graph()) for s in specs}
-    assert in_graphs <= c.RERUNNABLE_TASK_TYPES
-    assert c.FINISH_WHEN_CANCELLED_TASK_TYPES <= c.RERUNNABLE_TASK_TYPES
+    assert in_graphs <= task_types.RERUNNABLE_TASK_TYPES
+    assert task_types.FINISH_WHEN_CANCELLED_TASK_TYPES <= task_types.RERUNNABLE_TASK_TYPES
 
 
 def test_the_fault_hook_is_off_without_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -18,8 +18,9 @@ from coriolis.bus.base import EndpointRef, TaskMessage
 from coriolis.cmd.local_cloud import add_instance, init_cloud
 from coriolis.config import ConfigError, Settings
 from coriolis.providers.local.cloud import LocalCloud
-from coriolis.providers.local.provider import ConfinedRawReader, LocalProvider, _check_opened
+from coriolis.providers.local.provider import LocalProvider
 from coriolis.providers.local.source_snapshot import snapshot_image
+from coriolis.transfer.confine import ConfinedRawReader, check_opened
 from coriolis.transfer.nbd import NbdImageReader
 from coriolis.worker.service import Worker
 
@@ -96,7 +97,7 @@ def test_a_disk_corrupted_after_validation_fails_the_read_with_qemu_img_s_reason
     os.truncate(disk, disk.stat().st_size // 2)
     with pytest.raises(exceptions.InvalidInput,
                        match=r"instance 'vm1': disk file disk0.qcow2 .*corrupted clusters"):
-        provider.open_disk_reader(conn, {}, export_info, "disk0", {})
+        provider.deploy_source_resources(conn, {}, export_info)
 
 
 def test_a_qcow2_chain_inside_the_instance_folder_is_accepted(tmp_path: Path) -> None:
@@ -139,7 +140,7 @@ def test_what_the_reader_opened_is_checked_not_only_the_name(tmp_path: Path) -> 
     try:
         assert str(secret) in nbd.open_files()
         with pytest.raises(exceptions.InvalidInput, match=f"leads out .*{secret}"):
-            _check_opened(nbd.open_files(), bases, "overlay")
+            check_opened(nbd.open_files(), bases, "overlay")
     finally:
         nbd.close()
 

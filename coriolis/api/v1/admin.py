@@ -27,11 +27,32 @@ from coriolis.context import RequestContext
 from coriolis.db import models
 from coriolis.identity.policy import Policy
 from coriolis.providers import registry
+from coriolis.providers.base import (
+    BaseProvider,
+    ExportProvider,
+    ImportProvider,
+    MinionPoolProvider,
+    require,
+)
 from coriolis.service import Services
+from coriolis.transfer.options import with_transfer_options
 
 
 def _bits(mask: int) -> list[int]:
     return [1 << i for i in range(mask.bit_length()) if mask & (1 << i)]
+
+
+def _schema(provider: BaseProvider, key: str) -> dict[str, Any]:
+    """The schema ``key`` (``constants.SCHEMA_KEY_BY_PROVIDER_TYPE``) of a provider that has
+    the capability giving it."""
+    if key == "source_environment_schema":
+        return require(provider, ExportProvider).source_environment_schema()
+    if key == "destination_environment_schema":
+        return with_transfer_options(
+            require(provider, ImportProvider).destination_environment_schema())
+    if key.endswith("minion_pool_environment_schema"):
+        return require(provider, MinionPoolProvider).minion_pool_environment_schema()
+    return provider.connection_info_schema()
 
 
 def _get(session: Session, model: type, row_id: str, kind: str) -> Any:
@@ -65,16 +86,16 @@ def build_router(services: Services, context: Any) -> APIRouter:
     @router.get("/providers/{platform_name}/schemas/{provider_type}")
     def provider_schemas(platform_name: str, provider_type: int,
                          ctx: RequestContext = Depends(context)) -> dict[str, Any]:
+        """The schema of one type bit, for a provider with the capability that has that schema
+        (the environment schemas are the same for migrations and replicas, so a migration-
+        only provider answers the replica bits the upstream client asks with); the
+        destination environment's includes the transfer options."""
         provider = registry.get_provider(platform_name)
         key = c.SCHEMA_KEY_BY_PROVIDER_TYPE.get(provider_type)
-        if key is None or not provider.provider_types & provider_type:
+        if key is None:
             raise exceptions.InvalidInput(
                 f"provider '{platform_name}' has no schema for type {provider_type}")
-        getter = {"connection_info_schema": provider.connection_info_schema,
-                  "source_environment_schema": provider.source_environment_schema,
-                  "destination_environment_schema": provider.destination_environment_schema
-                  }.get(key)
-        return {"schemas": {key: getter() if getter else {}}}
+        return {"schemas": {key: _schema(provider, key)}}
 
     # --- regions -----------------------------------------------------------------------------
     @router.get("/regions")

@@ -46,7 +46,11 @@ def _check_connection_info(session: Session, services: Services, ctx: RequestCon
     exc = jsonschema.exceptions.best_match(
         validation.validator(provider.connection_info_schema()).iter_errors(resolved))
     if exc is not None:
-        where = ".".join(str(p) for p in exc.absolute_path)
+        path = [str(p) for p in exc.absolute_path]
+        if exc.validator == "required" and isinstance(exc.instance, dict):
+            # The field that is missing, not the object that lacks it.
+            path += [next(str(r) for r in exc.validator_value if r not in exc.instance)]
+        where = ".".join(path)
         # The message names the field, never the values (they may be secrets).
         raise exceptions.InvalidInput(
             f"connection_info{'.' + where if where else ''} is invalid: {exc.validator} "

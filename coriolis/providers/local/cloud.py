@@ -3,6 +3,8 @@
     DIR/cloud.json                      networks and storage backends (optional)
     DIR/instances/<name>/instance.json  one instance, disks referenced by relative path
     DIR/storage/<backend>/              disks imported into a storage backend
+    DIR/storage/<backend>/claims/       a block-device backend's claims (providers/local/
+                                        devices.py); its volumes' undo journals beside them
     DIR/.coriolis/                      snapshots and other temporary files
 
 Confinement: an instance folder is ``DIR/instances/<name>`` itself (not a symlink, nor under a
@@ -45,8 +47,12 @@ GUEST_DEFAULTS: dict[str, Any] = {
 
 @dataclass(frozen=True)
 class StorageBackend:
+    """A storage backend: disk files in ``DIR/storage/<name>/``, or with ``block_devices``
+    (absolute paths) volumes that are whole block devices the operator set aside."""
+
     name: str
     format: str
+    block_devices: tuple[str, ...] = ()
 
 
 # "json:{...}", "nbd://host/x", "https://...": a file name that makes qemu open a protocol.
@@ -148,9 +154,27 @@ class LocalCloud:
             if (not isinstance(item, dict) or not isinstance(item.get("name"), str)
                     or item.get("format", "raw") not in STORAGE_FORMATS):
                 raise exceptions.InvalidInput(
-                    "cloud.json: storage must be a list of {name, format: raw|qcow2}")
-            backends.append(StorageBackend(item["name"], item.get("format", "raw")))
+                    "cloud.json: storage must be a list of {name, format: raw|qcow2, "
+                    "block_devices: [absolute paths] (raw only)}")
+            devices = item.get("block_devices", [])
+            if (not isinstance(devices, list) or not all(
+                    isinstance(d, str) and os.path.isabs(d) and "\0" not in d for d in devices)
+                    or (devices and item.get("format", "raw") != "raw")):
+                raise exceptions.InvalidInput(
+                    f"cloud.json: storage backend '{item['name']}': block_devices must be a "
+                    "list of absolute paths, in a backend of format raw")
+            backends.append(StorageBackend(item["name"], item.get("format", "raw"),
+                                           tuple(devices)))
         return backends
+
+    def block_devices(self) -> dict[str, StorageBackend]:
+        """Every block device the storage backends list (as the kernel resolves the listed
+        path) and its backend."""
+        return {str(real_path(d)): b for b in self.storage_backends() for d in b.block_devices}
+
+    def device_backend(self, path: str | Path) -> StorageBackend | None:
+        """The backend that lists block device ``path`` (resolved), None if none does."""
+        return self.block_devices().get(str(real_path(path)))
 
     def guest_profile(self) -> dict[str, Any]:
         guest = self._config().get("guest", {})
@@ -243,14 +267,16 @@ class LocalCloud:
                 raise exceptions.InvalidInput(
                     f"instance '{name}': disk {i} has unsupported format {disk.get('format')}")
             path = self.disk_path(name, disk)
-            if not path.is_file():
+            if not (path.is_file() or path.is_block_device()):
                 raise exceptions.InvalidInput(
                     f"instance '{name}': disk file {disk['file']} is missing")
         return desc
 
-    def _disk_bases(self, name: str) -> tuple[Path, Path]:
-        """Where the files of instance ``name`` may be: its folder and the storage backends."""
-        return self.real_root / "instances" / name, self.real_root / "storage"
+    def _disk_bases(self, name: str) -> tuple[Path, ...]:
+        """Where the files of instance ``name`` may be: its folder, the storage backends and
+        the block devices they list."""
+        return (self.real_root / "instances" / name, self.real_root / "storage",
+                *(Path(d) for d in self.block_devices()))
 
     def read_bases(self, name: str) -> tuple[Path, ...]:
         """Where what is read for instance ``name`` may be: its own places and, for
@@ -262,6 +288,8 @@ class LocalCloud:
         instance and the file if it is absolute or resolves out of the instance folder and the
         storage backends."""
         file = disk["file"]
+        if isinstance(file, str) and os.path.isabs(file) and self.device_backend(file):
+            return real_path(file)  # one of this cloud's block devices
         if not file or os.path.isabs(file) or "\0" in file:
             raise exceptions.InvalidInput(
                 f"instance '{name}': disk file {file} leads out of the instance folder (an "

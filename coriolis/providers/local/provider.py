@@ -12,27 +12,34 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from coriolis import constants as c
 from coriolis import exceptions
 from coriolis.providers import mappings
-from coriolis.providers.base import JSON, TransferProvider
-from coriolis.providers.local import replica_disks, source_snapshot
+from coriolis.providers.base import (
+    JSON,
+    BaseProvider,
+    DestinationOptionsProvider,
+    InstancesProvider,
+    NetworksProvider,
+    OSMorphingProvider,
+    ReplicaExportProvider,
+    ReplicaImportProvider,
+    SourceOptionsProvider,
+    StorageProvider,
+)
+from coriolis.providers.local import devices, replica_disks, source_snapshot
 from coriolis.providers.local.cloud import (
     INSTANCE_FILE,
     PENDING_FILE,
     LocalCloud,
+    StorageBackend,
     fsync_dir,
     is_inside,
     write_json_atomic,
 )
-from coriolis.transfer.base import DiskReader, DiskWriter
-from coriolis.transfer.extents import qemu_img_info
-from coriolis.transfer.files import RawFileReader
-from coriolis.transfer.images import open_image_writer
-from coriolis.transfer.journal import JournalingWriter
-from coriolis.transfer.nbd import NbdImageReader
-from coriolis.transfer.remote import AgentAddress, RemoteDiskWriter, is_this_host, probe_agent
-from coriolis.transfer.wire import COMPRESSIONS
+from coriolis.transfer import locations
+from coriolis.transfer.extents import qcow2_bitmaps
+from coriolis.transfer.locations import AgentLocation, PathLocation
+from coriolis.transfer.remote import AgentAddress, is_this_host, probe_agent
 from coriolis.worker.faults import crash_point
 
 if TYPE_CHECKING:
@@ -78,16 +85,10 @@ DESTINATION_ENV_SCHEMA: JSON = {
         "instance_name": {"type": "string", "description": "Name of the destination instance"},
         "network_map": {"type": "object"},
         "storage_mappings": {"type": "object"},
-        "transfer_compression": {
-            "type": "string", "enum": list(COMPRESSIONS), "default": "auto",
-            "description": "zstd on the wire to a writer agent: auto compresses when that is "
-                           "faster than the link"},
-        "transfer_bandwidth_limit_mib": {
-            "type": "number", "exclusiveMinimum": 0,
-            "description": "Bandwidth limit of each disk transfer to a writer agent, MiB/s"},
     },
     "additionalProperties": False,
 }
+"""The local provider's own keys; the API adds the transfer options (``transfer.options``)."""
 
 
 _reflink_copy = source_snapshot.reflink_copy
@@ -116,59 +117,18 @@ def _qemu_img(*args: str) -> None:
         raise exceptions.ProviderError(f"qemu-img {args[0]} failed: {proc.stderr.strip()}")
 
 
-def _bitmaps(path: str) -> list[str]:
-    """Names of the persistent dirty bitmaps of a qcow2 image."""
-    info = qemu_img_info(path, "qcow2")
-    data = (info.get("format-specific") or {}).get("data") or {}
-    return [b["name"] for b in data.get("bitmaps") or []]
-
-
 def _remove_stale_bitmaps(image: str, prefix: str, keep: set[str]) -> None:
     """Remove the bitmaps of ``prefix`` (one replica's) but those in ``keep``: the tracking
     points of executions that died or were rolled back."""
     if not os.path.exists(image):
         return
-    for name in _bitmaps(image):
+    for name in qcow2_bitmaps(image):
         if name.startswith(prefix) and name not in keep:
             _qemu_img("bitmap", "--remove", image, name)
 
 
 # The key of the transfer that owns a pending instance definition (removed by finalize).
 OWNER_KEY = "coriolis_transfer"
-
-
-def _check_opened(files: list[str], bases: tuple[Path, ...], what: str) -> None:
-    """``files`` were opened (each named as the kernel resolved it then): ``InvalidInput``
-    naming ``what`` unless all are inside ``bases``. Checking what was opened, not a name
-    looked up before, leaves no time to swap a folder for a symlink."""
-    outside = [f for f in files if not any(Path(f).is_relative_to(b) for b in bases)]
-    if outside:
-        raise exceptions.InvalidInput(f"{what} leads out of the instance folder (to "
-                                      f"{outside[0]})")
-
-
-class ConfinedRawReader(RawFileReader):
-    """A raw disk read through a descriptor opened without following a last symlink and
-    checked (by the kernel's name for it) to be inside ``bases``; what is read stays that
-    file whatever its path leads to later."""
-
-    def __init__(self, path: str, bases: tuple[Path, ...], what: str) -> None:
-        try:
-            self._held = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError as exc:
-            raise exceptions.InvalidInput(f"{what} cannot be opened: {exc.strerror}") from None
-        try:
-            _check_opened([os.readlink(f"/proc/self/fd/{self._held}")], bases, what)
-            super().__init__(f"/proc/self/fd/{self._held}")
-        except BaseException:
-            os.close(self._held)
-            raise
-
-    def close(self) -> None:
-        super().close()
-        if self._held >= 0:
-            os.close(self._held)
-            self._held = -1
 
 
 def create_image(path: Path, fmt: str, size: int) -> None:
@@ -199,15 +159,10 @@ def _check_writer_agent(writer: JSON, cloud_path: str) -> None:
             f"{', '.join(roots)}); start it with --root {cloud_path}")
 
 
-class LocalProvider(TransferProvider):
+class LocalProvider(BaseProvider, InstancesProvider, NetworksProvider, StorageProvider,
+                    SourceOptionsProvider, DestinationOptionsProvider, ReplicaExportProvider,
+                    ReplicaImportProvider, OSMorphingProvider):
     platform = "local"
-    provider_types = (
-        c.PROVIDER_TYPE_ENDPOINT | c.PROVIDER_TYPE_ENDPOINT_INSTANCES
-        | c.PROVIDER_TYPE_ENDPOINT_NETWORKS | c.PROVIDER_TYPE_ENDPOINT_STORAGE
-        | c.PROVIDER_TYPE_EXPORT | c.PROVIDER_TYPE_IMPORT | c.PROVIDER_TYPE_REPLICA_EXPORT
-        | c.PROVIDER_TYPE_REPLICA_IMPORT | c.PROVIDER_TYPE_DESTINATION_ENDPOINT_OPTIONS
-        | c.PROVIDER_TYPE_SOURCE_ENDPOINT_OPTIONS
-    )
 
     # --- schemas --------------------------------------------------------------------------
     def connection_info_schema(self) -> JSON:
@@ -271,8 +226,9 @@ class LocalProvider(TransferProvider):
         for i, disk in enumerate(desc["disks"]):
             path, info = cloud.disk_files(instance, disk)
             fmt = disk.get("format", "raw")
-            backend = (path.parent.name if path.parent.parent == cloud.real_root / "storage"
-                       else None)
+            on_device = cloud.device_backend(path) if path.is_block_device() else None
+            backend = (on_device.name if on_device else path.parent.name
+                       if path.parent.parent == cloud.real_root / "storage" else None)
             disks.append({"id": f"disk{i}", "size_bytes": int(info["virtual-size"]),
                           "format": fmt, "bus": disk.get("bus", "virtio"), "file": disk["file"],
                           "storage_backend": backend})
@@ -288,7 +244,10 @@ class LocalProvider(TransferProvider):
     def list_storage(self, connection_info: JSON, env: JSON) -> JSON:
         backends = LocalCloud(connection_info).storage_backends()
         return {"storage_backends": [{"id": b.name, "name": b.name,
-                                      "additional_provider_properties": {"format": b.format}}
+                                      "additional_provider_properties": {
+                                          "format": b.format,
+                                          **({"block_devices": list(b.block_devices)}
+                                             if b.block_devices else {})}}
                                      for b in backends],
                 "config_default": backends[0].name if backends else None}
 
@@ -330,8 +289,9 @@ class LocalProvider(TransferProvider):
         ``.coriolis/snapshot-<key of the transfer and instance>``, which a repeated call
         replaces and a failed one removes."""
         cloud = LocalCloud(connection_info)
-        for disk in export_info["devices"]["disks"]:  # what may be read, checked again now
-            cloud.disk_files(export_info["name"], disk)
+        name = export_info["name"]
+        files = {disk["id"]: str(cloud.disk_files(name, disk)[0])  # checked again now
+                 for disk in export_info["devices"]["disks"]}
         resources: JSON = {}
         if tracking_id:
             prefix = f"{CBT_PREFIX}{tracking_id[:8]}-"
@@ -360,34 +320,15 @@ class LocalProvider(TransferProvider):
                 shutil.rmtree(folder, ignore_errors=True)
                 raise
             resources.update({"snapshot_dir": str(folder), "snapshots": snapshots})
+            files.update(snapshots)
+        bases = tuple(str(b) for b in cloud.read_bases(name))
+        resources["disks"] = {
+            disk["id"]: locations.to_json(PathLocation(
+                files[disk["id"]], disk["format"], confine=bases,
+                what=f"instance '{name}': disk file {disk['file']}"))
+            for disk in export_info["devices"]["disks"]}
         crash_point()
         return resources
-
-    def open_disk_reader(self, connection_info: JSON, env: JSON, export_info: JSON,
-                         disk_id: str, source_resources: JSON,
-                         since: str | None = None) -> DiskReader:
-        disk = next((d for d in export_info["devices"]["disks"] if d["id"] == disk_id), None)
-        if disk is None:
-            raise exceptions.ProviderError(f"instance has no disk {disk_id}")
-        path = (source_resources or {}).get("snapshots", {}).get(disk_id)
-        cloud = LocalCloud(connection_info)
-        if not os.path.exists(path or cloud.disk_path(export_info["name"], disk)):
-            raise exceptions.ProviderError(
-                f"instance '{export_info['name']}': disk file {disk['file']} is missing")
-        if path is None:  # checked again as the task reads it
-            path = str(cloud.disk_files(export_info["name"], disk)[0])
-        what = f"instance '{export_info['name']}': disk file {disk['file']}"
-        bases = cloud.read_bases(export_info["name"])
-        if disk["format"] == "raw":
-            return ConfinedRawReader(path, bases, what)
-        bitmap = since if since and since in _bitmaps(path) else None
-        reader = NbdImageReader(path, disk["format"], bitmap=bitmap)
-        try:
-            _check_opened(reader.open_files(), bases, what)
-        except BaseException:
-            reader.close()
-            raise
-        return reader
 
     def delete_source_resources(self, connection_info: JSON, env: JSON,
                                 source_resources: JSON) -> None:
@@ -448,7 +389,7 @@ class LocalProvider(TransferProvider):
         if check_name_clash and cloud.exists(name):
             raise exceptions.InvalidInput(
                 f"an instance named '{name}' already exists on the destination")
-        self._disk_backends(cloud, env, export_info)
+        self._check_devices(cloud, export_info, self._disk_backends(cloud, env, export_info))
         networks = cloud.networks()
         for nic in export_info["devices"]["nics"]:
             target = mappings.destination_network(nic["network_name"], env, networks)
@@ -461,16 +402,51 @@ class LocalProvider(TransferProvider):
                     f"network_map maps '{nic['network_name']}' to '{target}', which does not "
                     f"exist on the destination (available: {', '.join(networks)})")
 
+    @staticmethod
+    def _check_devices(cloud: LocalCloud, export_info: JSON,
+                       backends: dict[str, StorageBackend]) -> None:
+        """Disks on block-device backends: every device listed is usable and the disks fit
+        on distinct devices (largest disks first), claimed or not (a replica's own volumes
+        claim some; whether enough are free is known when create_disks claims them);
+        ``InvalidInput`` naming the backend and the devices otherwise."""
+        pools: dict[str, list[tuple[int, str]]] = {}
+        for disk in sorted(export_info["devices"]["disks"], key=lambda d: -d["size_bytes"]):
+            backend = backends[disk["id"]]
+            if not backend.block_devices:
+                continue
+            pool = pools.setdefault(backend.name, sorted(
+                (s, d) for d, s in devices.usable_devices(backend)))
+            fitting = [(s, d) for s, d in pool if s >= disk["size_bytes"]]
+            if not fitting:
+                listed = ", ".join(f"{d} ({s} bytes)" for s, d in pool) or "none left"
+                raise exceptions.InvalidInput(
+                    f"storage backend '{backend.name}' has no block device of at least "
+                    f"{disk['size_bytes']} bytes for disk {disk['id']} of instance "
+                    f"'{export_info['name']}' (its devices: {listed})")
+            pool.remove(fitting[0])
+
+    @staticmethod
+    def _volume_exists(cloud: LocalCloud, volume: JSON) -> bool:
+        if not devices.is_device_volume(volume):
+            return os.path.exists(volume["path"])
+        backend = cloud.backend(volume["storage_backend"])
+        return devices.owned_claim(cloud, backend, volume["volume_id"]) is not None
+
     def create_disks(self, connection_info: JSON, env: JSON, export_info: JSON,
                      volumes_info: list[JSON], transfer_id: str | None = None) -> list[JSON]:
         """Disk files are named ``<instance>-<disk>-<key of the transfer>``: one an
-        interrupted call left half-made is made again; on an error, those made here go."""
+        interrupted call left half-made is made again; on an error, those made here go.
+        On a block-device backend a volume is a whole device, claimed and zeroed
+        (``devices.claim``; the volume records ``block_device: true``, its ``volume_id`` and
+        ``state_base``, where its replica side files go)."""
         cloud = LocalCloud(connection_info)
         backends = self._disk_backends(cloud, env, export_info)
-        existing = {v["disk_id"]: v for v in volumes_info or [] if os.path.exists(v["path"])}
+        existing = {v["disk_id"]: v for v in volumes_info or []
+                    if self._volume_exists(cloud, v)}
         name = self._target_name(env, export_info)
         result: list[JSON] = []
         made: list[Path] = []
+        claimed: list[JSON] = []
         try:
             for disk in export_info["devices"]["disks"]:
                 if disk["id"] in existing:
@@ -478,41 +454,85 @@ class LocalProvider(TransferProvider):
                     continue
                 backend = backends[disk["id"]]
                 key = _transfer_key(transfer_id, export_info["name"], disk["id"])
+                volume_id = f"{name}-{disk['id']}-{key}"
+                if backend.block_devices:
+                    volume = {"disk_id": disk["id"], "size_bytes": disk["size_bytes"],
+                              "storage_backend": backend.name, "format": "raw",
+                              "block_device": True, "volume_id": volume_id,
+                              "state_base": devices.state_base(cloud, backend, volume_id)}
+                    claimed.append(volume)
+                    volume["path"] = devices.claim(cloud, backend, volume_id,
+                                                   disk["size_bytes"])
+                    result.append(volume)
+                    crash_point()
+                    continue
                 path = (cloud.storage_dir(backend.name)
                         / f"{name}-{disk['id']}-{key}.{backend.format}")
                 path.unlink(missing_ok=True)
                 create_image(path, backend.format, disk["size_bytes"])
                 made.append(path)
-                result.append({"disk_id": disk["id"], "size_bytes": disk["size_bytes"],
+                result.append({"disk_id": disk["id"], "volume_id": uuid.uuid4().hex,
+                               "size_bytes": disk["size_bytes"],
                                "storage_backend": backend.name, "format": backend.format,
                                "path": str(path)})
                 crash_point()
         except BaseException:
             for path in made:
                 path.unlink(missing_ok=True)
+            for volume in claimed:
+                devices.release(cloud, cloud.backend(volume["storage_backend"]),
+                                volume["volume_id"], zero=False)
             raise
         crash_point()
         return result
 
-    def open_disk_writer(self, connection_info: JSON, env: JSON, volume: JSON,
-                         transfer_id: str | None = None) -> DiskWriter:
-        journal = replica_disks.journal_of(volume)
+    def deploy_target_resources(self, connection_info: JSON, env: JSON, export_info: JSON,
+                                volumes_info: list[JSON],
+                                transfer_id: str | None = None) -> JSON:
+        """Per volume a ``path`` location of its file, or, when the cloud has a writer agent
+        (``connection_info.writer``), an ``agent`` location (key by ``key_ref``
+        ``writer.key``, ``mode`` from ``writer.mode``); a raw replica volume's undo journal
+        (``replica_disks.journal_of``) goes with it. Nothing is made, so nothing is left
+        behind; a volume whose file is missing is a ``ProviderError`` naming its disk (with
+        an agent on another host, the agent checks it when the copy opens it)."""
         agent = connection_info.get("writer")
-        if agent and (agent.get("mode") == "always" or not is_this_host(agent["url"])):
-            limit = env.get("transfer_bandwidth_limit_mib")
-            return RemoteDiskWriter(
-                AgentAddress.from_json(agent), transfer_id or uuid.uuid4().hex,
-                volume["path"], volume["format"], journal=journal,
-                compression=env.get("transfer_compression", "auto"),
-                bandwidth_limit=limit * MiB if limit else None)
-        if not os.path.exists(volume["path"]):
-            raise exceptions.ProviderError(f"destination disk {volume['disk_id']} is missing")
-        writer = open_image_writer(volume["path"], volume["format"])
-        return JournalingWriter(writer, journal) if journal else writer
+        disks: JSON = {}
+        for volume in volumes_info or []:
+            what = f"destination disk {volume['disk_id']}"
+            journal = replica_disks.journal_of(volume)
+            location: PathLocation | AgentLocation
+            if agent:
+                location = AgentLocation(
+                    url=agent["url"], fingerprint=agent["fingerprint"], key_ref="writer.key",
+                    path=volume["path"], format=volume["format"],
+                    mode=agent.get("mode") or "auto", journal=journal, what=what)
+            else:
+                location = PathLocation(volume["path"], volume["format"], what=what,
+                                        journal=journal)
+            if (not agent or is_this_host(agent["url"])) and not self._volume_exists(
+                    LocalCloud(connection_info), volume):
+                raise exceptions.ProviderError(
+                    f"{what} is missing" + (f" (block device {volume['path']} is no longer "
+                                            "claimed by it)" if volume.get("block_device")
+                                            else ""))
+            disks[volume["disk_id"]] = locations.to_json(location)
+        return {"disks": disks}
+
+    def delete_target_resources(self, connection_info: JSON, env: JSON,
+                                target_resources: JSON) -> None:
+        """Nothing to undo: the locations are the volumes' own files."""
+        return None
 
     def delete_disks(self, connection_info: JSON, env: JSON, volumes_info: list[JSON]) -> None:
+        """Remove the disk files; a block-device volume's device is zeroed and released
+        (``devices.release``: only while this volume still claims it)."""
         for volume in volumes_info or []:
-            Path(volume["path"]).unlink(missing_ok=True)
+            if devices.is_device_volume(volume):
+                cloud = LocalCloud(connection_info)
+                devices.release(cloud, cloud.backend(volume["storage_backend"]),
+                                volume["volume_id"])
+            else:
+                Path(volume["path"]).unlink(missing_ok=True)
             crash_point()
         replica_disks.forget(volumes_info or [])
         crash_point()
@@ -560,12 +580,14 @@ class LocalProvider(TransferProvider):
                 path = Path(volume["path"])
                 if clone_disks:
                     key = _transfer_key(transfer_id, export_info["name"], volume["disk_id"])
-                    clone = path.with_name(f"{name}-{volume['disk_id']}-clone-{key}"
-                                           f"{path.suffix}")
+                    clone = self._clone_path(cloud, volume, path).with_name(
+                        f"{name}-{volume['disk_id']}-clone-{key}"
+                        f"{'.raw' if devices.is_device_volume(volume) else path.suffix}")
                     cloned.append(str(clone))
                     _reflink_copy(path, clone)
                     path = clone
-                disks.append({"file": os.path.relpath(path, folder),
+                on_device = devices.is_device_volume(volume) and not clone_disks
+                disks.append({"file": str(path) if on_device else os.path.relpath(path, folder),
                               "format": volume["format"], "bus": guest["disk_bus"]})
             crash_point()
             networks = cloud.networks()
@@ -582,6 +604,14 @@ class LocalProvider(TransferProvider):
             raise
         return {"instance_name": name, "pending_file": str(pending), "cloned_disks": cloned,
                 "disks": [str((folder / d["file"]).resolve()) for d in disks]}
+
+    @staticmethod
+    def _clone_path(cloud: LocalCloud, volume: JSON, path: Path) -> Path:
+        """Where a clone of ``volume`` goes: beside its file; for a block device, a sparse raw
+        file in its backend's storage folder (a copy of the device's contents)."""
+        if devices.is_device_volume(volume):
+            return cloud.storage_dir(volume["storage_backend"]) / path.name
+        return path
 
     @staticmethod
     def _pending_owner(folder: Path) -> str | None:
@@ -647,23 +677,25 @@ class LocalProvider(TransferProvider):
 
     def deploy_os_morphing_resources(self, connection_info: JSON, env: JSON,
                                      instance_deployment_info: JSON) -> JSON:
-        """The disks are files of this cloud: the worker opens them where they are, unless
-        the cloud is on another host (behind its writer agent)."""
+        """The disks are files of this cloud. Without a writer agent the worker opens them
+        where they are; with one (``writer``) the agent's host is the cloud's helper machine
+        and the appliance runs there when the agent is on another host or the endpoint's
+        writer ``mode`` is ``always`` (every disk access of the cloud through its agent)."""
         agent = connection_info.get("writer")
-        if agent and not is_this_host(agent["url"]):
-            raise exceptions.ProviderError(
-                f"the disks of {connection_info['path']} are on the writer agent's host "
-                f"({agent['url']}); OS morphing needs a worker on that host")
+        helper = None
+        if agent and (agent.get("mode") == "always" or not is_this_host(agent["url"])):
+            helper = {"url": agent["url"], "fingerprint": agent["fingerprint"],
+                      "key_ref": "writer.key"}
         cloud = LocalCloud(connection_info)
         desc = self._deployed(cloud, instance_deployment_info)
         folder = cloud.instance_dir(instance_deployment_info["instance_name"])
         disks = []
         for i, disk in enumerate(desc["disks"]):
             path = (folder / disk["file"]).resolve()
-            if not path.exists():
+            if helper is None and not path.exists():  # the helper checks its own
                 raise exceptions.ProviderError(f"disk {disk['file']} of the instance is missing")
             disks.append({"path": str(path), "format": disk["format"], "name": f"disk{i}"})
-        return {"disks": disks}
+        return {"disks": disks, "helper": helper}
 
     def cleanup_failed_instance(self, connection_info: JSON, env: JSON,
                                 instance_deployment_info: JSON) -> None:

@@ -21,6 +21,11 @@ its first volume, ``<disk>.coriolis-commit``::
   left without a ``pending`` belong to a committed execution whose commit was interrupted:
   they are dropped.
 
+A volume that is a whole block device (``block_device``, see ``devices.py``) keeps these side
+files under its ``state_base`` in the cloud's storage folder instead of beside its path
+(``/dev/...``): ``<state_base>.coriolis-undo``, ``.coriolis-copy`` (a sparse file holding the
+device's contents, written back onto the device by a roll-back), ``.coriolis-commit``.
+
 Every step is safe to repeat after a crash at any point (replaying a journal again writes the
 same old contents; a copy renamed over its volume is gone, one half-made (``.tmp``) is only
 ever dropped; an applied snapshot is applied again), so a restore, a snapshot or a commit
@@ -45,7 +50,8 @@ from typing import Any
 from coriolis import exceptions
 from coriolis.providers.local.cloud import fsync_dir, write_json_atomic
 from coriolis.providers.local.source_snapshot import reflink_copy
-from coriolis.transfer.files import RawFileWriter
+from coriolis.transfer.copy import copy_disk
+from coriolis.transfer.files import RawFileReader, RawFileWriter
 from coriolis.transfer.journal import roll_back
 from coriolis.worker.faults import crash_point
 
@@ -63,8 +69,14 @@ def _qemu_img(*args: str) -> str:
     return proc.stdout
 
 
+def _base(volume: JSON) -> str:
+    """What the side files of ``volume`` are named after: its ``state_base`` (a block
+    device's, in the cloud's storage folder), else its path."""
+    return str(volume.get("state_base") or volume["path"])
+
+
 def _record_path(volumes: list[JSON]) -> Path:
-    return Path(f"{volumes[0]['path']}{RECORD_SUFFIX}")
+    return Path(f"{_base(volumes[0])}{RECORD_SUFFIX}")
 
 
 def read_record(volumes: list[JSON]) -> JSON:
@@ -91,7 +103,7 @@ def _locked(volumes: list[JSON]) -> Iterator[None]:
     snapshot, commit and roll-back steps of the replicas sharing that folder, never their
     copies; qemu's OFD byte-range locks on the images are not touched."""
     try:
-        fd = os.open(os.path.dirname(volumes[0]["path"]), os.O_RDONLY | os.O_DIRECTORY)
+        fd = os.open(os.path.dirname(_base(volumes[0])), os.O_RDONLY | os.O_DIRECTORY)
     except FileNotFoundError:
         yield
         return
@@ -103,11 +115,22 @@ def _locked(volumes: list[JSON]) -> Iterator[None]:
 
 
 def _journal(volume: JSON) -> Path:
-    return Path(f"{volume['path']}{JOURNAL_SUFFIX}")
+    return Path(f"{_base(volume)}{JOURNAL_SUFFIX}")
 
 
 def _copy(volume: JSON) -> Path:
-    return Path(f"{volume['path']}{COPY_SUFFIX}")
+    return Path(f"{_base(volume)}{COPY_SUFFIX}")
+
+
+def _write_back(copy: Path, device: str) -> None:
+    """Put a block device back as its copy holds it (every range: what reads as zeroes in
+    the copy is zeroed on the device); repeating it writes the same."""
+    reader, writer = RawFileReader(str(copy)), RawFileWriter(device)
+    try:
+        copy_disk(reader, writer, dest_is_blank=False)
+    finally:
+        reader.close()
+        writer.close()
 
 
 def _raw_snapshot_files(volume: JSON) -> list[Path]:
@@ -183,8 +206,12 @@ def _revert(volume: JSON) -> int:
     copy = _copy(volume)
     if volume["format"] == "raw" and copy.exists():
         # The copy is the volume as it was: it takes the volume's name at once (a journal
-        # beside it has nothing left to undo).
-        os.replace(copy, volume["path"])
+        # beside it has nothing left to undo); a device's copy is written back onto it.
+        if volume.get("block_device"):
+            _write_back(copy, volume["path"])
+            copy.unlink()
+        else:
+            os.replace(copy, volume["path"])
         fsync_dir(copy.parent)
         restored = 0
     elif volume["format"] == "raw" and _journal(volume).exists():

@@ -12,13 +12,13 @@ naming the file it would still read from the live image.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 from pathlib import Path
-from typing import Any
 
 from coriolis import exceptions
+from coriolis.transfer.images import backing_chain as _chain
+from coriolis.transfer.images import image_files
 
 
 def reflink_copy(src: Path, dst: Path, bases: tuple[Path, ...] = ()) -> None:
@@ -50,37 +50,6 @@ def _cp(src: str, dst: Path, name: str, pass_fds: tuple[int, ...] = ()) -> None:
                           capture_output=True, text=True, pass_fds=pass_fds)
     if proc.returncode != 0:
         raise exceptions.ProviderError(f"cannot copy {name}: {proc.stderr.strip()}")
-
-
-def _chain(path: Path, fmt: str) -> list[dict[str, Any]]:
-    """``qemu-img info --backing-chain`` of an image: its files, top first."""
-    proc = subprocess.run(["qemu-img", "info", "-U", "--backing-chain", "--output=json",
-                           "-f", fmt, str(path)], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise exceptions.ProviderError(
-            f"cannot read disk image {path.name}: {proc.stderr.strip()}")
-    chain = json.loads(proc.stdout)
-    return chain if isinstance(chain, list) else [chain]
-
-
-def image_files(path: Path, fmt: str) -> list[str]:
-    """Every file the image at ``path`` is made of (absolute, normalised, each once): the
-    backing chain, vmdk extents, qcow2 external data files; the top file first."""
-    files: list[str] = []
-
-    def add(name: str | None) -> None:
-        if name:
-            full = os.path.normpath(os.path.join(os.path.dirname(str(path)), name))
-            if full not in files:
-                files.append(full)
-
-    for entry in _chain(Path(os.path.abspath(path)), fmt):
-        add(entry.get("filename"))
-        data = (entry.get("format-specific") or {}).get("data") or {}
-        for extent in data.get("extents") or []:
-            add(extent.get("filename"))
-        add(data.get("data-file"))
-    return files
 
 
 def snapshot_image(src: Path, fmt: str, folder: Path, bases: tuple[Path, ...] = ()) -> Path:

@@ -12,7 +12,6 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,16 +26,6 @@ from coriolis.transfer.remote import AgentAddress, AgentError, RemoteDiskWriter
 
 MiB = 1024 * 1024
 ODD = 24 * MiB + 3 * 512  # a multiple of a sector, not of any chunk size
-
-
-@pytest.fixture
-def writer(tmp_path: Path) -> Iterator[RunningWriter]:
-    root = tmp_path / "root"
-    root.mkdir()
-    agent = start_writer(tmp_path / "agent", [root])
-    yield agent
-    if agent.process.poll() is None:
-        stop_server(agent)
 
 
 def address(agent: RunningWriter) -> AgentAddress:
