@@ -21,7 +21,7 @@ import pytest
 
 from coriolis import exceptions
 from coriolis.cmd.local_cloud import make_disk
-from coriolis.harness import RunningWriter, start_writer, stop_server
+from coriolis.harness import RunningWriter
 from coriolis.transfer.base import DiskReader, Extent
 from coriolis.transfer.copy import copy_disk
 from coriolis.transfer.files import RawFileWriter
@@ -326,12 +326,9 @@ def test_a_platform_location_is_opened_by_its_provider(tmp_path: Path) -> None:
 
 # --- agent ----------------------------------------------------------------------------------
 @pytest.fixture
-def agent(tmp_path: Path) -> Iterator[RunningWriter]:
-    root = tmp_path / "root"
-    root.mkdir()
-    running = start_writer(tmp_path / "agent", [root])
-    yield running
-    stop_server(running)
+def agent(writer: RunningWriter) -> RunningWriter:
+    """The conftest's writer agent (serving ``tmp_path / "root"``)."""
+    return writer
 
 
 def test_an_agent_location_writes_through_the_agent_with_the_key_it_refers_to(
