@@ -72,7 +72,7 @@ def test_local_bits() -> None:
 @pytest.mark.usefixtures("plugin_providers")
 def test_plugin_providers_are_found_with_their_capabilities() -> None:
     found = registry.platforms()
-    assert set(found) == {"local", "srconly", "dstonly", "nomorph"}
+    assert set(found) == {"local", "libvirt", "srconly", "dstonly", "nomorph"}
     assert found["srconly"] & c.PROVIDER_TYPE_EXPORT
     assert not found["srconly"] & (c.PROVIDER_TYPE_IMPORT | c.PROVIDER_TYPE_REPLICA_EXPORT
                                    | c.PROVIDER_TYPE_ENDPOINT_STORAGE)

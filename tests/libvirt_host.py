@@ -1,0 +1,196 @@
+"""A real libvirt host for tests: the system libvirtd (qemu:///system), started here when it
+is not running (no systemd on these machines: ``virtlogd -d``, ``virtlockd -d``, ``libvirtd
+-d``), and a ``LibvirtHost`` per test that makes storage pools, networks and domains under a
+prefix of its own, and removes all of them at the end.
+
+qemu runs as ``libvirt-qemu``, so every folder on the way to an image must be o+x
+(``open_path``); guests run under TCG (``<domain type='qemu'>``), which boots small guests
+faster than nested KVM here (../shared/reference/platform-backends.md).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from xml.sax.saxutils import escape
+
+from coriolis.providers.libvirt.connection import load_libvirt
+
+URI = "qemu:///system"
+SOCKET = Path("/run/libvirt/libvirt-sock")
+
+
+def libvirtd_available() -> str | None:
+    """None when a libvirtd can run here, else why not (for ``pytest.skip``... never used to
+    hide a missing package in CI: ``./dev setup`` installs it)."""
+    if shutil.which("libvirtd") is None:
+        return "libvirtd is not installed (./dev setup installs it)"
+    return None
+
+
+def ensure_libvirtd(timeout: float = 60) -> None:
+    """Start virtlogd, virtlockd and libvirtd unless libvirtd answers on its socket; wait until
+    it does."""
+    libvirt = load_libvirt()
+
+    def answers() -> bool:
+        try:
+            libvirt.open(URI).close()
+            return True
+        except libvirt.libvirtError:
+            return False
+
+    if answers():
+        return
+    for argv in (["virtlogd", "-d"], ["virtlockd", "-d"],
+                 ["libvirtd", "-d", "--pid-file", "/run/coriolis-test-libvirtd.pid"]):
+        subprocess.run(argv, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if answers():
+            return
+        time.sleep(0.5)
+    raise RuntimeError(f"libvirtd did not answer on {URI} within {timeout:.0f}s")
+
+
+def open_path(path: Path) -> None:
+    """Let ``libvirt-qemu`` reach ``path``: o+x on it and every parent folder."""
+    for p in [path, *path.parents]:
+        mode = p.stat().st_mode
+        if not mode & 0o001:
+            os.chmod(p, mode | 0o001)
+
+
+@dataclass
+class LibvirtHost:
+    """What one test made on the host, all named ``<prefix>-...``; ``close`` removes it."""
+
+    root: Path
+    prefix: str = field(default_factory=lambda: f"ct{uuid.uuid4().hex[:6]}")
+    conn: Any = None
+
+    def __post_init__(self) -> None:
+        ensure_libvirtd()
+        self.libvirt = load_libvirt()
+        self.conn = self.libvirt.open(URI)
+        self.root.mkdir(parents=True, exist_ok=True)
+        open_path(self.root)
+
+    def name(self, what: str) -> str:
+        return f"{self.prefix}-{what}"
+
+    def connection_info(self) -> dict[str, Any]:
+        return {"uri": URI, "scratch_dir": str(self.root / "scratch")}
+
+    # --- storage pools and networks --------------------------------------------------------
+
+    def add_pool(self, what: str) -> Any:
+        """A running dir pool ``<prefix>-<what>`` in ``root/pools/<what>``."""
+        folder = self.root / "pools" / what
+        folder.mkdir(parents=True, exist_ok=True)
+        open_path(folder)
+        xml = (f"<pool type='dir'><name>{self.name(what)}</name>"
+               f"<target><path>{escape(str(folder))}</path></target></pool>")
+        pool = self.conn.storagePoolDefineXML(xml, 0)
+        pool.create(0)
+        return pool
+
+    def add_network(self, what: str) -> Any:
+        """A running isolated network ``<prefix>-<what>`` (a bridge, no DHCP)."""
+        bridge = f"vb{self.prefix[2:]}{what[:4]}"[:15]
+        xml = (f"<network><name>{self.name(what)}</name>"
+               f"<bridge name='{bridge}' stp='off'/></network>")
+        net = self.conn.networkDefineXML(xml)
+        net.create()
+        return net
+
+    # --- domains ---------------------------------------------------------------------------
+
+    def define_domain(self, what: str, disks: list[tuple[Path, str]], network: str | None,
+                      *, memory_mib: int = 128, vcpus: int = 1, running: bool = False,
+                      mac: str | None = None, extra_devices: str = "") -> Any:
+        """A domain ``<prefix>-<what>`` (TCG) with ``disks`` ((file, format), as vda, vdb...,
+        virtio) and one virtio NIC on libvirt network ``network`` (its full name); started
+        when ``running`` (it has no OS: qemu runs the firmware, which finds nothing to boot
+        and waits, which is all a live export needs)."""
+        for path, _fmt in disks:
+            open_path(path.parent)
+        devices = "".join(
+            f"<disk type='file' device='disk'><driver name='qemu' type='{fmt}'/>"
+            f"<source file='{escape(str(path))}'/><target dev='vd{chr(97 + i)}' bus='virtio'/>"
+            "</disk>" for i, (path, fmt) in enumerate(disks))
+        if network:
+            devices += (f"<interface type='network'><source network='{escape(network)}'/>"
+                        + (f"<mac address='{mac}'/>" if mac else "")
+                        + "<model type='virtio'/></interface>")
+        xml = (f"<domain type='qemu'><name>{self.name(what)}</name>"
+               f"<memory unit='MiB'>{memory_mib}</memory><vcpu>{vcpus}</vcpu>"
+               "<os><type arch='x86_64' machine='pc'>hvm</type></os>"
+               f"<devices>{devices}{extra_devices}</devices></domain>")
+        dom = self.conn.defineXML(xml)
+        if running:
+            dom.create()
+        return dom
+
+    # --- what exists ------------------------------------------------------------------------
+
+    def inventory(self) -> set[str]:
+        """Every domain, checkpoint, pool, volume and network of this prefix, and every file
+        under ``root`` but the pools' folders themselves."""
+        found: set[str] = set()
+        for dom in self.conn.listAllDomains(0):
+            if dom.name().startswith(self.prefix):
+                found.add(f"domain:{dom.name()}")
+                found.update(f"checkpoint:{dom.name()}/{cp.getName()}"
+                             for cp in dom.listAllCheckpoints(0))
+                if dom.isActive():
+                    job = dom.jobInfo()
+                    if job and job[0] != self.libvirt.VIR_DOMAIN_JOB_NONE:
+                        found.add(f"job:{dom.name()}")
+        for pool in self.conn.listAllStoragePools(0):
+            if pool.name().startswith(self.prefix):
+                found.add(f"pool:{pool.name()}")
+                if pool.isActive():
+                    pool.refresh(0)
+                    found.update(f"volume:{pool.name()}/{v.name()}"
+                                 for v in pool.listAllVolumes(0))
+        for net in self.conn.listAllNetworks(0):
+            if net.name().startswith(self.prefix):
+                found.add(f"network:{net.name()}")
+        found.update(f"file:{p.relative_to(self.root)}" for p in self.root.rglob("*")
+                     if not p.is_dir())
+        return found
+
+    def close(self) -> None:
+        """Remove every domain (destroyed, undefined with its checkpoints and NVRAM), pool
+        (with its volumes) and network of this prefix."""
+        libvirt = self.libvirt
+        for dom in self.conn.listAllDomains(0):
+            if not dom.name().startswith(self.prefix):
+                continue
+            if dom.isActive():
+                try:
+                    dom.abortJob()
+                except libvirt.libvirtError:
+                    pass
+                dom.destroy()
+            dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA
+                              | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
+                              | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
+        for pool in self.conn.listAllStoragePools(0):
+            if pool.name().startswith(self.prefix):
+                if pool.isActive():
+                    pool.destroy()
+                pool.undefine()
+        for net in self.conn.listAllNetworks(0):
+            if net.name().startswith(self.prefix):
+                if net.isActive():
+                    net.destroy()
+                net.undefine()
+        self.conn.close()
