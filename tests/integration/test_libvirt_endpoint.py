@@ -76,13 +76,16 @@ def failure(connection_info: dict[str, object]) -> str:
     ({"uri": "qemu:///system", "ssh_private_key": "k"}, "connection_info.ssh_private_key",
      "qemu+ssh"),
     ({"uri": "qemu+ssh:///system", "ssh_private_key": "k"}, "connection_info.uri", "host"),
+    ({"uri": "qemu+ssh://root:pw-secret@h/system", "ssh_private_key": "k"},
+     "connection_info.uri", "password"),
 ])
 def test_bad_connection_info_is_invalid_input_naming_the_field(
         info: dict[str, object], field: str, words: str, private_tmp: Path) -> None:
     with pytest.raises(exceptions.InvalidInput) as err:
         endpoint.validate_connection(info)
     assert field in str(err.value) and words in str(err.value)
-    assert "k" not in str(err.value).split() and not list(private_tmp.iterdir())
+    assert "k" not in str(err.value).split() and "pw-secret" not in str(err.value)
+    assert not list(private_tmp.iterdir())
 
 
 def test_display_uri_has_no_password_nor_query() -> None:

@@ -135,6 +135,11 @@ def _parts(connection_info: JSON) -> tuple[str, Any]:
             f"connection_info.uri: query parameter(s) {', '.join(bad)} not allowed (the "
             f"provider sets them from connection_info; allowed: "
             f"{', '.join(sorted(ALLOWED_PARAMS))})")
+    if split.password is not None:
+        raise exceptions.InvalidInput(
+            "connection_info.uri: holds a password, which libvirt does not use (it would "
+            "become part of the ssh user name); qemu+ssh takes connection_info."
+            "ssh_private_key, qemu+tls connection_info.tls")
     if transport in ("", "unix") and split.hostname:
         raise exceptions.InvalidInput(
             f"connection_info.uri: a {split.scheme} URI names no host "
