@@ -244,13 +244,14 @@ def test_ssh_garbage_key_and_closed_port(sshd: Sshd) -> None:
     assert "Connection refused" in message
 
 
-def test_ssh_key_is_never_a_worker_file(sshd: Sshd, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ssh_key_is_never_a_worker_file(sshd: Sshd, monkeypatch: pytest.MonkeyPatch,
+                                        tmp_path: Path) -> None:
     """The wrapper gives ssh only the endpoint's key: a key of the worker's user (here an
     agent offering the good key) is not used."""
     agent = subprocess.run(["ssh-agent", "-s"], capture_output=True, text=True, check=True)
     env = dict(re.findall(r"(SSH_AUTH_SOCK|SSH_AGENT_PID)=([^;]+);", agent.stdout))
     try:
-        key = Path(tempfile.mkdtemp()) / "k"
+        key = tmp_path / "k"
         key.write_text(sshd.client_key)
         key.chmod(0o600)
         subprocess.run(["ssh-add", "-q", str(key)], env={**os.environ, **env}, check=True)
@@ -292,3 +293,18 @@ def test_private_folder_goes_when_the_connection_fails(private_tmp: Path,
     failure({"uri": "qemu+tls://127.0.0.1:1/system", "tls": tls_daemon.tls()})
     assert not list(private_tmp.iterdir())
     assert connection.SSH_CONNECT_TIMEOUT <= 30
+
+
+def test_a_crashed_connections_private_folder_is_swept(private_tmp: Path) -> None:
+    """A process killed while its connection opened left its key: the next connect removes
+    it; a live process's folder stays."""
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    left = private_tmp / f"coriolis-libvirt-{dead.pid}-abc"
+    left.mkdir()
+    (left / "id_key").write_text("KEY")
+    live = private_tmp / f"coriolis-libvirt-{os.getpid()}-xyz"
+    live.mkdir()
+    ensure_libvirtd()
+    endpoint.validate_connection({"uri": URI})
+    assert not left.exists() and live.exists()

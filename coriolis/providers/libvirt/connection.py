@@ -18,9 +18,10 @@ Transports: ``qemu`` / ``qemu+unix`` (this host's daemon), ``qemu+ssh``, ``qemu+
 worker, and are set here from ``connection_info``.
 
 Secrets are written to a private temporary directory (0700, files 0600) only while a
-connection opens (ssh authenticates, TLS handshakes then), removed whatever happens, and never
-appear in errors: libvirt's messages are scrubbed of them and of that directory's path, and
-the URI is shown without its password and query (``display_uri``).
+connection opens (ssh authenticates, TLS handshakes then), removed whatever happens (and, after
+a crash, by the next connection: ``sweep_private_dirs``), and never appear in errors:
+libvirt's messages are scrubbed of them and of that directory's path, and the URI is shown
+without its password and query (``display_uri``).
 
 qemu+ssh runs OpenSSH through a small wrapper (libvirt's ``command`` parameter) that gives
 ssh only the key of ``connection_info`` (``IdentitiesOnly``, no agent, no user ssh config)
@@ -254,6 +255,32 @@ def scrub(message: str, secrets: list[str], folder: Path | None = None) -> str:
     return message
 
 
+PRIVATE_PREFIX = "coriolis-libvirt-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_private_dirs() -> None:
+    """Remove the private folders (``coriolis-libvirt-<pid>-*`` in the temp folder, ours)
+    that a killed process left: a key must not outlive a crash."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{PRIVATE_PREFIX}*-*"):
+        pid = folder.name[len(PRIVATE_PREFIX):].split("-", 1)[0]
+        try:
+            if (pid.isdigit() and not _alive(int(pid))
+                    and folder.lstat().st_uid == os.getuid()):
+                shutil.rmtree(folder, ignore_errors=True)
+        except OSError:
+            continue  # removed meanwhile
+
+
 @contextlib.contextmanager
 def connect(connection_info: JSON) -> Iterator[Any]:
     """An open ``virConnect`` for ``connection_info``, closed on exit; the private directory
@@ -263,7 +290,8 @@ def connect(connection_info: JSON) -> Iterator[Any]:
     refuses the credentials. No message contains a secret."""
     libvirt = load_libvirt()
     shown = display_uri(connection_info)
-    folder = Path(tempfile.mkdtemp(prefix="coriolis-libvirt-"))
+    sweep_private_dirs()
+    folder = Path(tempfile.mkdtemp(prefix=f"{PRIVATE_PREFIX}{os.getpid()}-"))
     try:
         uri, secrets = open_uri(connection_info, folder)
         try:
