@@ -98,8 +98,10 @@ class BaseProvider(abc.ABC):
         return None
 
     @abc.abstractmethod
-    def validate_connection(self, connection_info: JSON) -> None:
-        """Raise ``ConnectionValidationFailed`` with a reason if the cloud is unusable."""
+    def validate_connection(self, connection_info: JSON) -> str | None:
+        """Raise ``ConnectionValidationFailed`` with a reason if the cloud is unusable.
+        May return a sentence saying what was reached (a version, a host), which the API
+        answers as the validate-connection ``message``."""
 
 
 class InstancesProvider(abc.ABC):

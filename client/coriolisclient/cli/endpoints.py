@@ -131,6 +131,8 @@ class ValidateConnection(Command):
         valid, message = self.client.endpoints.validate_connection(self.endpoint_id(args.id))
         if not valid:
             raise exceptions.EndpointConnectionValidationFailed(message)
+        if message:  # what the provider reached (libvirt: hypervisor and version)
+            self.app.stdout.write(f"{message}\n")
 
 
 def _endpoint_env_parser(cmd: Any, prog_name: str) -> argparse.ArgumentParser:

@@ -145,14 +145,16 @@ def build_router(services: Services, context: Any) -> APIRouter:
     def endpoint_action(endpoint_id: str, body: EndpointAction,
                         ctx: RequestContext = Depends(context)) -> dict[str, Any]:
         try:
-            conductor.endpoint_call(ctx, endpoint_id, "validate_connection")
+            reached = conductor.endpoint_call(ctx, endpoint_id, "validate_connection")
         except exceptions.LocationNotAllowed:
             raise  # a 400: the endpoint must be changed, whatever the cloud's state
         except exceptions.ConnectionValidationFailed as exc:
             return {"validate-connection": {"valid": False, "message": str(exc)}}
         except exceptions.InvalidInput as exc:
             return {"validate-connection": {"valid": False, "message": str(exc)}}
-        return {"validate-connection": {"valid": True, "message": None}}
+        # What the provider says it reached (libvirt: the hypervisor and its version).
+        message = reached if isinstance(reached, str) else None
+        return {"validate-connection": {"valid": True, "message": message}}
 
     @router.get("/endpoints/{endpoint_id}/instances")
     def list_instances(endpoint_id: str, env: str | None = None, marker: str | None = None,
