@@ -67,6 +67,11 @@ class Settings:
     # replaced by the project's id): $CORIOLIS_LOCAL_ROOT (separated by ':'), else
     # [local] root (one a line), else DATA_DIR/clouds/{project_id}.
     local_roots: list[str] = field(default_factory=list)
+    # Whether projects may use this server's own hosts' libvirt daemons (qemu:///system,
+    # qemu+unix:// endpoints): $CORIOLIS_LIBVIRT_ALLOW_LOCAL, else [libvirt] allow_local;
+    # off by default, since such an endpoint controls the worker's host.
+    libvirt_allow_local: bool | None = None
+    libvirt: dict[str, str] = field(default_factory=dict)  # the [libvirt] section
 
     def __post_init__(self) -> None:
         if self.data_dir == Path():
@@ -93,6 +98,10 @@ class Settings:
         if not self.local_roots:
             self.local_roots = [str(self.data_dir / "clouds" / "{project_id}")]
         self.local_roots = [_root_template(r) for r in self.local_roots if r.strip()]
+        if self.libvirt_allow_local is None:
+            raw = os.environ.get("CORIOLIS_LIBVIRT_ALLOW_LOCAL") or self.libvirt.get(
+                "allow_local", "")
+            self.libvirt_allow_local = raw.strip().lower() in ("1", "true", "yes", "on")
         self._body_limit()
 
     def _body_limit(self) -> None:
@@ -126,6 +135,8 @@ class Settings:
                 setattr(self, section, dict(parser.items(section)))
         if parser.has_section("api"):
             self.api = dict(parser.items("api"))
+        if parser.has_section("libvirt"):
+            self.libvirt = dict(parser.items("libvirt"))
         if parser.has_option("local", "root") and not self.local_roots:
             self.local_roots = parser.get("local", "root").splitlines()
         if self.keystone is not None:

@@ -152,6 +152,12 @@ def _parts(connection_info: JSON) -> tuple[str, Any]:
     return transport, split
 
 
+def transport_of(connection_info: JSON) -> str:
+    """The URI's transport: "" (this host's daemon), "unix", "ssh", "tls" or "tcp";
+    ``InvalidInput`` naming ``connection_info.uri`` for a URI this provider does not open."""
+    return _parts(connection_info)[0]
+
+
 def display_uri(connection_info: JSON) -> str:
     """The URI as errors and messages show it: no password, no query."""
     uri = connection_info.get("uri") if isinstance(connection_info, dict) else None

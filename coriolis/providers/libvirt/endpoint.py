@@ -11,17 +11,25 @@
 
 from __future__ import annotations
 
+import os
 import xml.etree.ElementTree as ET
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from coriolis import exceptions
 from coriolis.providers.base import BaseProvider, NetworksProvider, StorageProvider
 from coriolis.providers.libvirt.connection import (
     CONNECTION_SCHEMA,
+    DEFAULT_SCRATCH_DIR,
     connect,
     display_uri,
     load_libvirt,
+    transport_of,
 )
+from coriolis.providers.local.cloud import is_inside
+
+if TYPE_CHECKING:
+    from coriolis.config import Settings
 
 JSON = dict[str, Any]
 BRIDGE_PREFIX = "bridge:"
@@ -89,6 +97,31 @@ class LibvirtEndpoint(BaseProvider, NetworksProvider, StorageProvider):
 
     def connection_info_schema(self) -> JSON:
         return CONNECTION_SCHEMA
+
+    def check_location(self, connection_info: JSON, project_id: str,
+                       settings: Settings) -> None:
+        """A URI of this host's own daemon (``qemu:///system``, ``qemu+unix://``) controls
+        the server's hosts (the worker runs on them): allowed only where the server says so
+        (``Settings.libvirt_allow_local``). Its ``scratch_dir`` is a folder of this host that
+        workers create and empty: it must be absolute and under the default
+        (``/var/lib/libvirt/coriolis``) or one of the project's local roots. Remote URIs reach
+        hosts the endpoint's own credentials give. ``LocationNotAllowed`` naming the field."""
+        if transport_of(connection_info) not in ("", "unix"):
+            return
+        if not settings.libvirt_allow_local:
+            raise exceptions.LocationNotAllowed(
+                f"connection_info.uri {display_uri(connection_info)} is the libvirt daemon of "
+                "this server's own hosts, which projects may not use here (the server's "
+                "[libvirt] allow_local setting, or CORIOLIS_LIBVIRT_ALLOW_LOCAL)")
+        scratch = connection_info.get("scratch_dir")
+        if scratch is None:
+            return
+        roots = [Path(DEFAULT_SCRATCH_DIR), *settings.local_roots_for(project_id)]
+        if not isinstance(scratch, str) or not os.path.isabs(scratch) or not is_inside(
+                scratch, *(Path(os.path.realpath(r)) for r in roots)):
+            raise exceptions.LocationNotAllowed(
+                f"connection_info.scratch_dir {scratch} must be an absolute path in "
+                + " or ".join(str(r) for r in roots))
 
     def validate_connection(self, connection_info: JSON) -> str:
         """Connect and return what was reached ("QEMU 7.2.22 on libvirt 9.0.0 at

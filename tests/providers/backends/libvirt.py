@@ -31,9 +31,10 @@ class Backend(BaseBackend):
 
     @classmethod
     def start_session(cls, root: Path) -> dict[str, str]:
-        """The system libvirtd, started when it is down; the API server needs nothing."""
+        """The system libvirtd, started when it is down; the API server must let projects
+        use this host's own daemon."""
         ensure_libvirtd()
-        return {}
+        return {"CORIOLIS_LIBVIRT_ALLOW_LOCAL": "1"}
 
     def __init__(self, root: Path) -> None:
         super().__init__(root)
