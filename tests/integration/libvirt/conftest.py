@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -52,12 +53,11 @@ def read_all(uri: str, size: int) -> bytes:
         reader.close()
 
 
-def raw_bytes(path: Path, fmt: str) -> bytes:
-    """The guest-visible content of an image (qemu-img convert to raw)."""
-    out = path.with_name(path.name + ".cmp.raw")
-    subprocess.run(["qemu-img", "convert", "-U", "-f", fmt, "-O", "raw", str(path), str(out)],
-                   check=True)
-    try:
+def raw_bytes(path: Path | str, fmt: str) -> bytes:
+    """The guest-visible content of an image (qemu-img convert to raw, outside the host's
+    folders)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "image.raw"
+        subprocess.run(["qemu-img", "convert", "-U", "-f", fmt, "-O", "raw", str(path),
+                        str(out)], check=True)
         return out.read_bytes()
-    finally:
-        out.unlink()
