@@ -189,7 +189,7 @@ class LibvirtSource(InstancesProvider, SourceOptionsProvider, ReplicaExportProvi
         ``InstanceNotFound`` when the domain is gone; ``ProviderError`` naming the domain and
         disk when an export cannot start (nothing of it is left then)."""
         libvirt = load_libvirt()
-        name = export_info.get("name") or export_info.get("id")
+        name = str(export_info.get("name") or export_info.get("id"))
         with connect(connection_info) as conn:
             dom = _domain_of(conn, libvirt, export_info)
             if dom is None:

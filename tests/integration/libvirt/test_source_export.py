@@ -180,7 +180,7 @@ def test_live_cancel_leaves_nothing(host: LibvirtHost, provider: LibvirtProvider
 def test_live_migration_backup_has_no_checkpoint(host: LibvirtHost,
                                                  provider: LibvirtProvider,
                                                  live: dict) -> None:
-    conn, dom = host.connection_info(), live["dom"]
+    conn = host.connection_info()
     info = provider.get_instance(conn, {}, host.name("live"))
     before = host.inventory()
     res = provider.deploy_source_resources(conn, {}, info, transfer_id="mig")
