@@ -103,15 +103,21 @@ def checkpoints(dom: Any, libvirt: Any, prefix: str) -> list[str]:
 def delete_checkpoints(dom: Any, libvirt: Any, prefix: str, keep: set[str]) -> list[str]:
     """Delete the domain's checkpoints of ``prefix`` but those in ``keep``; the deleted
     names. libvirt merges a deleted checkpoint's bitmap into its parent's, so the kept ones
-    stay exact."""
+    stay exact; an invalid checkpoint (its bitmap lost) loses its metadata only."""
     gone = []
     for name in checkpoints(dom, libvirt, prefix):
         if name in keep:
             continue
         try:
-            dom.checkpointLookupByName(name, 0).delete(0)
+            checkpoint = dom.checkpointLookupByName(name, 0)
         except libvirt.libvirtError as exc:
             if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN_CHECKPOINT:
                 raise
+            continue
+        try:
+            checkpoint.delete(0)
+        except libvirt.libvirtError:
+            # its bitmap is broken or gone (the checkpoint was invalid): drop the metadata
+            checkpoint.delete(libvirt.VIR_DOMAIN_CHECKPOINT_DELETE_METADATA_ONLY)
         gone.append(name)
     return gone
