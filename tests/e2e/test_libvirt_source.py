@@ -191,7 +191,8 @@ def test_cold_migration_is_bit_identical(server: RunningServer, host: LibvirtHos
     before = host.inventory()
     created = server.cli(
         "migration", "create", "--origin-endpoint", "lv-src", "--destination-endpoint",
-        "lv-dst", "--instance", dom.name(), "--source-environment", SOURCE_ENV, "--destination-environment",
+        "lv-dst", "--instance", dom.name(), "--source-environment", SOURCE_ENV,
+        "--destination-environment",
         '{"storage_backend": "pool"}', "--network-map", json.dumps({setup["net"]: "lan"}),
         "--skip-os-morphing", "-f", "json").json()
     done = server.wait_for(["migration", "show", created["id"]],

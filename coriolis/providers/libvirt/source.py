@@ -221,6 +221,8 @@ class LibvirtSource(InstancesProvider, SourceOptionsProvider, ReplicaExportProvi
                                   set(keep_tokens))
             except BaseException:
                 _cleanup(dom, libvirt, folder)
+                if resources.get("checkpoint"):  # made with a backup that then failed
+                    backup.delete_checkpoints(dom, libvirt, resources["checkpoint"], set())
                 raise
 
     def _cold(self, connection_info: JSON, dom: Any, libvirt: Any, name: str,
