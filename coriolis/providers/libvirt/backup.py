@@ -10,10 +10,15 @@ from __future__ import annotations
 
 import os
 import pwd
+import subprocess
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree as ET
 from xml.sax.saxutils import escape, quoteattr
+
+from coriolis import exceptions
+from coriolis.transfer.extents import qcow2_bitmaps
 
 SOCKET_NAME = "backup.sock"
 QEMU_USER = "libvirt-qemu"
@@ -100,10 +105,13 @@ def checkpoints(dom: Any, libvirt: Any, prefix: str) -> list[str]:
         return []
 
 
-def delete_checkpoints(dom: Any, libvirt: Any, prefix: str, keep: set[str]) -> list[str]:
+def delete_checkpoints(dom: Any, libvirt: Any, prefix: str, keep: set[str],
+                       images: Iterable[str] = ()) -> list[str]:
     """Delete the domain's checkpoints of ``prefix`` but those in ``keep``; the deleted
-    names. libvirt merges a deleted checkpoint's bitmap into its parent's, so the kept ones
-    stay exact; an invalid checkpoint (its bitmap lost) loses its metadata only."""
+    names. Each checkpoint's bitmap records every change since it was made, so deleting one
+    leaves the others exact. libvirt cannot delete a checkpoint of a shut-off domain, nor
+    one whose bitmap is lost: then the metadata goes, and the bitmap is removed from the
+    qcow2 ``images`` (the domain's, when the worker can open them) with qemu-img."""
     gone = []
     for name in checkpoints(dom, libvirt, prefix):
         if name in keep:
@@ -117,7 +125,20 @@ def delete_checkpoints(dom: Any, libvirt: Any, prefix: str, keep: set[str]) -> l
         try:
             checkpoint.delete(0)
         except libvirt.libvirtError:
-            # its bitmap is broken or gone (the checkpoint was invalid): drop the metadata
             checkpoint.delete(libvirt.VIR_DOMAIN_CHECKPOINT_DELETE_METADATA_ONLY)
+            if not dom.isActive():
+                for image in images:
+                    _remove_bitmap(image, name)
         gone.append(name)
     return gone
+
+
+def _remove_bitmap(image: str, name: str) -> None:
+    """Remove bitmap ``name`` from a shut-off domain's qcow2 ``image`` if it has it."""
+    if not os.path.exists(image) or name not in qcow2_bitmaps(image):
+        return
+    proc = subprocess.run(["qemu-img", "bitmap", "--remove", image, name],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise exceptions.ProviderError(
+            f"cannot remove bitmap {name} of {image}: {proc.stderr.strip()[-300:]}")

@@ -138,6 +138,18 @@ def _cleanup(dom: Any, libvirt: Any, folder: Path) -> None:
     shutil.rmtree(folder, ignore_errors=True)
 
 
+def _local_qcow2_images(connection_info: JSON, conn: Any, dom: Any, libvirt: Any) -> list[str]:
+    """The domain's qcow2 disk images when the worker is on the libvirt host (for bitmaps
+    libvirt cannot remove itself); none otherwise or when a disk is unreadable."""
+    if _is_remote(connection_info):
+        return []
+    try:
+        info = domain_xml.export_info(conn, dom, libvirt)
+    except (exceptions.InvalidInput, libvirt.libvirtError):
+        return []
+    return [d["path"] for d in info["devices"]["disks"] if d["format"] == "qcow2"]
+
+
 class LibvirtSource(InstancesProvider, SourceOptionsProvider, ReplicaExportProvider):
     def list_instances(self, connection_info: JSON, env: JSON) -> list[JSON]:
         """Summaries of every domain but those being deployed; a malformed one (a missing
@@ -318,7 +330,8 @@ class LibvirtSource(InstancesProvider, SourceOptionsProvider, ReplicaExportProvi
                 _cleanup(dom, libvirt, folder)
             if dom is not None and tracking_id:
                 backup.delete_checkpoints(dom, libvirt, backup.checkpoint_prefix(tracking_id),
-                                          keep)
+                                          keep, _local_qcow2_images(connection_info, conn,
+                                                                    dom, libvirt))
 
     def shutdown_instance(self, connection_info: JSON, env: JSON, export_info: JSON) -> None:
         """ACPI shutdown, then power off after ``env["shutdown_timeout"]`` seconds (60);

@@ -208,3 +208,24 @@ def test_shutdown_instance(host: LibvirtHost, provider: LibvirtProvider) -> None
     assert not dom.isActive() and time.monotonic() - started < 10
     provider.shutdown_instance(conn, {"shutdown_timeout": 1}, info)  # nothing to do
     assert not dom.isActive()
+
+
+def test_checkpoints_of_a_shut_off_domain_are_dropped(host: LibvirtHost,
+                                                      provider: LibvirtProvider) -> None:
+    from coriolis.transfer.extents import qcow2_bitmaps
+
+    qcow = make_image(host.root / "off.qcow2", "qcow2", "4M", [])
+    dom = host.define_domain("off", [(qcow, "qcow2")], None, running=True)
+    conn = host.connection_info()
+    info = provider.get_instance(conn, {}, host.name("off"))
+    tid = "0ff0ff0ff-replica"
+    res = provider.deploy_source_resources(conn, {}, info, tracking_id=tid, transfer_id=tid)
+    token = res["cbt"]["vda"]["token"]
+    provider.delete_source_resources(conn, {}, {**res, "export_info": info, "tracking_id": tid,
+                                                "transfer_id": tid, "keep_tokens": [token]})
+    dom.destroy()
+    assert qcow2_bitmaps(str(qcow)) == [token]
+    # the execution was rolled back after the domain was shut off: its checkpoint goes
+    provider.delete_source_resources(conn, {}, {"export_info": info, "tracking_id": tid,
+                                                "transfer_id": tid, "keep_tokens": []})
+    assert dom.listAllCheckpoints(0) == [] and qcow2_bitmaps(str(qcow)) == []
