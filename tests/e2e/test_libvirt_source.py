@@ -209,3 +209,27 @@ def test_cold_migration_is_bit_identical(server: RunningServer, host: LibvirtHos
                                str(copy)]).returncode == 0, source
     assert host.inventory() == before
     assert not dom.isActive()
+
+
+def test_live_migration_of_a_running_domain(server: RunningServer, host: LibvirtHost,
+                                            setup: dict) -> None:
+    image = make_image(host.root / "livemig.qcow2", "qcow2", "16M",
+                       [(0x71, MiB, 3 * MiB), (0x72, 15 * MiB, BLOCK)])
+    expected = raw_bytes(image, "qcow2")
+    dom = host.define_domain("livemig", [(image, "qcow2")], setup["net"], running=True)
+    created = server.cli(
+        "migration", "create", "--origin-endpoint", "lv-src", "--destination-endpoint",
+        "lv-dst", "--instance", dom.name(), "--source-environment", SOURCE_ENV,
+        "--destination-environment", '{"storage_backend": "pool"}',
+        "--network-map", json.dumps({setup["net"]: "lan"}), "--skip-os-morphing",
+        "-f", "json").json()
+    done = server.wait_for(["migration", "show", created["id"]],
+                           lambda m: m["status"] in FINAL)
+    assert done["status"] == "COMPLETED", done["tasks"]
+    folder = setup["dst"] / "instances" / dom.name()
+    desc = json.loads((folder / "instance.json").read_text())
+    copy = (folder / desc["disks"][0]["file"]).resolve()
+    assert raw_bytes(copy, "qcow2" if copy.suffix == ".qcow2" else "raw") == expected
+    assert dom.isActive() and dom.listAllCheckpoints(0) == []  # a migration makes none
+    assert not backup_running(host, dom)
+    assert list((host.root / "scratch").glob("*")) == []
