@@ -20,7 +20,15 @@ Exports (``deploy_source_resources``):
   ``bitmap_since`` set to it, so the worker reads only the dirty extents. A lost or invalid
   checkpoint falls back to a full backup (``base:allocation``) and says so (an ``events``
   list in the resources, which the worker reports). Checkpoints of the tracking id other than
-  ``keep_tokens`` and the new one go.
+  ``keep_tokens`` and the new one go. Change tracking needs qcow2 disks (persistent
+  bitmaps); other disks are read in full each time (the block manifests still send only
+  what changed), and a domain without any qcow2 disk gets a backup without checkpoint and an
+  event saying so. A migration (no ``tracking_id``) makes no checkpoint.
+
+Both kinds serve unix sockets on the host, so the worker must run on the libvirt host; a
+shut-off domain on a remote URI is refused with a ProviderError (a TCP export reached at
+``nbd_host`` is not done yet). The export folder is ``<scratch_dir>/export-<key>``, the key
+derived from ``transfer_id`` and the domain's UUID.
 
 ``source_resources``::
 
