@@ -25,10 +25,10 @@ Exports (``deploy_source_resources``):
   what changed), and a domain without any qcow2 disk gets a backup without checkpoint and an
   event saying so. A migration (no ``tracking_id``) makes no checkpoint.
 
-Both kinds serve unix sockets on the host, so the worker must run on the libvirt host; a
-shut-off domain on a remote URI is refused with a ProviderError (a TCP export reached at
-``nbd_host`` is not done yet). The export folder is ``<scratch_dir>/export-<key>``, the key
-derived from ``transfer_id`` and the domain's UUID.
+Both kinds serve unix sockets on the host, so the worker must run on the libvirt host: an
+export from a remote URI is refused with a ProviderError naming the host (a TCP export
+reached at ``nbd_host`` is not done yet). The export folder is
+``<scratch_dir>/export-<key>``, the key derived from ``transfer_id`` and the domain's UUID.
 
 ``source_resources``::
 
@@ -210,6 +210,11 @@ class LibvirtSource(InstancesProvider, SourceOptionsProvider, ReplicaExportProvi
         disk when an export cannot start (nothing of it is left then)."""
         libvirt = load_libvirt()
         name = str(export_info.get("name") or export_info.get("id"))
+        if _is_remote(connection_info):
+            raise exceptions.ProviderError(
+                f"domain '{name}': exports from a remote libvirt host "
+                f"({urlparse(connection_info['uri']).hostname}) are not supported yet: the "
+                "worker must run on the host (qemu:///system)")
         with connect(connection_info) as conn:
             dom = _domain_of(conn, libvirt, export_info)
             if dom is None:
@@ -247,10 +252,6 @@ class LibvirtSource(InstancesProvider, SourceOptionsProvider, ReplicaExportProvi
 
     def _cold(self, connection_info: JSON, dom: Any, libvirt: Any, name: str,
               disks: list[JSON], folder: Path, resources: JSON) -> JSON:
-        if _is_remote(connection_info):
-            raise exceptions.ProviderError(
-                f"domain '{name}' is shut off on a remote host: cold exports need the worker "
-                "on the libvirt host (start the domain for a live export)")
         folder.mkdir(parents=True, exist_ok=True)
         folder.chmod(0o700)
         for disk in disks:

@@ -229,3 +229,11 @@ def test_checkpoints_of_a_shut_off_domain_are_dropped(host: LibvirtHost,
     provider.delete_source_resources(conn, {}, {"export_info": info, "tracking_id": tid,
                                                 "transfer_id": tid, "keep_tokens": []})
     assert dom.listAllCheckpoints(0) == [] and qcow2_bitmaps(str(qcow)) == []
+
+
+def test_remote_hosts_are_refused_by_name(provider: LibvirtProvider) -> None:
+    from coriolis import exceptions
+
+    with pytest.raises(exceptions.ProviderError, match="kvm7.example"):
+        provider.deploy_source_resources({"uri": "qemu+ssh://root@kvm7.example/system"}, {},
+                                         {"id": "x", "name": "vm"})
