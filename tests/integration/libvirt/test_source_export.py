@@ -237,3 +237,21 @@ def test_remote_hosts_are_refused_by_name(provider: LibvirtProvider) -> None:
     with pytest.raises(exceptions.ProviderError, match="kvm7.example"):
         provider.deploy_source_resources({"uri": "qemu+ssh://root@kvm7.example/system"}, {},
                                          {"id": "x", "name": "vm"})
+
+
+def test_a_domain_that_vanished_mid_transfer(host: LibvirtHost,
+                                             provider: LibvirtProvider) -> None:
+    from coriolis import exceptions
+
+    qcow = make_image(host.root / "gone.qcow2", "qcow2", "4M", [])
+    dom = host.define_domain("vanish", [(qcow, "qcow2")], None)
+    conn = host.connection_info()
+    before = host.inventory()
+    info = provider.get_instance(conn, {}, host.name("vanish"))
+    res = provider.deploy_source_resources(conn, {}, info, transfer_id="t-vanish")
+    dom.undefine()
+    provider.delete_source_resources(conn, {}, {**res, "export_info": info,
+                                                "transfer_id": "t-vanish"})
+    assert host.inventory() == before - {f"domain:{host.name('vanish')}"}
+    with pytest.raises(exceptions.InstanceNotFound, match=host.name("vanish")):
+        provider.deploy_source_resources(conn, {}, info, transfer_id="t-vanish")
