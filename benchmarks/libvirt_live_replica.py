@@ -52,16 +52,6 @@ def execute(server: RunningServer, replica: str, instance: str) -> tuple[float, 
     return elapsed, shown["instances-data"][instance]["volumes_info"][0]
 
 
-def guest_writes(domain: str, blocks: list[int], rng: random.Random) -> None:
-    """Rewrite each 64 KiB block through qemu-io over the monitor, one virsh session."""
-    commands = " ; ".join(
-        f"qemu-monitor-command {domain} --hmp 'qemu-io -d "
-        "/machine/peripheral/virtio-disk0/virtio-backend "
-        f"\"write -P {rng.randrange(1, 255)} {b * BLOCK} {BLOCK}\"'" for b in blocks)
-    subprocess.run(["virsh", "-c", "qemu:///system", commands], check=True,
-                   capture_output=True)
-
-
 def one_run(work: Path, size: int, seed: int) -> dict[str, float]:
     host = LibvirtHost(work / "libvirt")
     server = None
@@ -91,7 +81,7 @@ def one_run(work: Path, size: int, seed: int) -> dict[str, float]:
         t1, _ = execute(server, replica, dom.name())
         rng = random.Random(seed)
         blocks = rng.sample(range(size // BLOCK), size // BLOCK // 100)
-        guest_writes(dom.name(), blocks, rng)
+        host.guest_write(dom, [(rng.randrange(1, 255), b * BLOCK, BLOCK) for b in blocks])
         t2, volume = execute(server, replica, dom.name())
     finally:
         if server is not None:

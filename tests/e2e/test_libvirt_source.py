@@ -25,16 +25,6 @@ SIZE = 32 * MiB
 SOURCE_ENV = '{"shutdown_timeout": 5}'
 
 
-def guest_write(dom_name: str, writes: list[tuple[int, int, int]]) -> None:
-    """(pattern, offset, length) writes into the running domain's vda, as its guest would
-    (qemu-io over the monitor)."""
-    for pattern, offset, length in writes:
-        subprocess.run(
-            ["virsh", "-c", "qemu:///system", "qemu-monitor-command", dom_name, "--hmp",
-             "qemu-io -d /machine/peripheral/virtio-disk0/virtio-backend "
-             f"\"write -P {pattern} {offset} {length}\""], check=True, capture_output=True)
-
-
 def apply(data: bytearray, writes: list[tuple[int, int, int]]) -> None:
     for pattern, offset, length in writes:
         data[offset:offset + length] = bytes([pattern]) * length
@@ -105,7 +95,7 @@ def test_live_replica_reads_only_what_changed(server: RunningServer, host: Libvi
     blocks = sorted(random.Random(7).sample(range(SIZE // BLOCK), 10))
     writes = [(0x50 + i, b * BLOCK, BLOCK) for i, b in enumerate(blocks)]
     writes.append((0x6a, 10 * MiB + 4096, 8192))  # a partial block: a whole 64 KiB is dirty
-    guest_write(dom.name(), writes)
+    host.guest_write(dom, writes)
     apply(expected, writes)
     second = execute(server, replica)
     assert second["status"] == "COMPLETED", second["tasks"]
@@ -129,7 +119,7 @@ def test_live_replica_reads_only_what_changed(server: RunningServer, host: Libvi
                                 "arguments": {"node": fmt_node, "name": cps[0]}})],
                    check=True, capture_output=True)
     more = [(0x7b, 30 * MiB, BLOCK)]
-    guest_write(dom.name(), more)
+    host.guest_write(dom, more)
     apply(expected, more)
     third = execute(server, replica)
     assert third["status"] == "COMPLETED", third["tasks"]

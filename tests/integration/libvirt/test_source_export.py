@@ -20,14 +20,6 @@ BLOCK = 64 * 1024
 TRACKING = "0123456789abcdef-replica"
 
 
-def guest_write(dom_name: str, pattern: int, offset: int, length: int) -> None:
-    """Write into the running domain's vda as its guest would (qemu-io over the monitor)."""
-    subprocess.run(
-        ["virsh", "-c", "qemu:///system", "qemu-monitor-command", dom_name, "--hmp",
-         "qemu-io -d /machine/peripheral/virtio-disk0/virtio-backend "
-         f"\"write -P {pattern} {offset} {length}\""], check=True, capture_output=True)
-
-
 def test_cold_export_is_bit_identical_and_locks_the_domain(
         host: LibvirtHost, provider: LibvirtProvider) -> None:
     pool = host.add_pool("cold")
@@ -113,7 +105,7 @@ def test_live_replica_checkpoints(host: LibvirtHost, provider: LibvirtProvider,
     loc = res1["disks"]["vda"]
     assert loc["dirty_bitmap"] is None and loc["uri"].startswith("nbd+unix:///vda?socket=")
     full = read_all(loc["uri"], 16 * MiB)
-    guest_write(dom.name(), 0x77, 4 * MiB, BLOCK)  # after the backup's start: not in it
+    host.guest_write(dom, [(0x77, 4 * MiB, BLOCK)])  # after the backup's start: not in it
     assert read_all(loc["uri"], 16 * MiB) == full
     assert full[:2 * MiB] == b"\x31" * (2 * MiB)
     provider.delete_source_resources(conn, {}, {**res1, "export_info": info,
@@ -123,7 +115,7 @@ def test_live_replica_checkpoints(host: LibvirtHost, provider: LibvirtProvider,
     assert [c.getName() for c in dom.listAllCheckpoints(0)] == [token1]
 
     # execution 2: incremental since token1: only the blocks written since
-    guest_write(dom.name(), 0x78, 8 * MiB + BLOCK, 2 * BLOCK)
+    host.guest_write(dom, [(0x78, 8 * MiB + BLOCK, 2 * BLOCK)])
     res2 = provider.deploy_source_resources(conn, {}, info, tracking_id=TRACKING,
                                             transfer_id=TRACKING, keep_tokens=[token1])
     token2 = res2["cbt"]["vda"]["token"]
