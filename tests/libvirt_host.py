@@ -138,6 +138,17 @@ class LibvirtHost:
             dom.create()
         return dom
 
+    def guest_write(self, dom: Any, writes: list[tuple[int, int, int]]) -> None:
+        """Write ``(pattern byte, offset, length)`` ranges into running domain ``dom``'s vda
+        as its guest would (qemu-io over the monitor, one virsh session), without an OS."""
+        commands = " ; ".join(
+            f"qemu-monitor-command {dom.name()} --hmp 'qemu-io -d "
+            "/machine/peripheral/virtio-disk0/virtio-backend "
+            f"\"write -P {pattern} {offset} {length}\"'" for pattern, offset, length in writes)
+        proc = subprocess.run(["virsh", "-c", URI, commands], capture_output=True, text=True)
+        if proc.returncode != 0 or any(w in proc.stdout.lower() for w in ("error", "fail")):
+            raise RuntimeError(f"qemu-io in {dom.name()} failed: {proc.stderr}{proc.stdout}")
+
     # --- what exists ------------------------------------------------------------------------
 
     def inventory(self) -> set[str]:

@@ -151,12 +151,17 @@ def _committed_tokens(ctx: TaskContext) -> list[str]:
 
 
 def deploy_source_resources(ctx: TaskContext) -> JSON:
-    """Replicas (not migrations) track changes natively where the platform can."""
+    """Replicas (not migrations) track changes natively where the platform can. The
+    resources' ``events`` (a provider's warnings, e.g. a full read after a lost change-tracking
+    point) are reported as warning events and not kept."""
     replica = ctx.message.task_type == c.TASK_TYPE_DEPLOY_REPLICA_SOURCE_RESOURCES
-    return {"source_resources": ctx.origin.deploy_source_resources(
+    resources = dict(ctx.origin.deploy_source_resources(
         ctx.origin_conn, ctx.origin_env, ctx.require("export_info"),
         tracking_id=ctx.info.get("action_id") if replica else None,
-        transfer_id=ctx.info.get("action_id"), keep_tokens=_committed_tokens(ctx))}
+        transfer_id=ctx.info.get("action_id"), keep_tokens=_committed_tokens(ctx)))
+    for message in resources.pop("events", None) or []:
+        ctx.event(str(message), c.TASK_EVENT_WARNING)
+    return {"source_resources": resources}
 
 
 def delete_source_resources(ctx: TaskContext) -> JSON:
