@@ -21,6 +21,7 @@ from typing import Any
 from xml.sax.saxutils import escape
 
 from coriolis.providers.libvirt.connection import load_libvirt
+from coriolis.providers.libvirt.sockets import SOCKET_ROOT
 
 URI = "qemu:///system"
 SOCKET = Path("/run/libvirt/libvirt-sock")
@@ -152,8 +153,8 @@ class LibvirtHost:
     # --- what exists ------------------------------------------------------------------------
 
     def inventory(self) -> set[str]:
-        """Every domain, checkpoint, pool, volume and network of this prefix, and every file
-        under ``root`` but the pools' folders themselves."""
+        """Every domain, checkpoint, pool, volume and network of this prefix, every file
+        under ``root`` but the pools' folders themselves, and every export socket folder."""
         found: set[str] = set()
         for dom in self.conn.listAllDomains(0):
             if dom.name().startswith(self.prefix):
@@ -176,6 +177,10 @@ class LibvirtHost:
                 found.add(f"network:{net.name()}")
         found.update(f"file:{p.relative_to(self.root)}" for p in self.root.rglob("*")
                      if not p.is_dir())
+        # Export sockets live in short folders outside root (one run of tests at a time:
+        # any folder there is a leftover of this process).
+        if SOCKET_ROOT.is_dir():
+            found.update(f"sockets:{p.name}" for p in SOCKET_ROOT.iterdir())
         return found
 
     def close(self) -> None:

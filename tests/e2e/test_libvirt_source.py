@@ -31,11 +31,12 @@ def apply(data: bytearray, writes: list[tuple[int, int, int]]) -> None:
 
 
 @pytest.fixture(scope="module")
-def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LibvirtHost]:
+def host(server: RunningServer) -> Iterator[LibvirtHost]:
     why = libvirtd_available()
     if why:
         pytest.fail(why)
-    h = LibvirtHost(tmp_path_factory.mktemp("libvirt-e2e"))
+    # In the project's local root: where the server lets its scratch folder be.
+    h = LibvirtHost(server.cloud_dir("libvirt-host"))
     try:
         yield h
     finally:
@@ -47,9 +48,8 @@ def setup(server: RunningServer, host: LibvirtHost) -> dict:
     net = host.add_network("lan")
     dst = server.cloud_dir("lv-dst")
     local_cloud("init", str(dst), "--network", "lan", "--storage", "pool:qcow2")
-    # --skip-validation: validate_connection is the endpoint side's (another branch)
     server.cli("endpoint", "create", "--name", "lv-src", "--provider", "libvirt",
-               "--skip-validation", "--connection", json.dumps(host.connection_info()))
+               "--connection", json.dumps(host.connection_info()))
     server.cli("endpoint", "create", "--name", "lv-dst", "--provider", "local",
                "--connection", json.dumps({"path": str(dst)}))
     return {"dst": dst, "net": net.name()}

@@ -18,6 +18,7 @@ from xml.etree import ElementTree as ET
 from xml.sax.saxutils import escape, quoteattr
 
 from coriolis import exceptions
+from coriolis.providers.libvirt.sockets import make_socket_folder, socket_folder
 from coriolis.transfer.extents import qcow2_bitmaps
 
 SOCKET_NAME = "backup.sock"
@@ -30,8 +31,10 @@ def checkpoint_prefix(tracking_id: str) -> str:
 
 
 def prepare_folder(folder: Path) -> None:
-    """Make ``folder`` (and its parents, reachable by qemu) owned by the qemu user."""
+    """Make ``folder`` (and its parents, reachable by qemu) and its socket folder owned by
+    the qemu user."""
     folder.mkdir(parents=True, exist_ok=True)
+    sockets = make_socket_folder(folder)
     for p in [folder, *folder.parents]:
         mode = p.stat().st_mode
         if not mode & 0o001:
@@ -40,12 +43,13 @@ def prepare_folder(folder: Path) -> None:
         user = pwd.getpwnam(QEMU_USER)
     except KeyError:
         return  # qemu runs as root (or as this user) here
-    os.chown(folder, user.pw_uid, user.pw_gid)
-    os.chmod(folder, 0o770)
+    for p in (folder, sockets):
+        os.chown(p, user.pw_uid, user.pw_gid)
+        os.chmod(p, 0o770)
 
 
 def socket_path(folder: Path) -> Path:
-    return folder / SOCKET_NAME
+    return socket_folder(folder) / SOCKET_NAME
 
 
 def backup_xml(folder: Path, disks: list[str], incremental: str | None,
@@ -86,7 +90,7 @@ def running_backup_socket(dom: Any, libvirt: Any) -> str | None:
 def abort_ours(dom: Any, libvirt: Any, folder: Path) -> bool:
     """End the domain's backup job if its socket is in ``folder``; True if it did."""
     sock = running_backup_socket(dom, libvirt)
-    if sock is None or os.path.dirname(sock) != str(folder):
+    if sock is None or os.path.dirname(sock) != str(socket_folder(folder)):
         return False
     try:
         dom.abortJob()

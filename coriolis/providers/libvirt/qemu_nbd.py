@@ -17,15 +17,17 @@ import time
 from pathlib import Path
 
 from coriolis import exceptions
+from coriolis.providers.libvirt.sockets import make_socket_folder, socket_folder
 
 STOP_TIMEOUT = 10.0
 
 
 def start(image: str, fmt: str, folder: Path, name: str, what: str) -> str:
-    """Export ``image`` (format ``fmt``) read-only on ``folder/<name>.sock``; returns the NBD
+    """Export ``image`` (format ``fmt``) read-only on ``<socket folder of folder>/<name>.sock``
+    (``sockets``), its pid file in ``folder``; returns the NBD
     URI. ``ProviderError`` naming ``what`` when qemu-nbd refuses (the image is in use by a
     running domain, missing, or not of that format)."""
-    sock, pidfile = folder / f"{name}.sock", folder / f"{name}.pid"
+    sock, pidfile = make_socket_folder(folder) / f"{name}.sock", folder / f"{name}.pid"
     with contextlib.suppress(FileNotFoundError):
         sock.unlink()
     proc = subprocess.run(
@@ -48,7 +50,7 @@ def _cmdline(pid: int) -> list[str]:
 
 def _serves(pid: int, folder: Path) -> bool:
     argv = _cmdline(pid)
-    prefix = f"--socket={folder}{os.sep}"
+    prefix = f"--socket={socket_folder(folder)}{os.sep}"
     return bool(argv) and os.path.basename(argv[0]) == "qemu-nbd" and any(
         a.startswith(prefix) for a in argv)
 

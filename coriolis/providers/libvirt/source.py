@@ -9,11 +9,11 @@ file on the host), ``format``, ``bus``, ``size_bytes`` and, for pool volumes, ``
 Exports (``deploy_source_resources``):
 
 - **cold** (domain shut off): each disk is exported read-only by a ``qemu-nbd`` on a unix
-  socket under ``scratch_dir``; its image lock keeps the domain from being started (so from
+  socket; its image lock keeps the domain from being started (so from
   writing) until ``delete_source_resources`` stops it: a point-in-time view; the source is
   never written.
 - **live** (domain running): a checkpoint and a pull-mode backup (``backupBegin``), one NBD
-  export per disk on a unix socket under ``scratch_dir`` (owned by ``libvirt-qemu``); the
+  export per disk on one unix socket (its folder owned by ``libvirt-qemu``); the
   location's ``dirty_bitmap`` is ``backup-<dev>``. For a replica (``tracking_id``), the
   checkpoint is ``coriolis-<tracking_id[:8]>-<hex>`` and its name the change-tracking token;
   the backup is incremental from the token in force (``keep_tokens``), with the location's
@@ -27,8 +27,10 @@ Exports (``deploy_source_resources``):
 
 Both kinds serve unix sockets on the host, so the worker must run on the libvirt host: an
 export from a remote URI is refused with a ProviderError naming the host (a TCP export
-reached at ``nbd_host`` is not done yet). The export folder is
-``<scratch_dir>/export-<key>``, the key derived from ``transfer_id`` and the domain's UUID.
+reached at ``nbd_host`` is not done yet). The export folder (scratch files, pid files) is
+``<scratch_dir>/export-<key>``, the key derived from ``transfer_id`` and the domain's UUID;
+its sockets are in a short folder of its own (``sockets``: a socket path has at most 107
+bytes).
 
 ``source_resources``::
 
@@ -60,6 +62,7 @@ from coriolis import exceptions
 from coriolis.providers.base import InstancesProvider, ReplicaExportProvider, SourceOptionsProvider
 from coriolis.providers.libvirt import backup, domain_xml, qemu_nbd
 from coriolis.providers.libvirt.connection import DEFAULT_SCRATCH_DIR, connect, load_libvirt
+from coriolis.providers.libvirt.sockets import remove_socket_folder
 from coriolis.transfer.locations import NbdLocation, to_json
 
 JSON = dict[str, Any]
@@ -144,6 +147,7 @@ def _cleanup(dom: Any, libvirt: Any, folder: Path) -> None:
                 time.sleep(0.05)
     qemu_nbd.stop_all(folder)
     shutil.rmtree(folder, ignore_errors=True)
+    remove_socket_folder(folder)
 
 
 def _local_qcow2_images(connection_info: JSON, conn: Any, dom: Any, libvirt: Any) -> list[str]:
