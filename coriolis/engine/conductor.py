@@ -352,6 +352,8 @@ class Conductor:
                 user_scripts=validation.user_scripts(body, replica.instances)
                 if body.get("user_scripts") else replica.user_scripts,
                 notes=replica.notes, replica_id=replica.id, clone_disks=clone_disks,
+                origin_minion_pool_id=body.get("origin_minion_pool_id"),
+                destination_minion_pool_id=body.get("destination_minion_pool_id"),
                 skip_os_morphing=skip,
                 instance_osmorphing_minion_pool_mappings=validation.pool_mappings(
                     body, replica.instances),

@@ -160,14 +160,17 @@ def _add_deploy_options(parser: argparse.ArgumentParser) -> None:
                         help="Use the replica's disks instead of copies")
     parser.add_argument("--skip-os-morphing", action="store_true")
     utils.add_user_scripts(parser)
-    utils.add_pool_mappings(parser)
+    # The seed README's spellings; sent as upstream's create bodies name them.
+    utils.add_pools(parser)
 
 
 def _deploy(manager: Any, args: argparse.Namespace) -> Any:
     return manager.create_from_replica(
         args.replica, clone_disks=not args.dont_clone_disks, force=args.force,
         skip_os_morphing=args.skip_os_morphing, user_scripts=utils.get_user_scripts(args),
-        instance_osmorphing_minion_pool_mappings=utils.get_pool_mappings(args))
+        instance_osmorphing_minion_pool_mappings=utils.get_pool_mappings(args),
+        origin_minion_pool_id=args.origin_minion_pool_id,
+        destination_minion_pool_id=args.destination_minion_pool_id)
 
 
 class DeployReplica(ShowOne):

@@ -63,14 +63,21 @@ class _ActionManager(base.Manager):
     def create_from_replica(self, replica_id: str, clone_disks: bool = True,
                             force: bool = False, skip_os_morphing: bool = False,
                             user_scripts: dict[str, Any] | None = None,
-                            instance_osmorphing_minion_pool_mappings: dict[str, str] | None = None
-                            ) -> base.Resource:
+                            instance_osmorphing_minion_pool_mappings: dict[str, str] | None = None,
+                            origin_minion_pool_id: str | None = None,
+                            destination_minion_pool_id: str | None = None) -> base.Resource:
+        """Deploy a replica. The pool ids are sent (as ``origin_minion_pool_id`` and
+        ``destination_minion_pool_id``, upstream's keys) only when given."""
         body: dict[str, Any] = {"replica_id": replica_id, "clone_disks": clone_disks,
                                 "force": force, "skip_os_morphing": skip_os_morphing,
                                 "user_scripts": user_scripts}
         if instance_osmorphing_minion_pool_mappings is not None:
             body["instance_osmorphing_minion_pool_mappings"] = (
                 instance_osmorphing_minion_pool_mappings)
+        if origin_minion_pool_id is not None:
+            body["origin_minion_pool_id"] = origin_minion_pool_id
+        if destination_minion_pool_id is not None:
+            body["destination_minion_pool_id"] = destination_minion_pool_id
         return self._post(f"/{self.collection}", {self.key: body}, self.key)
 
 

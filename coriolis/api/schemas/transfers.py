@@ -87,9 +87,13 @@ class ReplicaCreate(TransferCreate):
 
 
 class ReplicaDeploy(Body):
-    """A migration from a replica's disks (body M2; POST /deployments)."""
+    """A migration from a replica's disks (body M2; POST /deployments). The pool ids (the
+    seed README's ``migration deploy replica --origin-minion-pool-id ...``) are recorded on
+    the deployment; as upstream's, a deploy's tasks use only the OS-morphing mappings."""
 
     replica_id: Id
+    origin_minion_pool_id: Id | None = None
+    destination_minion_pool_id: Id | None = None
     clone_disks: bool | None = None
     force: bool | None = None
     skip_os_morphing: bool | None = None
