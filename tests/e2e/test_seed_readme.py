@@ -5,11 +5,16 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from coriolis.harness import RunningServer, local_cloud
+from coriolis.harness import CLI, SERVER, RunningServer, local_cloud
 
 pytestmark = pytest.mark.e2e
 FINAL = {"COMPLETED", "ERROR", "CANCELED", "DEADLOCKED"}
@@ -110,3 +115,94 @@ def test_deploy_replica_with_the_seed_s_pool_options(server: RunningServer, repl
     for mid in (deployed["id"], plain["id"]):
         server.cli("migration", "delete", mid)
     assert json.loads(server.cli("migration", "list", "-f", "json").stdout or "[]") == []
+
+
+# ------------------------------------------------------------------ the coriolis-logger service
+def log_fds(server: RunningServer) -> int:
+    """How many descriptors the server process holds on its coriolis.log."""
+    target = str((server.data_dir / "coriolis.log").resolve())
+    fd_dir = Path(f"/proc/{server.process.pid}/fd")
+    count = 0
+    for fd in fd_dir.iterdir():
+        try:
+            count += os.readlink(fd) == target
+        except OSError:
+            continue
+    return count
+
+
+def wait_until(predicate: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def cli_env(server: RunningServer) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
+    return {**env, **server.env}
+
+
+def test_log_list_and_show(server: RunningServer, replica: str) -> None:
+    listed = server.cli("log", "list", "-f", "json")
+    assert listed.json() == [{"Log name": "coriolis"}] and listed.stderr == ""
+    # The replica's execution finished: the conductor logged it, and `log show` has it.
+    text = server.cli("log", "show", "coriolis").stdout
+    assert f"of replica {replica} finished: COMPLETED" in text
+    # A range in the future has nothing; one covering the last hour has it all.
+    assert server.cli("log", "show", "coriolis", "--start-time",
+                      str(int(time.time()) + 3600)).stdout == ""
+    assert server.cli("log", "show", "coriolis", "--start-time", "1h",
+                      "--end-time", str(int(time.time()) + 60)).stdout == text
+    missing = server.cli("log", "show", "coriolis-nope", check=False)
+    assert missing.returncode == 1 and "Log coriolis-nope could not be found (HTTP 404)" in \
+        missing.stderr
+
+
+def test_logs_are_admin_only(server: RunningServer) -> None:
+    subprocess.run([SERVER, "user", "create", "logreader", "--password", "lr-pass",
+                    "--project", "seed-team", "--data-dir", str(server.data_dir)],
+                   check=True, capture_output=True)
+    member = {"OS_USERNAME": "logreader", "OS_PASSWORD": "lr-pass",
+              "OS_PROJECT_NAME": "seed-team"}
+    for args in (["log", "list"], ["log", "show", "coriolis"],
+                 ["log", "stream", "--app-name", "coriolis"]):
+        res = server.cli(*args, env=member, check=False)
+        assert res.returncode == 1 and "(HTTP 403)" in res.stderr, (args, res.stderr)
+        assert "logs:" in res.stderr
+
+
+def test_log_stream_is_live_filtered_and_frees_its_files(server: RunningServer,
+                                                         replica: str) -> None:
+    before = log_fds(server)
+    streams = {severity: subprocess.Popen(
+        [CLI, "log", "stream", "--app-name", "coriolis", "--severity", severity],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(server))
+        for severity in ("INFO", "WARNING")}
+    try:
+        wait_until(lambda: log_fds(server) == before + 2, "both streams to open the log")
+        # Lines the server writes from now on: a replica execution's, and two appended to
+        # its log file as its own logging writes them.
+        execution = server.cli("replica", "execute", replica, "-f", "json").json()
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S,000")
+        with open(server.data_dir / "coriolis.log", "a") as f:
+            f.write(f"{stamp} WARNING coriolis.test: seed-warning line\n"
+                    f"{stamp} DEBUG coriolis.test: seed-debug line\n")
+        info_lines = []
+        for line in streams["INFO"].stdout:  # type: ignore[union-attr]
+            info_lines.append(line)
+            if f"{execution['id']} of replica {replica} finished" in line:
+                break
+        assert any("seed-warning line" in line for line in info_lines)
+        assert not any("seed-debug line" in line for line in info_lines)
+        warning_first = streams["WARNING"].stdout.readline()  # type: ignore[union-attr]
+        assert "seed-warning line" in warning_first
+    finally:
+        for proc in streams.values():
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=30)
+    # The client went away: the server closed what each stream held.
+    wait_until(lambda: log_fds(server) == before, "the streams' files to be closed")
+    assert all(proc.returncode == 0 for proc in streams.values())
+    assert all(proc.stderr.read() == "" for proc in streams.values())  # type: ignore[union-attr]
