@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -93,6 +94,12 @@ def replica(server: RunningServer) -> str:
     return created["id"]
 
 
+def remove_deployed(server: RunningServer) -> None:
+    """Remove what an earlier deploy made on the destination cloud (deleting a migration
+    leaves its instance), so that the next deploy of the same instance can run."""
+    shutil.rmtree(server.cloud_dir("seed-dst") / "instances" / "seedvm", ignore_errors=True)
+
+
 def test_deploy_replica_with_the_seed_s_pool_options(server: RunningServer, replica: str,
                                                      tmp_path: Path) -> None:
     origin, destination = "6b3a4a5e-0000-4000-8000-00000000000a", \
@@ -108,6 +115,7 @@ def test_deploy_replica_with_the_seed_s_pool_options(server: RunningServer, repl
     assert (done["origin_minion_pool_id"], done["destination_minion_pool_id"]) == (
         origin, destination)
     # Without the options, nothing is sent and nothing recorded.
+    remove_deployed(server)
     plain = server.cli("deployment", "create", "--skip-os-morphing", replica,
                        "-f", "json").json()
     assert plain["origin_minion_pool_id"] is None
@@ -206,3 +214,61 @@ def test_log_stream_is_live_filtered_and_frees_its_files(server: RunningServer,
     wait_until(lambda: log_fds(server) == before, "the streams' files to be closed")
     assert all(proc.returncode == 0 for proc in streams.values())
     assert all(proc.stderr.read() == "" for proc in streams.values())  # type: ignore[union-attr]
+
+
+# ------------------------------------------------ the newer API generation: transfers, deployments
+def test_replicas_are_transfers_and_the_reverse(server: RunningServer, replica: str) -> None:
+    listed = server.cli("transfer", "list", "-f", "json").json()
+    assert [(t["ID"], t["Scenario"]) for t in listed] == [(replica, "replica")]
+    shown = server.cli("transfer", "show", replica, "-f", "json").json()
+    assert shown["id"] == replica and shown["instances"] == "seedvm"
+
+    created = server.cli(
+        "transfer", "create", "--scenario", "live_migration", "--dont-clone-disks",
+        "--origin-endpoint", "seed-src", "--destination-endpoint", "seed-dst",
+        "--instance", "seedvm", "--source-environment", '{"snapshot": false}',
+        "--destination-environment", '{"storage_backend": "default"}',
+        "--network-map", '{"lan": "lan"}', "-f", "json").json()
+    assert created["scenario_type"] == "live_migration"
+    as_replica = server.cli("replica", "show", created["id"], "-f", "json").json()
+    assert as_replica["scenario_type"] == "live_migration"
+    wire = server.bindings().transfers.get(created["id"])
+    assert (wire.clone_disks, wire.skip_os_morphing) == (False, False)
+
+    schedule = server.cli("transfer", "schedule", "create", created["id"], "-M", "7",
+                          "--disabled", "-f", "json").json()
+    assert [s["ID"] for s in server.cli("replica", "schedule", "list", created["id"],
+                                        "-f", "json").json()] == [schedule["id"]]
+    rows = server.cli("transfer", "schedule", "list", created["id"], "-f", "json").json()
+    assert rows[0]["Transfer ID"] == created["id"]
+    server.cli("transfer", "schedule", "delete", created["id"], schedule["id"])
+    server.cli("transfer", "delete", created["id"])
+    assert [r["ID"] for r in server.cli("replica", "list", "-f", "json").json()] == [replica]
+
+
+def test_transfer_executions_and_deployments(server: RunningServer, replica: str) -> None:
+    before = {e["ID"] for e in server.cli("replica", "execution", "list", replica,
+                                          "-f", "json").json()}
+    execution = server.cli("transfer", "execute", replica, "-f", "json").json()
+    done = server.wait_for(["transfer", "execution", "show", replica, execution["id"]],
+                           lambda e: e["status"] in FINAL)
+    assert done["status"] == "COMPLETED" and done["replica_id"] == replica
+    listed = server.cli("transfer", "execution", "list", replica, "-f", "json").json()
+    assert {e["ID"] for e in listed} == before | {execution["id"]}
+    assert all(e["Transfer ID"] == replica for e in listed)
+
+    # The newer generation's deployment body names the transfer `transfer_id`.
+    remove_deployed(server)
+    client = server.bindings()
+    deployment = client.deployments.create_from_transfer(replica, skip_os_morphing=True)
+    assert deployment.transfer_id == replica
+    finished = server.wait_for(["deployment", "show", deployment.id],
+                               lambda m: m["status"] in FINAL)
+    assert finished["status"] == "COMPLETED" and finished["replica_id"] == replica
+    shown = client.deployments.get(deployment.id)
+    assert (shown.transfer_id, shown.transfer_scenario_type) == (replica, "replica")
+    # A deployment is a migration too.
+    assert deployment.id in {m["ID"] for m in server.cli("migration", "list", "-f",
+                                                         "json").json()}
+    server.cli("deployment", "delete", deployment.id)
+    assert client.deployments.list() == []
