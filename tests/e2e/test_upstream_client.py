@@ -101,6 +101,39 @@ def test_upstream_client_migrates(server: RunningServer, tmp_path: Path) -> None
 @needs_upstream_new
 def test_current_upstream_client_without_warnings(server: RunningServer,
                                                   tmp_path: Path) -> None:
-    upstream(server, "provider", "list", cli=UPSTREAM_NEW)
-    upstream(server, "endpoint", "list", cli=UPSTREAM_NEW)
-    check_logs(server, tmp_path, cli=UPSTREAM_NEW)
+    new = UPSTREAM_NEW
+    upstream(server, "provider", "list", cli=new)
+    check_logs(server, tmp_path, cli=new)
+    src, dst = server.cloud_dir("new-a"), server.cloud_dir("new-b")
+    local_cloud("init", str(src), "--network", "lan")
+    local_cloud("add-instance", str(src), "nu1", "--disk-size", "8M", "--network", "lan")
+    local_cloud("init", str(dst), "--network", "lan")
+    for name, path in (("new-src", src), ("new-dst", dst)):
+        upstream(server, "endpoint", "create", "--name", name, "--provider", "local",
+                 "--connection", json.dumps({"path": str(path)}), cli=new)
+    transfer = json.loads(upstream(
+        server, "transfer", "create", "--origin-endpoint", "new-src",
+        "--destination-endpoint", "new-dst", "--instance", "nu1",
+        "--source-environment", '{"snapshot": false}',
+        "--destination-environment", '{"storage_backend": "default"}',
+        "--network-map", '{"lan": "lan"}', "--scenario", "replica", "-f", "json",
+        cli=new).stdout)
+    assert transfer["id"] in {t["ID"] for t in json.loads(upstream(
+        server, "transfer", "list", "-f", "json", cli=new).stdout)}
+    execution = json.loads(upstream(server, "transfer", "execute", transfer["id"],
+                                    "-f", "json", cli=new).stdout)
+    done = server.wait_for(["replica", "execution", "show", transfer["id"], execution["id"]],
+                           lambda e: e["status"] in {"COMPLETED", "ERROR", "CANCELED"})
+    assert done["status"] == "COMPLETED"
+    upstream(server, "transfer", "execution", "list", transfer["id"], cli=new)
+    upstream(server, "transfer", "show", transfer["id"], cli=new)
+    deployment = json.loads(upstream(server, "deployment", "create", transfer["id"],
+                                     "--skip-os-morphing", "-f", "json", cli=new).stdout)
+    finished = server.wait_for(["deployment", "show", deployment["id"]],
+                               lambda m: m["status"] in {"COMPLETED", "ERROR", "CANCELED"})
+    assert finished["status"] == "COMPLETED"
+    upstream(server, "deployment", "show", deployment["id"], cli=new)
+    assert deployment["id"] in {d["ID"] for d in json.loads(upstream(
+        server, "deployment", "list", "-f", "json", cli=new).stdout)}
+    upstream(server, "deployment", "delete", deployment["id"], cli=new)
+    upstream(server, "transfer", "delete", transfer["id"], cli=new)

@@ -93,7 +93,7 @@ def schedule_show(obj: Any) -> tuple[tuple[str, ...], list[Any]]:
 
 def _id_parser(cmd: Any, prog_name: str, *names: str) -> argparse.ArgumentParser:
     """cliff's parser for ``cmd`` (its first cliff base class's) with ``names`` added."""
-    cliff_base = next(k for k in type(cmd).__mro__ if k.__module__.startswith("cliff."))
+    cliff_base: Any = next(k for k in type(cmd).__mro__ if k.__module__.startswith("cliff."))
     parser = cliff_base.get_parser(cmd, prog_name)
     for name in names:
         parser.add_argument(name)
