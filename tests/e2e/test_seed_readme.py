@@ -272,3 +272,17 @@ def test_transfer_executions_and_deployments(server: RunningServer, replica: str
                                                          "json").json()}
     server.cli("deployment", "delete", deployment.id)
     assert client.deployments.list() == []
+
+    # A plain migration is a deployment without a transfer.
+    remove_deployed(server)
+    migration = server.cli(
+        "migration", "create", "--origin-endpoint", "seed-src", "--destination-endpoint",
+        "seed-dst", "--instance", "seedvm", "--source-environment", '{"snapshot": false}',
+        "--destination-environment", '{"storage_backend": "default"}',
+        "--network-map", '{"lan": "lan"}', "--skip-os-morphing", "-f", "json").json()
+    as_deployment = server.wait_for(["deployment", "show", migration["id"]],
+                                    lambda m: m["status"] in FINAL)
+    assert as_deployment["status"] == "COMPLETED" and as_deployment["replica_id"] is None
+    assert [d["ID"] for d in server.cli("deployment", "list", "-f", "json").json()] == [
+        migration["id"]]
+    assert client.deployments.get(migration["id"]).transfer_id is None

@@ -71,9 +71,10 @@ def build_router(services: Services, context: Any) -> APIRouter:
         @router.get(f"/{collection}/detail", name=f"detail_{collection}")
         def list_all(ctx: RequestContext = Depends(context)) -> dict[str, Any]:
             with db.reader() as session:
-                rows = transfers.list_actions(
-                    session, ctx.project_id, c.ACTION_TYPE_MIGRATION,
-                    replica_deploys=True if collection == "deployments" else None)
+                # Every migration is a deployment too (a plain one without a transfer), as
+                # every deployment is a migration: the two names of one resource.
+                rows = transfers.list_actions(session, ctx.project_id,
+                                              c.ACTION_TYPE_MIGRATION)
                 return {collection: [migration_view(session, r, detail=False) for r in rows]}
 
         @router.get(f"/{collection}/{{action_id}}", name=f"show_{key}")
