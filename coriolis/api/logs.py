@@ -31,7 +31,7 @@ SEVERITY_NAMES = ("EMERGENCY", "ALERT", "CRITICAL", "ERROR", "WARNING", "NOTICE"
 
 
 def log_files(data_dir: Path) -> dict[str, Path]:
-    """``{log name: file}`` for every ``*.log`` directly in ``data_dir``, sorted by name."""
+    """``{log name: file}`` for every ``*.log`` directly in ``data_dir``, by file name."""
     found = {}
     for path in sorted(data_dir.glob("*.log")):
         if path.is_file():
