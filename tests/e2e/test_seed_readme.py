@@ -286,3 +286,38 @@ def test_transfer_executions_and_deployments(server: RunningServer, replica: str
     assert [d["ID"] for d in server.cli("deployment", "list", "-f", "json").json()] == [
         migration["id"]]
     assert client.deployments.get(migration["id"]).transfer_id is None
+
+
+def test_seed_region_endpoint_and_schedule_spellings(server: RunningServer, replica: str,
+                                                     tmp_path: Path) -> None:
+    """The seed's region, endpoint-region and schedule examples, spelled as it spells them."""
+    public = server.cli("region", "create", "--enabled", "--description",
+                        "This a Coriolis region for public clouds", "Public",
+                        "-f", "json").json()["ID"]
+    assert server.cli("region", "show", public, "-f", "json").json()["Enabled"] is True
+    updated = server.cli("region", "update", "--disabled", "--description",
+                         "This is the Region's new description.", "--name",
+                         "This is the Region's new name.", public, "-f", "json").json()
+    assert (updated["Name"], updated["Enabled"]) == ("This is the Region's new name.", False)
+    other = server.cli("region", "create", "--disabled", "Private", "-f", "json").json()["ID"]
+    conn = tmp_path / "conn.json"
+    conn.write_text(json.dumps({"path": str(server.cloud_dir("seed-dst"))}))
+    endpoint = server.cli("endpoint", "create", "--name", "seed-regions", "--provider",
+                          "local", "--description", "regions example", "--connection-file",
+                          str(conn), "-f", "json").json()["id"]
+    mapped = server.cli("endpoint", "update", "--coriolis-region", public,
+                        "--coriolis-region", other, endpoint, "-f", "json").json()
+    assert sorted(mapped["mapped_regions"]) == sorted([public, other])
+    server.cli("endpoint", "delete", endpoint)
+
+    created = server.cli("replica", "schedule", "create", replica, "-M", "5", "-H", "3",
+                         "-d", "1", "-m", "2", "-f", "json").json()
+    assert created["schedule"] == {"minute": 5, "hour": 3, "dom": 1, "month": 2}
+    changed = server.cli("replica", "schedule", "update", replica, created["id"], "-M", "6",
+                         "-H", "4", "-w", "0", "-f", "json").json()
+    # As upstream's, an update's schedule replaces the whole cron object.
+    assert changed["schedule"] == {"minute": 6, "hour": 4, "dow": 0}
+    assert server.cli("replica", "schedule", "show", replica, created["id"],
+                      "-f", "json").json()["schedule"] == changed["schedule"]
+    server.cli("replica", "schedule", "delete", replica, created["id"])
+    assert server.cli("replica", "schedule", "list", replica, "-f", "json").json() == []
