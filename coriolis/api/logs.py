@@ -14,6 +14,7 @@ Severities are syslog's (0 emergency ... 7 debug), as upstream's logger takes th
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -137,6 +138,9 @@ class Follower:
                     self._open(name, path, at_end=False)
         out = []
         for name, f in self._files.items():
+            if os.fstat(f.fileno()).st_size < f.tell():  # truncated: read it from the start
+                f.seek(0)
+                self._partial.pop(name, None)
             data = self._partial.pop(name, b"") + f.read()
             *complete, rest = data.split(b"\n")
             if rest:

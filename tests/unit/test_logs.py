@@ -56,6 +56,8 @@ def test_follower_sends_only_new_complete_lines_and_closes(tmp_path: Path) -> No
     with open(path, "a") as f:  # the partial line completes
         f.write(":05,000 DEBUG coriolis.x: late\n")
     assert [(s, text.endswith("late")) for _, s, text in follower.poll()] == [(7, True)]
+    path.write_text(line(T0, "ERROR", "after truncation"))  # truncated (a new log)
+    assert [text.endswith("after truncation") for _, _, text in follower.poll()] == [True]
     # Following every log picks up a log that appears later, from its start.
     every = logs.Follower(tmp_path)
     (tmp_path / "worker-w2.log").write_text(line(T0, "ERROR", "worker"))
