@@ -241,7 +241,22 @@ def test_replicas_are_transfers_and_the_reverse(server: RunningServer, replica: 
                                         "-f", "json").json()] == [schedule["id"]]
     rows = server.cli("transfer", "schedule", "list", created["id"], "-f", "json").json()
     assert rows[0]["Transfer ID"] == created["id"]
+    moved = server.cli("transfer", "schedule", "update", created["id"], schedule["id"],
+                       "-H", "5", "--enabled", "-f", "json").json()
+    assert (moved["schedule"], moved["enabled"]) == ({"hour": 5}, True)
+    assert server.cli("transfer", "schedule", "show", created["id"], schedule["id"],
+                      "-f", "json").json()["schedule"] == {"hour": 5}
     server.cli("transfer", "schedule", "delete", created["id"], schedule["id"])
+
+    update = server.cli("transfer", "update", created["id"], "--notes", "via transfers",
+                        "-f", "json").json()
+    finished = server.wait_for(["transfer", "execution", "show", created["id"], update["id"]],
+                               lambda e: e["status"] in FINAL)
+    assert finished["status"] == "COMPLETED"
+    assert server.cli("replica", "show", created["id"], "-f", "json").json()["notes"] == \
+        "via transfers"
+    server.cli("transfer", "execution", "delete", created["id"], update["id"])
+    assert server.cli("transfer", "execution", "list", created["id"], "-f", "json").json() == []
     server.cli("transfer", "delete", created["id"])
     assert [r["ID"] for r in server.cli("replica", "list", "-f", "json").json()] == [replica]
 
