@@ -91,6 +91,8 @@ def migration(row: models.TransferAction, replica_scenario: str | None = None,
     last = row.executions[-1] if row.executions and detail else None
     view = {**_transfer(row), "replica_id": row.replica_id,
             "replica_scenario_type": replica_scenario,
+            # The newer generation's names of the same two (a deployment's transfer).
+            "transfer_id": row.replica_id, "transfer_scenario_type": replica_scenario,
             "shutdown_instances": row.shutdown_instances,
             "replication_count": row.replication_count,
             "skip_os_morphing": row.skip_os_morphing, "clone_disks": row.clone_disks,
@@ -103,6 +105,7 @@ def migration(row: models.TransferAction, replica_scenario: str | None = None,
 
 def replica(row: models.TransferAction, detail: bool = True) -> dict[str, Any]:
     view = {**_transfer(row), "scenario": row.scenario or "replica",
+            "clone_disks": row.clone_disks, "skip_os_morphing": row.skip_os_morphing,
             "executions": [execution(e) for e in row.executions] if detail else []}
     if not detail:
         del view["info"]
@@ -110,7 +113,8 @@ def replica(row: models.TransferAction, detail: bool = True) -> dict[str, Any]:
 
 
 def schedule(row: models.ReplicaSchedule) -> dict[str, Any]:
-    return {**_base(row), "replica_id": row.replica_id, "schedule": row.schedule,
+    return {**_base(row), "replica_id": row.replica_id, "transfer_id": row.replica_id,
+            "schedule": row.schedule,
             "enabled": row.enabled, "expiration_date": ts(row.expiration_date),
             "shutdown_instance": row.shutdown_instance, "trust_id": row.trust_id,
             "last_run_at": ts(row.last_run_at)}

@@ -319,8 +319,8 @@ class Conductor:
             replica = transfers.get_action(session, ctx.project_id,
                                            validation.require(body, "replica_id", "migration"),
                                            c.ACTION_TYPE_REPLICA)
-            clone_disks = validation.boolean(body, "clone_disks", True)
-            skip = validation.boolean(body, "skip_os_morphing", False)
+            clone_disks = validation.boolean(body, "clone_disks", replica.clone_disks)
+            skip = validation.boolean(body, "skip_os_morphing", replica.skip_os_morphing)
             specs = graphs.replica_deploy_graph(clone_disks, skip)
             self._check_capabilities(
                 transfers.get_endpoint(session, ctx.project_id, replica.origin_endpoint_id),
@@ -352,6 +352,8 @@ class Conductor:
                 user_scripts=validation.user_scripts(body, replica.instances)
                 if body.get("user_scripts") else replica.user_scripts,
                 notes=replica.notes, replica_id=replica.id, clone_disks=clone_disks,
+                origin_minion_pool_id=body.get("origin_minion_pool_id"),
+                destination_minion_pool_id=body.get("destination_minion_pool_id"),
                 skip_os_morphing=skip,
                 instance_osmorphing_minion_pool_mappings=validation.pool_mappings(
                     body, replica.instances),
@@ -378,6 +380,9 @@ class Conductor:
         replica = self._new_transfer(ctx, body, c.ACTION_TYPE_REPLICA, check_name_clash=False,
                                      specs=specs)
         replica.scenario = scenario
+        # Defaults of its deployments (the newer API generation's transfer fields).
+        replica.clone_disks = validation.boolean(body, "clone_disks", True)
+        replica.skip_os_morphing = validation.boolean(body, "skip_os_morphing", False)
         with self.db.session() as session:
             self._store_transfer(session, ctx, body, replica)
             return replica.id

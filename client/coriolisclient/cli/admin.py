@@ -136,7 +136,9 @@ class UpdateService(ShowOne):
         return parser
 
     def take_action(self, args: argparse.Namespace) -> Any:
-        values: dict[str, Any] = {"mapped_regions": args.regions}
+        # Regions are replaced only when some are given (upstream's client always sent
+        # [] and so cleared them on a plain --enabled/--disabled).
+        values: dict[str, Any] = {"mapped_regions": args.regions} if args.regions else {}
         if args.enabled is not None:
             values["enabled"] = args.enabled
         return SERVICE_COLUMNS, _service_row(self.client.services.update(args.id, values))
