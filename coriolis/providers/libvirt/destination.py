@@ -436,8 +436,10 @@ class LibvirtDestination(DestinationOptionsProvider, ReplicaImportProvider, OSMo
                         f"{exc.get_error_message()}") from None
                 crash_point()
             if define_xml.transfer_of(dom)[1]:
-                dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT,
-                                metadata.transfer_element(info["transfer_id"], pending=False),
+                # libvirt puts the element in the namespace under the prefix itself.
+                element = ET.tostring(ET.Element(metadata.ELEMENT, {
+                    "pending": "no", "id": info["transfer_id"]}), encoding="unicode")
+                dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, element,
                                 metadata.PREFIX, metadata.NAMESPACE,
                                 libvirt.VIR_DOMAIN_AFFECT_CONFIG)
                 crash_point()
