@@ -11,10 +11,12 @@ faster than nested KVM here (../shared/reference/platform-backends.md).
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import subprocess
 import time
 import uuid
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,14 +103,37 @@ class LibvirtHost:
         pool.create(0)
         return pool
 
-    def add_network(self, what: str) -> Any:
-        """A running isolated network ``<prefix>-<what>`` (a bridge, no DHCP)."""
+    def add_network(self, what: str, dhcp: bool = False) -> Any:
+        """A running isolated network ``<prefix>-<what>`` (a bridge; no DHCP unless ``dhcp``:
+        then a /24 in 10.0.0.0/8 picked at random among those no other network uses, the
+        host at .1 and DHCP from .100 to .200, which guests booted on it get addresses
+        from: ``network_subnet``)."""
         bridge = f"vb{self.prefix[2:]}{what[:4]}"[:15]
-        xml = (f"<network><name>{self.name(what)}</name>"
-               f"<bridge name='{bridge}' stp='off'/></network>")
-        net = self.conn.networkDefineXML(xml)
-        net.create()
-        return net
+        for _attempt in range(8):
+            ip = ""
+            if dhcp:
+                net = f"10.{random.randint(1, 254)}.{random.randint(0, 255)}"
+                ip = (f"<ip address='{net}.1' netmask='255.255.255.0'><dhcp>"
+                      f"<range start='{net}.100' end='{net}.200'/></dhcp></ip>")
+            xml = (f"<network><name>{self.name(what)}</name>"
+                   f"<bridge name='{bridge}' stp='off'/>{ip}</network>")
+            net_obj = self.conn.networkDefineXML(xml)
+            try:
+                net_obj.create()
+                return net_obj
+            except self.libvirt.libvirtError:
+                net_obj.undefine()
+                if not dhcp:
+                    raise
+        raise RuntimeError(f"no free subnet for network {self.name(what)}")
+
+    def network_subnet(self, what: str) -> str | None:
+        """The ``a.b.c.`` prefix of a DHCP network's /24, None without one."""
+        xml = self.conn.networkLookupByName(self.name(what)).XMLDesc(0)
+        found = ET.fromstring(xml).find("./ip")
+        if found is None:
+            return None
+        return str(found.get("address", "")).rsplit(".", 1)[0] + "."
 
     # --- domains ---------------------------------------------------------------------------
 
