@@ -193,18 +193,24 @@ class LibvirtHost:
         return found
 
     def close(self) -> None:
-        """Remove every domain (destroyed, undefined with its checkpoints and NVRAM), pool
+        """Remove every domain (destroyed, undefined with its checkpoints and NVRAM; its
+        serial console's log file when named with the prefix), pool
         (with its volumes) and network of this prefix."""
         libvirt = self.libvirt
         for dom in self.conn.listAllDomains(0):
             if not dom.name().startswith(self.prefix):
                 continue
+            logs = [log.get("file") for log in
+                    ET.fromstring(dom.XMLDesc(0)).findall("./devices/serial/log")]
             if dom.isActive():
                 try:
                     dom.abortJob()
                 except libvirt.libvirtError:
                     pass
                 dom.destroy()
+            for log in logs:
+                if log and os.path.basename(log).startswith(self.prefix):
+                    Path(log).unlink(missing_ok=True)
             dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA
                               | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
                               | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)

@@ -261,3 +261,65 @@ def test_failed_define_leaves_no_domain_and_no_clone(host: LibvirtHost) -> None:
         provider.deploy_instance(conn, {**env, "machine_type": "no-such-machine"}, info, vols,
                                  clone_disks=True, transfer_id="f-1")
     assert host.inventory() == before
+
+
+def test_efi_domain_finalized_started_then_cleaned_up_with_its_nvram(host: LibvirtHost) -> None:
+    host.add_pool("pool")
+    host.add_network("net")
+    provider, conn = LibvirtProvider(), host.connection_info()
+    env = env_for(host, firmware_type="EFI", instance_name=host.name("efi"),
+                  start_instance=True, num_cpu=1, memory_mb=128)
+    info = export_info("efi", [4 * MiB])
+    vols = provider.create_disks(conn, env, info, [], transfer_id="efi-1")
+    before = host.inventory()
+    deployed = provider.deploy_instance(conn, env, info, vols, transfer_id="efi-1")
+    provider.finalize_instance(conn, env, deployed)
+    dom = host.conn.lookupByName(host.name("efi"))
+    xml = ET.fromstring(dom.XMLDesc(0))
+    assert dom.isActive() and xml.findtext("vcpu") == "1"  # the environment's overrides
+    assert int(xml.findtext("memory")) == 128 * 1024
+    nvram = Path(xml.findtext("./os/nvram"))
+    assert nvram.name.startswith(host.name("efi")) and nvram.exists()
+    provider.cleanup_failed_instance(conn, env, deployed)
+    assert not nvram.exists()
+    assert host.inventory() == before
+
+
+def test_destination_options_list_the_host(host: LibvirtHost) -> None:
+    host.add_pool("pool")
+    host.add_network("net")
+    options = {o["name"]: o for o in LibvirtProvider().list_destination_options(
+        host.connection_info(), {}, None)}
+    assert host.name("pool") in options["storage_backend"]["values"]
+    assert host.name("net") in options["network"]["values"]
+    assert "pc" in options["machine_type"]["values"]
+    assert "q35" in options["machine_type"]["values"]
+    assert options["firmware_type"]["values"] == ["BIOS", "EFI"]  # OVMF is installed
+    assert options["disk_format"]["values"] == ["raw", "qcow2"]
+    assert "qemu" in options["domain_type"]["values"]
+    only = LibvirtProvider().list_destination_options(host.connection_info(), {},
+                                                      ["disk_format"])
+    assert [o["name"] for o in only] == ["disk_format"]
+
+
+def test_nic_on_a_host_bridge(host: LibvirtHost) -> None:
+    host.add_pool("pool")
+    bridge = f"br{host.prefix[2:]}"
+    made = subprocess.run(["ip", "link", "add", bridge, "type", "bridge"],
+                          capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot make a bridge: {made.stderr.strip()}")
+    try:
+        provider, conn = LibvirtProvider(), host.connection_info()
+        env = env_for(host, network_map={"lan": f"bridge:{bridge}"})
+        info = export_info(host.name("br"), [4 * MiB])
+        provider.validate_destination_inputs(conn, env, info)
+        vols = provider.create_disks(conn, env, info, [], transfer_id="br-1")
+        deployed = provider.deploy_instance(conn, env, info, vols, transfer_id="br-1")
+        nic = ET.fromstring(host.conn.lookupByUUIDString(deployed["uuid"]).XMLDesc(0)).find(
+            "./devices/interface")
+        assert nic.get("type") == "bridge" and nic.find("source").get("bridge") == bridge
+        assert provider.os_morphing_profile(conn, env, info, deployed)["nics"] == [
+            {"mac": MAC, "network": f"bridge:{bridge}"}]
+    finally:
+        subprocess.run(["ip", "link", "del", bridge], capture_output=True)
