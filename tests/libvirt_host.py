@@ -10,13 +10,16 @@ faster than nested KVM here (../shared/reference/platform-backends.md).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
 import subprocess
+import tempfile
 import time
 import uuid
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,6 +70,22 @@ def open_path(path: Path) -> None:
         mode = p.stat().st_mode
         if not mode & 0o001:
             os.chmod(p, mode | 0o001)
+
+
+@contextlib.contextmanager
+def libvirt_host() -> Iterator[LibvirtHost]:
+    """A ``LibvirtHost`` rooted in a new folder of /tmp (not pytest's ``tmp_path``: another
+    pytest session on the machine makes ``/tmp/pytest-of-<user>`` 0700 again, which stops
+    qemu (``libvirt-qemu``) from reaching the images), removed with all it made."""
+    root = Path(tempfile.mkdtemp(prefix="coriolis-lv-"))
+    host = LibvirtHost(root / "host")
+    try:
+        yield host
+    finally:
+        try:
+            host.close()
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 @dataclass

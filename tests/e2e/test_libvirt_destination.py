@@ -17,7 +17,7 @@ import pytest
 
 from coriolis.harness import RunningServer, local_cloud, parse_tasks
 from coriolis.providers.local.cloud import LocalCloud
-from tests.libvirt_host import LibvirtHost, libvirtd_available
+from tests.libvirt_host import LibvirtHost, libvirt_host, libvirtd_available
 
 pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(libvirtd_available() is not None,
@@ -28,10 +28,8 @@ MAC = "52:54:00:aa:bb:01"
 
 
 @pytest.fixture(scope="module")
-def lv(server: RunningServer, tmp_path_factory: pytest.TempPathFactory
-       ) -> Iterator[dict[str, Any]]:
-    host = LibvirtHost(tmp_path_factory.mktemp("lvdst") / "host")
-    try:
+def lv(server: RunningServer) -> Iterator[dict[str, Any]]:
+    with libvirt_host() as host:
         host.add_pool("pool")
         host.add_network("net")
         src = server.cloud_dir("lv-src")
@@ -47,8 +45,6 @@ def lv(server: RunningServer, tmp_path_factory: pytest.TempPathFactory
         server.cli("endpoint", "create", "--name", "lv-dst", "--provider", "libvirt",
                    "--skip-validation", "--connection", json.dumps(host.connection_info()))
         yield {"host": host, "src": src}
-    finally:
-        host.close()
 
 
 def dest_env(host: LibvirtHost, name: str, **extra: Any) -> str:

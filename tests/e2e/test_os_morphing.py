@@ -24,7 +24,7 @@ from coriolis import guest_image
 from coriolis.harness import RunningServer, local_cloud, parse_tasks, processes_naming
 from coriolis.providers.local.boot import boot
 from coriolis.providers.local.cloud import LocalCloud
-from tests.libvirt_host import LibvirtHost, libvirtd_available
+from tests.libvirt_host import LibvirtHost, libvirt_host, libvirtd_available
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
@@ -158,15 +158,12 @@ def assert_boots_morphed(setup: dict, name: str) -> None:
 
 
 @pytest.fixture
-def libvirt_host(tmp_path: Path) -> Iterator[LibvirtHost]:
+def lv_host() -> Iterator[LibvirtHost]:
     reason = libvirtd_available()
     if reason:
         pytest.skip(reason)
-    host = LibvirtHost(tmp_path / "libvirt")
-    try:
+    with libvirt_host() as host:
         yield host
-    finally:
-        host.close()
 
 
 def wait_for_serial(dom: Any, log: Path, timeout: float) -> str:
@@ -185,13 +182,13 @@ def wait_for_serial(dom: Any, log: Path, timeout: float) -> str:
 
 
 def test_deployed_replica_boots_under_libvirt_and_its_volumes_stay_as_copied(
-        server: RunningServer, setup: dict, libvirt_host: LibvirtHost) -> None:
+        server: RunningServer, setup: dict, lv_host: LibvirtHost) -> None:
     """A local → libvirt replica deployed with morphing: the deploy morphs the new domain's
     clones of the replica volumes, libvirt starts it (start_instance) and it reaches
     multi-user on virtio (root by UUID, the NIC named as on the source with a DHCP address of
     the libvirt network); the replica's own volume still equals the source, ready for the
     next execution."""
-    host = libvirt_host
+    host = lv_host
     host.add_pool("pool")
     host.add_network("kvm", dhcp=True)
     server.cli("endpoint", "create", "--name", "libvirt-kvm", "--provider", "libvirt",

@@ -20,7 +20,7 @@ from coriolis.providers.libvirt.destination import PENDING_SUFFIX
 from coriolis.providers.libvirt.provider import LibvirtProvider
 from coriolis.transfer import locations
 from coriolis.transfer.options import TransferOptions
-from tests.libvirt_host import LibvirtHost, libvirtd_available
+from tests.libvirt_host import LibvirtHost, libvirt_host, libvirtd_available
 
 pytestmark = pytest.mark.skipif(libvirtd_available() is not None,
                                 reason=str(libvirtd_available()))
@@ -30,12 +30,9 @@ MAC = "52:54:00:ab:cd:01"
 
 
 @pytest.fixture
-def host(tmp_path: Path) -> Iterator[LibvirtHost]:
-    h = LibvirtHost(tmp_path / "lv")
-    try:
+def host() -> Iterator[LibvirtHost]:
+    with libvirt_host() as h:
         yield h
-    finally:
-        h.close()
 
 
 def export_info(name: str, sizes: list[int], network: str = "lan") -> dict[str, Any]:
