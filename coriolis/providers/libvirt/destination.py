@@ -296,7 +296,8 @@ class LibvirtDestination(DestinationOptionsProvider, ReplicaImportProvider, OSMo
         with connect(connection_info) as conn:
             for volume in volumes_info or []:
                 what = (f"destination disk {volume['disk_id']} (volume "
-                        f"{volume.get('pool')}/{volume.get('volume')})")
+                        f"{volume.get('pool')}/{volume.get('volume')}, key "
+                        f"{volume.get('volume_id')})")
                 vol = volumes.find(conn, volume)
                 if vol is None:
                     raise exceptions.ProviderError(f"{what} is missing")

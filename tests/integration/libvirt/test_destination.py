@@ -320,3 +320,23 @@ def test_nic_on_a_host_bridge(host: LibvirtHost) -> None:
             {"mac": MAC, "network": f"bridge:{bridge}"}]
     finally:
         subprocess.run(["ip", "link", "del", bridge], capture_output=True)
+
+
+def test_create_disks_failing_half_way_removes_what_it_made(host: LibvirtHost) -> None:
+    """disk1 goes to a pool on a full file system (its qcow2 header cannot be written): the
+    volume made for disk0 goes too, and the error names the disk."""
+    host.add_pool("pool")
+    host.add_network("net")
+    provider, conn = LibvirtProvider(), host.connection_info()
+    info = export_info(host.name("half"), [4 * MiB, 4 * MiB])
+    with small_mount(host.root / "pools" / "full", "4k"):
+        host.add_pool("full")
+        subprocess.run(["dd", "if=/dev/zero", f"of={host.root / 'pools' / 'full' / 'fill'}",
+                        "bs=4k", "count=4"], capture_output=True)
+        env = env_for(host, disk_format="qcow2", storage_mappings={
+            "disk_mappings": [{"disk_id": "disk1", "destination": host.name("full")}]})
+        before = host.inventory()
+        with pytest.raises(exceptions.ProviderError, match="for disk disk1"):
+            provider.create_disks(conn, env, info, [], transfer_id="half-1")
+        assert host.inventory() == before
+        host.conn.storagePoolLookupByName(host.name("full")).destroy()
