@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
 
+import pytest
+
 from coriolis.providers.libvirt.connection import load_libvirt
 
 URI = "qemu:///system"
@@ -86,6 +88,21 @@ def libvirt_host() -> Iterator[LibvirtHost]:
             host.close()
         finally:
             shutil.rmtree(root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def small_mount(folder: Path, size: str) -> Iterator[None]:
+    """A tmpfs of ``size`` (``8m``) mounted on ``folder`` (for a pool without space);
+    ``pytest.skip`` when mounting is not allowed here."""
+    folder.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs: {proc.stderr.strip()}")
+    try:
+        yield
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
 
 
 @dataclass

@@ -17,7 +17,7 @@ import pytest
 
 from coriolis.harness import RunningServer, local_cloud, parse_tasks
 from coriolis.providers.local.cloud import LocalCloud
-from tests.libvirt_host import LibvirtHost, libvirt_host, libvirtd_available
+from tests.libvirt_host import LibvirtHost, libvirt_host, libvirtd_available, small_mount
 
 pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(libvirtd_available() is not None,
@@ -160,6 +160,16 @@ def test_bad_input_is_refused_and_a_failed_deploy_leaves_nothing(
     ]
     for result, named in refused:
         assert result.returncode != 0 and named in result.stderr, result.stderr
+    assert host.inventory() == before
+    with small_mount(host.root / "pools" / "small", "8m"):
+        host.add_pool("small")
+        small = create_migration(server, lv, "vmraw", json.dumps({
+            "storage_backend": host.name("small"), "instance_name": host.name("b3")}),
+            check=False)
+        assert small.returncode != 0
+        assert f"storage pool '{host.name('small')}' has" in small.stderr, small.stderr
+        host.conn.storagePoolLookupByName(host.name("small")).destroy()
+        host.conn.storagePoolLookupByName(host.name("small")).undefine()
     assert host.inventory() == before
 
     done = migrate(server, lv, "vmq", dest_env(host, "broken", machine_type="no-such-machine"))

@@ -4,7 +4,6 @@ bad input refused before anything is made."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 import xml.etree.ElementTree as ET
@@ -20,7 +19,7 @@ from coriolis.providers.libvirt.destination import PENDING_SUFFIX
 from coriolis.providers.libvirt.provider import LibvirtProvider
 from coriolis.transfer import locations
 from coriolis.transfer.options import TransferOptions
-from tests.libvirt_host import LibvirtHost, libvirt_host, libvirtd_available
+from tests.libvirt_host import LibvirtHost, libvirt_host, libvirtd_available, small_mount
 
 pytestmark = pytest.mark.skipif(libvirtd_available() is not None,
                                 reason=str(libvirtd_available()))
@@ -195,19 +194,6 @@ def test_replica_snapshots_roll_back_pool_volumes(host: LibvirtHost) -> None:
     assert read_at(vols[0]["path"], "raw", MiB, 16) == b"\x11" * 16
     provider.delete_disks(conn, env, vols)
     assert not any(i.startswith(("volume:", "file:lv/pools")) for i in host.inventory())
-
-
-@contextlib.contextmanager
-def small_mount(folder: Path, size: str) -> Iterator[None]:
-    folder.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs: {proc.stderr.strip()}")
-    try:
-        yield
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], check=False)
 
 
 def test_bad_input_is_refused_naming_it_and_nothing_is_made(host: LibvirtHost) -> None:
