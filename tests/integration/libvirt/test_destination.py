@@ -326,3 +326,13 @@ def test_create_disks_failing_half_way_removes_what_it_made(host: LibvirtHost) -
             provider.create_disks(conn, env, info, [], transfer_id="half-1")
         assert host.inventory() == before
         host.conn.storagePoolLookupByName(host.name("full")).destroy()
+
+
+def test_a_remote_host_is_refused_naming_it_before_anything_is_made() -> None:
+    """The worker writes, snapshots and morphs the volumes' files where they are: a remote
+    URI is refused by validation (no connection is even tried)."""
+    conn = {"uri": "qemu+ssh://coriolis@kvm7.invalid/system"}
+    with pytest.raises(exceptions.ProviderError, match=r"remote libvirt host \(kvm7.invalid\)"):
+        LibvirtProvider().validate_destination_inputs(conn, {}, export_info("vm", [MiB]))
+    with pytest.raises(exceptions.ProviderError, match="kvm7.invalid"):
+        LibvirtProvider().deploy_target_resources(conn, {}, export_info("vm", [MiB]), [])
