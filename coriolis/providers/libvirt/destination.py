@@ -207,9 +207,8 @@ class LibvirtDestination(DestinationOptionsProvider, ReplicaImportProvider, OSMo
             try:
                 dcaps = ET.fromstring(conn.getDomainCapabilities(
                     None, "x86_64", None, domain_type, 0))
-                if dcaps.find("./os/enum[@name='firmware']/value") is not None and any(
-                        v.text == "efi" for v in dcaps.findall(
-                            "./os/enum[@name='firmware']/value")):
+                if any(v.text == "efi"
+                       for v in dcaps.findall("./os/enum[@name='firmware']/value")):
                     firmware.append("EFI")
             except libvirt.libvirtError:
                 pass
