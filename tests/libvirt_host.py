@@ -10,15 +10,22 @@ faster than nested KVM here (../shared/reference/platform-backends.md).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import random
 import shutil
 import subprocess
+import tempfile
 import time
 import uuid
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
+
+import pytest
 
 from coriolis.providers.libvirt.connection import load_libvirt
 from coriolis.providers.libvirt.sockets import SOCKET_ROOT
@@ -68,6 +75,37 @@ def open_path(path: Path) -> None:
             os.chmod(p, mode | 0o001)
 
 
+@contextlib.contextmanager
+def libvirt_host() -> Iterator[LibvirtHost]:
+    """A ``LibvirtHost`` rooted in a new folder of /tmp (not pytest's ``tmp_path``: another
+    pytest session on the machine makes ``/tmp/pytest-of-<user>`` 0700 again, which stops
+    qemu (``libvirt-qemu``) from reaching the images), removed with all it made."""
+    root = Path(tempfile.mkdtemp(prefix="coriolis-lv-"))
+    host = LibvirtHost(root / "host")
+    try:
+        yield host
+    finally:
+        try:
+            host.close()
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def small_mount(folder: Path, size: str) -> Iterator[None]:
+    """A tmpfs of ``size`` (``8m``) mounted on ``folder`` (for a pool without space);
+    ``pytest.skip`` when mounting is not allowed here."""
+    folder.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs: {proc.stderr.strip()}")
+    try:
+        yield
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
 @dataclass
 class LibvirtHost:
     """What one test made on the host, all named ``<prefix>-...``; ``close`` removes it."""
@@ -102,14 +140,37 @@ class LibvirtHost:
         pool.create(0)
         return pool
 
-    def add_network(self, what: str) -> Any:
-        """A running isolated network ``<prefix>-<what>`` (a bridge, no DHCP)."""
+    def add_network(self, what: str, dhcp: bool = False) -> Any:
+        """A running isolated network ``<prefix>-<what>`` (a bridge; no DHCP unless ``dhcp``:
+        then a /24 in 10.0.0.0/8 picked at random among those no other network uses, the
+        host at .1 and DHCP from .100 to .200, which guests booted on it get addresses
+        from: ``network_subnet``)."""
         bridge = f"vb{self.prefix[2:]}{what[:4]}"[:15]
-        xml = (f"<network><name>{self.name(what)}</name>"
-               f"<bridge name='{bridge}' stp='off'/></network>")
-        net = self.conn.networkDefineXML(xml)
-        net.create()
-        return net
+        for _attempt in range(8):
+            ip = ""
+            if dhcp:
+                net = f"10.{random.randint(1, 254)}.{random.randint(0, 255)}"
+                ip = (f"<ip address='{net}.1' netmask='255.255.255.0'><dhcp>"
+                      f"<range start='{net}.100' end='{net}.200'/></dhcp></ip>")
+            xml = (f"<network><name>{self.name(what)}</name>"
+                   f"<bridge name='{bridge}' stp='off'/>{ip}</network>")
+            net_obj = self.conn.networkDefineXML(xml)
+            try:
+                net_obj.create()
+                return net_obj
+            except self.libvirt.libvirtError:
+                net_obj.undefine()
+                if not dhcp:
+                    raise
+        raise RuntimeError(f"no free subnet for network {self.name(what)}")
+
+    def network_subnet(self, what: str) -> str | None:
+        """The ``a.b.c.`` prefix of a DHCP network's /24, None without one."""
+        xml = self.conn.networkLookupByName(self.name(what)).XMLDesc(0)
+        found = ET.fromstring(xml).find("./ip")
+        if found is None:
+            return None
+        return str(found.get("address", "")).rsplit(".", 1)[0] + "."
 
     # --- domains ---------------------------------------------------------------------------
 
@@ -184,18 +245,24 @@ class LibvirtHost:
         return found
 
     def close(self) -> None:
-        """Remove every domain (destroyed, undefined with its checkpoints and NVRAM), pool
+        """Remove every domain (destroyed, undefined with its checkpoints and NVRAM; its
+        serial console's log file when named with the prefix), pool
         (with its volumes) and network of this prefix."""
         libvirt = self.libvirt
         for dom in self.conn.listAllDomains(0):
             if not dom.name().startswith(self.prefix):
                 continue
+            logs = [log.get("file") for log in
+                    ET.fromstring(dom.XMLDesc(0)).findall("./devices/serial/log")]
             if dom.isActive():
                 try:
                     dom.abortJob()
                 except libvirt.libvirtError:
                     pass
                 dom.destroy()
+            for log in logs:
+                if log and os.path.basename(log).startswith(self.prefix):
+                    Path(log).unlink(missing_ok=True)
             dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA
                               | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
                               | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
