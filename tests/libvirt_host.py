@@ -124,8 +124,14 @@ class LibvirtHost:
     def name(self, what: str) -> str:
         return f"{self.prefix}-{what}"
 
-    def connection_info(self) -> dict[str, Any]:
-        return {"uri": URI, "scratch_dir": str(self.root / "scratch")}
+    def connection_info(self, scratch: bool = True) -> dict[str, Any]:
+        """This host's daemon, exports' scratch files under ``root/scratch`` (``scratch``;
+        an API server accepts that only when ``root`` is in the project's local roots), else
+        in the default folder (a destination-only endpoint makes none)."""
+        info: dict[str, Any] = {"uri": URI}
+        if scratch:
+            info["scratch_dir"] = str(self.root / "scratch")
+        return info
 
     # --- storage pools and networks --------------------------------------------------------
 

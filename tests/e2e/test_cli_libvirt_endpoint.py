@@ -96,12 +96,16 @@ def test_wrong_ssh_key_is_invalid_without_secrets(server: RunningServer, sshd: S
                                check=False)
     assert create_result.returncode != 0 and shown in create_result.stderr
     password = f"qemu+ssh://root:pass-in-uri@127.0.0.1:{sshd.port}/system"
-    create(server, "password", {"uri": password, "ssh_private_key": sshd.client_key},
-           tmp_path, "--skip-validation")
-    password_result = server.cli("endpoint", "validate", "connection", "password",
+    # Refused when stored (the server checks where an endpoint leads before keeping it).
+    (tmp_path / "password.json").write_text(json.dumps({"uri": password,
+                                                        "ssh_private_key": sshd.client_key}))
+    password_result = server.cli("endpoint", "create", "--name", "password", "--provider",
+                                 "libvirt", "--connection-file",
+                                 str(tmp_path / "password.json"), "--skip-validation",
                                  check=False)
     assert password_result.returncode != 0
     assert "connection_info.uri: holds a password" in password_result.stderr
+    assert "HTTP 400" in password_result.stderr
     secrets = ["pass-in-uri", "x" * 40, *sshd.other_key.splitlines()[1:-1]]
     texts = {"validate output": result.stdout + result.stderr,
              "create output": create_result.stdout + create_result.stderr,

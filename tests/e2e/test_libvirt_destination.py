@@ -41,9 +41,8 @@ def lv(server: RunningServer) -> Iterator[dict[str, Any]]:
                     "--disk-format", "qcow2", "--disks", "2", "--network", "lan")
         server.cli("endpoint", "create", "--name", "lv-src", "--provider", "local",
                    "--connection", json.dumps({"path": str(src)}))
-        # --skip-validation: the endpoint side's check is not this test's subject.
         server.cli("endpoint", "create", "--name", "lv-dst", "--provider", "libvirt",
-                   "--skip-validation", "--connection", json.dumps(host.connection_info()))
+                   "--connection", json.dumps(host.connection_info(scratch=False)))
         yield {"host": host, "src": src}
 
 

@@ -223,3 +223,38 @@ def test_live_migration_of_a_running_domain(server: RunningServer, host: Libvirt
     assert dom.isActive() and dom.listAllCheckpoints(0) == []  # a migration makes none
     assert not backup_running(host, dom)
     assert list((host.root / "scratch").glob("*")) == []
+
+
+def test_libvirt_to_libvirt_migration_is_bit_identical(server: RunningServer,
+                                                       host: LibvirtHost, setup: dict) -> None:
+    """A shut-off domain to a pool of the same host: the new domain's volumes equal the
+    source disks, it is on the mapped network, and the source domain is untouched."""
+    target = host.add_pool("l2l")
+    net2 = host.add_network("l2l")
+    image = make_image(host.root / "l2l.qcow2", "qcow2", "20M",
+                       [(0x41, 0, MiB), (0x42, 13 * MiB, 3 * 64 * 1024)])
+    dom = host.define_domain("l2l", [(image, "qcow2")], setup["net"])
+    source_before = raw_bytes(image, "qcow2")
+    # The same host as a second endpoint (a transfer's two endpoints must differ).
+    server.cli("endpoint", "create", "--name", "lv-same-host", "--provider", "libvirt",
+               "--connection", json.dumps(host.connection_info(scratch=False)))
+    created = server.cli(
+        "migration", "create", "--origin-endpoint", "lv-src", "--destination-endpoint",
+        "lv-same-host", "--instance", dom.name(), "--source-environment", SOURCE_ENV,
+        "--destination-environment", json.dumps({
+            "storage_backend": target.name(), "disk_format": "raw",
+            "instance_name": host.name("l2l-copy")}),
+        "--network-map", json.dumps({setup["net"]: net2.name()}),
+        "--skip-os-morphing", "-f", "json").json()
+    done = server.wait_for(["migration", "show", created["id"]],
+                           lambda m: m["status"] in FINAL)
+    assert done["status"] == "COMPLETED", done["tasks"]
+    copy = host.conn.lookupByName(host.name("l2l-copy"))
+    xml = copy.XMLDesc(0)
+    assert f"<source network='{net2.name()}'" in xml and "bus='virtio'" in xml
+    volumes = target.listAllVolumes(0)
+    assert len(volumes) == 1
+    assert subprocess.run(["qemu-img", "compare", "-q", "-f", "qcow2", "-F", "raw", str(image),
+                           volumes[0].path()]).returncode == 0
+    assert raw_bytes(image, "qcow2") == source_before
+    assert not copy.isActive() and not dom.isActive()

@@ -192,7 +192,7 @@ def test_deployed_replica_boots_under_libvirt_and_its_volumes_stay_as_copied(
     host.add_pool("pool")
     host.add_network("kvm", dhcp=True)
     server.cli("endpoint", "create", "--name", "libvirt-kvm", "--provider", "libvirt",
-               "--skip-validation", "--connection", json.dumps(host.connection_info()))
+               "--connection", json.dumps(host.connection_info(scratch=False)))
     name = host.name("debian-replica")
     replica = server.cli(
         "replica", "create", "--origin-endpoint", "vmware-like",

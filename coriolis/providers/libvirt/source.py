@@ -233,6 +233,15 @@ class LibvirtSource(InstancesProvider, SourceOptionsProvider, ReplicaExportProvi
                 raise exceptions.ProviderError(
                     f"domain '{name}': disk(s) {', '.join(sorted(missing))} are no longer "
                     "attached")
+            described = {d["id"]: d.get("path")
+                         for d in export_info.get("devices", {}).get("disks", [])}
+            for disk in disks:
+                if described[disk["id"]] and described[disk["id"]] != disk["path"]:
+                    # The domain changed since it was described (a disk swapped, an
+                    # external snapshot): export what was described, or nothing.
+                    raise exceptions.ProviderError(
+                        f"domain '{name}': disk {disk['id']} is {disk['path']} now, not "
+                        f"{described[disk['id']]} as when the instance was described")
             resources: JSON = {"domain": dom.UUIDString(), "folder": str(folder),
                                "transfer_id": transfer_id, "tracking_id": tracking_id,
                                "disks": {}, "cbt": {}, "checkpoint": None,
