@@ -28,6 +28,7 @@ from coriolis.engine import graphs, state, validation
 from coriolis.providers import registry
 from coriolis.providers.base import (
     OPERATION_CAPABILITY,
+    POOL_OPERATIONS,
     ExportProvider,
     ImportProvider,
     missing_capability,
@@ -42,7 +43,8 @@ from coriolis.transfer.options import with_transfer_options
 LOG = logging.getLogger(__name__)
 
 # What the API may ask of an endpoint (validate_destination_inputs is the conductor's own).
-ENDPOINT_OPERATIONS = frozenset(OPERATION_CAPABILITY) - {"validate_destination_inputs"}
+ENDPOINT_OPERATIONS = (frozenset(OPERATION_CAPABILITY) - {"validate_destination_inputs"}
+                       - POOL_OPERATIONS)
 # Keys of the per-instance task_info that API views may show (never connection info).
 _REPLICA_INFO_KEYS = ("export_info", "volumes_info")
 
@@ -64,6 +66,9 @@ class Conductor:
         self._ignored_tasks: set[str] = set()
         # In-process tasks found not held by the bus at the last check (_take_over_unheld).
         self._unheld: set[str] = set()
+        from coriolis.minions.manager import PoolManager
+
+        self.pools = PoolManager(db, box, bus, self)
 
     # ============================================================================ life cycle
     def start(self) -> None:
@@ -81,6 +86,7 @@ class Conductor:
             for execution in stale:
                 self._advance(session, execution)
         self._dispatch_pending()
+        self.pools.start()
 
     def check_workers(self) -> list[str]:
         """Mark DOWN the workers silent for ``worker_down_after`` seconds and take over their

@@ -1,0 +1,195 @@
+"""Minion pools of a local cloud through the CLI against a running server: the whole life
+cycle in the seed README's and the upstream client's spellings, real minions (writer agent
+processes), masked secrets, and the refusals."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from coriolis.harness import RunningServer, local_cloud
+
+pytestmark = pytest.mark.e2e
+SERVER_BIN = str(Path(sys.executable).parent / "coriolis-server")
+ENV = json.dumps({"verbose": True})
+FINAL_POOL = {"ALLOCATED", "DEALLOCATED", "ERROR"}
+
+
+@pytest.fixture(scope="module")
+def cloud(server: RunningServer) -> dict[str, Any]:
+    dst = server.cloud_dir("pool-dst")
+    local_cloud("init", str(dst), "--network", "lan", "--storage", "bulk:raw")
+    endpoint = server.local_endpoint("pool-dst", dst)
+    return {"path": dst, "endpoint": endpoint}
+
+
+def show(server: RunningServer, pool_id: str) -> dict[str, Any]:
+    return server.cli("minion", "pool", "show", pool_id, "-f", "json").json()
+
+
+def wait_settled(server: RunningServer, pool_id: str) -> dict[str, Any]:
+    return server.wait_for(["minion", "pool", "show", pool_id],
+                           lambda d: d["Pool Status"] in FINAL_POOL, timeout=120)
+
+
+def machines(data: dict[str, Any]) -> list[dict[str, Any]]:
+    value = data["Minion Machines"]
+    return json.loads(value) if isinstance(value, str) else value or []
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def minion_dirs(cloud: dict[str, Any], pool_id: str) -> list[Path]:
+    folder = cloud["path"] / ".coriolis" / "minions" / pool_id
+    return sorted(p for p in folder.iterdir() if p.is_dir()) if folder.exists() else []
+
+
+def test_life_cycle_seed_spellings(server: RunningServer, cloud: dict[str, Any]) -> None:
+    created = server.cli(
+        "minion", "pool", "create", "--pool-endpoint", "pool-dst", "--pool-platform",
+        "destination", "--pool-os-type", "linux", "--environment-options", ENV,
+        "--minimum-minions", "2", "--maximum-minions", "3", "--minion-max-idle-time", "600",
+        "--minion-retention-strategy", "poweroff", "--notes", "seed pool", "seed-pool",
+        "-f", "json").json()
+    pool_id = created["ID"]
+    assert created["Endpoint"] == cloud["endpoint"]
+    data = wait_settled(server, pool_id)
+    assert data["Pool Status"] == "ALLOCATED", data["Events"]
+    # Every transition is an event, in order.
+    order = ["DEALLOCATED -> VALIDATING_INPUTS",
+             "VALIDATING_INPUTS -> ALLOCATING_SHARED_RESOURCES",
+             "ALLOCATING_SHARED_RESOURCES -> ALLOCATING_MACHINES",
+             "ALLOCATING_MACHINES -> ALLOCATED"]
+    positions = [data["Events"].index(t) for t in order]
+    assert positions == sorted(positions)
+    minions = machines(data)
+    assert len(minions) == 2
+    assert all(m["allocation_status"] == "AVAILABLE" and m["power_status"] == "POWERED_ON"
+               for m in minions)
+    # Real agents: a process each, its own directory, port, certificate and key.
+    dirs = minion_dirs(cloud, pool_id)
+    assert [d.name for d in dirs] == sorted(m["id"] for m in minions)
+    details = [json.loads((d / "writer.json").read_text()) for d in dirs]
+    assert len({d["url"] for d in details}) == 2 and len({d["key"] for d in details}) == 2
+    assert len({d["fingerprint"] for d in details}) == 2
+    pids = [m["provider_properties"]["pid"] for m in minions]
+    assert all(alive(p) for p in pids)
+    # Secrets masked in every response (show, list, the action replies).
+    listed = server.cli("minion", "pool", "list", "-f", "json")
+    for out in (json.dumps(data), listed.stdout):
+        assert all(d["key"] not in out for d in details)
+    assert all(m["connection_info"] == "***" for m in minions)
+
+    # Allocated: update and delete are refused (409 naming the state), nothing changes.
+    refused = server.cli("minion", "pool", "update", pool_id, "--minimum-minions", "1",
+                         check=False)
+    assert refused.returncode != 0 and "ALLOCATED" in refused.stderr \
+        and "updated only when DEALLOCATED" in refused.stderr
+    refused = server.cli("minion", "pool", "delete", pool_id, check=False)
+    assert refused.returncode != 0 and "deleted only when" in refused.stderr
+    assert show(server, pool_id)["Minimum Minions"] == 2
+
+    # The seed's "tear down shared resources": machines, then shared resources.
+    server.cli("minion", "pool", "tear", "down", "shared", "resources", pool_id)
+    data = wait_settled(server, pool_id)
+    assert data["Pool Status"] == "DEALLOCATED", data["Events"]
+    assert "DEALLOCATING_MACHINES -> DEALLOCATING_SHARED_RESOURCES" in data["Events"]
+    assert machines(data) == [] and not any(alive(p) for p in pids)
+    assert not (cloud["path"] / ".coriolis" / "minions" / pool_id).exists()
+    updated = server.cli("minion", "pool", "update", pool_id, "--minimum-minions", "1",
+                         "--pool-os-type", "linux", "--name", "renamed", "-f", "json").json()
+    assert updated["Minimum Minions"] == 1 and updated["Pool Name"] == "renamed"
+    server.cli("minion", "pool", "delete", pool_id)
+    assert server.cli("minion", "pool", "show", pool_id, check=False).returncode != 0
+
+
+def test_upstream_spellings_skip_allocation_refresh(server: RunningServer,
+                                                    cloud: dict[str, Any]) -> None:
+    pool_id = server.cli(
+        "minion", "pool", "create", "--endpoint-id", cloud["endpoint"], "--platform",
+        "destination", "--os-type", "linux", "--environment-options", '{"verbose": true}',
+        "--skip-allocation", "up-pool", "-f", "json").json()["ID"]
+    data = show(server, pool_id)
+    assert data["Pool Status"] == "DEALLOCATED" and machines(data) == []
+    assert data["Minimum Minions"] == 1 and data["Maximum Minions"] == 1
+    assert server.cli("minion", "pool", "allocate", pool_id, "-f", "json").json()["ID"] \
+        == pool_id
+    data = wait_settled(server, pool_id)
+    assert data["Pool Status"] == "ALLOCATED" and len(machines(data)) == 1
+    refused = server.cli("minion", "pool", "allocate", pool_id, check=False)
+    assert refused.returncode != 0 and "allocated only when DEALLOCATED" in refused.stderr
+    # Refresh replaces a dead minion.
+    old = machines(data)[0]
+    os.kill(old["provider_properties"]["pid"], 9)
+    data = server.cli("minion", "pool", "refresh", pool_id, "-f", "json").json()
+    new = machines(data)
+    assert len(new) == 1 and new[0]["id"] != old["id"], data["Events"]
+    assert "failed its health check" in data["Events"]
+    assert alive(new[0]["provider_properties"]["pid"])
+    server.cli("minion", "pool", "deallocate", pool_id)
+    assert wait_settled(server, pool_id)["Pool Status"] == "DEALLOCATED"
+    assert not alive(new[0]["provider_properties"]["pid"])
+    server.cli("minion", "pool", "delete", pool_id)
+    for spelling in (["endpoint", "minion", "pool", "destination", "options", "list"],
+                     ["endpoint", "destination", "minion", "pool", "options", "list"]):
+        assert server.cli(*spelling, cloud["endpoint"]).returncode == 0
+
+
+def test_bad_input_changes_nothing(server: RunningServer, cloud: dict[str, Any]) -> None:
+    before = server.cli("minion", "pool", "list", "-f", "json").stdout
+
+    def refused(*args: str) -> str:
+        result = server.cli("minion", "pool", "create", "--endpoint-id", cloud["endpoint"],
+                            "--environment-options", ENV, *args, "-f", "json", check=False)
+        assert result.returncode != 0, result.stdout
+        return result.stderr
+
+    assert "greater than maximum_minions" in refused(
+        "--platform", "destination", "--os-type", "linux", "--minimum-minions", "3",
+        "--maximum-minions", "2", "p")
+    assert "source pool must be 'linux'" in refused(
+        "--platform", "source", "--os-type", "windows", "p")
+    assert "makes no source pools" in refused(
+        "--platform", "source", "--os-type", "linux", "p")
+    assert "environment_options" in server.cli(
+        "minion", "pool", "create", "--endpoint-id", cloud["endpoint"], "--platform",
+        "destination", "--os-type", "linux", "--environment-options", '{"nope": 1}', "p",
+        check=False).stderr
+    assert server.cli("minion", "pool", "list", "-f", "json").stdout == before
+    assert not (cloud["path"] / ".coriolis" / "minions").exists() or \
+        all(not any(p.iterdir()) for p in (cloud["path"] / ".coriolis" / "minions").iterdir())
+
+
+def test_other_project_cannot_see_or_use_a_pool(server: RunningServer,
+                                                cloud: dict[str, Any]) -> None:
+    pool_id = server.cli(
+        "minion", "pool", "create", "--endpoint-id", cloud["endpoint"], "--platform",
+        "destination", "--os-type", "linux", "--environment-options", ENV,
+        "--skip-allocation", "private", "-f", "json").json()["ID"]
+    subprocess.run([SERVER_BIN, "user", "create", "carol", "--password", "carol-pass",
+                    "--project", "team-c", "--data-dir", str(server.data_dir)], check=True,
+                   capture_output=True)
+    other = {"OS_USERNAME": "carol", "OS_PASSWORD": "carol-pass", "OS_PROJECT_NAME": "team-c"}
+    for args in (["show", pool_id], ["allocate", pool_id], ["delete", pool_id]):
+        result = server.cli("minion", "pool", *args, check=False, env=other)
+        assert result.returncode != 0 and "could not be found" in result.stderr
+    assert pool_id not in server.cli("minion", "pool", "list", env=other).stdout
+    # Nor make one on this project's endpoint.
+    result = server.cli("minion", "pool", "create", "--endpoint-id", cloud["endpoint"],
+                        "--platform", "destination", "--os-type", "linux",
+                        "--environment-options", ENV, "theirs", check=False, env=other)
+    assert result.returncode != 0
+    assert show(server, pool_id)["Pool Status"] == "DEALLOCATED"
+    server.cli("minion", "pool", "delete", pool_id)
