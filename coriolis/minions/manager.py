@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -67,6 +68,7 @@ class PoolManager:
         self._lock = threading.RLock()
         self._threads: dict[str, threading.Thread] = {}
         self._machine_locks: dict[str, threading.Lock] = {}
+        self._growing: set[str] = set()
 
     # ============================================================================ life cycle
     def start(self) -> None:
@@ -478,6 +480,7 @@ class PoolManager:
     def _deallocate(self, pool_id: str, op: str) -> None:
         force = op in (OP_FORCE_DEALLOCATE, OP_DELETE)
         self._step(pool_id, op, c.POOL_STATUS_DEALLOCATING_MACHINES)
+        self._wait_released(pool_id)
         with self.db.reader() as session:
             pool = session.get(models.MinionPool, pool_id)
             assert pool is not None
@@ -511,6 +514,104 @@ class PoolManager:
             self._set_status(session, pool, c.POOL_STATUS_DEALLOCATED)
             if op == OP_DELETE:
                 session.delete(pool)
+
+    # ============================================================================ transfers
+    def reserve(self, session: Session, action: models.TransferAction,
+                instances: list[str]) -> bool:
+        """In the caller's (the conductor's) transaction: one AVAILABLE, powered-on machine
+        of the action's destination pool for each of ``instances``, all or none. On
+        success the machines are IN_USE by the action and each instance's info names its
+        machine (``destination_minion``: machine and pool ids, no secret); otherwise
+        nothing changes and, if the pool may grow, machines are made in the background."""
+        pool = session.get(models.MinionPool, action.destination_minion_pool_id)
+        if pool is None or pool.status != c.POOL_STATUS_ALLOCATED or pool.operation:
+            return False
+        free = [m for m in pool.machines if m.allocation_status == c.MINION_STATUS_AVAILABLE
+                and m.power_status == c.MINION_POWER_ON and m.id not in self._machine_locks]
+        if len(free) < len(instances):
+            live = sum(1 for m in pool.machines if m.allocation_status in LIVE_MACHINE_STATUSES)
+            busy = sum(1 for m in pool.machines
+                       if m.allocation_status == c.MINION_STATUS_ALLOCATING)
+            target = min(pool.maximum_minions, live + len(instances) - len(free) - busy)
+            if target > live:
+                self._grow(pool.id, target)
+            return False
+        info = dict(action.info or {})
+        now = self.clock()
+        for instance, machine in zip(instances, free, strict=False):
+            machine.allocation_status = c.MINION_STATUS_IN_USE
+            machine.allocated_action, machine.allocated_instance = action.id, instance
+            machine.last_used_at = now
+            info[instance] = {**(info.get(instance) or {}), "destination_minion": {
+                "machine_id": machine.id, "pool_id": pool.id}}
+            session.add(models.MinionPoolEvent(
+                pool_id=pool.id, index=len(pool.events), level="INFO",
+                message=f"Minion {machine.id} reserved for {action.type} {action.id} "
+                        f"({instance})"))
+            session.flush()
+            session.refresh(pool, ["events"])
+        action.info = info
+        return True
+
+    def release(self, session: Session, action: models.TransferAction) -> int:
+        """In the caller's transaction: the action's machines become AVAILABLE again (their
+        idle time starts now); returns how many were released."""
+        machines = list(session.scalars(select(models.MinionMachine).where(
+            models.MinionMachine.allocated_action == action.id)))
+        now = self.clock()
+        for machine in machines:
+            if machine.allocation_status == c.MINION_STATUS_IN_USE:
+                machine.allocation_status = c.MINION_STATUS_AVAILABLE
+            machine.allocated_action = machine.allocated_instance = None
+            machine.last_used_at = now
+            pool = machine.pool
+            session.add(models.MinionPoolEvent(
+                pool_id=pool.id, index=len(pool.events), level="INFO",
+                message=f"Minion {machine.id} released by {action.type} {action.id}"))
+            session.flush()
+            session.refresh(pool, ["events"])
+        action.info = {name: {k: v for k, v in (info or {}).items()
+                              if k != "destination_minion"}
+                       for name, info in (action.info or {}).items()}
+        return len(machines)
+
+    def minion_secrets(self, session: Session, machine_id: str) -> dict[str, Any] | None:
+        machine = session.get(models.MinionMachine, machine_id)
+        if machine is None or not machine.secrets_encrypted:
+            return None
+        secrets = self.box.decrypt_json(machine.secrets_encrypted)
+        return secrets if isinstance(secrets, dict) else None
+
+    def _grow(self, pool_id: str, target: int) -> None:
+        """Make machines up to ``target`` in the background, then let waiting executions
+        take them (``Conductor.dispatch_awaiting``)."""
+        with self._lock:
+            if pool_id in self._growing:
+                return
+            self._growing.add(pool_id)
+
+        def run() -> None:
+            try:
+                self._fill(pool_id, None, target)
+            except Exception:
+                LOG.exception("growing minion pool %s failed", pool_id)
+            finally:
+                with self._lock:
+                    self._growing.discard(pool_id)
+            self.conductor.dispatch_after_pool_change()
+
+        threading.Thread(target=run, name=f"pool-grow-{pool_id[:8]}", daemon=True).start()
+
+    def _wait_released(self, pool_id: str, timeout: float = 120.0) -> None:
+        """Until the transfers cancelled by a forced deallocation released their machines
+        (their cleanups ran), at most ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.db.reader() as session:
+                pool = session.get(models.MinionPool, pool_id)
+                if pool is None or not self._users(pool):
+                    return
+            time.sleep(0.2)
 
     # ============================================================================ upkeep
     def upkeep_pool(self, pool_id: str, healthcheck: bool) -> None:
@@ -559,7 +660,8 @@ class PoolManager:
                 spare -= 1
             elif strategy == "poweroff":
                 self._power_off(pool_id, machine_id, idle_limit)
-        self._fill(pool_id, None)
+        if self._fill(pool_id, None) or dead:
+            self.conductor.dispatch_after_pool_change()
 
     def _mark(self, pool_id: str, machine_id: str, status: str, message: str) -> None:
         with self._lock, self.db.session() as session:
@@ -610,3 +712,53 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, exceptions.CoriolisError):
         return str(exc)
     return type(exc).__name__
+
+
+# ================================================================================ transfers
+MINION_KEY_REF = "coriolis_minion.key"
+"""Where a task's destination connection info carries the reserved minion's agent key (the
+conductor puts it there when it sends the task; it is never stored with the transfer)."""
+
+
+def check_transfer_pools(session: Session, project_id: str, origin: models.Endpoint,
+                         destination: models.Endpoint, instances: list[str],
+                         origin_pool_id: str | None, destination_pool_id: str | None,
+                         osmorphing: dict[str, str]) -> None:
+    """The pools a transfer names (server-contract §2.3): each exists in the project, belongs
+    to the matching endpoint, is of the right platform, Linux for the transfer pools,
+    ALLOCATED, and has ``maximum_minions`` ≥ the instances it serves. ``InvalidInput`` (400)
+    naming the field, the pool and the reason."""
+    wanted: list[tuple[str, str, models.Endpoint, str, int]] = []
+    if origin_pool_id:
+        wanted.append(("origin_minion_pool_id", origin_pool_id, origin, "source",
+                       len(instances)))
+    if destination_pool_id:
+        wanted.append(("destination_minion_pool_id", destination_pool_id, destination,
+                       "destination", len(instances)))
+    for pool_id in sorted(set(osmorphing.values())):
+        count = sum(1 for p in osmorphing.values() if p == pool_id)
+        wanted.append(("instance_osmorphing_minion_pool_mappings", pool_id, destination,
+                       "destination", count))
+    for field_name, pool_id, endpoint, platform, count in wanted:
+        pool = session.get(models.MinionPool, pool_id)
+        what = f"{field_name}: minion pool {pool_id}"
+        if pool is None or pool.project_id != project_id:
+            raise exceptions.InvalidInput(f"{what} could not be found")
+        if pool.endpoint_id != endpoint.id:
+            raise exceptions.InvalidInput(
+                f"{what} belongs to endpoint {pool.endpoint_id}, not to the {platform} "
+                f"endpoint '{endpoint.name}' of this transfer")
+        if pool.platform != platform:
+            raise exceptions.InvalidInput(f"{what} is a {pool.platform} pool, not a "
+                                          f"{platform} pool")
+        if field_name != "instance_osmorphing_minion_pool_mappings" \
+                and pool.os_type != "linux":
+            raise exceptions.InvalidInput(f"{what} is a {pool.os_type} pool; transfer pools "
+                                          "must be 'linux'")
+        if pool.status != c.POOL_STATUS_ALLOCATED or pool.operation:
+            raise exceptions.InvalidInput(f"{what} is {pool.operation or pool.status}, not "
+                                          "ALLOCATED (allocate it first)")
+        if pool.maximum_minions < count:
+            raise exceptions.InvalidInput(
+                f"{what} has at most {pool.maximum_minions} minion(s), fewer than the "
+                f"{count} instance(s) it would serve")
