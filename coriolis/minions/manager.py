@@ -532,9 +532,14 @@ class PoolManager:
             live = sum(1 for m in pool.machines if m.allocation_status in LIVE_MACHINE_STATUSES)
             busy = sum(1 for m in pool.machines
                        if m.allocation_status == c.MINION_STATUS_ALLOCATING)
-            target = min(pool.maximum_minions, live + len(instances) - len(free) - busy)
-            if target > live:
-                self._grow(pool.id, target)
+            asleep = [m.id for m in pool.machines
+                      if m.allocation_status == c.MINION_STATUS_AVAILABLE
+                      and m.power_status == c.MINION_POWER_OFF]
+            missing = len(instances) - len(free) - busy
+            wake = asleep[:max(0, missing)]
+            target = min(pool.maximum_minions, live + missing - len(wake))
+            if wake or target > live:
+                self._grow(pool.id, target, wake)
             return False
         info = dict(action.info or {})
         now = self.clock()
@@ -582,9 +587,10 @@ class PoolManager:
         secrets = self.box.decrypt_json(machine.secrets_encrypted)
         return secrets if isinstance(secrets, dict) else None
 
-    def _grow(self, pool_id: str, target: int) -> None:
-        """Make machines up to ``target`` in the background, then let waiting executions
-        take them (``Conductor.dispatch_awaiting``)."""
+    def _grow(self, pool_id: str, target: int, wake: list[str]) -> None:
+        """In the background: power on the ``wake`` machines and make machines up to
+        ``target``, then let waiting executions take them
+        (``Conductor.dispatch_after_pool_change``)."""
         with self._lock:
             if pool_id in self._growing:
                 return
@@ -592,6 +598,8 @@ class PoolManager:
 
         def run() -> None:
             try:
+                for machine_id in wake:
+                    self._power_on(pool_id, machine_id)
                 self._fill(pool_id, None, target)
             except Exception:
                 LOG.exception("growing minion pool %s failed", pool_id)
@@ -693,6 +701,29 @@ class PoolManager:
             machine.provider_properties, machine.power_status = props, power
             machine.allocation_status = status
             self.event(session, machine.pool, message)
+
+    def _power_on(self, pool_id: str, machine_id: str) -> None:
+        with self.db.reader() as session:
+            machine = session.get(models.MinionMachine, machine_id)
+            if machine is None:
+                return
+            props = dict(machine.provider_properties)
+        try:
+            made = self._call(pool_id, "power_on_minion", pool_id=pool_id,
+                              machine_id=machine_id, provider_properties=props)
+        except Exception as exc:
+            self._mark(pool_id, machine_id, c.MINION_STATUS_POWER_ERROR,
+                       f"Minion {machine_id} could not be powered on: {_reason(exc)}")
+            return
+        with self._lock, self.db.session() as session:
+            machine = session.get(models.MinionMachine, machine_id)
+            if machine is None:
+                return
+            machine.provider_properties = made.get("provider_properties") or {}
+            machine.secrets_encrypted = self.box.encrypt_json(made.get("connection_info") or {})
+            machine.power_status = c.MINION_POWER_ON
+            machine.last_used_at = self.clock()
+            self.event(session, machine.pool, f"Minion {machine_id} powered on")
 
     def upkeep(self) -> None:
         """Every ALLOCATED pool's upkeep (the scheduler calls this periodically)."""

@@ -211,16 +211,18 @@ def source(server: RunningServer) -> Path:
     for i in range(3):
         local_cloud("add-instance", str(src), f"vm{i}", "--disk-size", "24M", "--network",
                     "lan", "--seed", str(40 + i))
+    local_cloud("add-instance", str(src), "big", "--disk-size", "64M", "--allocated", "1",
+                "--network", "lan", "--seed", "49")
     server.local_endpoint("pool-src", src)
     return src
 
 
 def migrate(server: RunningServer, instance: str, pool_id: str | None,
-            check: bool = True) -> Any:
+            check: bool = True, mib_per_s: int = 8) -> Any:
     args = ["migration", "create", "--origin-endpoint", "pool-src", "--destination-endpoint",
             "pool-dst", "--instance", instance, "--source-environment", '{"snapshot": false}',
             "--destination-environment", json.dumps(
-                {"storage_backend": "bulk", "transfer_bandwidth_limit_mib": 8,
+                {"storage_backend": "bulk", "transfer_bandwidth_limit_mib": mib_per_s,
                  "instance_name": f"{instance}-{os.urandom(3).hex()}"}),
             "--network-map", '{"lan": "lan"}', "--skip-os-morphing", "--replication-count",
             "1", "-f", "json"]
@@ -273,4 +275,64 @@ def test_three_migrations_share_two_minions(server: RunningServer, cloud: dict[s
     assert all("/v1/transfers" in log for log in logs), [log[-2000:] for log in logs]
     server.cli("minion", "pool", "deallocate", pool_id)
     assert wait_settled(server, pool_id)["Pool Status"] == "DEALLOCATED"
+    server.cli("minion", "pool", "delete", pool_id)
+
+
+def new_pool(server: RunningServer, cloud: dict[str, Any], name: str, *args: str) -> str:
+    pool_id = server.cli(
+        "minion", "pool", "create", "--endpoint-id", cloud["endpoint"], "--platform",
+        "destination", "--os-type", "linux", "--environment-options", ENV, *args, name,
+        "-f", "json").json()["ID"]
+    assert wait_settled(server, pool_id)["Pool Status"] == "ALLOCATED"
+    return pool_id
+
+
+def test_dead_minion_is_replaced_and_serves(server: RunningServer, cloud: dict[str, Any],
+                                            source: Path) -> None:
+    pool_id = new_pool(server, cloud, "healing", "--minion-max-idle-time", "3600")
+    dead = machines(show(server, pool_id))[0]
+    os.kill(dead["provider_properties"]["pid"], 9)
+    # The upkeep's health check (refresh runs it now): marked, removed, replaced.
+    data = server.cli("minion", "pool", "refresh", pool_id, "-f", "json").json()
+    assert f"Minion {dead['id']} failed its health check" in data["Events"]
+    assert f"Minion {dead['id']} removed" in data["Events"]
+    (new,) = machines(data)
+    assert new["id"] != dead["id"] and alive(new["provider_properties"]["pid"])
+    done = server.wait_for(["migration", "show", migrate(server, "vm1", pool_id).json()["id"]],
+                           lambda d: d["status"] in {"COMPLETED", "ERROR", "CANCELED"})
+    assert done["status"] == "COMPLETED", done["tasks"]
+    assert f"Minion {new['id']} released" in show(server, pool_id)["Events"]
+    server.cli("minion", "pool", "deallocate", pool_id)
+    wait_settled(server, pool_id)
+    server.cli("minion", "pool", "delete", pool_id)
+
+
+def test_deallocate_in_use_needs_force_which_cancels(server: RunningServer,
+                                                     cloud: dict[str, Any],
+                                                     source: Path) -> None:
+    pool_id = new_pool(server, cloud, "busy")
+    created = migrate(server, "big", pool_id, mib_per_s=4).json()
+    running = server.wait_for(["migration", "show", created["id"]],
+                              lambda d: "task_type: REPLICATE_DISKS\ninstance: big\nstatus: "
+                              "RUNNING" in d["tasks"], timeout=60)
+    assert running["status"] == "RUNNING"
+    refused = server.cli("minion", "pool", "deallocate", pool_id, check=False)
+    assert refused.returncode != 0 and created["id"] in refused.stderr \
+        and "--force" in refused.stderr, refused.stderr
+    refused = server.cli("minion", "pool", "delete", pool_id, check=False)
+    assert refused.returncode != 0
+    server.cli("minion", "pool", "deallocate", pool_id, "--force")
+    done = server.wait_for(["migration", "show", created["id"]],
+                           lambda d: d["status"] in {"COMPLETED", "ERROR", "CANCELED"})
+    assert done["status"] == "CANCELED", done["tasks"]
+    data = wait_settled(server, pool_id)
+    assert data["Pool Status"] == "DEALLOCATED", data["Events"]
+    # Cleanly: the cleanups ran (no half-copied instance left at the destination) and the
+    # machine was released before it was removed.
+    name = created["destination_environment"]
+    name = (json.loads(name) if isinstance(name, str) else name)["instance_name"]
+    assert not (cloud["path"] / "instances" / name).exists()
+    events = data["Events"]
+    assert events.index(f"released by migration {created['id']}") \
+        < events.index("DEALLOCATING_MACHINES -> DEALLOCATING_SHARED_RESOURCES")
     server.cli("minion", "pool", "delete", pool_id)
