@@ -598,7 +598,18 @@ class Conductor:
         has them free, and runs."""
         action = execution.action
         instances = sorted({t.instance for t in execution.tasks})
-        if not self.pools.reserve(session, action, instances):
+        reserved = self.pools.reserve(session, action, instances)
+        if reserved is None:
+            LOG.warning("execution %s: its minion pool %s can give no minions", execution.id,
+                        action.destination_minion_pool_id)
+            for task in execution.tasks:
+                if task.status in (c.TASK_STATUS_SCHEDULED, c.TASK_STATUS_ON_ERROR_ONLY):
+                    self._set_task(session, task, c.TASK_STATUS_UNSCHEDULED,
+                                   f"minion pool {action.destination_minion_pool_id} is no "
+                                   "longer ALLOCATED")
+            self._set_execution(session, execution, c.EXECUTION_STATUS_ERROR_ALLOCATING_MINIONS)
+            return False
+        if not reserved:
             return False
         LOG.info("execution %s of %s %s got its minions", execution.id, action.type,
                  action.id)

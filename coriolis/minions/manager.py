@@ -517,15 +517,16 @@ class PoolManager:
 
     # ============================================================================ transfers
     def reserve(self, session: Session, action: models.TransferAction,
-                instances: list[str]) -> bool:
+                instances: list[str]) -> bool | None:
         """In the caller's (the conductor's) transaction: one AVAILABLE, powered-on machine
         of the action's destination pool for each of ``instances``, all or none. On
         success the machines are IN_USE by the action and each instance's info names its
         machine (``destination_minion``: machine and pool ids, no secret); otherwise
-        nothing changes and, if the pool may grow, machines are made in the background."""
+        nothing changes and, if the pool may grow, machines are made in the background.
+        None when the pool can no longer give any (gone, or no longer ALLOCATED)."""
         pool = session.get(models.MinionPool, action.destination_minion_pool_id)
         if pool is None or pool.status != c.POOL_STATUS_ALLOCATED or pool.operation:
-            return False
+            return None
         free = [m for m in pool.machines if m.allocation_status == c.MINION_STATUS_AVAILABLE
                 and m.power_status == c.MINION_POWER_ON and m.id not in self._machine_locks]
         if len(free) < len(instances):

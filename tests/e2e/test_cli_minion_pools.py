@@ -316,6 +316,8 @@ def test_deallocate_in_use_needs_force_which_cancels(server: RunningServer,
                               lambda d: "task_type: REPLICATE_DISKS\ninstance: big\nstatus: "
                               "RUNNING" in d["tasks"], timeout=60)
     assert running["status"] == "RUNNING"
+    waiting = migrate(server, "vm0", pool_id).json()
+    assert waiting["status"] == "AWAITING_MINION_ALLOCATIONS"
     refused = server.cli("minion", "pool", "deallocate", pool_id, check=False)
     assert refused.returncode != 0 and created["id"] in refused.stderr \
         and "--force" in refused.stderr, refused.stderr
@@ -325,6 +327,9 @@ def test_deallocate_in_use_needs_force_which_cancels(server: RunningServer,
     done = server.wait_for(["migration", "show", created["id"]],
                            lambda d: d["status"] in {"COMPLETED", "ERROR", "CANCELED"})
     assert done["status"] == "CANCELED", done["tasks"]
+    # The one waiting for a minion of the pool ends: the pool can give none any more.
+    server.wait_for(["migration", "show", waiting["id"]],
+                    lambda d: d["status"] == "ERROR_ALLOCATING_MINIONS", timeout=60)
     data = wait_settled(server, pool_id)
     assert data["Pool Status"] == "DEALLOCATED", data["Events"]
     # Cleanly: the cleanups ran (no half-copied instance left at the destination) and the
@@ -336,3 +341,39 @@ def test_deallocate_in_use_needs_force_which_cancels(server: RunningServer,
     assert events.index(f"released by migration {created['id']}") \
         < events.index("DEALLOCATING_MACHINES -> DEALLOCATING_SHARED_RESOURCES")
     server.cli("minion", "pool", "delete", pool_id)
+
+
+def test_replica_uses_its_destination_pool(server: RunningServer, cloud: dict[str, Any],
+                                           source: Path) -> None:
+    pool_id = new_pool(server, cloud, "replicas", "--minion-max-idle-time", "3600")
+    other = server.cli(
+        "minion", "pool", "create", "--endpoint-id", cloud["endpoint"], "--platform",
+        "destination", "--os-type", "linux", "--environment-options", ENV,
+        "--skip-allocation", "idle", "-f", "json").json()["ID"]
+    replica = server.cli(
+        "replica", "create", "--origin-endpoint", "pool-src", "--destination-endpoint",
+        "pool-dst", "--instance", "vm1", "--source-environment", '{"snapshot": false}',
+        "--destination-environment", '{"storage_backend": "bulk"}', "--network-map",
+        '{"lan": "lan"}', "--destination-minion-pool-id", pool_id, "-f", "json").json()
+    assert replica["destination_minion_pool_id"] == pool_id
+    (minion,) = minion_dirs(cloud, pool_id)
+    served = len((minion / "agent.log").read_text())
+    ex = server.cli("replica", "execute", replica["id"], "-f", "json").json()
+    done = server.wait_for(["replica", "execution", "show", replica["id"], ex["id"]],
+                           lambda e: e["status"] in {"COMPLETED", "ERROR", "CANCELED"})
+    assert done["status"] == "COMPLETED", done["tasks"]
+    assert "/v1/transfers" in (minion / "agent.log").read_text()[served:]
+    assert "released by replica" in show(server, pool_id)["Events"]
+    # An update naming a pool that is not ALLOCATED is refused, naming it; nothing changed.
+    refused = server.cli("replica", "update", replica["id"], "--destination-minion-pool-id",
+                         other, check=False)
+    assert refused.returncode != 0 and other in refused.stderr \
+        and "not ALLOCATED" in refused.stderr, refused.stderr
+    shown = server.cli("replica", "show", replica["id"], "-f", "json").json()
+    assert shown["destination_minion_pool_id"] == pool_id
+    server.cli("replica", "delete", replica["id"])
+    for pool in (pool_id, other):
+        if show(server, pool)["Pool Status"] != "DEALLOCATED":
+            server.cli("minion", "pool", "deallocate", pool)
+            wait_settled(server, pool)
+        server.cli("minion", "pool", "delete", pool)
