@@ -794,3 +794,8 @@ def check_transfer_pools(session: Session, project_id: str, origin: models.Endpo
             raise exceptions.InvalidInput(
                 f"{what} has at most {pool.maximum_minions} minion(s), fewer than the "
                 f"{count} instance(s) it would serve")
+        if field_name == "instance_osmorphing_minion_pool_mappings":
+            # Refused rather than accepted and ignored.
+            raise exceptions.InvalidInput(
+                f"{what}: OS morphing on pool minions is not supported yet; without a "
+                "mapping the destination's own OS-morphing resources are used")

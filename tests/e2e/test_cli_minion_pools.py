@@ -377,3 +377,28 @@ def test_replica_uses_its_destination_pool(server: RunningServer, cloud: dict[st
             server.cli("minion", "pool", "deallocate", pool)
             wait_settled(server, pool)
         server.cli("minion", "pool", "delete", pool)
+
+
+def test_osmorphing_mapping_is_refused_not_ignored(server: RunningServer,
+                                                   cloud: dict[str, Any],
+                                                   source: Path) -> None:
+    pool_id = new_pool(server, cloud, "morphers")
+    args = ["--osmorphing-minion-pool-mapping", f"vm0={pool_id}"]
+    result = server.cli(
+        "migration", "create", "--origin-endpoint", "pool-src", "--destination-endpoint",
+        "pool-dst", "--instance", "vm0", "--source-environment", '{"snapshot": false}',
+        "--destination-environment", '{"storage_backend": "bulk"}', "--network-map",
+        '{"lan": "lan"}', *args, check=False)
+    assert result.returncode != 0 and pool_id in result.stderr \
+        and "OS morphing on pool minions is not supported" in result.stderr, result.stderr
+    # A made-up pool id names the pool and says it is not found.
+    result = server.cli(
+        "migration", "create", "--origin-endpoint", "pool-src", "--destination-endpoint",
+        "pool-dst", "--instance", "vm0", "--source-environment", '{"snapshot": false}',
+        "--destination-environment", '{"storage_backend": "bulk"}', "--network-map",
+        '{"lan": "lan"}', "--origin-minion-pool-id", pool_id, check=False)
+    assert result.returncode != 0 and "origin_minion_pool_id" in result.stderr \
+        and pool_id in result.stderr, result.stderr
+    server.cli("minion", "pool", "deallocate", pool_id)
+    wait_settled(server, pool_id)
+    server.cli("minion", "pool", "delete", pool_id)
