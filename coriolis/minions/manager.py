@@ -39,6 +39,7 @@ from coriolis.engine import validation
 from coriolis.providers import registry
 from coriolis.providers.base import Capability, MinionPoolProvider, missing_capability
 from coriolis.secrets.box import SecretBox
+from coriolis.worker import faults
 
 if TYPE_CHECKING:
     from coriolis.bus.base import TaskBus
@@ -52,6 +53,8 @@ OP_ALLOCATE, OP_DEALLOCATE, OP_FORCE_DEALLOCATE, OP_DELETE = (
 LIVE_MACHINE_STATUSES = frozenset({c.MINION_STATUS_ALLOCATING, c.MINION_STATUS_AVAILABLE,
                                    c.MINION_STATUS_IN_USE, c.MINION_STATUS_HEALTHCHECKING})
 CREATE_PARALLELISM = 4
+# The fault-injection name (``worker.faults``) of the point after a minion was made.
+CRASH_CREATE_MINION = "CREATE_MINION_MACHINE"
 
 
 class _Superseded(Exception):
@@ -427,6 +430,8 @@ class PoolManager:
                 shared = pool.shared_resources
             made = self._call(pool_id, "create_minion", pool_id=pool_id,
                               machine_id=machine_id, shared_resources=shared)
+            # Crash tests: die with the minion made but not recorded (worker.faults).
+            faults.crash_point(CRASH_CREATE_MINION)
         except Exception as exc:
             LOG.exception("minion %s of pool %s could not be made", machine_id, pool_id)
             with self._lock, self.db.session() as session:

@@ -402,3 +402,54 @@ def test_osmorphing_mapping_is_refused_not_ignored(server: RunningServer,
     server.cli("minion", "pool", "deallocate", pool_id)
     wait_settled(server, pool_id)
     server.cli("minion", "pool", "delete", pool_id)
+
+
+def agent_pids(folder: Path) -> set[int]:
+    """The running agent processes whose command line names a directory under ``folder``."""
+    found = set()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmd = (proc / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if str(folder) in cmd and "writer" in cmd and alive(int(proc.name)):
+            found.add(int(proc.name))
+    return found
+
+
+def test_allocation_resumes_after_a_crash(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The server dies right after a minion was made, before it was recorded: restarted, the
+    allocation goes on, the half-recorded minion's agent is stopped, nothing is left over."""
+    from coriolis.harness import start_server, stop_server
+
+    data_dir = tmp_path_factory.mktemp("pool-crash") / "data"
+    srv = start_server(data_dir, env={"CORIOLIS_TEST_CRASH_AT": "CREATE_MINION_MACHINE:during"})
+    try:
+        dst = srv.cloud_dir("crash-dst")
+        local_cloud("init", str(dst), "--network", "lan")
+        endpoint = srv.local_endpoint("crash-dst", dst)
+        srv.cli("minion", "pool", "create", "--endpoint-id", endpoint, "--platform",
+                "destination", "--os-type", "linux", "--environment-options", ENV,
+                "--minimum-minions", "2", "crashy", check=False)
+        assert srv.process.wait(timeout=60) == -9
+        minions = dst / ".coriolis" / "minions"
+        assert agent_pids(minions), "the crash left no agent to clean up"
+    finally:
+        stop_server(srv)
+    srv = start_server(data_dir)
+    try:
+        (pool,) = srv.cli("minion", "pool", "list", "-f", "json").json()
+        data = wait_settled(srv, pool["ID"])
+        assert data["Pool Status"] == "ALLOCATED", data["Events"]
+        kept = machines(data)
+        assert len(kept) == 2
+        assert agent_pids(minions) == {m["provider_properties"]["pid"] for m in kept}
+        assert sorted(p.name for p in (minions / pool["ID"]).iterdir()) \
+            == sorted(m["id"] for m in kept)
+        srv.cli("minion", "pool", "deallocate", pool["ID"])
+        assert wait_settled(srv, pool["ID"])["Pool Status"] == "DEALLOCATED"
+        assert agent_pids(minions) == set()
+    finally:
+        stop_server(srv)
