@@ -25,7 +25,8 @@ from coriolis.context import RequestContext
 from coriolis.db import models, transfers
 from coriolis.db.session import Database
 from coriolis.engine import graphs, state, validation
-from coriolis.minions.manager import MINION_KEY_REF, PoolManager, check_transfer_pools
+from coriolis.minions.manager import PoolManager
+from coriolis.minions.transfers import MINION_KEY_REF, check_transfer_pools
 from coriolis.providers import registry
 from coriolis.providers.base import (
     OPERATION_CAPABILITY,

@@ -38,6 +38,7 @@ from coriolis.db.session import Database
 from coriolis.engine import validation
 from coriolis.providers import registry
 from coriolis.providers.base import Capability, MinionPoolProvider, missing_capability
+from coriolis.scheduling import pool_upkeep
 from coriolis.secrets.box import SecretBox
 from coriolis.worker import faults
 
@@ -661,18 +662,15 @@ class PoolManager:
                                f"Minion {machine_id} failed its health check: {_reason(exc)}")
         for machine_id in dead:
             self._delete_machine(pool_id, machine_id, force=True)
-        # Retention: the idle machines beyond the minimum go first, then (poweroff) all.
         idle = [(m, used) for m, used, power, _, _ in available
-                if m not in dead and used is not None and power == c.MINION_POWER_ON
-                and (now - used).total_seconds() > idle_limit]
-        spare = len(live) - len(dead) - minimum
-        for machine_id, _ in sorted(idle, key=lambda x: x[1]):
-            if strategy == "delete" and spare > 0:
+                if m not in dead and power == c.MINION_POWER_ON]
+        for machine_id, action in pool_upkeep.retention(
+                idle, now, idle_limit, strategy, len(live) - len(dead) - minimum):
+            if action == "delete":
                 self._mark(pool_id, machine_id, c.MINION_STATUS_DEALLOCATING,
                            f"Minion {machine_id} idle for over {idle_limit} s: deleted")
                 self._delete_machine(pool_id, machine_id, force=True)
-                spare -= 1
-            elif strategy == "poweroff":
+            else:
                 self._power_off(pool_id, machine_id, idle_limit)
         if self._fill(pool_id, None) or dead:
             self.conductor.dispatch_after_pool_change()
@@ -750,57 +748,3 @@ def _reason(exc: BaseException) -> str:
         return str(exc)
     return type(exc).__name__
 
-
-# ================================================================================ transfers
-MINION_KEY_REF = "coriolis_minion.key"
-"""Where a task's destination connection info carries the reserved minion's agent key (the
-conductor puts it there when it sends the task; it is never stored with the transfer)."""
-
-
-def check_transfer_pools(session: Session, project_id: str, origin: models.Endpoint,
-                         destination: models.Endpoint, instances: list[str],
-                         origin_pool_id: str | None, destination_pool_id: str | None,
-                         osmorphing: dict[str, str]) -> None:
-    """The pools a transfer names (server-contract §2.3): each exists in the project, belongs
-    to the matching endpoint, is of the right platform, Linux for the transfer pools,
-    ALLOCATED, and has ``maximum_minions`` ≥ the instances it serves. ``InvalidInput`` (400)
-    naming the field, the pool and the reason."""
-    wanted: list[tuple[str, str, models.Endpoint, str, int]] = []
-    if origin_pool_id:
-        wanted.append(("origin_minion_pool_id", origin_pool_id, origin, "source",
-                       len(instances)))
-    if destination_pool_id:
-        wanted.append(("destination_minion_pool_id", destination_pool_id, destination,
-                       "destination", len(instances)))
-    for pool_id in sorted(set(osmorphing.values())):
-        count = sum(1 for p in osmorphing.values() if p == pool_id)
-        wanted.append(("instance_osmorphing_minion_pool_mappings", pool_id, destination,
-                       "destination", count))
-    for field_name, pool_id, endpoint, platform, count in wanted:
-        pool = session.get(models.MinionPool, pool_id)
-        what = f"{field_name}: minion pool {pool_id}"
-        if pool is None or pool.project_id != project_id:
-            raise exceptions.InvalidInput(f"{what} could not be found")
-        if pool.endpoint_id != endpoint.id:
-            raise exceptions.InvalidInput(
-                f"{what} belongs to endpoint {pool.endpoint_id}, not to the {platform} "
-                f"endpoint '{endpoint.name}' of this transfer")
-        if pool.platform != platform:
-            raise exceptions.InvalidInput(f"{what} is a {pool.platform} pool, not a "
-                                          f"{platform} pool")
-        if field_name != "instance_osmorphing_minion_pool_mappings" \
-                and pool.os_type != "linux":
-            raise exceptions.InvalidInput(f"{what} is a {pool.os_type} pool; transfer pools "
-                                          "must be 'linux'")
-        if pool.status != c.POOL_STATUS_ALLOCATED or pool.operation:
-            raise exceptions.InvalidInput(f"{what} is {pool.operation or pool.status}, not "
-                                          "ALLOCATED (allocate it first)")
-        if pool.maximum_minions < count:
-            raise exceptions.InvalidInput(
-                f"{what} has at most {pool.maximum_minions} minion(s), fewer than the "
-                f"{count} instance(s) it would serve")
-        if field_name == "instance_osmorphing_minion_pool_mappings":
-            # Refused rather than accepted and ignored.
-            raise exceptions.InvalidInput(
-                f"{what}: OS morphing on pool minions is not supported yet; without a "
-                "mapping the destination's own OS-morphing resources are used")

@@ -5,6 +5,7 @@ is refilled to its minimum (``PoolManager.upkeep``)."""
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import TYPE_CHECKING
 
 from coriolis.periodic import Periodic
@@ -25,3 +26,23 @@ def start(pools: PoolManager, settings: Settings) -> Periodic | _Never:
     if interval <= 0:
         return _Never()
     return Periodic("pool-upkeep", interval, pools.upkeep).start()
+
+
+def retention(idle: list[tuple[str, dt.datetime | None]], now: dt.datetime, max_idle: int,
+              strategy: str, spare: int) -> list[tuple[str, str]]:
+    """What the retention strategy does to a pool's powered-on, available machines
+    (``idle``: machine id and when it was last used, naive UTC): those unused for more than
+    ``max_idle`` seconds, longest idle first, are deleted while the pool has ``spare``
+    machines beyond its minimum (``delete``), or all powered off (``poweroff``). Returns
+    ``(machine id, "delete" | "poweroff")`` pairs."""
+    expired = sorted(((m, used) for m, used in idle
+                      if used is not None and (now - used).total_seconds() > max_idle),
+                     key=lambda pair: pair[1] or now)
+    plan = []
+    for machine_id, _ in expired:
+        if strategy == "delete" and spare > 0:
+            plan.append((machine_id, "delete"))
+            spare -= 1
+        elif strategy == "poweroff":
+            plan.append((machine_id, "poweroff"))
+    return plan

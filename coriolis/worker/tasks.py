@@ -13,7 +13,7 @@ from typing import Any
 from coriolis import constants as c
 from coriolis import exceptions, task_types
 from coriolis.bus.base import EndpointRef, TaskEventSink, TaskMessage
-from coriolis.minions.manager import MINION_KEY_REF
+from coriolis.minions.transfers import MINION_KEY_REF
 from coriolis.osmorphing import appliance
 from coriolis.osmorphing.helper import helper_address, job_id_for, morph_on_helper
 from coriolis.osmorphing.isolated import MorphRequest, morph_in_child
