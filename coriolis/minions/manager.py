@@ -73,6 +73,7 @@ class PoolManager:
         self._threads: dict[str, threading.Thread] = {}
         self._machine_locks: dict[str, threading.Lock] = {}
         self._growing: set[str] = set()
+        self._grow_lock = threading.Lock()
 
     # ============================================================================ life cycle
     def start(self) -> None:
@@ -598,7 +599,9 @@ class PoolManager:
         """In the background: power on the ``wake`` machines and make machines up to
         ``target``, then let waiting executions take them
         (``Conductor.dispatch_after_pool_change``)."""
-        with self._lock:
+        # Called in the conductor's transaction: never wait here for the manager's lock,
+        # which its threads hold while they wait for the database (a deadlock).
+        with self._grow_lock:
             if pool_id in self._growing:
                 return
             self._growing.add(pool_id)
@@ -611,7 +614,7 @@ class PoolManager:
             except Exception:
                 LOG.exception("growing minion pool %s failed", pool_id)
             finally:
-                with self._lock:
+                with self._grow_lock:
                     self._growing.discard(pool_id)
             self.conductor.dispatch_after_pool_change()
 
