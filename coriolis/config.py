@@ -53,6 +53,9 @@ class Settings:
     # seconds is marked DOWN and its tasks are taken over.
     heartbeat_interval: float = 0.0
     worker_down_after: float = 0.0
+    # Minion pool upkeep (refill, idle retention, health checks) every so many seconds
+    # ($CORIOLIS_POOL_UPKEEP_INTERVAL, default 60; 0 or less: never).
+    pool_upkeep_interval: float | None = None
     # An INI file (--config-file, $CORIOLIS_CONFIG_FILE, else DATA_DIR/coriolis.conf if it
     # exists) whose [keystone] and [barbican] sections point at a real Keystone / Barbican.
     config_file: Path | None = None
@@ -88,6 +91,9 @@ class Settings:
             os.environ.get("CORIOLIS_HEARTBEAT_INTERVAL", "5"))
         self.worker_down_after = self.worker_down_after or float(
             os.environ.get("CORIOLIS_WORKER_DOWN_AFTER", "30"))
+        if self.pool_upkeep_interval is None:
+            self.pool_upkeep_interval = float(
+                os.environ.get("CORIOLIS_POOL_UPKEEP_INTERVAL", "60"))
         self.token_ttl_seconds = int(os.environ.get("CORIOLIS_TOKEN_TTL",
                                                     self.token_ttl_seconds))
         explicit_roots = bool(self.local_roots)

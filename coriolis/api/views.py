@@ -118,3 +118,33 @@ def schedule(row: models.ReplicaSchedule) -> dict[str, Any]:
             "enabled": row.enabled, "expiration_date": ts(row.expiration_date),
             "shutdown_instance": row.shutdown_instance, "trust_id": row.trust_id,
             "last_run_at": ts(row.last_run_at)}
+
+
+MASK = "***"
+
+
+def minion_machine(row: models.MinionMachine) -> dict[str, Any]:
+    """A machine; its connection info (agent keys, credentials) is always masked."""
+    secret = MASK if row.secrets_encrypted else None
+    return {**_base(row), "pool_id": row.pool_id, "allocation_status": row.allocation_status,
+            "power_status": row.power_status, "connection_info": secret,
+            "backup_writer_connection_info": secret,
+            "provider_properties": row.provider_properties,
+            "allocated_action": row.allocated_action, "last_used_at": ts(row.last_used_at),
+            "deleted": False, "deleted_at": None}
+
+
+def minion_pool(row: models.MinionPool) -> dict[str, Any]:
+    return {**_base(row), "name": row.name, "endpoint_id": row.endpoint_id,
+            "project_id": row.project_id, "user_id": row.user_id,
+            "platform": row.platform, "os_type": row.os_type, "status": row.status,
+            "notes": row.notes, "environment_options": row.environment_options,
+            "minimum_minions": row.minimum_minions, "maximum_minions": row.maximum_minions,
+            "minion_max_idle_time": row.minion_max_idle_time,
+            "minion_retention_strategy": row.minion_retention_strategy,
+            "shared_resources": row.shared_resources, "maintenance_trust_id": None,
+            "deleted": False, "deleted_at": None,
+            "events": [{**_base(e), "index": e.index, "level": e.level, "message": e.message}
+                       for e in row.events],
+            "progress_updates": [],
+            "minion_machines": [minion_machine(m) for m in row.machines]}

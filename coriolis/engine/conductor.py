@@ -25,9 +25,12 @@ from coriolis.context import RequestContext
 from coriolis.db import models, transfers
 from coriolis.db.session import Database
 from coriolis.engine import graphs, state, validation
+from coriolis.minions.manager import PoolManager
+from coriolis.minions.transfers import MINION_KEY_REF, check_transfer_pools
 from coriolis.providers import registry
 from coriolis.providers.base import (
     OPERATION_CAPABILITY,
+    POOL_OPERATIONS,
     ExportProvider,
     ImportProvider,
     missing_capability,
@@ -42,7 +45,8 @@ from coriolis.transfer.options import with_transfer_options
 LOG = logging.getLogger(__name__)
 
 # What the API may ask of an endpoint (validate_destination_inputs is the conductor's own).
-ENDPOINT_OPERATIONS = frozenset(OPERATION_CAPABILITY) - {"validate_destination_inputs"}
+ENDPOINT_OPERATIONS = (frozenset(OPERATION_CAPABILITY) - {"validate_destination_inputs"}
+                       - POOL_OPERATIONS)
 # Keys of the per-instance task_info that API views may show (never connection info).
 _REPLICA_INFO_KEYS = ("export_info", "volumes_info")
 
@@ -64,6 +68,8 @@ class Conductor:
         self._ignored_tasks: set[str] = set()
         # In-process tasks found not held by the bus at the last check (_take_over_unheld).
         self._unheld: set[str] = set()
+        self.pools = PoolManager(db, box, bus, self)
+        self._pools_changed = False  # machines were released: waiting executions may run
 
     # ============================================================================ life cycle
     def start(self) -> None:
@@ -81,6 +87,7 @@ class Conductor:
             for execution in stale:
                 self._advance(session, execution)
         self._dispatch_pending()
+        self.pools.start()
 
     def check_workers(self) -> list[str]:
         """Mark DOWN the workers silent for ``worker_down_after`` seconds and take over their
@@ -264,10 +271,14 @@ class Conductor:
         dest_env = validation.json_object(body, "destination_environment")
         full_dest_env = {**dest_env, "network_map": network_map,
                          "storage_mappings": storage_mappings}
+        pool_mappings = validation.pool_mappings(body, instances)
         with self.db.reader() as session:
             origin, destination = self._transfer_endpoints(session, ctx, body, action_type)
             self._check_capabilities(origin, destination, specs)
             self._check_environments(origin, destination, source_env, full_dest_env)
+            check_transfer_pools(session, ctx.project_id, origin, destination, instances,
+                                 body.get("origin_minion_pool_id"),
+                                 body.get("destination_minion_pool_id"), pool_mappings)
             origin_call = (self._endpoint_ref(origin, source_env),
                            self._choose_worker(session, [origin]))
             dest_call = (self._endpoint_ref(destination, full_dest_env),
@@ -282,7 +293,7 @@ class Conductor:
             user_scripts=validation.user_scripts(body, instances), notes=body.get("notes"),
             origin_minion_pool_id=body.get("origin_minion_pool_id"),
             destination_minion_pool_id=body.get("destination_minion_pool_id"),
-            instance_osmorphing_minion_pool_mappings=validation.pool_mappings(body, instances),
+            instance_osmorphing_minion_pool_mappings=pool_mappings,
             info={name: {} for name in instances},
         )
 
@@ -328,6 +339,13 @@ class Conductor:
                                        replica.destination_endpoint_id), specs)
             self._refuse_if_active(session, replica)
             _refuse_if_uncommitted(replica)
+            origin_ep = transfers.get_endpoint(session, ctx.project_id,
+                                               replica.origin_endpoint_id)
+            check_transfer_pools(session, ctx.project_id, origin_ep,
+                                 transfers.get_endpoint(session, ctx.project_id,
+                                                        replica.destination_endpoint_id),
+                                 replica.instances, None, None,
+                                 validation.pool_mappings(body, replica.instances))
             force = validation.boolean(body, "force", False)
             completed = any(e.type == c.EXECUTION_TYPE_REPLICA_EXECUTION
                             and e.status == c.EXECUTION_STATUS_COMPLETED
@@ -472,6 +490,12 @@ class Conductor:
                                           replica.destination_endpoint_id)
             self._check_environments(origin, dest, replica.source_environment,
                                      self._destination_env(replica))
+            if any(k in body for k in ("origin_minion_pool_id", "destination_minion_pool_id",
+                                       "instance_osmorphing_minion_pool_mappings")):
+                check_transfer_pools(session, ctx.project_id, origin, dest, replica.instances,
+                                     replica.origin_minion_pool_id,
+                                     replica.destination_minion_pool_id,
+                                     replica.instance_osmorphing_minion_pool_mappings or {})
 
         return self._replica_execution(ctx, replica_id, c.EXECUTION_TYPE_REPLICA_UPDATE,
                                        graphs.replica_update_graph(), prepare=apply)
@@ -566,8 +590,45 @@ class Conductor:
                 index += 1
         action.last_execution_status = c.EXECUTION_STATUS_RUNNING
         session.flush()
+        if _uses_destination_pool(action, execution_type):
+            # Nothing runs before a minion per instance is reserved (dispatch_awaiting).
+            self._set_execution(session, execution,
+                                c.EXECUTION_STATUS_AWAITING_MINION_ALLOCATIONS)
+            self._reserve_minions(session, execution)
+            return execution
         self._advance(session, execution)
         return execution
+
+    def _reserve_minions(self, session: Session, execution: models.Execution) -> bool:
+        """An execution AWAITING_MINION_ALLOCATIONS takes a minion per instance if its pool
+        has them free, and runs."""
+        action = execution.action
+        instances = sorted({t.instance for t in execution.tasks})
+        reserved = self.pools.reserve(session, action, instances)
+        if reserved is None:
+            LOG.warning("execution %s: its minion pool %s can give no minions", execution.id,
+                        action.destination_minion_pool_id)
+            for task in execution.tasks:
+                if task.status in (c.TASK_STATUS_SCHEDULED, c.TASK_STATUS_ON_ERROR_ONLY):
+                    self._set_task(session, task, c.TASK_STATUS_UNSCHEDULED,
+                                   f"minion pool {action.destination_minion_pool_id} is no "
+                                   "longer ALLOCATED")
+            self._set_execution(session, execution, c.EXECUTION_STATUS_ERROR_ALLOCATING_MINIONS)
+            return False
+        if not reserved:
+            return False
+        LOG.info("execution %s of %s %s got its minions", execution.id, action.type,
+                 action.id)
+        self._set_execution(session, execution, c.EXECUTION_STATUS_RUNNING)
+        self._advance(session, execution)
+        return True
+
+    def dispatch_after_pool_change(self) -> None:
+        """A pool has new or released machines: waiting executions may take them."""
+        try:
+            self._dispatch_pending()
+        except Exception:
+            LOG.exception("dispatching after a pool change failed; the monitor retries")
 
     def _set_task(self, session: Session, task: models.Task, status: str,
                   details: str | None = None) -> None:
@@ -580,6 +641,8 @@ class Conductor:
         execution.action.last_execution_status = status
 
     def _advance(self, session: Session, execution: models.Execution) -> None:
+        if execution.status == c.EXECUTION_STATUS_AWAITING_MINION_ALLOCATIONS:
+            return  # its tasks wait for minions (_reserve_minions)
         cancelling = execution.status == c.EXECUTION_STATUS_CANCELLING
         tasks = {t.id: t for t in execution.tasks}
         step = state.advance([state.TaskState(t.id, t.status, list(t.depends_on or []),
@@ -597,6 +660,8 @@ class Conductor:
         action = execution.action
         LOG.info("execution %s of %s %s finished: %s", execution.id, action.type, action.id,
                  execution.status)
+        if self.pools.release(session, action):
+            self._pools_changed = True
         if execution.status != c.EXECUTION_STATUS_COMPLETED:
             return
         if execution.type in (c.EXECUTION_TYPE_MIGRATION, c.EXECUTION_TYPE_REPLICA_DEPLOY):
@@ -615,6 +680,12 @@ class Conductor:
         PENDING has committed; sent tasks become STARTING until a worker picks them up."""
         messages = []
         with self._lock, self.db.session() as session:
+            waiting = session.scalars(select(models.Execution).where(
+                models.Execution.status == c.EXECUTION_STATUS_AWAITING_MINION_ALLOCATIONS
+            ).order_by(models.Execution.created_at).with_for_update(skip_locked=True))
+            for execution in list(waiting):
+                self._reserve_minions(session, execution)
+            session.flush()
             # Another process may be sending the same tasks: each takes the rows it locked.
             tasks = session.scalars(select(models.Task).where(
                 models.Task.status == c.TASK_STATUS_PENDING).with_for_update(skip_locked=True))
@@ -641,12 +712,16 @@ class Conductor:
                     "clone_disks": action.clone_disks,
                     "user_scripts": action.user_scripts or {},
                 })
+                dest_ref = self._endpoint_ref(dest, self._destination_env(action))
+                self._with_minion(session, task_info, dest_ref)
                 messages.append((host, TaskMessage(
                     task_id=task.id, execution_id=task.execution_id, task_type=task.task_type,
                     instance=task.instance,
                     origin=self._endpoint_ref(origin, action.source_environment or {}),
-                    destination=self._endpoint_ref(dest, self._destination_env(action)),
-                    task_info=task_info)))
+                    destination=dest_ref, task_info=task_info)))
+        if self._pools_changed:
+            self._pools_changed = False
+            self._dispatch_pending()
         for host, message in messages:
             try:
                 self.bus.dispatch(message, host)
@@ -660,6 +735,23 @@ class Conductor:
                     if unsent is not None and unsent.status == c.TASK_STATUS_STARTING \
                             and unsent.host == host:
                         unsent.status, unsent.host = c.TASK_STATUS_PENDING, None
+
+    def _with_minion(self, session: Session, task_info: dict[str, Any],
+                     dest_ref: EndpointRef) -> None:
+        """A task of an instance holding a destination minion gets its address in
+        ``task_info["destination_minion"]`` and its agent key in the destination connection
+        info at ``minions.manager.MINION_KEY_REF`` (sent, never stored)."""
+        held = task_info.get("destination_minion")
+        if not held:
+            return
+        secrets = self.pools.minion_secrets(session, held["machine_id"])
+        if not secrets:
+            task_info.pop("destination_minion", None)
+            return
+        task_info["destination_minion"] = {**held, "url": secrets["url"],
+                                           "fingerprint": secrets["fingerprint"]}
+        dest_ref.connection_info = {**dest_ref.connection_info,
+                                    MINION_KEY_REF.split(".")[0]: {"key": secrets["key"]}}
 
     # ============================================================================ worker events
     def _task_event(self, task_id: str, apply: Any, transition: bool = False) -> None:
@@ -744,6 +836,13 @@ class Conductor:
                            else c.TASK_STATUS_CANCELED, "Cancelled by the user")
             self._advance(session, task.execution)
         self._task_event(task_id, apply, transition=True)
+
+
+def _uses_destination_pool(action: models.TransferAction, execution_type: str) -> bool:
+    """Executions that write the destination disks do it through a minion of the
+    transfer's destination pool."""
+    return bool(action.destination_minion_pool_id) and execution_type in (
+        c.EXECUTION_TYPE_MIGRATION, c.EXECUTION_TYPE_REPLICA_EXECUTION)
 
 
 def _refuse_if_uncommitted(replica: models.TransferAction) -> None:

@@ -255,4 +255,10 @@ COMMANDS = {
         "List an endpoint's destination minion pool options"),
     "endpoint source minion pool options list": options_command(
         "endpoint_source_minion_pool_options", "List an endpoint's source minion pool options"),
+    # The seed README's spellings.
+    "endpoint minion pool destination options list": options_command(
+        "endpoint_destination_minion_pool_options",
+        "List an endpoint's destination minion pool options"),
+    "endpoint minion pool source options list": options_command(
+        "endpoint_source_minion_pool_options", "List an endpoint's source minion pool options"),
 }
