@@ -73,7 +73,7 @@ def run_ours(work: Path, host: LibvirtHost, source: str) -> float:
         created = server.cli(
             "migration", "create", "--origin-endpoint", "kvm-a", "--destination-endpoint",
             "kvm-b",
-            "--instance", source,
+            "--instance", source, "--source-environment", '{"shutdown_timeout": 60}',
             "--network-map", json.dumps({host.name("vmnet"): host.name("kvmnet")}),
             "--destination-environment", json.dumps({
                 "storage_backend": host.name("ours"), "disk_format": "qcow2",
@@ -100,7 +100,9 @@ def one_run(work: Path) -> dict[str, float]:
         shutil.copy(guest_image.build(), disk)
         open_path(disk)
         source = source_domain(host, disk)
-        return {"v2v_s": run_v2v(host, source), "ours_s": run_ours(work, host, source)}
+        v2v = run_v2v(host, source)
+        print(f"virt-v2v {v2v:.1f}s", flush=True)
+        return {"v2v_s": v2v, "ours_s": run_ours(work, host, source)}
     finally:
         host.close()
 

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 
 from coriolis.harness import RunningServer, local_cloud
+from coriolis.providers.local.boot import boot
+from coriolis.providers.local.cloud import LocalCloud
 from tests.integration.libvirt.conftest import make_image, raw_bytes
 from tests.libvirt_host import LibvirtHost, libvirtd_available
 
@@ -23,6 +25,23 @@ MiB = 1024 * 1024
 BLOCK = 64 * 1024
 SIZE = 32 * MiB
 SOURCE_ENV = '{"shutdown_timeout": 5}'
+
+
+# A boot sector that prints BOOTED_MARK on the first serial port and halts: enough for the
+# deployed copy of a live replica to show it boots from the replicated disk (16-bit code at
+# 0x7c00: xor ax,ax; mov ds,ax; cld; mov dx,0x3f8; mov si,msg; lodsb; test al,al; jz done;
+# out dx,al; jmp lodsb; done: cli; hlt; jmp hlt; msg).
+BOOTED_MARK = b"CORIOLIS-REPLICA-BOOTED"
+BOOT_SECTOR = (bytes.fromhex("31c08ed8fcbaf803be177cac84c07403eeebf8faf4ebfd") + BOOTED_MARK
+               + b"\r\n\0").ljust(510, b"\0") + b"\x55\xaa"
+
+
+def write_boot_sector(image: Path) -> None:
+    sector = image.with_suffix(".mbr")
+    sector.write_bytes(BOOT_SECTOR)
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", f"write -s {sector} 0 512", str(image)],
+                   check=True, capture_output=True)
+    sector.unlink()
 
 
 def apply(data: bytearray, writes: list[tuple[int, int, int]]) -> None:
@@ -77,6 +96,7 @@ def test_live_replica_reads_only_what_changed(server: RunningServer, host: Libvi
                                               setup: dict) -> None:
     image = make_image(host.root / "live.qcow2", "qcow2", str(SIZE),
                        [(0x41, 0, 4 * MiB), (0x42, 20 * MiB, 2 * MiB)])
+    write_boot_sector(image)
     expected = bytearray(raw_bytes(image, "qcow2"))
     dom = host.define_domain("live", [(image, "qcow2")], setup["net"], running=True)
     replica = server.cli(
@@ -135,6 +155,18 @@ def test_live_replica_reads_only_what_changed(server: RunningServer, host: Libvi
     # after the executions: no backup job, no socket, no folder left
     assert not backup_running(host, dom)
     assert list((host.root / "scratch").glob("*")) == []
+
+    # the deployed copy boots from the replicated disk
+    deployed = server.cli("migration", "deploy", "replica", replica, "--skip-os-morphing",
+                          "-f", "json").json()
+    done = server.wait_for(["migration", "show", deployed["id"]],
+                           lambda m: m["status"] in FINAL)
+    assert done["status"] == "COMPLETED", done["tasks"]
+    result = boot(LocalCloud({"path": str(setup["dst"])}), dom.name(),
+                  host.root / "deployed-serial.log", timeout=120,
+                  until=(BOOTED_MARK.decode(),))
+    assert result.reason == "marker", result.serial[-500:]
+    (host.root / "deployed-serial.log").unlink()
 
 
 def backup_running(host: LibvirtHost, dom: object) -> bool:
