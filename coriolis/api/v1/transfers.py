@@ -47,7 +47,7 @@ def _schedule_fields(body: ScheduleUpdate, row: models.ReplicaSchedule) -> None:
     given = body.model_fields_set
     if body.schedule is not None:
         row.schedule = body.schedule.model_dump(exclude_none=True)
-    for key in ("enabled", "shutdown_instance", "expiration_date"):
+    for key in ("enabled", "shutdown_instance", "expiration_date", "auto_deploy"):
         if key in given:
             setattr(row, key, getattr(body, key))
 
@@ -200,7 +200,9 @@ def build_router(services: Services, context: Any) -> APIRouter:
                     ctx: RequestContext = Depends(context)) -> dict[str, Any]:
             options = getattr(body, "execution", None)
             shutdown = options is not None and options.shutdown_instances
-            return execution_view(conductor.execute_replica(ctx, replica_id, shutdown), ctx)
+            auto_deploy = options is not None and getattr(options, "auto_deploy", False)
+            return execution_view(conductor.execute_replica(ctx, replica_id, shutdown,
+                                                            auto_deploy=auto_deploy), ctx)
 
         @router.post(f"/{collection}/{{replica_id}}/executions/{{execution_id}}/actions",
                      status_code=204)
@@ -255,7 +257,8 @@ def build_router(services: Services, context: Any) -> APIRouter:
             with db.session() as session:
                 replica_row(session, ctx, replica_id)
                 row = models.ReplicaSchedule(replica_id=replica_id, project_id=ctx.project_id,
-                                             enabled=True, shutdown_instance=False)
+                                             enabled=True, shutdown_instance=False,
+                                             auto_deploy=False)
                 _schedule_fields(body, row)
                 session.add(row)
                 session.flush()
