@@ -379,3 +379,29 @@ def test_transfer_auto_deploy_with_its_stored_defaults(server: RunningServer,
     server.cli("transfer", "schedule", "update", replica, schedule["id"], "--dont-auto-deploy")
     assert client.transfer_schedules.get(replica, schedule["id"]).auto_deploy is False
     server.cli("transfer", "schedule", "delete", replica, schedule["id"])
+
+
+def test_newer_lists_filter_sort_and_page(server: RunningServer, replica: str) -> None:
+    api = server.bindings().api
+
+    def listed(path: str) -> list[str]:
+        resp = api.get(path, raise_exc=False)
+        assert resp.status_code == 200, resp.text
+        return [item["id"] for item in resp.json()[path.split("?")[0].strip("/")]]
+
+    assert listed("/transfers?status=COMPLETED") == [replica]
+    assert listed("/transfers?status=RUNNING") == []
+    assert listed(f"/transfers?marker={replica}&limit=5") == []
+    assert listed("/transfers?limit=0") == []
+    deployments = listed("/deployments?sort_key=created_at&sort_dir=desc")
+    assert deployments == listed("/deployments")[::-1]
+    for path, name in (("/transfers?status=FINE", "status"),
+                       ("/deployments?limit=ten", "limit"),
+                       ("/deployments?sort_key=info", "sort_key"),
+                       ("/transfers?sort_dir=sideways", "sort_dir"),
+                       ("/deployments?marker=nothing", "marker")):
+        resp = api.get(path, raise_exc=False)
+        assert resp.status_code == 400, (path, resp.text)
+        assert resp.json()["error"]["message"].startswith(f"{name}:"), resp.text
+    # The older generation's lists take no such parameters (as upstream's).
+    assert listed("/replicas?status=FINE") == [replica]

@@ -4,7 +4,7 @@
 # route-making closure (``request_model``), not its name.
 from typing import Any
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel
 from sqlalchemy import select
 
@@ -26,6 +26,7 @@ from coriolis.api.schemas.transfers import (
     TransferRequest,
     TransferUpdateRequest,
 )
+from coriolis.api.v1 import listing
 from coriolis.context import RequestContext
 from coriolis.db import models, transfers
 from coriolis.service import Services
@@ -69,13 +70,17 @@ def build_router(services: Services, context: Any) -> APIRouter:
                         request_model: type[MigrationRequest | DeploymentRequest]) -> None:
         @router.get(f"/{collection}", name=f"list_{collection}")
         @router.get(f"/{collection}/detail", name=f"detail_{collection}")
-        def list_all(ctx: RequestContext = Depends(context)) -> dict[str, Any]:
+        def list_all(request: Request,
+                     ctx: RequestContext = Depends(context)) -> dict[str, Any]:
             with db.reader() as session:
                 # Every migration is a deployment too (a plain one without a transfer), as
                 # every deployment is a migration: the two names of one resource.
                 rows = transfers.list_actions(session, ctx.project_id,
                                               c.ACTION_TYPE_MIGRATION)
-                return {collection: [migration_view(session, r, detail=False) for r in rows]}
+                items = [migration_view(session, r, detail=False) for r in rows]
+            if collection == "deployments":  # the newer generation's list parameters
+                items = listing.page(items, request.query_params)
+            return {collection: items}
 
         @router.get(f"/{collection}/{{action_id}}", name=f"show_{key}")
         def show(action_id: str, ctx: RequestContext = Depends(context)) -> dict[str, Any]:
@@ -143,10 +148,14 @@ def build_router(services: Services, context: Any) -> APIRouter:
         and schedules."""
         @router.get(f"/{collection}")
         @router.get(f"/{collection}/detail")
-        def list_replicas(ctx: RequestContext = Depends(context)) -> dict[str, Any]:
+        def list_replicas(request: Request,
+                          ctx: RequestContext = Depends(context)) -> dict[str, Any]:
             with db.reader() as session:
                 rows = transfers.list_actions(session, ctx.project_id, c.ACTION_TYPE_REPLICA)
-                return {collection: [views.replica(r, detail=False) for r in rows]}
+                items = [views.replica(r, detail=False) for r in rows]
+            if collection == "transfers":  # the newer generation's list parameters
+                items = listing.page(items, request.query_params)
+            return {collection: items}
 
         @router.get(f"/{collection}/{{replica_id}}")
         def show_replica(replica_id: str, ctx: RequestContext = Depends(context)) -> dict[str, Any]:
