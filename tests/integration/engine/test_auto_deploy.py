@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
+from pathlib import Path
 
 from sqlalchemy import select
 
 from coriolis import constants as c
+from coriolis.config import Settings
 from coriolis.db import models
 from coriolis.scheduling.replica_cron import ReplicaCron
-from coriolis.service import Services
+from coriolis.service import Services, build_all_in_one
+from tests.integration.engine.test_capabilities import transfer
 from tests.integration.engine.test_conductor import body, wait_execution
 from tests.integration.engine.test_replica_cron import MONDAY_0305, add_schedule
 
@@ -69,3 +72,21 @@ def test_plain_executions_do_not_deploy(services, ctx, endpoints) -> None:
     ReplicaCron(services.db, services.conductor).tick(MONDAY_0305 + dt.timedelta(days=7))
     assert wait_execution(services, replica_id).status == c.EXECUTION_STATUS_COMPLETED
     assert deployments(services, replica_id) == []
+
+
+def test_a_deployment_that_cannot_be_made_leaves_the_execution_completed(
+        plugin_providers: None, tmp_path: Path, ctx, clouds) -> None:
+    # A destination without OS morphing, and a replica whose deployments need it: the
+    # execution completes, its auto-deploy is refused (rolled back to its savepoint alone).
+    svc = build_all_in_one(Settings(data_dir=tmp_path / "data"))
+    try:
+        replica_id = svc.conductor.create_replica(
+            ctx, transfer(ctx, svc, clouds, "local", "nomorph", skip_os_morphing=False))
+        svc.conductor.execute_replica(ctx, replica_id, False, auto_deploy=True)
+        done = wait_execution(svc, replica_id)
+        assert done.status == c.EXECUTION_STATUS_COMPLETED
+        assert deployments(svc, replica_id) == []
+        with svc.db.session() as session:  # the execution's own results were kept
+            assert session.get(models.TransferAction, replica_id).info["vm1"]["volumes_info"]
+    finally:
+        svc.close()
