@@ -374,10 +374,16 @@ def test_transfer_auto_deploy_with_its_stored_defaults(server: RunningServer,
     # A schedule that deploys after each execution.
     schedule = server.cli("transfer", "schedule", "create", replica, "-M", "7",
                           "--auto-deploy", "--disabled", "-f", "json").json()
+    assert schedule["auto_deploy"] is True
     client = server.bindings()
     assert client.transfer_schedules.get(replica, schedule["id"]).auto_deploy is True
-    server.cli("transfer", "schedule", "update", replica, schedule["id"], "--dont-auto-deploy")
-    assert client.transfer_schedules.get(replica, schedule["id"]).auto_deploy is False
+    changed = server.cli("transfer", "schedule", "update", replica, schedule["id"],
+                         "--dont-auto-deploy", "-f", "json").json()
+    assert changed["auto_deploy"] is False
+    assert server.cli("transfer", "schedule", "show", replica, schedule["id"], "-f",
+                      "json").json()["auto_deploy"] is False
+    assert "auto_deploy" not in server.cli("replica", "schedule", "show", replica,
+                                           schedule["id"], "-f", "json").json()
     server.cli("transfer", "schedule", "delete", replica, schedule["id"])
 
 

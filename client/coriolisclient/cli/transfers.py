@@ -85,10 +85,13 @@ def execution_show(obj: Any) -> tuple[tuple[str, ...], list[Any]]:
                               obj.updated_at, instances, utils.format_tasks(tasks)]
 
 
-def schedule_show(obj: Any) -> tuple[tuple[str, ...], list[Any]]:
-    return SCHEDULE_FIELDS, [obj.id, obj.replica_id, obj.schedule, obj.created_at,
-                             obj.updated_at, obj.enabled, obj.expiration_date,
-                             obj.shutdown_instance]
+def schedule_show(obj: Any, transfer: bool = False) -> tuple[tuple[str, ...], list[Any]]:
+    """A schedule's fields; a transfer's (the newer generation) adds ``auto_deploy``."""
+    values = [obj.id, obj.replica_id, obj.schedule, obj.created_at, obj.updated_at,
+              obj.enabled, obj.expiration_date, obj.shutdown_instance]
+    if not transfer:
+        return SCHEDULE_FIELDS, values
+    return (*SCHEDULE_FIELDS, "auto_deploy"), [*values, obj._info.get("auto_deploy", False)]
 
 
 def _id_parser(cmd: Any, prog_name: str, *names: str) -> argparse.ArgumentParser:
@@ -477,7 +480,7 @@ class CreateSchedule(_Generation, ShowOne):
         extra = {"auto_deploy": True} if getattr(args, "auto_deploy", False) else {}
         return schedule_show(self.gen("schedules").create(
             args.replica, schedule, not args.disabled, expires, args.shutdown_instance,
-            **extra))
+            **extra), self.label == "Transfer")
 
 
 class UpdateSchedule(_Generation, ShowOne):
@@ -517,8 +520,8 @@ class UpdateSchedule(_Generation, ShowOne):
             values["enabled"] = args.enabled
         if getattr(args, "auto_deploy", None) is not None:
             values["auto_deploy"] = args.auto_deploy
-        return schedule_show(self.gen("schedules").update(args.replica, args.id,
-                                                                  values))
+        return schedule_show(self.gen("schedules").update(args.replica, args.id, values),
+                             self.label == "Transfer")
 
 
 class ListSchedules(_Generation, Lister):
@@ -544,7 +547,8 @@ class ShowSchedule(_Generation, ShowOne):
         return _id_parser(self, prog_name, "replica", "id")
 
     def take_action(self, args: argparse.Namespace) -> Any:
-        return schedule_show(self.gen("schedules").get(args.replica, args.id))
+        return schedule_show(self.gen("schedules").get(args.replica, args.id),
+                             self.label == "Transfer")
 
 
 COMMANDS = {
