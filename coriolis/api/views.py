@@ -116,7 +116,8 @@ def schedule(row: models.ReplicaSchedule) -> dict[str, Any]:
     return {**_base(row), "replica_id": row.replica_id, "transfer_id": row.replica_id,
             "schedule": row.schedule,
             "enabled": row.enabled, "expiration_date": ts(row.expiration_date),
-            "shutdown_instance": row.shutdown_instance, "trust_id": row.trust_id,
+            "shutdown_instance": row.shutdown_instance, "auto_deploy": row.auto_deploy,
+            "trust_id": row.trust_id,
             "last_run_at": ts(row.last_run_at)}
 
 

@@ -23,6 +23,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -198,6 +199,9 @@ class Execution(TimestampMixin, Base):
     number: Mapped[int] = mapped_column(Integer)
     type: Mapped[str] = mapped_column(String(32))  # constants.EXECUTION_TYPE_*
     status: Mapped[str] = mapped_column(String(64), default=constants.EXECUTION_STATUS_RUNNING)
+    # A replica execution that deploys its transfer once COMPLETED (the newer API's
+    # auto_deploy); the deployment is made in the transaction that completes it.
+    auto_deploy: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     action: Mapped[TransferAction] = relationship(back_populates="executions")
     tasks: Mapped[list[Task]] = relationship(
         back_populates="execution", order_by="Task.index", cascade="all, delete-orphan")
@@ -256,6 +260,7 @@ class ReplicaSchedule(TimestampMixin, Base):
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     expiration_date: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
     shutdown_instance: Mapped[bool] = mapped_column(Boolean, default=False)
+    auto_deploy: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     trust_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
     last_run_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
 

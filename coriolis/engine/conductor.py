@@ -330,61 +330,68 @@ class Conductor:
             replica = transfers.get_action(session, ctx.project_id,
                                            validation.require(body, "replica_id", "migration"),
                                            c.ACTION_TYPE_REPLICA)
-            clone_disks = validation.boolean(body, "clone_disks", replica.clone_disks)
-            skip = validation.boolean(body, "skip_os_morphing", replica.skip_os_morphing)
-            specs = graphs.replica_deploy_graph(clone_disks, skip)
-            self._check_capabilities(
-                transfers.get_endpoint(session, ctx.project_id, replica.origin_endpoint_id),
-                transfers.get_endpoint(session, ctx.project_id,
-                                       replica.destination_endpoint_id), specs)
-            self._refuse_if_active(session, replica)
-            _refuse_if_uncommitted(replica)
-            origin_ep = transfers.get_endpoint(session, ctx.project_id,
-                                               replica.origin_endpoint_id)
-            check_transfer_pools(session, ctx.project_id, origin_ep,
-                                 transfers.get_endpoint(session, ctx.project_id,
-                                                        replica.destination_endpoint_id),
-                                 replica.instances, None, None,
-                                 validation.pool_mappings(body, replica.instances))
-            force = validation.boolean(body, "force", False)
-            completed = any(e.type == c.EXECUTION_TYPE_REPLICA_EXECUTION
-                            and e.status == c.EXECUTION_STATUS_COMPLETED
-                            for e in replica.executions)
-            if not completed and not force:
-                raise exceptions.InvalidState(
-                    f"Replica {replica.id} has no completed execution to deploy from "
-                    "(use force to deploy anyway)")
-            missing = [i for i in replica.instances
-                       if not (replica.info.get(i) or {}).get("volumes_info")]
-            if missing:
-                raise exceptions.InvalidState(
-                    f"Replica {replica.id} has no disks for: {', '.join(missing)}")
-            migration = models.TransferAction(
-                type=c.ACTION_TYPE_MIGRATION, project_id=ctx.project_id, user_id=ctx.user_id,
-                origin_endpoint_id=replica.origin_endpoint_id,
-                destination_endpoint_id=replica.destination_endpoint_id,
-                instances=list(replica.instances),
-                source_environment=replica.source_environment,
-                destination_environment=replica.destination_environment,
-                network_map=replica.network_map, storage_mappings=replica.storage_mappings,
-                user_scripts=validation.user_scripts(body, replica.instances)
-                if body.get("user_scripts") else replica.user_scripts,
-                notes=replica.notes, replica_id=replica.id, clone_disks=clone_disks,
-                origin_minion_pool_id=body.get("origin_minion_pool_id"),
-                destination_minion_pool_id=body.get("destination_minion_pool_id"),
-                skip_os_morphing=skip,
-                instance_osmorphing_minion_pool_mappings=validation.pool_mappings(
-                    body, replica.instances),
-                info={i: {k: copy.deepcopy(v) for k, v in (replica.info.get(i) or {}).items()
-                          if k in _REPLICA_INFO_KEYS} for i in replica.instances},
-            )
-            session.add(migration)
-            session.flush()
-            self._start_execution(session, migration, c.EXECUTION_TYPE_REPLICA_DEPLOY,
-                                  {name: specs for name in migration.instances})
-            migration_id = migration.id
+            migration_id = self._deploy(session, ctx.project_id, ctx.user_id, replica, body)
         self._dispatch_after_commit()
         return migration_id
+
+    def _deploy(self, session: Session, project_id: str, user_id: str | None,
+                replica: models.TransferAction, body: dict[str, Any]) -> str:
+        """Store a deployment (migration) of ``replica`` and start its execution, in the
+        caller's write transaction; returns its id. InvalidState/InvalidInput/NotFound
+        when the replica cannot be deployed now."""
+        clone_disks = validation.boolean(body, "clone_disks", replica.clone_disks)
+        skip = validation.boolean(body, "skip_os_morphing", replica.skip_os_morphing)
+        specs = graphs.replica_deploy_graph(clone_disks, skip)
+        self._check_capabilities(
+            transfers.get_endpoint(session, project_id, replica.origin_endpoint_id),
+            transfers.get_endpoint(session, project_id,
+                                   replica.destination_endpoint_id), specs)
+        self._refuse_if_active(session, replica)
+        _refuse_if_uncommitted(replica)
+        origin_ep = transfers.get_endpoint(session, project_id,
+                                           replica.origin_endpoint_id)
+        check_transfer_pools(session, project_id, origin_ep,
+                             transfers.get_endpoint(session, project_id,
+                                                    replica.destination_endpoint_id),
+                             replica.instances, None, None,
+                             validation.pool_mappings(body, replica.instances))
+        force = validation.boolean(body, "force", False)
+        completed = any(e.type == c.EXECUTION_TYPE_REPLICA_EXECUTION
+                        and e.status == c.EXECUTION_STATUS_COMPLETED
+                        for e in replica.executions)
+        if not completed and not force:
+            raise exceptions.InvalidState(
+                f"Replica {replica.id} has no completed execution to deploy from "
+                "(use force to deploy anyway)")
+        missing = [i for i in replica.instances
+                   if not (replica.info.get(i) or {}).get("volumes_info")]
+        if missing:
+            raise exceptions.InvalidState(
+                f"Replica {replica.id} has no disks for: {', '.join(missing)}")
+        migration = models.TransferAction(
+            type=c.ACTION_TYPE_MIGRATION, project_id=project_id, user_id=user_id,
+            origin_endpoint_id=replica.origin_endpoint_id,
+            destination_endpoint_id=replica.destination_endpoint_id,
+            instances=list(replica.instances),
+            source_environment=replica.source_environment,
+            destination_environment=replica.destination_environment,
+            network_map=replica.network_map, storage_mappings=replica.storage_mappings,
+            user_scripts=validation.user_scripts(body, replica.instances)
+            if body.get("user_scripts") else replica.user_scripts,
+            notes=replica.notes, replica_id=replica.id, clone_disks=clone_disks,
+            origin_minion_pool_id=body.get("origin_minion_pool_id"),
+            destination_minion_pool_id=body.get("destination_minion_pool_id"),
+            skip_os_morphing=skip,
+            instance_osmorphing_minion_pool_mappings=validation.pool_mappings(
+                body, replica.instances),
+            info={i: {k: copy.deepcopy(v) for k, v in (replica.info.get(i) or {}).items()
+                      if k in _REPLICA_INFO_KEYS} for i in replica.instances},
+        )
+        session.add(migration)
+        session.flush()
+        self._start_execution(session, migration, c.EXECUTION_TYPE_REPLICA_DEPLOY,
+                              {name: specs for name in migration.instances})
+        return migration.id
 
     # ============================================================================ replicas
     def create_replica(self, ctx: RequestContext, body: dict[str, Any]) -> str:
@@ -419,7 +426,7 @@ class Conductor:
 
     def _replica_execution(self, ctx: RequestContext, replica_id: str, execution_type: str,
                            specs: list[graphs.TaskSpec], instances: Iterable[str] | None = None,
-                           prepare: Any = None) -> str:
+                           prepare: Any = None, auto_deploy: bool = False) -> str:
         with self._lock, self.db.session() as session:
             replica = transfers.get_action(session, ctx.project_id, replica_id,
                                            c.ACTION_TYPE_REPLICA)
@@ -428,15 +435,21 @@ class Conductor:
                 prepare(session, replica)
             names = list(instances if instances is not None else replica.instances)
             execution = self._start_execution(session, replica, execution_type,
-                                              {name: specs for name in names})
+                                              {name: specs for name in names},
+                                              auto_deploy=auto_deploy)
             execution_id = execution.id
         self._dispatch_after_commit()
         return execution_id
 
     def execute_replica(self, ctx: RequestContext, replica_id: str,
-                        shutdown_instances: bool) -> str:
+                        shutdown_instances: bool, auto_deploy: bool = False) -> str:
+        """Start a replica execution; returns its id. With ``auto_deploy``, the transaction
+        that completes it also stores and starts a deployment of the replica with its
+        stored ``clone_disks``/``skip_os_morphing`` (once: a crash before that commit
+        leaves neither; nothing is deployed if the execution does not complete)."""
         return self._replica_execution(ctx, replica_id, c.EXECUTION_TYPE_REPLICA_EXECUTION,
-                                       graphs.replica_execution_graph(shutdown_instances))
+                                       graphs.replica_execution_graph(shutdown_instances),
+                                       auto_deploy=auto_deploy)
 
     def delete_replica_disks(self, ctx: RequestContext, replica_id: str) -> str:
         with self.db.session() as session:
@@ -485,6 +498,10 @@ class Conductor:
             if "instance_osmorphing_minion_pool_mappings" in body:
                 replica.instance_osmorphing_minion_pool_mappings = validation.pool_mappings(
                     body, replica.instances)
+            # The defaults of its deployments (the newer API generation's transfer fields).
+            replica.clone_disks = validation.boolean(body, "clone_disks", replica.clone_disks)
+            replica.skip_os_morphing = validation.boolean(body, "skip_os_morphing",
+                                                          replica.skip_os_morphing)
             origin = transfers.get_endpoint(session, ctx.project_id, replica.origin_endpoint_id)
             dest = transfers.get_endpoint(session, ctx.project_id,
                                           replica.destination_endpoint_id)
@@ -571,10 +588,12 @@ class Conductor:
     # ============================================================================ state machine
     def _start_execution(self, session: Session, action: models.TransferAction,
                          execution_type: str,
-                         graph: dict[str, list[graphs.TaskSpec]]) -> models.Execution:
+                         graph: dict[str, list[graphs.TaskSpec]],
+                         auto_deploy: bool = False) -> models.Execution:
         number = max((e.number for e in action.executions), default=0) + 1
         execution = models.Execution(action=action, number=number, type=execution_type,
-                                     status=c.EXECUTION_STATUS_RUNNING)
+                                     status=c.EXECUTION_STATUS_RUNNING,
+                                     auto_deploy=auto_deploy)
         session.add(execution)
         index = 0
         for instance, specs in graph.items():
@@ -667,6 +686,8 @@ class Conductor:
         if execution.type in (c.EXECUTION_TYPE_MIGRATION, c.EXECUTION_TYPE_REPLICA_DEPLOY):
             action.transfer_result = {name: (action.info.get(name) or {}).get("transfer_result")
                                       for name in action.instances}
+        if execution.type == c.EXECUTION_TYPE_REPLICA_EXECUTION and execution.auto_deploy:
+            self._auto_deploy(session, execution)
         if execution.type == c.EXECUTION_TYPE_REPLICA_DEPLOY and not action.clone_disks:
             # The deployed instance now owns the replica's disks.
             replica = session.get(models.TransferAction, action.replica_id)
@@ -674,6 +695,23 @@ class Conductor:
                 replica.info = {name: {k: v for k, v in (info or {}).items()
                                        if k != "volumes_info"}
                                 for name, info in replica.info.items()}
+
+    def _auto_deploy(self, session: Session, execution: models.Execution) -> None:
+        """Deploy the replica of a COMPLETED auto_deploy execution with its stored defaults,
+        in the transaction that completes the execution (so exactly once, even across a
+        crash). A deployment that cannot be made now is logged and skipped; the execution
+        stays COMPLETED."""
+        replica = execution.action
+        try:
+            with session.begin_nested():
+                deployment_id = self._deploy(session, replica.project_id, replica.user_id,
+                                             replica, {})
+        except exceptions.CoriolisError as exc:
+            LOG.warning("execution %s of replica %s: auto-deploy refused: %s", execution.id,
+                        replica.id, exc)
+            return
+        LOG.info("execution %s of replica %s completed: auto-deployed as %s", execution.id,
+                 replica.id, deployment_id)
 
     def _dispatch_pending(self) -> None:
         """Send every PENDING task (ready, not yet sent) once the transaction that made it

@@ -336,3 +336,78 @@ def test_seed_region_endpoint_and_schedule_spellings(server: RunningServer, repl
                       "-f", "json").json()["schedule"] == changed["schedule"]
     server.cli("replica", "schedule", "delete", replica, created["id"])
     assert server.cli("replica", "schedule", "list", replica, "-f", "json").json() == []
+
+
+def test_transfer_auto_deploy_with_its_stored_defaults(server: RunningServer,
+                                                       replica: str) -> None:
+    # `transfer update` sets the defaults of the transfer's deployments.
+    update = server.cli("transfer", "update", replica, "--skip-os-morphing",
+                        "--dont-clone-disks", "-f", "json").json()
+    assert server.wait_for(["transfer", "execution", "show", replica, update["id"]],
+                           lambda e: e["status"] in FINAL)["status"] == "COMPLETED"
+    wire = server.bindings().transfers.get(replica)
+    assert (wire.skip_os_morphing, wire.clone_disks) == (True, False)
+    update = server.cli("transfer", "update", replica, "--clone-disks", "-f", "json").json()
+    server.wait_for(["transfer", "execution", "show", replica, update["id"]],
+                    lambda e: e["status"] in FINAL)
+    wire = server.bindings().transfers.get(replica)
+    assert (wire.skip_os_morphing, wire.clone_disks) == (True, True)
+
+    remove_deployed(server)
+    before = {d["ID"] for d in server.cli("deployment", "list", "-f", "json").json()}
+    execution = server.cli("transfer", "execute", "--auto-deploy", replica, "-f",
+                           "json").json()
+    done = server.wait_for(["transfer", "execution", "show", replica, execution["id"]],
+                           lambda e: e["status"] in FINAL)
+    assert done["status"] == "COMPLETED"
+    made = [d["ID"] for d in server.cli("deployment", "list", "-f", "json").json()
+            if d["ID"] not in before]
+    assert len(made) == 1
+    deployed = server.wait_for(["deployment", "show", made[0]],
+                               lambda m: m["status"] in FINAL)
+    assert deployed["status"] == "COMPLETED" and deployed["replica_id"] == replica
+    shown = server.bindings().deployments.get(made[0])
+    assert (shown.transfer_id, shown.skip_os_morphing, shown.clone_disks) == (
+        replica, True, True)
+    server.cli("deployment", "delete", made[0])
+
+    # A schedule that deploys after each execution.
+    schedule = server.cli("transfer", "schedule", "create", replica, "-M", "7",
+                          "--auto-deploy", "--disabled", "-f", "json").json()
+    assert schedule["auto_deploy"] is True
+    client = server.bindings()
+    assert client.transfer_schedules.get(replica, schedule["id"]).auto_deploy is True
+    changed = server.cli("transfer", "schedule", "update", replica, schedule["id"],
+                         "--dont-auto-deploy", "-f", "json").json()
+    assert changed["auto_deploy"] is False
+    assert server.cli("transfer", "schedule", "show", replica, schedule["id"], "-f",
+                      "json").json()["auto_deploy"] is False
+    assert "auto_deploy" not in server.cli("replica", "schedule", "show", replica,
+                                           schedule["id"], "-f", "json").json()
+    server.cli("transfer", "schedule", "delete", replica, schedule["id"])
+
+
+def test_newer_lists_filter_sort_and_page(server: RunningServer, replica: str) -> None:
+    api = server.bindings().api
+
+    def listed(path: str) -> list[str]:
+        resp = api.get(path, raise_exc=False)
+        assert resp.status_code == 200, resp.text
+        return [item["id"] for item in resp.json()[path.split("?")[0].strip("/")]]
+
+    assert listed("/transfers?status=COMPLETED") == [replica]
+    assert listed("/transfers?status=RUNNING") == []
+    assert listed(f"/transfers?marker={replica}&limit=5") == []
+    assert listed("/transfers?limit=0") == []
+    deployments = listed("/deployments?sort_key=created_at&sort_dir=desc")
+    assert deployments == listed("/deployments")[::-1]
+    for path, name in (("/transfers?status=FINE", "status"),
+                       ("/deployments?limit=ten", "limit"),
+                       ("/deployments?sort_key=info", "sort_key"),
+                       ("/transfers?sort_dir=sideways", "sort_dir"),
+                       ("/deployments?marker=nothing", "marker")):
+        resp = api.get(path, raise_exc=False)
+        assert resp.status_code == 400, (path, resp.text)
+        assert resp.json()["error"]["message"].startswith(f"{name}:"), resp.text
+    # The older generation's lists take no such parameters (as upstream's).
+    assert listed("/replicas?status=FINE") == [replica]

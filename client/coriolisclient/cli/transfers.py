@@ -85,10 +85,13 @@ def execution_show(obj: Any) -> tuple[tuple[str, ...], list[Any]]:
                               obj.updated_at, instances, utils.format_tasks(tasks)]
 
 
-def schedule_show(obj: Any) -> tuple[tuple[str, ...], list[Any]]:
-    return SCHEDULE_FIELDS, [obj.id, obj.replica_id, obj.schedule, obj.created_at,
-                             obj.updated_at, obj.enabled, obj.expiration_date,
-                             obj.shutdown_instance]
+def schedule_show(obj: Any, transfer: bool = False) -> tuple[tuple[str, ...], list[Any]]:
+    """A schedule's fields; a transfer's (the newer generation) adds ``auto_deploy``."""
+    values = [obj.id, obj.replica_id, obj.schedule, obj.created_at, obj.updated_at,
+              obj.enabled, obj.expiration_date, obj.shutdown_instance]
+    if not transfer:
+        return SCHEDULE_FIELDS, values
+    return (*SCHEDULE_FIELDS, "auto_deploy"), [*values, obj._info.get("auto_deploy", False)]
 
 
 def _id_parser(cmd: Any, prog_name: str, *names: str) -> argparse.ArgumentParser:
@@ -166,8 +169,11 @@ def _add_deploy_options(parser: argparse.ArgumentParser) -> None:
     utils.add_pools(parser)
 
 
-def _deploy(manager: Any, args: argparse.Namespace) -> Any:
-    return manager.create_from_replica(
+def _deploy(manager: Any, args: argparse.Namespace, newer: bool = False) -> Any:
+    """``migration deploy replica`` sends ``replica_id``; ``deployment create`` (newer)
+    sends ``transfer_id``, upstream's current key."""
+    create = manager.create_from_transfer if newer else manager.create_from_replica
+    return create(
         args.replica, clone_disks=not args.dont_clone_disks, force=args.force,
         skip_os_morphing=args.skip_os_morphing, user_scripts=utils.get_user_scripts(args),
         instance_osmorphing_minion_pool_mappings=utils.get_pool_mappings(args),
@@ -191,7 +197,8 @@ class CreateDeployment(DeployReplica):
     """Deploy a replica into instances"""
 
     def take_action(self, args: argparse.Namespace) -> Any:
-        return migration_show(_deploy(self.client.deployments, args), deployment=True)
+        return migration_show(_deploy(self.client.deployments, args, newer=True),
+                              deployment=True)
 
 
 def _show_command(manager: str, deployment: bool, doc: str) -> type[ShowOne]:
@@ -316,10 +323,24 @@ class UpdateReplica(_Generation, ShowOne):
         utils.add_json_pair(parser, "source-environment", "Source environment")
         utils.add_storage_mappings(parser)
         utils.add_pools(parser)
+        if self.label == "Transfer":  # the defaults of its deployments
+            clone = parser.add_mutually_exclusive_group()
+            clone.add_argument("--clone-disks", dest="clone_disks", action="store_true",
+                               default=None, help="Deployments clone the disks")
+            clone.add_argument("--dont-clone-disks", dest="clone_disks",
+                               action="store_false", help="Deployments take the disks")
+            morph = parser.add_mutually_exclusive_group()
+            morph.add_argument("--os-morphing", dest="skip_os_morphing", action="store_false",
+                               default=None, help="Deployments run OS morphing")
+            morph.add_argument("--skip-os-morphing", dest="skip_os_morphing",
+                               action="store_true", help="Deployments skip OS morphing")
         return parser
 
     def take_action(self, args: argparse.Namespace) -> Any:
         values: dict[str, Any] = {}
+        for key in ("clone_disks", "skip_os_morphing"):
+            if getattr(args, key, None) is not None:
+                values[key] = getattr(args, key)
         for name in ("destination-environment", "source-environment", "network-map"):
             value = utils.get_json_pair(args, name)
             if value is not None:
@@ -379,11 +400,16 @@ class ExecuteReplica(_Generation, ShowOne):
     def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
         parser = _id_parser(self, prog_name, "replica")
         parser.add_argument("--shutdown-instances", action="store_true")
+        if self.label == "Transfer":
+            parser.add_argument("--auto-deploy", action="store_true",
+                                help="Deploy the transfer once the execution completes "
+                                     "(with its clone-disks/skip-os-morphing defaults)")
         return parser
 
     def take_action(self, args: argparse.Namespace) -> Any:
+        extra = {"auto_deploy": True} if getattr(args, "auto_deploy", False) else {}
         return execution_show(self.gen("executions").create(
-            args.replica, args.shutdown_instances))
+            args.replica, args.shutdown_instances, **extra))
 
 
 class ListExecutions(_Generation, Lister):
@@ -441,6 +467,9 @@ class CreateSchedule(_Generation, ShowOne):
         parser.add_argument("--expires-at", help="ISO 8601 date after which it never runs")
         parser.add_argument("--disabled", action="store_true")
         parser.add_argument("--shutdown-instance", action="store_true")
+        if self.label == "Transfer":
+            parser.add_argument("--auto-deploy", action="store_true",
+                                help="Each execution deploys the transfer once completed")
         return parser
 
     def take_action(self, args: argparse.Namespace) -> Any:
@@ -448,8 +477,10 @@ class CreateSchedule(_Generation, ShowOne):
         if not schedule:
             raise utils.CLIError("give at least one of -M, -H, -d, -m, -w")
         expires = utils.parse_utc(args.expires_at) if args.expires_at else None
+        extra = {"auto_deploy": True} if getattr(args, "auto_deploy", False) else {}
         return schedule_show(self.gen("schedules").create(
-            args.replica, schedule, not args.disabled, expires, args.shutdown_instance))
+            args.replica, schedule, not args.disabled, expires, args.shutdown_instance,
+            **extra), self.label == "Transfer")
 
 
 class UpdateSchedule(_Generation, ShowOne):
@@ -469,6 +500,12 @@ class UpdateSchedule(_Generation, ShowOne):
                               default=False)
         shutdown.add_argument("--dont-shutdown-instance", dest="shutdown",
                               action="store_false")
+        if self.label == "Transfer":
+            deploy = parser.add_mutually_exclusive_group()
+            deploy.add_argument("--auto-deploy", dest="auto_deploy", action="store_true",
+                                default=None)
+            deploy.add_argument("--dont-auto-deploy", dest="auto_deploy",
+                                action="store_false")
         return parser
 
     def take_action(self, args: argparse.Namespace) -> Any:
@@ -481,8 +518,10 @@ class UpdateSchedule(_Generation, ShowOne):
             values["expiration_date"] = None
         if args.enabled is not None:
             values["enabled"] = args.enabled
-        return schedule_show(self.gen("schedules").update(args.replica, args.id,
-                                                                  values))
+        if getattr(args, "auto_deploy", None) is not None:
+            values["auto_deploy"] = args.auto_deploy
+        return schedule_show(self.gen("schedules").update(args.replica, args.id, values),
+                             self.label == "Transfer")
 
 
 class ListSchedules(_Generation, Lister):
@@ -508,7 +547,8 @@ class ShowSchedule(_Generation, ShowOne):
         return _id_parser(self, prog_name, "replica", "id")
 
     def take_action(self, args: argparse.Namespace) -> Any:
-        return schedule_show(self.gen("schedules").get(args.replica, args.id))
+        return schedule_show(self.gen("schedules").get(args.replica, args.id),
+                             self.label == "Transfer")
 
 
 COMMANDS = {

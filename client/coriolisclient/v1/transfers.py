@@ -115,14 +115,20 @@ class DeploymentManager(_ActionManager):
                              force: bool = False, skip_os_morphing: bool = False,
                              user_scripts: dict[str, Any] | None = None,
                              instance_osmorphing_minion_pool_mappings: dict[str, str] | None
-                             = None) -> base.Resource:
-        """Deploy a transfer (the newer generation's body: ``transfer_id``)."""
+                             = None, origin_minion_pool_id: str | None = None,
+                             destination_minion_pool_id: str | None = None) -> base.Resource:
+        """Deploy a transfer (the newer generation's body: ``transfer_id``); the pool ids
+        are sent only when given."""
         body: dict[str, Any] = {"transfer_id": transfer_id, "clone_disks": clone_disks,
                                 "force": force, "skip_os_morphing": skip_os_morphing,
                                 "user_scripts": user_scripts}
         if instance_osmorphing_minion_pool_mappings is not None:
             body["instance_osmorphing_minion_pool_mappings"] = (
                 instance_osmorphing_minion_pool_mappings)
+        if origin_minion_pool_id is not None:
+            body["origin_minion_pool_id"] = origin_minion_pool_id
+        if destination_minion_pool_id is not None:
+            body["destination_minion_pool_id"] = destination_minion_pool_id
         return self._post("/deployments", {"deployment": body}, "deployment")
 
 
@@ -254,9 +260,28 @@ class TransferManager(ReplicaManager):
 class TransferExecutionManager(ReplicaExecutionManager):
     collection = "transfers"
 
-    def _execution_body(self, shutdown_instances: bool) -> dict[str, Any]:
-        return {"shutdown_instances": shutdown_instances, "auto_deploy": False}
+    def create(self, replica: Any, shutdown_instances: bool = False,  # type: ignore[override]
+               auto_deploy: bool = False) -> base.Resource:
+        """``auto_deploy``: once the execution completes, the server deploys the transfer
+        with its stored ``clone_disks``/``skip_os_morphing``."""
+        data = self._post(f"/{self.collection}/{base.getid(replica)}/executions",
+                          {"execution": {"shutdown_instances": shutdown_instances,
+                                         "auto_deploy": auto_deploy}}, None)
+        return base.Resource(None, data["execution"], loaded=True)
 
 
 class TransferScheduleManager(ReplicaScheduleManager):
     collection = "transfers"
+
+    def create(self, replica: Any, schedule: dict[str, int], enabled: bool,
+               expiration_date: Any, shutdown_instance: bool,
+               auto_deploy: bool = False) -> base.Resource:
+        """As a replica's, plus ``auto_deploy`` (each scheduled execution deploys the
+        transfer once it completes)."""
+        body: dict[str, Any] = {"schedule": schedule, "enabled": enabled,
+                                "shutdown_instance": shutdown_instance,
+                                "auto_deploy": auto_deploy}
+        if expiration_date:
+            body["expiration_date"] = _iso(expiration_date)
+        data = self._post(f"/{self.collection}/{base.getid(replica)}/schedules", body, None)
+        return base.Resource(None, data["schedule"], loaded=True)

@@ -149,8 +149,16 @@ class TransferRequest(Body):
     transfer: TransferCreate2
 
 
+class TransferUpdate2(TransferUpdate):
+    """What a transfer update may change (PUT /transfers/{id}): a replica update's fields
+    plus the defaults of its deployments."""
+
+    clone_disks: bool | None = None
+    skip_os_morphing: bool | None = None
+
+
 class TransferUpdateRequest(Body):
-    transfer: TransferUpdate
+    transfer: TransferUpdate2
 
 
 class ReplicaRequest(Body):
@@ -166,10 +174,11 @@ class ExecutionCreate(Body):
 
 
 class TransferExecutionCreate(ExecutionCreate):
-    """The newer generation's execution body; ``auto_deploy`` (deploy once the execution
-    completes) is not supported: only false is accepted."""
+    """The newer generation's execution body; ``auto_deploy``: once the execution
+    COMPLETES, the server deploys the transfer with its stored ``clone_disks`` and
+    ``skip_os_morphing`` (a failed or canceled execution deploys nothing)."""
 
-    auto_deploy: Literal[False] = False
+    auto_deploy: bool = False
 
 
 class ExecutionRequest(Body):
@@ -214,15 +223,16 @@ class ScheduleUpdate(Body):
     enabled: bool = ABSENT
     shutdown_instance: bool = ABSENT
     expiration_date: FutureUtcDateTime | None = None
-    # The newer generation's flag (deploy after each scheduled execution): not supported,
-    # only false is accepted.
-    auto_deploy: Literal[False] | None = None
+    # The newer generation's flag: each scheduled execution deploys the transfer once it
+    # completes (as ``TransferExecutionCreate.auto_deploy``).
+    auto_deploy: bool = ABSENT
 
 
 class ScheduleCreate(ScheduleUpdate):
     schedule: Cron
     enabled: bool = True
     shutdown_instance: bool = False
+    auto_deploy: bool = False
 
     @field_validator("schedule")
     @classmethod

@@ -4,7 +4,7 @@
 # route-making closure (``request_model``), not its name.
 from typing import Any
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel
 from sqlalchemy import select
 
@@ -26,6 +26,7 @@ from coriolis.api.schemas.transfers import (
     TransferRequest,
     TransferUpdateRequest,
 )
+from coriolis.api.v1 import listing
 from coriolis.context import RequestContext
 from coriolis.db import models, transfers
 from coriolis.service import Services
@@ -47,7 +48,7 @@ def _schedule_fields(body: ScheduleUpdate, row: models.ReplicaSchedule) -> None:
     given = body.model_fields_set
     if body.schedule is not None:
         row.schedule = body.schedule.model_dump(exclude_none=True)
-    for key in ("enabled", "shutdown_instance", "expiration_date"):
+    for key in ("enabled", "shutdown_instance", "expiration_date", "auto_deploy"):
         if key in given:
             setattr(row, key, getattr(body, key))
 
@@ -69,13 +70,17 @@ def build_router(services: Services, context: Any) -> APIRouter:
                         request_model: type[MigrationRequest | DeploymentRequest]) -> None:
         @router.get(f"/{collection}", name=f"list_{collection}")
         @router.get(f"/{collection}/detail", name=f"detail_{collection}")
-        def list_all(ctx: RequestContext = Depends(context)) -> dict[str, Any]:
+        def list_all(request: Request,
+                     ctx: RequestContext = Depends(context)) -> dict[str, Any]:
             with db.reader() as session:
                 # Every migration is a deployment too (a plain one without a transfer), as
                 # every deployment is a migration: the two names of one resource.
                 rows = transfers.list_actions(session, ctx.project_id,
                                               c.ACTION_TYPE_MIGRATION)
-                return {collection: [migration_view(session, r, detail=False) for r in rows]}
+                items = [migration_view(session, r, detail=False) for r in rows]
+            if collection == "deployments":  # the newer generation's list parameters
+                items = listing.page(items, request.query_params)
+            return {collection: items}
 
         @router.get(f"/{collection}/{{action_id}}", name=f"show_{key}")
         def show(action_id: str, ctx: RequestContext = Depends(context)) -> dict[str, Any]:
@@ -143,10 +148,14 @@ def build_router(services: Services, context: Any) -> APIRouter:
         and schedules."""
         @router.get(f"/{collection}")
         @router.get(f"/{collection}/detail")
-        def list_replicas(ctx: RequestContext = Depends(context)) -> dict[str, Any]:
+        def list_replicas(request: Request,
+                          ctx: RequestContext = Depends(context)) -> dict[str, Any]:
             with db.reader() as session:
                 rows = transfers.list_actions(session, ctx.project_id, c.ACTION_TYPE_REPLICA)
-                return {collection: [views.replica(r, detail=False) for r in rows]}
+                items = [views.replica(r, detail=False) for r in rows]
+            if collection == "transfers":  # the newer generation's list parameters
+                items = listing.page(items, request.query_params)
+            return {collection: items}
 
         @router.get(f"/{collection}/{{replica_id}}")
         def show_replica(replica_id: str, ctx: RequestContext = Depends(context)) -> dict[str, Any]:
@@ -200,7 +209,9 @@ def build_router(services: Services, context: Any) -> APIRouter:
                     ctx: RequestContext = Depends(context)) -> dict[str, Any]:
             options = getattr(body, "execution", None)
             shutdown = options is not None and options.shutdown_instances
-            return execution_view(conductor.execute_replica(ctx, replica_id, shutdown), ctx)
+            auto_deploy = options is not None and getattr(options, "auto_deploy", False)
+            return execution_view(conductor.execute_replica(ctx, replica_id, shutdown,
+                                                            auto_deploy=auto_deploy), ctx)
 
         @router.post(f"/{collection}/{{replica_id}}/executions/{{execution_id}}/actions",
                      status_code=204)
@@ -255,7 +266,8 @@ def build_router(services: Services, context: Any) -> APIRouter:
             with db.session() as session:
                 replica_row(session, ctx, replica_id)
                 row = models.ReplicaSchedule(replica_id=replica_id, project_id=ctx.project_id,
-                                             enabled=True, shutdown_instance=False)
+                                             enabled=True, shutdown_instance=False,
+                                             auto_deploy=False)
                 _schedule_fields(body, row)
                 session.add(row)
                 session.flush()
