@@ -53,6 +53,9 @@ class Settings:
     # seconds is marked DOWN and its tasks are taken over.
     heartbeat_interval: float = 0.0
     worker_down_after: float = 0.0
+    # Minion pool upkeep (refill, idle retention, health checks) every so many seconds
+    # ($CORIOLIS_POOL_UPKEEP_INTERVAL, default 60; 0 or less: never).
+    pool_upkeep_interval: float | None = None
     # An INI file (--config-file, $CORIOLIS_CONFIG_FILE, else DATA_DIR/coriolis.conf if it
     # exists) whose [keystone] and [barbican] sections point at a real Keystone / Barbican.
     config_file: Path | None = None
@@ -67,6 +70,11 @@ class Settings:
     # replaced by the project's id): $CORIOLIS_LOCAL_ROOT (separated by ':'), else
     # [local] root (one a line), else DATA_DIR/clouds/{project_id}.
     local_roots: list[str] = field(default_factory=list)
+    # Whether projects may use this server's own hosts' libvirt daemons (qemu:///system,
+    # qemu+unix:// endpoints): $CORIOLIS_LIBVIRT_ALLOW_LOCAL, else [libvirt] allow_local;
+    # off by default, since such an endpoint controls the worker's host.
+    libvirt_allow_local: bool | None = None
+    libvirt: dict[str, str] = field(default_factory=dict)  # the [libvirt] section
 
     def __post_init__(self) -> None:
         if self.data_dir == Path():
@@ -83,6 +91,9 @@ class Settings:
             os.environ.get("CORIOLIS_HEARTBEAT_INTERVAL", "5"))
         self.worker_down_after = self.worker_down_after or float(
             os.environ.get("CORIOLIS_WORKER_DOWN_AFTER", "30"))
+        if self.pool_upkeep_interval is None:
+            self.pool_upkeep_interval = float(
+                os.environ.get("CORIOLIS_POOL_UPKEEP_INTERVAL", "60"))
         self.token_ttl_seconds = int(os.environ.get("CORIOLIS_TOKEN_TTL",
                                                     self.token_ttl_seconds))
         explicit_roots = bool(self.local_roots)
@@ -93,6 +104,10 @@ class Settings:
         if not self.local_roots:
             self.local_roots = [str(self.data_dir / "clouds" / "{project_id}")]
         self.local_roots = [_root_template(r) for r in self.local_roots if r.strip()]
+        if self.libvirt_allow_local is None:
+            raw = os.environ.get("CORIOLIS_LIBVIRT_ALLOW_LOCAL") or self.libvirt.get(
+                "allow_local", "")
+            self.libvirt_allow_local = raw.strip().lower() in ("1", "true", "yes", "on")
         self._body_limit()
 
     def _body_limit(self) -> None:
@@ -126,6 +141,8 @@ class Settings:
                 setattr(self, section, dict(parser.items(section)))
         if parser.has_section("api"):
             self.api = dict(parser.items("api"))
+        if parser.has_section("libvirt"):
+            self.libvirt = dict(parser.items("libvirt"))
         if parser.has_option("local", "root") and not self.local_roots:
             self.local_roots = parser.get("local", "root").splitlines()
         if self.keystone is not None:

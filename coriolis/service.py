@@ -23,8 +23,10 @@ from coriolis.config import ConfigError, Settings
 from coriolis.db import models
 from coriolis.db.session import Database
 from coriolis.engine.conductor import Conductor
+from coriolis.minions.manager import PoolManager
 from coriolis.periodic import Periodic
 from coriolis.providers import registry
+from coriolis.scheduling import pool_upkeep
 from coriolis.scheduling.replica_cron import ReplicaCron
 from coriolis.secrets.barbican import BarbicanSecrets
 from coriolis.secrets.box import SecretBox
@@ -47,6 +49,10 @@ class Services:
     conductor: Conductor
     closers: list[Callable[[], None]] = field(default_factory=list)
     barbican: BarbicanSecrets | None = None  # connection info in a real Barbican
+    pools: PoolManager = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.pools = self.conductor.pools
 
     @staticmethod
     def providers() -> dict[str, int]:
@@ -97,8 +103,10 @@ def build_all_in_one(settings: Settings) -> Services:
                        conductor.check_workers).start()
     cron = ReplicaCron(db, conductor)
     cron.start()
+    upkeep = pool_upkeep.start(conductor.pools, settings)
     return Services(settings, db, box, conductor,
-                    [bus.shutdown, heartbeat.stop, monitor.stop, cron.stop], barbican)
+                    [bus.shutdown, heartbeat.stop, monitor.stop, cron.stop, upkeep.stop],
+                    barbican)
 
 
 def _transport_url(settings: Settings) -> str:
@@ -126,7 +134,8 @@ def build_distributed(settings: Settings, role: Role) -> Services:
         events = EventConsumer(url, settings.bus_namespace, conductor).start()
         monitor = Periodic("worker-monitor", settings.heartbeat_interval,
                            conductor.check_workers).start()
-        services.closers += [events.stop, monitor.stop]
+        upkeep = pool_upkeep.start(conductor.pools, settings)
+        services.closers += [events.stop, monitor.stop, upkeep.stop]
     elif role == "scheduler":
         cron = ReplicaCron(db, conductor)
         cron.start()

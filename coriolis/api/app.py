@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from coriolis import __version__
-from coriolis.api import errors, openapi, secrets
+from coriolis.api import errors, logger, openapi, secrets
 from coriolis.api.auth import context_dependency
 from coriolis.api.limits import BodyLimit
 from coriolis.api.v1 import admin, endpoints, transfers
@@ -45,6 +45,7 @@ def create_app(services: Services) -> FastAPI:
         for router in routers:
             app.include_router(router, prefix=prefix)
     app.include_router(secrets.build_router(services, context))
+    app.include_router(logger.build_router(services, validator))
 
     @app.get("/", include_in_schema=False)
     def root() -> dict[str, Any]:

@@ -27,6 +27,12 @@ def _schedule(session: Session, project_id: str, schedule_id: str) -> None:
         raise exceptions.NotFound(f"Schedule {schedule_id} could not be found") from None
 
 
+def _pool(session: Session, project_id: str, pool_id: str) -> None:
+    row = session.get(models.MinionPool, pool_id)
+    if row is None or row.project_id != project_id:
+        raise exceptions.NotFound(f"Minion pool {pool_id} could not be found")
+
+
 OWNED_PATH_PARAMS: dict[str, Callable[[Session, str, str], Any]] = {
     "endpoint_id": transfers.get_endpoint,
     "action_id": transfers.get_action,
@@ -34,6 +40,7 @@ OWNED_PATH_PARAMS: dict[str, Callable[[Session, str, str], Any]] = {
     "execution_id": transfers.get_execution,
     "schedule_id": _schedule,
     "secret_id": store.get,
+    "pool_id": _pool,
 }
 
 

@@ -91,6 +91,8 @@ def migration(row: models.TransferAction, replica_scenario: str | None = None,
     last = row.executions[-1] if row.executions and detail else None
     view = {**_transfer(row), "replica_id": row.replica_id,
             "replica_scenario_type": replica_scenario,
+            # The newer generation's names of the same two (a deployment's transfer).
+            "transfer_id": row.replica_id, "transfer_scenario_type": replica_scenario,
             "shutdown_instances": row.shutdown_instances,
             "replication_count": row.replication_count,
             "skip_os_morphing": row.skip_os_morphing, "clone_disks": row.clone_disks,
@@ -103,6 +105,7 @@ def migration(row: models.TransferAction, replica_scenario: str | None = None,
 
 def replica(row: models.TransferAction, detail: bool = True) -> dict[str, Any]:
     view = {**_transfer(row), "scenario": row.scenario or "replica",
+            "clone_disks": row.clone_disks, "skip_os_morphing": row.skip_os_morphing,
             "executions": [execution(e) for e in row.executions] if detail else []}
     if not detail:
         del view["info"]
@@ -110,7 +113,39 @@ def replica(row: models.TransferAction, detail: bool = True) -> dict[str, Any]:
 
 
 def schedule(row: models.ReplicaSchedule) -> dict[str, Any]:
-    return {**_base(row), "replica_id": row.replica_id, "schedule": row.schedule,
+    return {**_base(row), "replica_id": row.replica_id, "transfer_id": row.replica_id,
+            "schedule": row.schedule,
             "enabled": row.enabled, "expiration_date": ts(row.expiration_date),
-            "shutdown_instance": row.shutdown_instance, "trust_id": row.trust_id,
+            "shutdown_instance": row.shutdown_instance, "auto_deploy": row.auto_deploy,
+            "trust_id": row.trust_id,
             "last_run_at": ts(row.last_run_at)}
+
+
+MASK = "***"
+
+
+def minion_machine(row: models.MinionMachine) -> dict[str, Any]:
+    """A machine; its connection info (agent keys, credentials) is always masked."""
+    secret = MASK if row.secrets_encrypted else None
+    return {**_base(row), "pool_id": row.pool_id, "allocation_status": row.allocation_status,
+            "power_status": row.power_status, "connection_info": secret,
+            "backup_writer_connection_info": secret,
+            "provider_properties": row.provider_properties,
+            "allocated_action": row.allocated_action, "last_used_at": ts(row.last_used_at),
+            "deleted": False, "deleted_at": None}
+
+
+def minion_pool(row: models.MinionPool) -> dict[str, Any]:
+    return {**_base(row), "name": row.name, "endpoint_id": row.endpoint_id,
+            "project_id": row.project_id, "user_id": row.user_id,
+            "platform": row.platform, "os_type": row.os_type, "status": row.status,
+            "notes": row.notes, "environment_options": row.environment_options,
+            "minimum_minions": row.minimum_minions, "maximum_minions": row.maximum_minions,
+            "minion_max_idle_time": row.minion_max_idle_time,
+            "minion_retention_strategy": row.minion_retention_strategy,
+            "shared_resources": row.shared_resources, "maintenance_trust_id": None,
+            "deleted": False, "deleted_at": None,
+            "events": [{**_base(e), "index": e.index, "level": e.level, "message": e.message}
+                       for e in row.events],
+            "progress_updates": [],
+            "minion_machines": [minion_machine(m) for m in row.machines]}

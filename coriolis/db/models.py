@@ -23,6 +23,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -198,6 +199,9 @@ class Execution(TimestampMixin, Base):
     number: Mapped[int] = mapped_column(Integer)
     type: Mapped[str] = mapped_column(String(32))  # constants.EXECUTION_TYPE_*
     status: Mapped[str] = mapped_column(String(64), default=constants.EXECUTION_STATUS_RUNNING)
+    # A replica execution that deploys its transfer once COMPLETED (the newer API's
+    # auto_deploy); the deployment is made in the transaction that completes it.
+    auto_deploy: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     action: Mapped[TransferAction] = relationship(back_populates="executions")
     tasks: Mapped[list[Task]] = relationship(
         back_populates="execution", order_by="Task.index", cascade="all, delete-orphan")
@@ -256,6 +260,7 @@ class ReplicaSchedule(TimestampMixin, Base):
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     expiration_date: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
     shutdown_instance: Mapped[bool] = mapped_column(Boolean, default=False)
+    auto_deploy: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     trust_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
     last_run_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
 
@@ -269,3 +274,62 @@ class Secret(TimestampMixin, Base):
     name: Mapped[str | None] = mapped_column(String(255), nullable=True)
     content_type: Mapped[str] = mapped_column(String(255), default="text/plain")
     payload_encrypted: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+# --- minion pools -------------------------------------------------------------------------------
+class MinionPool(TimestampMixin, Base):
+    """Pre-allocated helper machines of one endpoint (server-contract §6.1); ``status`` one
+    of ``constants.POOL_STATUS_*``, ``minion_max_idle_time`` in seconds."""
+
+    __tablename__ = "minion_pools"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(String(36), index=True)
+    user_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    name: Mapped[str] = mapped_column(String(255))
+    endpoint_id: Mapped[str] = mapped_column(ForeignKey("endpoints.id"))
+    platform: Mapped[str] = mapped_column(String(32))  # source | destination
+    os_type: Mapped[str] = mapped_column(String(32))
+    environment_options: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    minimum_minions: Mapped[int] = mapped_column(Integer, default=1)
+    maximum_minions: Mapped[int] = mapped_column(Integer, default=1)
+    minion_max_idle_time: Mapped[int] = mapped_column(Integer, default=1)
+    minion_retention_strategy: Mapped[str] = mapped_column(String(32), default="delete")
+    notes: Mapped[str | None] = mapped_column(Text, nullable=True)
+    status: Mapped[str] = mapped_column(String(64), default=constants.POOL_STATUS_DEALLOCATED)
+    shared_resources: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # The operation the pool manager runs (allocate, deallocate...), resumed after a restart.
+    operation: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    machines: Mapped[list[MinionMachine]] = relationship(
+        back_populates="pool", order_by="MinionMachine.created_at",
+        cascade="all, delete-orphan")
+    events: Mapped[list[MinionPoolEvent]] = relationship(
+        order_by="MinionPoolEvent.index", cascade="all, delete-orphan")
+
+
+class MinionMachine(TimestampMixin, Base):
+    """One helper machine of a pool; its secrets (connection info with agent keys) are
+    encrypted; ``provider_properties`` is the provider's own state (no secrets)."""
+
+    __tablename__ = "minion_machines"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    pool_id: Mapped[str] = mapped_column(
+        ForeignKey("minion_pools.id", ondelete="CASCADE"), index=True)
+    allocation_status: Mapped[str] = mapped_column(
+        String(32), default=constants.MINION_STATUS_ALLOCATING)
+    power_status: Mapped[str] = mapped_column(String(32), default=constants.MINION_POWER_UNKNOWN)
+    provider_properties: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    secrets_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    allocated_action: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    allocated_instance: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    pool: Mapped[MinionPool] = relationship(back_populates="machines")
+
+
+class MinionPoolEvent(TimestampMixin, Base):
+    __tablename__ = "minion_pool_events"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    pool_id: Mapped[str] = mapped_column(
+        ForeignKey("minion_pools.id", ondelete="CASCADE"), index=True)
+    index: Mapped[int] = mapped_column(Integer, default=0)
+    level: Mapped[str] = mapped_column(String(20), default=constants.TASK_EVENT_INFO)
+    message: Mapped[str] = mapped_column(Text)

@@ -30,8 +30,12 @@ class ConductorAPI(Protocol):
         ...
 
     def execute_replica(
-        self, ctx: RequestContext, replica_id: str, shutdown_instances: bool
-    ) -> str: ...
+        self, ctx: RequestContext, replica_id: str, shutdown_instances: bool,
+        auto_deploy: bool = False,
+    ) -> str:
+        """Returns the execution's id; ``auto_deploy``: deploy the replica (its stored
+        deployment defaults) in the transaction that completes the execution."""
+        ...
 
     def delete_replica_disks(self, ctx: RequestContext, replica_id: str) -> str: ...
 

@@ -25,9 +25,12 @@ from coriolis.context import RequestContext
 from coriolis.db import models, transfers
 from coriolis.db.session import Database
 from coriolis.engine import graphs, state, validation
+from coriolis.minions.manager import PoolManager
+from coriolis.minions.transfers import MINION_KEY_REF, check_transfer_pools
 from coriolis.providers import registry
 from coriolis.providers.base import (
     OPERATION_CAPABILITY,
+    POOL_OPERATIONS,
     ExportProvider,
     ImportProvider,
     missing_capability,
@@ -42,7 +45,8 @@ from coriolis.transfer.options import with_transfer_options
 LOG = logging.getLogger(__name__)
 
 # What the API may ask of an endpoint (validate_destination_inputs is the conductor's own).
-ENDPOINT_OPERATIONS = frozenset(OPERATION_CAPABILITY) - {"validate_destination_inputs"}
+ENDPOINT_OPERATIONS = (frozenset(OPERATION_CAPABILITY) - {"validate_destination_inputs"}
+                       - POOL_OPERATIONS)
 # Keys of the per-instance task_info that API views may show (never connection info).
 _REPLICA_INFO_KEYS = ("export_info", "volumes_info")
 
@@ -64,6 +68,8 @@ class Conductor:
         self._ignored_tasks: set[str] = set()
         # In-process tasks found not held by the bus at the last check (_take_over_unheld).
         self._unheld: set[str] = set()
+        self.pools = PoolManager(db, box, bus, self)
+        self._pools_changed = False  # machines were released: waiting executions may run
 
     # ============================================================================ life cycle
     def start(self) -> None:
@@ -81,6 +87,7 @@ class Conductor:
             for execution in stale:
                 self._advance(session, execution)
         self._dispatch_pending()
+        self.pools.start()
 
     def check_workers(self) -> list[str]:
         """Mark DOWN the workers silent for ``worker_down_after`` seconds and take over their
@@ -264,10 +271,14 @@ class Conductor:
         dest_env = validation.json_object(body, "destination_environment")
         full_dest_env = {**dest_env, "network_map": network_map,
                          "storage_mappings": storage_mappings}
+        pool_mappings = validation.pool_mappings(body, instances)
         with self.db.reader() as session:
             origin, destination = self._transfer_endpoints(session, ctx, body, action_type)
             self._check_capabilities(origin, destination, specs)
             self._check_environments(origin, destination, source_env, full_dest_env)
+            check_transfer_pools(session, ctx.project_id, origin, destination, instances,
+                                 body.get("origin_minion_pool_id"),
+                                 body.get("destination_minion_pool_id"), pool_mappings)
             origin_call = (self._endpoint_ref(origin, source_env),
                            self._choose_worker(session, [origin]))
             dest_call = (self._endpoint_ref(destination, full_dest_env),
@@ -282,7 +293,7 @@ class Conductor:
             user_scripts=validation.user_scripts(body, instances), notes=body.get("notes"),
             origin_minion_pool_id=body.get("origin_minion_pool_id"),
             destination_minion_pool_id=body.get("destination_minion_pool_id"),
-            instance_osmorphing_minion_pool_mappings=validation.pool_mappings(body, instances),
+            instance_osmorphing_minion_pool_mappings=pool_mappings,
             info={name: {} for name in instances},
         )
 
@@ -319,52 +330,68 @@ class Conductor:
             replica = transfers.get_action(session, ctx.project_id,
                                            validation.require(body, "replica_id", "migration"),
                                            c.ACTION_TYPE_REPLICA)
-            clone_disks = validation.boolean(body, "clone_disks", True)
-            skip = validation.boolean(body, "skip_os_morphing", False)
-            specs = graphs.replica_deploy_graph(clone_disks, skip)
-            self._check_capabilities(
-                transfers.get_endpoint(session, ctx.project_id, replica.origin_endpoint_id),
-                transfers.get_endpoint(session, ctx.project_id,
-                                       replica.destination_endpoint_id), specs)
-            self._refuse_if_active(session, replica)
-            _refuse_if_uncommitted(replica)
-            force = validation.boolean(body, "force", False)
-            completed = any(e.type == c.EXECUTION_TYPE_REPLICA_EXECUTION
-                            and e.status == c.EXECUTION_STATUS_COMPLETED
-                            for e in replica.executions)
-            if not completed and not force:
-                raise exceptions.InvalidState(
-                    f"Replica {replica.id} has no completed execution to deploy from "
-                    "(use force to deploy anyway)")
-            missing = [i for i in replica.instances
-                       if not (replica.info.get(i) or {}).get("volumes_info")]
-            if missing:
-                raise exceptions.InvalidState(
-                    f"Replica {replica.id} has no disks for: {', '.join(missing)}")
-            migration = models.TransferAction(
-                type=c.ACTION_TYPE_MIGRATION, project_id=ctx.project_id, user_id=ctx.user_id,
-                origin_endpoint_id=replica.origin_endpoint_id,
-                destination_endpoint_id=replica.destination_endpoint_id,
-                instances=list(replica.instances),
-                source_environment=replica.source_environment,
-                destination_environment=replica.destination_environment,
-                network_map=replica.network_map, storage_mappings=replica.storage_mappings,
-                user_scripts=validation.user_scripts(body, replica.instances)
-                if body.get("user_scripts") else replica.user_scripts,
-                notes=replica.notes, replica_id=replica.id, clone_disks=clone_disks,
-                skip_os_morphing=skip,
-                instance_osmorphing_minion_pool_mappings=validation.pool_mappings(
-                    body, replica.instances),
-                info={i: {k: copy.deepcopy(v) for k, v in (replica.info.get(i) or {}).items()
-                          if k in _REPLICA_INFO_KEYS} for i in replica.instances},
-            )
-            session.add(migration)
-            session.flush()
-            self._start_execution(session, migration, c.EXECUTION_TYPE_REPLICA_DEPLOY,
-                                  {name: specs for name in migration.instances})
-            migration_id = migration.id
+            migration_id = self._deploy(session, ctx.project_id, ctx.user_id, replica, body)
         self._dispatch_after_commit()
         return migration_id
+
+    def _deploy(self, session: Session, project_id: str, user_id: str | None,
+                replica: models.TransferAction, body: dict[str, Any]) -> str:
+        """Store a deployment (migration) of ``replica`` and start its execution, in the
+        caller's write transaction; returns its id. InvalidState/InvalidInput/NotFound
+        when the replica cannot be deployed now."""
+        clone_disks = validation.boolean(body, "clone_disks", replica.clone_disks)
+        skip = validation.boolean(body, "skip_os_morphing", replica.skip_os_morphing)
+        specs = graphs.replica_deploy_graph(clone_disks, skip)
+        self._check_capabilities(
+            transfers.get_endpoint(session, project_id, replica.origin_endpoint_id),
+            transfers.get_endpoint(session, project_id,
+                                   replica.destination_endpoint_id), specs)
+        self._refuse_if_active(session, replica)
+        _refuse_if_uncommitted(replica)
+        origin_ep = transfers.get_endpoint(session, project_id,
+                                           replica.origin_endpoint_id)
+        check_transfer_pools(session, project_id, origin_ep,
+                             transfers.get_endpoint(session, project_id,
+                                                    replica.destination_endpoint_id),
+                             replica.instances, None, None,
+                             validation.pool_mappings(body, replica.instances))
+        force = validation.boolean(body, "force", False)
+        completed = any(e.type == c.EXECUTION_TYPE_REPLICA_EXECUTION
+                        and e.status == c.EXECUTION_STATUS_COMPLETED
+                        for e in replica.executions)
+        if not completed and not force:
+            raise exceptions.InvalidState(
+                f"Replica {replica.id} has no completed execution to deploy from "
+                "(use force to deploy anyway)")
+        missing = [i for i in replica.instances
+                   if not (replica.info.get(i) or {}).get("volumes_info")]
+        if missing:
+            raise exceptions.InvalidState(
+                f"Replica {replica.id} has no disks for: {', '.join(missing)}")
+        migration = models.TransferAction(
+            type=c.ACTION_TYPE_MIGRATION, project_id=project_id, user_id=user_id,
+            origin_endpoint_id=replica.origin_endpoint_id,
+            destination_endpoint_id=replica.destination_endpoint_id,
+            instances=list(replica.instances),
+            source_environment=replica.source_environment,
+            destination_environment=replica.destination_environment,
+            network_map=replica.network_map, storage_mappings=replica.storage_mappings,
+            user_scripts=validation.user_scripts(body, replica.instances)
+            if body.get("user_scripts") else replica.user_scripts,
+            notes=replica.notes, replica_id=replica.id, clone_disks=clone_disks,
+            origin_minion_pool_id=body.get("origin_minion_pool_id"),
+            destination_minion_pool_id=body.get("destination_minion_pool_id"),
+            skip_os_morphing=skip,
+            instance_osmorphing_minion_pool_mappings=validation.pool_mappings(
+                body, replica.instances),
+            info={i: {k: copy.deepcopy(v) for k, v in (replica.info.get(i) or {}).items()
+                      if k in _REPLICA_INFO_KEYS} for i in replica.instances},
+        )
+        session.add(migration)
+        session.flush()
+        self._start_execution(session, migration, c.EXECUTION_TYPE_REPLICA_DEPLOY,
+                              {name: specs for name in migration.instances})
+        return migration.id
 
     # ============================================================================ replicas
     def create_replica(self, ctx: RequestContext, body: dict[str, Any]) -> str:
@@ -378,6 +405,9 @@ class Conductor:
         replica = self._new_transfer(ctx, body, c.ACTION_TYPE_REPLICA, check_name_clash=False,
                                      specs=specs)
         replica.scenario = scenario
+        # Defaults of its deployments (the newer API generation's transfer fields).
+        replica.clone_disks = validation.boolean(body, "clone_disks", True)
+        replica.skip_os_morphing = validation.boolean(body, "skip_os_morphing", False)
         with self.db.session() as session:
             self._store_transfer(session, ctx, body, replica)
             return replica.id
@@ -396,7 +426,7 @@ class Conductor:
 
     def _replica_execution(self, ctx: RequestContext, replica_id: str, execution_type: str,
                            specs: list[graphs.TaskSpec], instances: Iterable[str] | None = None,
-                           prepare: Any = None) -> str:
+                           prepare: Any = None, auto_deploy: bool = False) -> str:
         with self._lock, self.db.session() as session:
             replica = transfers.get_action(session, ctx.project_id, replica_id,
                                            c.ACTION_TYPE_REPLICA)
@@ -405,15 +435,21 @@ class Conductor:
                 prepare(session, replica)
             names = list(instances if instances is not None else replica.instances)
             execution = self._start_execution(session, replica, execution_type,
-                                              {name: specs for name in names})
+                                              {name: specs for name in names},
+                                              auto_deploy=auto_deploy)
             execution_id = execution.id
         self._dispatch_after_commit()
         return execution_id
 
     def execute_replica(self, ctx: RequestContext, replica_id: str,
-                        shutdown_instances: bool) -> str:
+                        shutdown_instances: bool, auto_deploy: bool = False) -> str:
+        """Start a replica execution; returns its id. With ``auto_deploy``, the transaction
+        that completes it also stores and starts a deployment of the replica with its
+        stored ``clone_disks``/``skip_os_morphing`` (once: a crash before that commit
+        leaves neither; nothing is deployed if the execution does not complete)."""
         return self._replica_execution(ctx, replica_id, c.EXECUTION_TYPE_REPLICA_EXECUTION,
-                                       graphs.replica_execution_graph(shutdown_instances))
+                                       graphs.replica_execution_graph(shutdown_instances),
+                                       auto_deploy=auto_deploy)
 
     def delete_replica_disks(self, ctx: RequestContext, replica_id: str) -> str:
         with self.db.session() as session:
@@ -462,11 +498,21 @@ class Conductor:
             if "instance_osmorphing_minion_pool_mappings" in body:
                 replica.instance_osmorphing_minion_pool_mappings = validation.pool_mappings(
                     body, replica.instances)
+            # The defaults of its deployments (the newer API generation's transfer fields).
+            replica.clone_disks = validation.boolean(body, "clone_disks", replica.clone_disks)
+            replica.skip_os_morphing = validation.boolean(body, "skip_os_morphing",
+                                                          replica.skip_os_morphing)
             origin = transfers.get_endpoint(session, ctx.project_id, replica.origin_endpoint_id)
             dest = transfers.get_endpoint(session, ctx.project_id,
                                           replica.destination_endpoint_id)
             self._check_environments(origin, dest, replica.source_environment,
                                      self._destination_env(replica))
+            if any(k in body for k in ("origin_minion_pool_id", "destination_minion_pool_id",
+                                       "instance_osmorphing_minion_pool_mappings")):
+                check_transfer_pools(session, ctx.project_id, origin, dest, replica.instances,
+                                     replica.origin_minion_pool_id,
+                                     replica.destination_minion_pool_id,
+                                     replica.instance_osmorphing_minion_pool_mappings or {})
 
         return self._replica_execution(ctx, replica_id, c.EXECUTION_TYPE_REPLICA_UPDATE,
                                        graphs.replica_update_graph(), prepare=apply)
@@ -542,10 +588,12 @@ class Conductor:
     # ============================================================================ state machine
     def _start_execution(self, session: Session, action: models.TransferAction,
                          execution_type: str,
-                         graph: dict[str, list[graphs.TaskSpec]]) -> models.Execution:
+                         graph: dict[str, list[graphs.TaskSpec]],
+                         auto_deploy: bool = False) -> models.Execution:
         number = max((e.number for e in action.executions), default=0) + 1
         execution = models.Execution(action=action, number=number, type=execution_type,
-                                     status=c.EXECUTION_STATUS_RUNNING)
+                                     status=c.EXECUTION_STATUS_RUNNING,
+                                     auto_deploy=auto_deploy)
         session.add(execution)
         index = 0
         for instance, specs in graph.items():
@@ -561,8 +609,45 @@ class Conductor:
                 index += 1
         action.last_execution_status = c.EXECUTION_STATUS_RUNNING
         session.flush()
+        if _uses_destination_pool(action, execution_type):
+            # Nothing runs before a minion per instance is reserved (dispatch_awaiting).
+            self._set_execution(session, execution,
+                                c.EXECUTION_STATUS_AWAITING_MINION_ALLOCATIONS)
+            self._reserve_minions(session, execution)
+            return execution
         self._advance(session, execution)
         return execution
+
+    def _reserve_minions(self, session: Session, execution: models.Execution) -> bool:
+        """An execution AWAITING_MINION_ALLOCATIONS takes a minion per instance if its pool
+        has them free, and runs."""
+        action = execution.action
+        instances = sorted({t.instance for t in execution.tasks})
+        reserved = self.pools.reserve(session, action, instances)
+        if reserved is None:
+            LOG.warning("execution %s: its minion pool %s can give no minions", execution.id,
+                        action.destination_minion_pool_id)
+            for task in execution.tasks:
+                if task.status in (c.TASK_STATUS_SCHEDULED, c.TASK_STATUS_ON_ERROR_ONLY):
+                    self._set_task(session, task, c.TASK_STATUS_UNSCHEDULED,
+                                   f"minion pool {action.destination_minion_pool_id} is no "
+                                   "longer ALLOCATED")
+            self._set_execution(session, execution, c.EXECUTION_STATUS_ERROR_ALLOCATING_MINIONS)
+            return False
+        if not reserved:
+            return False
+        LOG.info("execution %s of %s %s got its minions", execution.id, action.type,
+                 action.id)
+        self._set_execution(session, execution, c.EXECUTION_STATUS_RUNNING)
+        self._advance(session, execution)
+        return True
+
+    def dispatch_after_pool_change(self) -> None:
+        """A pool has new or released machines: waiting executions may take them."""
+        try:
+            self._dispatch_pending()
+        except Exception:
+            LOG.exception("dispatching after a pool change failed; the monitor retries")
 
     def _set_task(self, session: Session, task: models.Task, status: str,
                   details: str | None = None) -> None:
@@ -575,6 +660,8 @@ class Conductor:
         execution.action.last_execution_status = status
 
     def _advance(self, session: Session, execution: models.Execution) -> None:
+        if execution.status == c.EXECUTION_STATUS_AWAITING_MINION_ALLOCATIONS:
+            return  # its tasks wait for minions (_reserve_minions)
         cancelling = execution.status == c.EXECUTION_STATUS_CANCELLING
         tasks = {t.id: t for t in execution.tasks}
         step = state.advance([state.TaskState(t.id, t.status, list(t.depends_on or []),
@@ -592,11 +679,15 @@ class Conductor:
         action = execution.action
         LOG.info("execution %s of %s %s finished: %s", execution.id, action.type, action.id,
                  execution.status)
+        if self.pools.release(session, action):
+            self._pools_changed = True
         if execution.status != c.EXECUTION_STATUS_COMPLETED:
             return
         if execution.type in (c.EXECUTION_TYPE_MIGRATION, c.EXECUTION_TYPE_REPLICA_DEPLOY):
             action.transfer_result = {name: (action.info.get(name) or {}).get("transfer_result")
                                       for name in action.instances}
+        if execution.type == c.EXECUTION_TYPE_REPLICA_EXECUTION and execution.auto_deploy:
+            self._auto_deploy(session, execution)
         if execution.type == c.EXECUTION_TYPE_REPLICA_DEPLOY and not action.clone_disks:
             # The deployed instance now owns the replica's disks.
             replica = session.get(models.TransferAction, action.replica_id)
@@ -605,11 +696,34 @@ class Conductor:
                                        if k != "volumes_info"}
                                 for name, info in replica.info.items()}
 
+    def _auto_deploy(self, session: Session, execution: models.Execution) -> None:
+        """Deploy the replica of a COMPLETED auto_deploy execution with its stored defaults,
+        in the transaction that completes the execution (so exactly once, even across a
+        crash). A deployment that cannot be made now is logged and skipped; the execution
+        stays COMPLETED."""
+        replica = execution.action
+        try:
+            with session.begin_nested():
+                deployment_id = self._deploy(session, replica.project_id, replica.user_id,
+                                             replica, {})
+        except exceptions.CoriolisError as exc:
+            LOG.warning("execution %s of replica %s: auto-deploy refused: %s", execution.id,
+                        replica.id, exc)
+            return
+        LOG.info("execution %s of replica %s completed: auto-deployed as %s", execution.id,
+                 replica.id, deployment_id)
+
     def _dispatch_pending(self) -> None:
         """Send every PENDING task (ready, not yet sent) once the transaction that made it
         PENDING has committed; sent tasks become STARTING until a worker picks them up."""
         messages = []
         with self._lock, self.db.session() as session:
+            waiting = session.scalars(select(models.Execution).where(
+                models.Execution.status == c.EXECUTION_STATUS_AWAITING_MINION_ALLOCATIONS
+            ).order_by(models.Execution.created_at).with_for_update(skip_locked=True))
+            for execution in list(waiting):
+                self._reserve_minions(session, execution)
+            session.flush()
             # Another process may be sending the same tasks: each takes the rows it locked.
             tasks = session.scalars(select(models.Task).where(
                 models.Task.status == c.TASK_STATUS_PENDING).with_for_update(skip_locked=True))
@@ -636,12 +750,16 @@ class Conductor:
                     "clone_disks": action.clone_disks,
                     "user_scripts": action.user_scripts or {},
                 })
+                dest_ref = self._endpoint_ref(dest, self._destination_env(action))
+                self._with_minion(session, task_info, dest_ref)
                 messages.append((host, TaskMessage(
                     task_id=task.id, execution_id=task.execution_id, task_type=task.task_type,
                     instance=task.instance,
                     origin=self._endpoint_ref(origin, action.source_environment or {}),
-                    destination=self._endpoint_ref(dest, self._destination_env(action)),
-                    task_info=task_info)))
+                    destination=dest_ref, task_info=task_info)))
+        if self._pools_changed:
+            self._pools_changed = False
+            self._dispatch_pending()
         for host, message in messages:
             try:
                 self.bus.dispatch(message, host)
@@ -655,6 +773,23 @@ class Conductor:
                     if unsent is not None and unsent.status == c.TASK_STATUS_STARTING \
                             and unsent.host == host:
                         unsent.status, unsent.host = c.TASK_STATUS_PENDING, None
+
+    def _with_minion(self, session: Session, task_info: dict[str, Any],
+                     dest_ref: EndpointRef) -> None:
+        """A task of an instance holding a destination minion gets its address in
+        ``task_info["destination_minion"]`` and its agent key in the destination connection
+        info at ``minions.manager.MINION_KEY_REF`` (sent, never stored)."""
+        held = task_info.get("destination_minion")
+        if not held:
+            return
+        secrets = self.pools.minion_secrets(session, held["machine_id"])
+        if not secrets:
+            task_info.pop("destination_minion", None)
+            return
+        task_info["destination_minion"] = {**held, "url": secrets["url"],
+                                           "fingerprint": secrets["fingerprint"]}
+        dest_ref.connection_info = {**dest_ref.connection_info,
+                                    MINION_KEY_REF.split(".")[0]: {"key": secrets["key"]}}
 
     # ============================================================================ worker events
     def _task_event(self, task_id: str, apply: Any, transition: bool = False) -> None:
@@ -739,6 +874,13 @@ class Conductor:
                            else c.TASK_STATUS_CANCELED, "Cancelled by the user")
             self._advance(session, task.execution)
         self._task_event(task_id, apply, transition=True)
+
+
+def _uses_destination_pool(action: models.TransferAction, execution_type: str) -> bool:
+    """Executions that write the destination disks do it through a minion of the
+    transfer's destination pool."""
+    return bool(action.destination_minion_pool_id) and execution_type in (
+        c.EXECUTION_TYPE_MIGRATION, c.EXECUTION_TYPE_REPLICA_EXECUTION)
 
 
 def _refuse_if_uncommitted(replica: models.TransferAction) -> None:

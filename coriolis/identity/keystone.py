@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 
 from coriolis import exceptions
 from coriolis.api.errors import describe
+from coriolis.api.logger import catalog_url as logger_url
 from coriolis.api.schemas.identity import V2AuthRequest, V3AuthRequest, V3Project
 from coriolis.identity import users
 from coriolis.identity.tokens import TokenData, TokenIssuer
@@ -32,6 +33,13 @@ def _catalog_url(request: Request, project_id: str) -> str:
     return f"{_base(request)}/v1/{project_id}"
 
 
+def _services(request: Request, migration_url: str) -> tuple[tuple[str, str, str], ...]:
+    """The catalog: (service type, name, URL) of every service this server provides."""
+    return (("migration", "coriolis", migration_url),
+            ("key-manager", "barbican", _base(request) + "/key-manager"),
+            ("coriolis-logger", "coriolis-logger", logger_url(_base(request))))
+
+
 def _v3_body(request: Request, data: TokenData, methods: list[str]) -> dict[str, Any]:
     url = _catalog_url(request, data.project_id)
     return {"token": {
@@ -43,9 +51,7 @@ def _v3_body(request: Request, data: TokenData, methods: list[str]) -> dict[str,
                      "endpoints": [{"id": f"{name}-{i}", "interface": i, "region": "RegionOne",
                                     "region_id": "RegionOne", "url": service_url}
                                    for i in ("public", "internal", "admin")]}
-                    for kind, name, service_url in (
-                        ("migration", "coriolis", url),
-                        ("key-manager", "barbican", _base(request) + "/key-manager"))],
+                    for kind, name, service_url in _services(request, url)],
     }}
 
 
@@ -177,9 +183,7 @@ def build_router(db: Any, issuer: TokenIssuer, validator: EmbeddedValidator) -> 
                 {"type": kind, "name": name, "endpoints": [
                     {"region": "RegionOne", "publicURL": service_url,
                      "internalURL": service_url, "adminURL": service_url}]}
-                for kind, name, service_url in (
-                    ("migration", "coriolis", url),
-                    ("key-manager", "barbican", _base(request) + "/key-manager"))],
+                for kind, name, service_url in _services(request, url)],
             "user": {"id": data.user_id, "name": data.user_name, "username": data.user_name,
                      "roles": [{"name": r} for r in data.roles]},
             "metadata": {"is_admin": 0, "roles": list(data.roles)},

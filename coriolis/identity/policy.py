@@ -19,6 +19,8 @@ DEFAULT_RULES: dict[str, str] = {
     "services:list": "admin", "services:show": "admin", "services:create": "admin",
     "services:update": "admin", "services:delete": "admin",
     "diagnostics:get": "admin",
+    # The coriolis-logger service: the server's logs hold every project's activity.
+    "logs:list": "admin", "logs:show": "admin", "logs:stream": "admin",
 }
 
 

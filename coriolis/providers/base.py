@@ -98,8 +98,10 @@ class BaseProvider(abc.ABC):
         return None
 
     @abc.abstractmethod
-    def validate_connection(self, connection_info: JSON) -> None:
-        """Raise ``ConnectionValidationFailed`` with a reason if the cloud is unusable."""
+    def validate_connection(self, connection_info: JSON) -> str | None:
+        """Raise ``ConnectionValidationFailed`` with a reason if the cloud is unusable.
+        May return a sentence saying what was reached (a version, a host), which the API
+        answers as the validate-connection ``message``."""
 
 
 class InstancesProvider(abc.ABC):
@@ -359,9 +361,67 @@ class MinionPoolProvider(abc.ABC):
     attached."""
 
     capability: ClassVar[Capability] = Capability.MINION_POOL
+    # The pool platforms the provider makes minions for ("source": they read the disks of
+    # exports, "destination": they write imported disks or morph them).
+    minion_pool_platforms: ClassVar[frozenset[str]] = frozenset({"source", "destination"})
 
     @abc.abstractmethod
-    def minion_pool_environment_schema(self) -> JSON: ...
+    def minion_pool_environment_schema(self) -> JSON:
+        """JSON schema of a pool's ``environment_options``."""
+
+    @abc.abstractmethod
+    def validate_minion_pool_options(self, connection_info: JSON, env: JSON,
+                                     pool_platform: str, os_type: str) -> None:
+        """``InvalidInput`` naming the option when the pool (``pool_platform`` ``source`` or
+        ``destination``, ``os_type``) cannot be made with these options."""
+
+    @abc.abstractmethod
+    def set_up_pool_shared_resources(self, connection_info: JSON, env: JSON,
+                                     pool_id: str) -> JSON:
+        """Make what every minion of the pool shares; returns it (no secrets). Re-running
+        with the same ``pool_id`` finds or replaces what an interrupted call made."""
+
+    @abc.abstractmethod
+    def tear_down_pool_shared_resources(self, connection_info: JSON, env: JSON, pool_id: str,
+                                        shared_resources: JSON | None) -> None:
+        """Remove what ``set_up_pool_shared_resources`` made; nothing there is no error."""
+
+    @abc.abstractmethod
+    def create_minion(self, connection_info: JSON, env: JSON, pool_id: str, machine_id: str,
+                      shared_resources: JSON | None) -> JSON:
+        """Make and start one minion named after ``machine_id`` (a re-run replaces a half-made
+        one). Returns ``{"provider_properties": {...} (no secrets), "connection_info":
+        {...} (secrets, stored encrypted, masked in the API)}``."""
+
+    @abc.abstractmethod
+    def delete_minion(self, connection_info: JSON, env: JSON, pool_id: str, machine_id: str,
+                      provider_properties: JSON) -> None:
+        """Stop and remove the minion; a minion already gone is no error."""
+
+    @abc.abstractmethod
+    def power_off_minion(self, connection_info: JSON, env: JSON, pool_id: str,
+                         machine_id: str, provider_properties: JSON) -> JSON:
+        """Stop it, keeping what it is made of; returns its new ``provider_properties``."""
+
+    @abc.abstractmethod
+    def power_on_minion(self, connection_info: JSON, env: JSON, pool_id: str,
+                        machine_id: str, provider_properties: JSON) -> JSON:
+        """Start a powered-off minion; returns ``{"provider_properties", "connection_info"}``
+        as ``create_minion``."""
+
+    @abc.abstractmethod
+    def healthcheck_minion(self, connection_info: JSON, env: JSON, pool_id: str,
+                           machine_id: str, provider_properties: JSON,
+                           minion_connection_info: JSON) -> None:
+        """``ProviderError`` saying what is wrong when the minion cannot serve."""
+
+    @abc.abstractmethod
+    def minion_target_resources(self, connection_info: JSON, env: JSON, export_info: JSON,
+                                volumes_info: list[JSON], minion_connection_info: JSON,
+                                key_ref: str) -> JSON:
+        """``deploy_target_resources``' result for a transfer whose destination disks are
+        written through the minion (``{"disks": {disk_id: location}}``); the minion's agent
+        key is found at ``key_ref`` in the connection info the worker gets."""
 
 
 # The upstream provider type bits each capability gives (upstream derives them from the base
@@ -405,9 +465,10 @@ def provider_types(provider: BaseProvider | type[BaseProvider]) -> int:
     for cap in caps:
         bits |= TYPE_BITS[cap]
     if Capability.MINION_POOL in caps:
-        if Capability.EXPORT in caps:
+        sides: frozenset[str] = getattr(provider, "minion_pool_platforms", frozenset())
+        if Capability.EXPORT in caps and "source" in sides:
             bits |= c.PROVIDER_TYPE_SOURCE_MINION_POOL
-        if Capability.IMPORT in caps:
+        if Capability.IMPORT in caps and "destination" in sides:
             bits |= c.PROVIDER_TYPE_DESTINATION_MINION_POOL
     return bits
 
@@ -429,7 +490,18 @@ OPERATION_CAPABILITY: dict[str, Capability] = {
     "list_source_options": Capability.SOURCE_OPTIONS,
     "list_destination_options": Capability.DESTINATION_OPTIONS,
     "validate_destination_inputs": Capability.IMPORT,
+    # minion pools: run for the pool manager only (coriolis.minions), never asked by the API
+    "validate_minion_pool_options": Capability.MINION_POOL,
+    "set_up_pool_shared_resources": Capability.MINION_POOL,
+    "tear_down_pool_shared_resources": Capability.MINION_POOL,
+    "create_minion": Capability.MINION_POOL,
+    "delete_minion": Capability.MINION_POOL,
+    "power_off_minion": Capability.MINION_POOL,
+    "power_on_minion": Capability.MINION_POOL,
+    "healthcheck_minion": Capability.MINION_POOL,
 }
+POOL_OPERATIONS = frozenset(op for op, cap in OPERATION_CAPABILITY.items()
+                            if cap == Capability.MINION_POOL)
 
 
 def require(provider: BaseProvider, interface: type[Any]) -> Any:

@@ -54,12 +54,14 @@ class ReplicaCron:
                 if row.last_run_at is not None and row.last_run_at >= minute:
                     continue
                 row.last_run_at = minute
-                due.append((row.id, row.replica_id, row.project_id, row.shutdown_instance))
+                due.append((row.id, row.replica_id, row.project_id, row.shutdown_instance,
+                            row.auto_deploy))
         started = []
-        for schedule_id, replica_id, project_id, shutdown in due:
+        for schedule_id, replica_id, project_id, shutdown, auto_deploy in due:
             ctx = RequestContext.admin_for(project_id)
             try:
-                started.append(self.conductor.execute_replica(ctx, replica_id, shutdown))
+                started.append(self.conductor.execute_replica(ctx, replica_id, shutdown,
+                                                             auto_deploy=auto_deploy))
                 LOG.info("schedule %s started an execution of replica %s", schedule_id,
                          replica_id)
             except (exceptions.InvalidState, exceptions.NotFound) as exc:

@@ -15,7 +15,13 @@ reader or writer objects. As JSON (in ``task_info``) each is an object with a ``
 ``nbd``    an NBD export (qemu-nbd, a libvirt pull-mode backup, nbdkit) (source)::
 
     {"kind": "nbd", "uri": "nbd://host:port/name" | "nbd+unix:///name?socket=/path",
-     "dirty_bitmap": str|None}     # meta context qemu:dirty-bitmap:NAME of what changed
+     "dirty_bitmap": str|None,     # meta context qemu:dirty-bitmap:NAME of what changed
+     "bitmap_since": str|None}     # the change-tracking token that bitmap counts from
+                                   # (a libvirt checkpoint); None: the bitmap's own name
+
+    ``extents(since=T)`` of its reader yields only the bitmap's dirty ranges when ``T`` is
+    ``bitmap_since`` (or, without one, ``dirty_bitmap``); any other ``T`` reads every
+    allocated extent (a full read, which the block manifests still thin to what changed).
 
 ``http``   ranged HTTP(S) reads of a raw image (source)::
 
@@ -85,6 +91,7 @@ class PathLocation:
 class NbdLocation:
     uri: str
     dirty_bitmap: str | None = None
+    bitmap_since: str | None = None
     kind: str = field(default="nbd", init=False)
 
 
@@ -191,7 +198,7 @@ def open_reader(location: SourceLocation | JSON, *, since: str | None = None,
     if isinstance(loc, PathLocation):
         return _open_path_reader(loc, since)
     if isinstance(loc, NbdLocation):
-        return NbdUriReader(loc.uri, dirty_bitmap=loc.dirty_bitmap)
+        return NbdUriReader(loc.uri, dirty_bitmap=loc.dirty_bitmap, bitmap_since=loc.bitmap_since)
     if isinstance(loc, HttpLocation):
         return HttpRangeReader(loc.url, loc.size, fingerprint=loc.fingerprint)
     if isinstance(loc, PlatformLocation):

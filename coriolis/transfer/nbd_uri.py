@@ -3,9 +3,11 @@ with libnbd: a qemu-nbd export, a libvirt pull-mode backup, nbdkit.
 
 Extents come from the ``base:allocation`` block status (all data when the server has none);
 given a ``dirty_bitmap``, the ``qemu:dirty-bitmap:NAME`` meta context is asked too and
-``extents(since=NAME)`` yields only the ranges it marks dirty (what changed since the
-bitmap was created). libnbd is Debian's ``python3-libnbd``; a virtualenv without it loads
-it from the system's dist-packages.
+``extents(since=T)`` yields only the ranges it marks dirty (what changed since the bitmap
+was created) when ``T`` is the token the bitmap counts from: ``bitmap_since`` (a libvirt
+pull-mode backup exports ``backup-vda`` for the changes since checkpoint ``bitmap_since``),
+or the bitmap's own name without one. libnbd is Debian's ``python3-libnbd``; a virtualenv
+without it loads it from the system's dist-packages.
 """
 
 from __future__ import annotations
@@ -48,8 +50,10 @@ class NbdUriReader:
     """A DiskReader over one NBD connection (libnbd handles are thread-safe: the copy's
     parallel reads share it). ``ProviderError`` naming the URI when it cannot connect."""
 
-    def __init__(self, uri: str, dirty_bitmap: str | None = None) -> None:
+    def __init__(self, uri: str, dirty_bitmap: str | None = None,
+                 bitmap_since: str | None = None) -> None:
         self.uri, self.dirty_bitmap = uri, dirty_bitmap
+        self.bitmap_since = bitmap_since or dirty_bitmap
         self._nbd = load_libnbd()
         self._h: Any = self._nbd.NBD()
         self._h.add_meta_context(BASE_ALLOCATION)
@@ -102,7 +106,7 @@ class NbdUriReader:
                 offset += length
 
     def extents(self, since: str | None = None) -> Iterator[Extent]:
-        if since is not None and since == self.dirty_bitmap:
+        if since is not None and self.dirty_bitmap and since == self.bitmap_since:
             return iter(merge(Extent(o, n) for o, n, f in self._status(self._bitmap_context)
                               if f & _DIRTY))
         if not self._h.can_meta_context(BASE_ALLOCATION):

@@ -13,6 +13,7 @@ from typing import Any
 from coriolis import constants as c
 from coriolis import exceptions, task_types
 from coriolis.bus.base import EndpointRef, TaskEventSink, TaskMessage
+from coriolis.minions.transfers import MINION_KEY_REF
 from coriolis.osmorphing import appliance
 from coriolis.osmorphing.helper import helper_address, job_id_for, morph_on_helper
 from coriolis.osmorphing.isolated import MorphRequest, morph_in_child
@@ -151,12 +152,17 @@ def _committed_tokens(ctx: TaskContext) -> list[str]:
 
 
 def deploy_source_resources(ctx: TaskContext) -> JSON:
-    """Replicas (not migrations) track changes natively where the platform can."""
+    """Replicas (not migrations) track changes natively where the platform can. The
+    resources' ``events`` (a provider's warnings, e.g. a full read after a lost change-tracking
+    point) are reported as warning events and not kept."""
     replica = ctx.message.task_type == c.TASK_TYPE_DEPLOY_REPLICA_SOURCE_RESOURCES
-    return {"source_resources": ctx.origin.deploy_source_resources(
+    resources = dict(ctx.origin.deploy_source_resources(
         ctx.origin_conn, ctx.origin_env, ctx.require("export_info"),
         tracking_id=ctx.info.get("action_id") if replica else None,
-        transfer_id=ctx.info.get("action_id"), keep_tokens=_committed_tokens(ctx))}
+        transfer_id=ctx.info.get("action_id"), keep_tokens=_committed_tokens(ctx)))
+    for message in resources.pop("events", None) or []:
+        ctx.event(str(message), c.TASK_EVENT_WARNING)
+    return {"source_resources": resources}
 
 
 def delete_source_resources(ctx: TaskContext) -> JSON:
@@ -173,7 +179,14 @@ def delete_source_resources(ctx: TaskContext) -> JSON:
 
 def deploy_target_resources(ctx: TaskContext) -> JSON:
     """Where each volume is written (a target location per disk); after the replica disks'
-    snapshot, so a location names the undo journal the writes must fill."""
+    snapshot, so a location names the undo journal the writes must fill. With a destination
+    minion reserved (``task_info["destination_minion"]``), locations on its agent."""
+    minion = ctx.info.get("destination_minion")
+    if minion:
+        ctx.event(f"destination disks are written through minion {minion['machine_id']}")
+        return {"target_resources": ctx.destination.minion_target_resources(
+            ctx.dest_conn, ctx.dest_env, ctx.require("export_info"),
+            ctx.info.get("volumes_info") or [], minion, MINION_KEY_REF)}
     return {"target_resources": ctx.destination.deploy_target_resources(
         ctx.dest_conn, ctx.dest_env, ctx.require("export_info"),
         ctx.info.get("volumes_info") or [], transfer_id=ctx.info.get("action_id"))}

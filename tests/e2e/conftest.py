@@ -15,7 +15,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     if not shutil.which("qemu-img"):
         pytest.fail("qemu-img is required (./dev setup installs qemu-utils)")
     data_dir = tmp_path_factory.mktemp("server") / "data"
-    srv = start_server(data_dir)
+    # The libvirt tests use this host's own daemon, which a server refuses by default.
+    srv = start_server(data_dir, {"CORIOLIS_LIBVIRT_ALLOW_LOCAL": "1"})
     try:
         yield srv
     finally:

@@ -264,3 +264,8 @@ def test_worker_registration_is_unique_per_host(cluster: Cluster, db: Engine) ->
         hosts = [r[0] for r in conn.execute(select(models.Service.host))]
     assert sorted(hosts) == sorted(set(hosts))
     assert {"w1", "w2", "w3"} <= set(hosts)
+    # Each process's log is a log stream of the coriolis-logger service.
+    assert cluster.api is not None
+    names = {r["Log name"] for r in cluster.api.cli("log", "list", "-f", "json").json()}
+    assert {"coriolis-api", "coriolis-conductor", "coriolis-scheduler", "coriolis-worker-w1",
+            "coriolis-worker-w2", "coriolis-worker-w3"} <= names, names

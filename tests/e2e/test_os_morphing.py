@@ -2,7 +2,9 @@
 /dev/sda1, SATA-only initramfs, static IP on ens192, open-vm-tools) is migrated through the
 CLI to a local cloud whose hypervisor gives virtio disks and NICs, then booted with qemu (TCG).
 The morphed guest must reach multi-user with its root mounted by UUID and its NIC configured
-by DHCP; the same guest migrated with --skip-os-morphing must not boot.
+by DHCP; the same guest migrated with --skip-os-morphing must not boot. A replica of it to a
+libvirt host (the system libvirtd, TCG), deployed with morphing and started by libvirt, boots
+the same way.
 """
 
 from __future__ import annotations
@@ -11,7 +13,10 @@ import hashlib
 import json
 import subprocess
 import time
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,6 +24,7 @@ from coriolis import guest_image
 from coriolis.harness import RunningServer, local_cloud, parse_tasks, processes_naming
 from coriolis.providers.local.boot import boot
 from coriolis.providers.local.cloud import LocalCloud
+from tests.libvirt_host import LibvirtHost, libvirt_host, libvirtd_available
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
@@ -151,16 +157,51 @@ def assert_boots_morphed(setup: dict, name: str) -> None:
     assert "not-installed" in report["open-vm-tools"]
 
 
-def test_deployed_replica_boots_and_its_disks_stay_as_copied(
-        server: RunningServer, setup: dict) -> None:
-    """A replica deploy morphs the deployed instance's clones of the replica disks: it boots,
-    and the replica's own disks still equal the source, ready for the next execution."""
+@pytest.fixture
+def lv_host() -> Iterator[LibvirtHost]:
+    reason = libvirtd_available()
+    if reason:
+        pytest.skip(reason)
+    with libvirt_host() as host:
+        yield host
+
+
+def wait_for_serial(dom: Any, log: Path, timeout: float) -> str:
+    """The domain's serial log once it shows the probe's end (and the guest powered off, or
+    30 s more), a boot failure, the domain stopped, or ``timeout``."""
+    deadline, seen_end = time.monotonic() + timeout, False
+    text = ""
+    while time.monotonic() < deadline:
+        text = log.read_text(errors="replace") if log.exists() else ""
+        if guest_image.PROBE_END in text and not seen_end:
+            seen_end, deadline = True, min(deadline, time.monotonic() + 30)
+        if any(m in text for m in BOOT_FAILURES) or not dom.isActive():
+            break
+        time.sleep(1)
+    return log.read_text(errors="replace") if log.exists() else text
+
+
+def test_deployed_replica_boots_under_libvirt_and_its_volumes_stay_as_copied(
+        server: RunningServer, setup: dict, lv_host: LibvirtHost) -> None:
+    """A local → libvirt replica deployed with morphing: the deploy morphs the new domain's
+    clones of the replica volumes, libvirt starts it (start_instance) and it reaches
+    multi-user on virtio (root by UUID, the NIC named as on the source with a DHCP address of
+    the libvirt network); the replica's own volume still equals the source, ready for the
+    next execution."""
+    host = lv_host
+    host.add_pool("pool")
+    host.add_network("kvm", dhcp=True)
+    server.cli("endpoint", "create", "--name", "libvirt-kvm", "--provider", "libvirt",
+               "--connection", json.dumps(host.connection_info(scratch=False)))
+    name = host.name("debian-replica")
     replica = server.cli(
         "replica", "create", "--origin-endpoint", "vmware-like",
-        "--destination-endpoint", "kvm-like", "--instance", "debian-vm",
-        "--network-map", '{"vmnet": "kvmnet"}', "--source-environment", '{"snapshot": false}',
-        "--destination-environment", json.dumps({"storage_backend": "default",
-                                                 "instance_name": "debian-replica"}),
+        "--destination-endpoint", "libvirt-kvm", "--instance", "debian-vm",
+        "--network-map", json.dumps({"vmnet": host.name("kvm")}),
+        "--source-environment", '{"snapshot": false}',
+        "--destination-environment", json.dumps({
+            "storage_backend": host.name("pool"), "disk_format": "qcow2",
+            "instance_name": name, "domain_type": "qemu", "start_instance": True}),
         "-f", "json").json()["id"]
     execution = server.cli("replica", "execute", replica, "-f", "json").json()["id"]
     executed = server.wait_for(["replica", "execution", "show", replica, execution],
@@ -175,8 +216,25 @@ def test_deployed_replica_boots_and_its_disks_stay_as_copied(
     assert done["status"] == "COMPLETED", done["tasks"]
     assert "fstab: /dev/sda1 → UUID=" in "\n".join(
         task_events(server, done["id"], "OS_MORPHING"))
-    assert_boots_morphed(setup, "debian-replica")
-    assert subprocess.run(["qemu-img", "compare", "-q", str(setup["source_disk"]),
+
+    dom = host.conn.lookupByName(name)
+    xml = ET.fromstring(dom.XMLDesc(0))
+    assert {t.get("bus") for t in xml.findall("./devices/disk/target")} == {"virtio"}
+    assert [m.get("type") for m in xml.findall("./devices/interface/model")] == ["virtio"]
+    log = Path(xml.find("./devices/serial/log").get("file"))
+    try:
+        serial = wait_for_serial(dom, log, timeout=600)
+    finally:
+        log.unlink(missing_ok=True)
+    report = probe(serial)
+    assert report["multi-user"] == "active"
+    assert report["root-source"] == "/dev/vda1"
+    assert "root=UUID=" in report["cmdline"] and report["fstab-root"].startswith("UUID=")
+    nic = report["nic"].split()
+    assert nic[:2] == ["ens192", SOURCE_MAC], report
+    assert len(nic) == 3 and nic[2].startswith(host.network_subnet("kvm")), report
+    assert "not-installed" in report["open-vm-tools"]
+    assert subprocess.run(["qemu-img", "compare", "-q", "-U", str(setup["source_disk"]),
                            str(volume)]).returncode == 0
 
 

@@ -36,7 +36,7 @@ def test_get_instance_shape(provider: BaseProvider, backend: Backend) -> None:
     check_export_info(info)
     assert [d["size_bytes"] for d in info["devices"]["disks"]] == [d.size for d in disks]
     assert len({d["id"] for d in info["devices"]["disks"]}) == len(disks), "disk ids repeat"
-    assert [n["network_name"] for n in info["devices"]["nics"]] == ["lan"]
+    assert [n["network_name"] for n in info["devices"]["nics"]] == [backend.network_name("lan")]
     assert_no_secret(info, backend.secrets(), "export_info")
 
 

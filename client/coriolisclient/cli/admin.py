@@ -136,7 +136,9 @@ class UpdateService(ShowOne):
         return parser
 
     def take_action(self, args: argparse.Namespace) -> Any:
-        values: dict[str, Any] = {"mapped_regions": args.regions}
+        # Regions are replaced only when some are given (upstream's client always sent
+        # [] and so cleared them on a plain --enabled/--disabled).
+        values: dict[str, Any] = {"mapped_regions": args.regions} if args.regions else {}
         if args.enabled is not None:
             values["enabled"] = args.enabled
         return SERVICE_COLUMNS, _service_row(self.client.services.update(args.id, values))
@@ -168,7 +170,8 @@ def pool_show(p: Any) -> tuple[tuple[str, ...], tuple[Any, ...]]:
 
 
 def _pool_options(parser: argparse.ArgumentParser, creating: bool) -> None:
-    parser.add_argument("--os-type", required=creating)
+    # The seed README's spellings (--pool-*) beside the upstream client's.
+    parser.add_argument("--os-type", "--pool-os-type", dest="os_type", required=creating)
     parser.add_argument("--notes")
     parser.add_argument("--minimum-minions", type=int)
     parser.add_argument("--maximum-minions", type=int)
@@ -184,8 +187,10 @@ class CreatePool(ShowOne):
     def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
         parser = super().get_parser(prog_name)
         parser.add_argument("name")
-        parser.add_argument("--platform", required=True, help="source or destination")
-        parser.add_argument("--endpoint-id", required=True, help="Endpoint id or name")
+        parser.add_argument("--platform", "--pool-platform", dest="platform", required=True,
+                            help="source or destination")
+        parser.add_argument("--endpoint-id", "--pool-endpoint", dest="endpoint_id",
+                            required=True, help="Endpoint id or name")
         parser.add_argument("--skip-allocation", action="store_true")
         _pool_options(parser, creating=True)
         return parser
@@ -307,4 +312,8 @@ COMMANDS = {
     "minion pool deallocate": _pool_action(
         "Deallocate a minion pool", lambda m, a: m.deallocate_minion_pool(a.id, a.force),
         force=True),
+    # The seed README's name: machines and shared resources both go (a deallocation).
+    "minion pool tear down shared resources": _pool_action(
+        "Deallocate a minion pool: its machines, then its shared resources",
+        lambda m, a: m.deallocate_minion_pool(a.id, a.force), force=True),
 }

@@ -131,6 +131,8 @@ class ValidateConnection(Command):
         valid, message = self.client.endpoints.validate_connection(self.endpoint_id(args.id))
         if not valid:
             raise exceptions.EndpointConnectionValidationFailed(message)
+        if message:  # what the provider reached (libvirt: hypervisor and version)
+            self.app.stdout.write(f"{message}\n")
 
 
 def _endpoint_env_parser(cmd: Any, prog_name: str) -> argparse.ArgumentParser:
@@ -252,5 +254,11 @@ COMMANDS = {
         "endpoint_destination_minion_pool_options",
         "List an endpoint's destination minion pool options"),
     "endpoint source minion pool options list": options_command(
+        "endpoint_source_minion_pool_options", "List an endpoint's source minion pool options"),
+    # The seed README's spellings.
+    "endpoint minion pool destination options list": options_command(
+        "endpoint_destination_minion_pool_options",
+        "List an endpoint's destination minion pool options"),
+    "endpoint minion pool source options list": options_command(
         "endpoint_source_minion_pool_options", "List an endpoint's source minion pool options"),
 }

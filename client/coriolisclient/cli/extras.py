@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 import time
 from typing import Any
 
 from coriolisclient.cli import utils
 from coriolisclient.cli.base import Command, Lister, ShowOne
+from coriolisclient.v1.logging import SEVERITIES
 
 
 class GetDiagnostics(Lister):
@@ -36,22 +38,43 @@ def parse_time(value: str | None) -> int | None:
 
 
 class ListLogs(Lister):
-    """List the logs kept by coriolis-logger"""
+    """List the logs of the coriolis-logger service (the server's and workers' logs)"""
 
     def take_action(self, args: argparse.Namespace) -> Any:
-        logs = self.client.logging.list_logs()
+        logs = sorted(self.client.logging.list_logs(), key=lambda entry: entry["log_name"])
         return (("Log name",) if logs else ()), ((entry["log_name"],) for entry in logs)
 
 
+def _time_options(parser: argparse.ArgumentParser) -> None:
+    for option in ("--start-time", "--end-time"):
+        parser.add_argument(option, help="Unix seconds, or <n>s|m|h|d|w meaning that long ago")
+
+
+class ShowLog(Command):
+    """Print a log (optionally between two times) on standard output"""
+
+    def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
+        parser = super().get_parser(prog_name)
+        parser.add_argument("log_name")
+        _time_options(parser)
+        return parser
+
+    def take_action(self, args: argparse.Namespace) -> None:
+        out = sys.stdout.buffer
+        for chunk in self.client.logging.read_log(args.log_name, parse_time(args.start_time),
+                                                  parse_time(args.end_time)):
+            out.write(chunk)
+        out.flush()
+
+
 class DownloadLog(Command):
-    """Download a log from coriolis-logger"""
+    """Download a log from coriolis-logger into a file"""
 
     def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
         parser = super().get_parser(prog_name)
         parser.add_argument("log_name")
         parser.add_argument("--out-file", required=True)
-        parser.add_argument("--start-time")
-        parser.add_argument("--end-time")
+        _time_options(parser)
         return parser
 
     def take_action(self, args: argparse.Namespace) -> None:
@@ -61,19 +84,26 @@ class DownloadLog(Command):
 
 
 class StreamLog(Command):
-    """Stream logs from coriolis-logger"""
+    """Print new log lines as they are written, until interrupted (Ctrl-C)"""
 
     def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
         parser = super().get_parser(prog_name)
-        parser.add_argument("--log-name")
-        parser.add_argument("--severity", default="INFO", choices=(
-            "EMERGENCY", "ALERT", "CRITICAL", "ERROR", "WARNING", "NOTICE", "INFO", "DEBUG"))
+        parser.add_argument("--app-name", "--log-name", dest="log_name",
+                            help="One log (see 'log list'); every log when absent")
+        parser.add_argument("--severity", default="INFO", choices=SEVERITIES,
+                            help="Least urgent severity shown (default INFO)")
         return parser
 
     def take_action(self, args: argparse.Namespace) -> None:
-        self.client.logging._url()  # fails clearly when the deployment has no logger
-        raise utils.CLIError("log streaming is not supported by this client yet; use "
-                             "'coriolis log download'")
+        lines = self.client.logging.stream(args.log_name, SEVERITIES.index(args.severity))
+        try:
+            for entry in lines:
+                prefix = "" if args.log_name else f"{entry['app_name']}: "
+                print(f"{prefix}{entry['message']}", flush=True)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            lines.close()
 
 
 # --- licensing ---------------------------------------------------------------------------------
@@ -157,6 +187,7 @@ def _appliance_row(a: dict[str, Any]) -> tuple[Any, ...]:
 COMMANDS = {
     "diagnostics get": GetDiagnostics,
     "log list": ListLogs,
+    "log show": ShowLog,
     "log download": DownloadLog,
     "log stream": StreamLog,
     "licensing server status": _licensing(

@@ -27,6 +27,15 @@ def env(*names: str, default: Any = None) -> Any:
     return default
 
 
+def identity_version(explicit: str | None, auth_url: str) -> str:
+    """``"2"`` or ``"3"``: the explicit version if given, else the one the auth URL ends
+    in (``.../v2.0`` or ``.../v3``, as in the seed README's login example), else 3."""
+    if explicit:
+        return "2" if str(explicit) in ("2", "2.0") else "3"
+    last = auth_url.rstrip("/").rsplit("/", 1)[-1]
+    return "2" if last in ("v2.0", "v2") else "3"
+
+
 class CoriolisApp(app.App):
     CONSOLE_MESSAGE_FORMAT = "%(levelname)s: %(message)s"
 
@@ -45,7 +54,9 @@ class CoriolisApp(app.App):
         parser = super().build_option_parser(description, version, argparse_kwargs)
         add = parser.add_argument
         add("--no-auth", "-N", action="store_true", help="Do not use authentication")
-        add("--os-identity-api-version", default=env("OS_IDENTITY_API_VERSION", default="3"))
+        add("--os-identity-api-version", default=env("OS_IDENTITY_API_VERSION"),
+            help="2 (or 2.0) or 3; default: from an --os-auth-url ending in /v2.0 or /v3, "
+                 "else 3")
         add("--os-auth-url", "-A", default=env("OS_AUTH_URL"))
         add("--os-username", "-U", default=env("OS_USERNAME"))
         add("--os-user-id", default=env("OS_USER_ID"))
@@ -90,7 +101,7 @@ class CoriolisApp(app.App):
         if not o.os_auth_url:
             raise CLIError("You must provide authentication credentials: --os-auth-url "
                            "(or OS_AUTH_URL) and a user and password or a token")
-        v2_api = str(o.os_identity_api_version) in ("2", "2.0")
+        v2_api = identity_version(o.os_identity_api_version, o.os_auth_url) == "2"
         if v2_api:
             if not (o.os_tenant_id or o.os_tenant_name):
                 raise CLIError("Identity v2 needs --os-tenant-id or --os-tenant-name")

@@ -85,14 +85,19 @@ def execution_show(obj: Any) -> tuple[tuple[str, ...], list[Any]]:
                               obj.updated_at, instances, utils.format_tasks(tasks)]
 
 
-def schedule_show(obj: Any) -> tuple[tuple[str, ...], list[Any]]:
-    return SCHEDULE_FIELDS, [obj.id, obj.replica_id, obj.schedule, obj.created_at,
-                             obj.updated_at, obj.enabled, obj.expiration_date,
-                             obj.shutdown_instance]
+def schedule_show(obj: Any, transfer: bool = False) -> tuple[tuple[str, ...], list[Any]]:
+    """A schedule's fields; a transfer's (the newer generation) adds ``auto_deploy``."""
+    values = [obj.id, obj.replica_id, obj.schedule, obj.created_at, obj.updated_at,
+              obj.enabled, obj.expiration_date, obj.shutdown_instance]
+    if not transfer:
+        return SCHEDULE_FIELDS, values
+    return (*SCHEDULE_FIELDS, "auto_deploy"), [*values, obj._info.get("auto_deploy", False)]
 
 
 def _id_parser(cmd: Any, prog_name: str, *names: str) -> argparse.ArgumentParser:
-    parser = super(type(cmd), cmd).get_parser(prog_name)
+    """cliff's parser for ``cmd`` (its first cliff base class's) with ``names`` added."""
+    cliff_base: Any = next(k for k in type(cmd).__mro__ if k.__module__.startswith("cliff."))
+    parser = cliff_base.get_parser(cmd, prog_name)
     for name in names:
         parser.add_argument(name)
     return parser
@@ -160,14 +165,20 @@ def _add_deploy_options(parser: argparse.ArgumentParser) -> None:
                         help="Use the replica's disks instead of copies")
     parser.add_argument("--skip-os-morphing", action="store_true")
     utils.add_user_scripts(parser)
-    utils.add_pool_mappings(parser)
+    # The seed README's spellings; sent as upstream's create bodies name them.
+    utils.add_pools(parser)
 
 
-def _deploy(manager: Any, args: argparse.Namespace) -> Any:
-    return manager.create_from_replica(
+def _deploy(manager: Any, args: argparse.Namespace, newer: bool = False) -> Any:
+    """``migration deploy replica`` sends ``replica_id``; ``deployment create`` (newer)
+    sends ``transfer_id``, upstream's current key."""
+    create = manager.create_from_transfer if newer else manager.create_from_replica
+    return create(
         args.replica, clone_disks=not args.dont_clone_disks, force=args.force,
         skip_os_morphing=args.skip_os_morphing, user_scripts=utils.get_user_scripts(args),
-        instance_osmorphing_minion_pool_mappings=utils.get_pool_mappings(args))
+        instance_osmorphing_minion_pool_mappings=utils.get_pool_mappings(args),
+        origin_minion_pool_id=args.origin_minion_pool_id,
+        destination_minion_pool_id=args.destination_minion_pool_id)
 
 
 class DeployReplica(ShowOne):
@@ -186,7 +197,8 @@ class CreateDeployment(DeployReplica):
     """Deploy a replica into instances"""
 
     def take_action(self, args: argparse.Namespace) -> Any:
-        return migration_show(_deploy(self.client.deployments, args), deployment=True)
+        return migration_show(_deploy(self.client.deployments, args, newer=True),
+                              deployment=True)
 
 
 def _show_command(manager: str, deployment: bool, doc: str) -> type[ShowOne]:
@@ -244,8 +256,25 @@ def _id_command(doc: str, names: tuple[str, ...], call: Any, force: bool = False
     return IdCommand
 
 
-# --- replicas ----------------------------------------------------------------------------------
-class CreateReplica(ShowOne):
+# --- replicas (and transfers, the newer generation's name for them) ---------------------------
+class _Generation:
+    """Which managers a replica command uses: the replicas' (older API generation) or the
+    transfers' (newer); the same server rows either way."""
+
+    app: Any
+    label = "Replica"
+    managers = {"transfers": "replicas", "executions": "replica_executions",
+                "schedules": "replica_schedules"}
+
+    def gen(self, kind: str) -> Any:
+        return getattr(self.app.client, self.managers[kind])
+
+
+TRANSFER_MANAGERS = {"transfers": "transfers", "executions": "transfer_executions",
+                     "schedules": "transfer_schedules"}
+
+
+class CreateReplica(_Generation, ShowOne):
     """Create a replica"""
 
     def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
@@ -256,11 +285,33 @@ class CreateReplica(ShowOne):
         return parser
 
     def take_action(self, args: argparse.Namespace) -> Any:
-        return replica_show(self.client.replicas.create(
+        return replica_show(self.gen("transfers").create(
             replica_scenario=args.scenario, **_transfer_args(self, args)))
 
 
-class UpdateReplica(ShowOne):
+class CreateTransfer(CreateReplica):
+    """Create a transfer (scenario replica or live_migration)"""
+
+    def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
+        parser = super().get_parser(prog_name)
+        clone = parser.add_mutually_exclusive_group()
+        clone.add_argument("--clone-disks", dest="clone_disks", action="store_true",
+                           default=True, help="Deployments clone the disks (default)")
+        clone.add_argument("--dont-clone-disks", dest="clone_disks", action="store_false")
+        morph = parser.add_mutually_exclusive_group()
+        morph.add_argument("--os-morphing", dest="skip_os_morphing", action="store_false",
+                           default=False, help="Deployments morph the guests (default)")
+        morph.add_argument("--skip-os-morphing", dest="skip_os_morphing",
+                           action="store_true")
+        return parser
+
+    def take_action(self, args: argparse.Namespace) -> Any:
+        return replica_show(self.client.transfers.create(
+            transfer_scenario=args.scenario, clone_disks=args.clone_disks,
+            skip_os_morphing=args.skip_os_morphing, **_transfer_args(self, args)))
+
+
+class UpdateReplica(_Generation, ShowOne):
     """Update a replica (runs as a replica_update execution)"""
 
     def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
@@ -272,10 +323,24 @@ class UpdateReplica(ShowOne):
         utils.add_json_pair(parser, "source-environment", "Source environment")
         utils.add_storage_mappings(parser)
         utils.add_pools(parser)
+        if self.label == "Transfer":  # the defaults of its deployments
+            clone = parser.add_mutually_exclusive_group()
+            clone.add_argument("--clone-disks", dest="clone_disks", action="store_true",
+                               default=None, help="Deployments clone the disks")
+            clone.add_argument("--dont-clone-disks", dest="clone_disks",
+                               action="store_false", help="Deployments take the disks")
+            morph = parser.add_mutually_exclusive_group()
+            morph.add_argument("--os-morphing", dest="skip_os_morphing", action="store_false",
+                               default=None, help="Deployments run OS morphing")
+            morph.add_argument("--skip-os-morphing", dest="skip_os_morphing",
+                               action="store_true", help="Deployments skip OS morphing")
         return parser
 
     def take_action(self, args: argparse.Namespace) -> Any:
         values: dict[str, Any] = {}
+        for key in ("clone_disks", "skip_os_morphing"):
+            if getattr(args, key, None) is not None:
+                values[key] = getattr(args, key)
         for name in ("destination-environment", "source-environment", "network-map"):
             value = utils.get_json_pair(args, name)
             if value is not None:
@@ -293,31 +358,31 @@ class UpdateReplica(ShowOne):
         if pools:
             values["instance_osmorphing_minion_pool_mappings"] = pools
         values["user_scripts"] = utils.get_user_scripts(args)
-        return execution_show(self.client.replicas.update(args.id, values))
+        return execution_show(self.gen("transfers").update(args.id, values))
 
 
-class DeleteReplicaDisks(ShowOne):
+class DeleteReplicaDisks(_Generation, ShowOne):
     """Delete a replica's destination disks"""
 
     def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
         return _id_parser(self, prog_name, "id")
 
     def take_action(self, args: argparse.Namespace) -> Any:
-        return execution_show(self.client.replicas.delete_disks(args.id))
+        return execution_show(self.gen("transfers").delete_disks(args.id))
 
 
-class ListReplicas(Lister):
+class ListReplicas(_Generation, Lister):
     """List replicas"""
 
     def take_action(self, args: argparse.Namespace) -> Any:
-        rows = utils.by_created(self.client.replicas.list())
+        rows = utils.by_created(self.gen("transfers").list())
         columns = ("ID", "Scenario", "Instances", "Notes", "Last Execution Status", "Created")
         return (columns if rows else ()), (
             (r.id, r.to_dict().get("scenario") or "replica", "\n".join(r.instances), r.notes,
              r.last_execution_status, r.created_at) for r in rows)
 
 
-class ShowReplica(ShowOne):
+class ShowReplica(_Generation, ShowOne):
     """Show a replica"""
 
     def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
@@ -326,42 +391,47 @@ class ShowReplica(ShowOne):
         return parser
 
     def take_action(self, args: argparse.Namespace) -> Any:
-        return replica_show(self.client.replicas.get(args.id), args.show_instances_data)
+        return replica_show(self.gen("transfers").get(args.id), args.show_instances_data)
 
 
-class ExecuteReplica(ShowOne):
+class ExecuteReplica(_Generation, ShowOne):
     """Start a replica execution"""
 
     def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
         parser = _id_parser(self, prog_name, "replica")
         parser.add_argument("--shutdown-instances", action="store_true")
+        if self.label == "Transfer":
+            parser.add_argument("--auto-deploy", action="store_true",
+                                help="Deploy the transfer once the execution completes "
+                                     "(with its clone-disks/skip-os-morphing defaults)")
         return parser
 
     def take_action(self, args: argparse.Namespace) -> Any:
-        return execution_show(self.client.replica_executions.create(
-            args.replica, args.shutdown_instances))
+        extra = {"auto_deploy": True} if getattr(args, "auto_deploy", False) else {}
+        return execution_show(self.gen("executions").create(
+            args.replica, args.shutdown_instances, **extra))
 
 
-class ListExecutions(Lister):
+class ListExecutions(_Generation, Lister):
     """List a replica's executions"""
 
     def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
         return _id_parser(self, prog_name, "replica")
 
     def take_action(self, args: argparse.Namespace) -> Any:
-        rows = utils.by_created(self.client.replica_executions.list(args.replica))
-        return (("Replica ID", "ID", "Status", "Created") if rows else ()), (
+        rows = utils.by_created(self.gen("executions").list(args.replica))
+        return ((f"{self.label} ID", "ID", "Status", "Created") if rows else ()), (
             (e.action_id, e.id, e.status, e.created_at) for e in rows)
 
 
-class ShowExecution(ShowOne):
+class ShowExecution(_Generation, ShowOne):
     """Show a replica execution"""
 
     def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
         return _id_parser(self, prog_name, "replica", "id")
 
     def take_action(self, args: argparse.Namespace) -> Any:
-        return execution_show(self.client.replica_executions.get(args.replica, args.id))
+        return execution_show(self.gen("executions").get(args.replica, args.id))
 
 
 # --- schedules ---------------------------------------------------------------------------------
@@ -388,7 +458,7 @@ def _schedule(args: argparse.Namespace) -> dict[str, int]:
             if getattr(args, k) is not None}
 
 
-class CreateSchedule(ShowOne):
+class CreateSchedule(_Generation, ShowOne):
     """Create a replica execution schedule (UTC)"""
 
     def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
@@ -397,6 +467,9 @@ class CreateSchedule(ShowOne):
         parser.add_argument("--expires-at", help="ISO 8601 date after which it never runs")
         parser.add_argument("--disabled", action="store_true")
         parser.add_argument("--shutdown-instance", action="store_true")
+        if self.label == "Transfer":
+            parser.add_argument("--auto-deploy", action="store_true",
+                                help="Each execution deploys the transfer once completed")
         return parser
 
     def take_action(self, args: argparse.Namespace) -> Any:
@@ -404,11 +477,13 @@ class CreateSchedule(ShowOne):
         if not schedule:
             raise utils.CLIError("give at least one of -M, -H, -d, -m, -w")
         expires = utils.parse_utc(args.expires_at) if args.expires_at else None
-        return schedule_show(self.client.replica_schedules.create(
-            args.replica, schedule, not args.disabled, expires, args.shutdown_instance))
+        extra = {"auto_deploy": True} if getattr(args, "auto_deploy", False) else {}
+        return schedule_show(self.gen("schedules").create(
+            args.replica, schedule, not args.disabled, expires, args.shutdown_instance,
+            **extra), self.label == "Transfer")
 
 
-class UpdateSchedule(ShowOne):
+class UpdateSchedule(_Generation, ShowOne):
     """Update a replica execution schedule"""
 
     def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
@@ -425,6 +500,12 @@ class UpdateSchedule(ShowOne):
                               default=False)
         shutdown.add_argument("--dont-shutdown-instance", dest="shutdown",
                               action="store_false")
+        if self.label == "Transfer":
+            deploy = parser.add_mutually_exclusive_group()
+            deploy.add_argument("--auto-deploy", dest="auto_deploy", action="store_true",
+                                default=None)
+            deploy.add_argument("--dont-auto-deploy", dest="auto_deploy",
+                                action="store_false")
         return parser
 
     def take_action(self, args: argparse.Namespace) -> Any:
@@ -437,11 +518,13 @@ class UpdateSchedule(ShowOne):
             values["expiration_date"] = None
         if args.enabled is not None:
             values["enabled"] = args.enabled
-        return schedule_show(self.client.replica_schedules.update(args.replica, args.id,
-                                                                  values))
+        if getattr(args, "auto_deploy", None) is not None:
+            values["auto_deploy"] = args.auto_deploy
+        return schedule_show(self.gen("schedules").update(args.replica, args.id, values),
+                             self.label == "Transfer")
 
 
-class ListSchedules(Lister):
+class ListSchedules(_Generation, Lister):
     """List a replica's schedules"""
 
     def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
@@ -450,20 +533,22 @@ class ListSchedules(Lister):
         return parser
 
     def take_action(self, args: argparse.Namespace) -> Any:
-        rows = utils.by_created(self.client.replica_schedules.list(args.replica,
+        rows = utils.by_created(self.gen("schedules").list(args.replica,
                                                                    args.hide_expired))
-        return (("Replica ID", "ID", "Schedule", "Created", "Expires") if rows else ()), (
+        return ((f"{self.label} ID", "ID", "Schedule", "Created", "Expires") if rows
+                else ()), (
             (s.replica_id, s.id, s.schedule, s.created_at, s.expiration_date) for s in rows)
 
 
-class ShowSchedule(ShowOne):
+class ShowSchedule(_Generation, ShowOne):
     """Show a replica schedule"""
 
     def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
         return _id_parser(self, prog_name, "replica", "id")
 
     def take_action(self, args: argparse.Namespace) -> Any:
-        return schedule_show(self.client.replica_schedules.get(args.replica, args.id))
+        return schedule_show(self.gen("schedules").get(args.replica, args.id),
+                             self.label == "Transfer")
 
 
 COMMANDS = {
@@ -506,3 +591,41 @@ COMMANDS = {
         "Delete a replica schedule", ("replica", "id"),
         lambda c, a: c.replica_schedules.delete(a.replica, a.id)),
 }
+
+
+def _transfer_command(command: type, doc: str) -> type:
+    """``command`` on /transfers (its ``replica`` positional named ``transfer`` in help)."""
+    return type(f"{command.__name__}Transfer", (command,), {
+        "__doc__": doc, "label": "Transfer", "managers": TRANSFER_MANAGERS})
+
+
+COMMANDS.update({
+    "transfer create": _transfer_command(CreateTransfer, "Create a transfer"),
+    "transfer update": _transfer_command(UpdateReplica,
+                                         "Update a transfer (runs as an execution)"),
+    "transfer delete": _id_command("Delete a transfer", ("id",),
+                                   lambda c, a: c.transfers.delete(a.id)),
+    "transfer disks delete": _transfer_command(DeleteReplicaDisks,
+                                               "Delete a transfer's destination disks"),
+    "transfer list": _transfer_command(ListReplicas, "List transfers"),
+    "transfer show": _transfer_command(ShowReplica, "Show a transfer"),
+    "transfer execute": _transfer_command(ExecuteReplica, "Start a transfer execution"),
+    "transfer execution list": _transfer_command(ListExecutions,
+                                                 "List a transfer's executions"),
+    "transfer execution show": _transfer_command(ShowExecution, "Show a transfer execution"),
+    "transfer execution cancel": _id_command(
+        "Cancel a transfer execution", ("transfer", "id"),
+        lambda c, a: c.transfer_executions.cancel(a.transfer, a.id, a.force), True),
+    "transfer execution delete": _id_command(
+        "Delete a transfer execution", ("transfer", "id"),
+        lambda c, a: c.transfer_executions.delete(a.transfer, a.id)),
+    "transfer schedule create": _transfer_command(CreateSchedule,
+                                                  "Create a transfer execution schedule (UTC)"),
+    "transfer schedule update": _transfer_command(UpdateSchedule,
+                                                  "Update a transfer execution schedule"),
+    "transfer schedule list": _transfer_command(ListSchedules, "List a transfer's schedules"),
+    "transfer schedule show": _transfer_command(ShowSchedule, "Show a transfer schedule"),
+    "transfer schedule delete": _id_command(
+        "Delete a transfer schedule", ("transfer", "id"),
+        lambda c, a: c.transfer_schedules.delete(a.transfer, a.id)),
+})

@@ -63,14 +63,21 @@ class _ActionManager(base.Manager):
     def create_from_replica(self, replica_id: str, clone_disks: bool = True,
                             force: bool = False, skip_os_morphing: bool = False,
                             user_scripts: dict[str, Any] | None = None,
-                            instance_osmorphing_minion_pool_mappings: dict[str, str] | None = None
-                            ) -> base.Resource:
+                            instance_osmorphing_minion_pool_mappings: dict[str, str] | None = None,
+                            origin_minion_pool_id: str | None = None,
+                            destination_minion_pool_id: str | None = None) -> base.Resource:
+        """Deploy a replica. The pool ids are sent (as ``origin_minion_pool_id`` and
+        ``destination_minion_pool_id``, upstream's keys) only when given."""
         body: dict[str, Any] = {"replica_id": replica_id, "clone_disks": clone_disks,
                                 "force": force, "skip_os_morphing": skip_os_morphing,
                                 "user_scripts": user_scripts}
         if instance_osmorphing_minion_pool_mappings is not None:
             body["instance_osmorphing_minion_pool_mappings"] = (
                 instance_osmorphing_minion_pool_mappings)
+        if origin_minion_pool_id is not None:
+            body["origin_minion_pool_id"] = origin_minion_pool_id
+        if destination_minion_pool_id is not None:
+            body["destination_minion_pool_id"] = destination_minion_pool_id
         return self._post(f"/{self.collection}", {self.key: body}, self.key)
 
 
@@ -104,6 +111,26 @@ class MigrationManager(_ActionManager):
 class DeploymentManager(_ActionManager):
     collection, key = "deployments", "deployment"
 
+    def create_from_transfer(self, transfer_id: str, clone_disks: bool = True,
+                             force: bool = False, skip_os_morphing: bool = False,
+                             user_scripts: dict[str, Any] | None = None,
+                             instance_osmorphing_minion_pool_mappings: dict[str, str] | None
+                             = None, origin_minion_pool_id: str | None = None,
+                             destination_minion_pool_id: str | None = None) -> base.Resource:
+        """Deploy a transfer (the newer generation's body: ``transfer_id``); the pool ids
+        are sent only when given."""
+        body: dict[str, Any] = {"transfer_id": transfer_id, "clone_disks": clone_disks,
+                                "force": force, "skip_os_morphing": skip_os_morphing,
+                                "user_scripts": user_scripts}
+        if instance_osmorphing_minion_pool_mappings is not None:
+            body["instance_osmorphing_minion_pool_mappings"] = (
+                instance_osmorphing_minion_pool_mappings)
+        if origin_minion_pool_id is not None:
+            body["origin_minion_pool_id"] = origin_minion_pool_id
+        if destination_minion_pool_id is not None:
+            body["destination_minion_pool_id"] = destination_minion_pool_id
+        return self._post("/deployments", {"deployment": body}, "deployment")
+
 
 class ReplicaManager(_ActionManager):
     collection, key = "replicas", "replica"
@@ -123,48 +150,55 @@ class ReplicaManager(_ActionManager):
         body["scenario"] = replica_scenario
         body.update(_pools(origin_minion_pool_id, destination_minion_pool_id,
                            instance_osmorphing_minion_pool_mappings))
-        return self._post("/replicas", {"replica": body}, "replica")
+        return self._post(f"/{self.collection}", {self.key: body}, self.key)
 
     def update(self, replica: Any, updated_values: dict[str, Any]) -> base.Resource | None:
-        data = self._json("PUT", f"/replicas/{base.getid(replica)}",
-                          {"replica": updated_values})
+        data = self._json("PUT", f"/{self.collection}/{base.getid(replica)}",
+                          {self.key: updated_values})
         return base.Resource(None, data["execution"], loaded=True)
 
     def delete_disks(self, replica: Any) -> base.Resource:
-        data = self._post(f"/replicas/{base.getid(replica)}/actions",
+        data = self._post(f"/{self.collection}/{base.getid(replica)}/actions",
                           {"delete-disks": None}, None)
         return base.Resource(None, data["execution"], loaded=True)
 
 
 class ReplicaExecutionManager(base.Manager):
+    collection = "replicas"
+
     def list(self, replica: Any) -> Resources:
-        return self._list(f"/replicas/{base.getid(replica)}/executions", "executions")
+        return self._list(f"/{self.collection}/{base.getid(replica)}/executions", "executions")
 
     def get(self, replica: Any, execution: Any = None) -> base.Resource:  # type: ignore[override]
-        return self._get(f"/replicas/{base.getid(replica)}/executions/{base.getid(execution)}",
-                         "execution")
+        return self._get(f"/{self.collection}/{base.getid(replica)}/executions/"
+                         f"{base.getid(execution)}", "execution")
 
     def create(self, replica: Any, shutdown_instances: bool = False) -> base.Resource:
-        data = self._post(f"/replicas/{base.getid(replica)}/executions",
-                          {"execution": {"shutdown_instances": shutdown_instances}}, None)
+        data = self._post(f"/{self.collection}/{base.getid(replica)}/executions",
+                          {"execution": self._execution_body(shutdown_instances)}, None)
         return base.Resource(None, data["execution"], loaded=True)
 
+    def _execution_body(self, shutdown_instances: bool) -> dict[str, Any]:
+        return {"shutdown_instances": shutdown_instances}
+
     def cancel(self, replica: Any, execution: Any, force: bool = False) -> None:
-        self._post(f"/replicas/{base.getid(replica)}/executions/{base.getid(execution)}"
+        self._post(f"/{self.collection}/{base.getid(replica)}/executions/{base.getid(execution)}"
                    "/actions", {"cancel": {"force": force}}, None)
 
     def delete(self, replica: Any, execution: Any) -> None:
-        self._delete(f"/replicas/{base.getid(replica)}/executions/{base.getid(execution)}")
+        self._delete(f"/{self.collection}/{base.getid(replica)}/executions/{base.getid(execution)}")
 
 
 class ReplicaScheduleManager(base.Manager):
+    collection = "replicas"
+
     def list(self, replica: Any, hide_expired: bool = False) -> Resources:
         query = "?show_expired=False" if hide_expired else ""
-        return self._list(f"/replicas/{base.getid(replica)}/schedules{query}", "schedules")
+        return self._list(f"/{self.collection}/{base.getid(replica)}/schedules{query}", "schedules")
 
     def get(self, replica: Any, schedule: Any = None) -> base.Resource:  # type: ignore[override]
-        return self._get(f"/replicas/{base.getid(replica)}/schedules/{base.getid(schedule)}",
-                         "schedule")
+        return self._get(f"/{self.collection}/{base.getid(replica)}/schedules/"
+                         f"{base.getid(schedule)}", "schedule")
 
     def create(self, replica: Any, schedule: dict[str, int], enabled: bool,
                expiration_date: Any, shutdown_instance: bool) -> base.Resource:
@@ -172,7 +206,7 @@ class ReplicaScheduleManager(base.Manager):
                                 "shutdown_instance": shutdown_instance}
         if expiration_date:
             body["expiration_date"] = _iso(expiration_date)
-        data = self._post(f"/replicas/{base.getid(replica)}/schedules", body, None)
+        data = self._post(f"/{self.collection}/{base.getid(replica)}/schedules", body, None)
         return base.Resource(None, data["schedule"], loaded=True)
 
     def update(self, replica_id: Any, schedule_id: Any, updated_values: dict[str, Any]
@@ -180,12 +214,12 @@ class ReplicaScheduleManager(base.Manager):
         values = dict(updated_values)
         if values.get("expiration_date"):
             values["expiration_date"] = _iso(values["expiration_date"])
-        data = self._json("PUT", f"/replicas/{base.getid(replica_id)}/schedules/"
+        data = self._json("PUT", f"/{self.collection}/{base.getid(replica_id)}/schedules/"
                                  f"{base.getid(schedule_id)}", values)
         return base.Resource(None, data["schedule"], loaded=True)
 
     def delete(self, replica: Any, schedule: Any) -> None:
-        self._delete(f"/replicas/{base.getid(replica)}/schedules/{base.getid(schedule)}")
+        self._delete(f"/{self.collection}/{base.getid(replica)}/schedules/{base.getid(schedule)}")
 
 
 def _iso(value: Any) -> str:
@@ -193,3 +227,61 @@ def _iso(value: Any) -> str:
     if isinstance(value, str):
         return value
     return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# --- the newer API generation: transfers (replicas) and their deployments ------------------
+class TransferManager(ReplicaManager):
+    """``/transfers``: the replicas, by the newer generation's name (key ``transfer``)."""
+
+    collection, key = "transfers", "transfer"
+
+    def create(self, origin_endpoint_id: str, destination_endpoint_id: str,  # type: ignore[override]
+               source_environment: dict[str, Any] | None,
+               destination_environment: dict[str, Any], instances: list[str],
+               transfer_scenario: str = "replica", network_map: dict[str, Any] | None = None,
+               notes: str | None = None, storage_mappings: dict[str, Any] | None = None,
+               origin_minion_pool_id: str | None = None,
+               destination_minion_pool_id: str | None = None,
+               instance_osmorphing_minion_pool_mappings: dict[str, str] | None = None,
+               user_scripts: dict[str, Any] | None = None, clone_disks: bool = True,
+               skip_os_morphing: bool = False) -> base.Resource:
+        """``scenario`` is ``replica`` or ``live_migration``; ``clone_disks`` and
+        ``skip_os_morphing`` are the defaults of the transfer's deployments."""
+        body = _transfer_body(origin_endpoint_id, destination_endpoint_id, source_environment,
+                              destination_environment, instances, network_map, notes,
+                              storage_mappings, user_scripts)
+        body.update({"scenario": transfer_scenario, "clone_disks": clone_disks,
+                     "skip_os_morphing": skip_os_morphing})
+        body.update(_pools(origin_minion_pool_id, destination_minion_pool_id,
+                           instance_osmorphing_minion_pool_mappings))
+        return self._post("/transfers", {"transfer": body}, "transfer")
+
+
+class TransferExecutionManager(ReplicaExecutionManager):
+    collection = "transfers"
+
+    def create(self, replica: Any, shutdown_instances: bool = False,  # type: ignore[override]
+               auto_deploy: bool = False) -> base.Resource:
+        """``auto_deploy``: once the execution completes, the server deploys the transfer
+        with its stored ``clone_disks``/``skip_os_morphing``."""
+        data = self._post(f"/{self.collection}/{base.getid(replica)}/executions",
+                          {"execution": {"shutdown_instances": shutdown_instances,
+                                         "auto_deploy": auto_deploy}}, None)
+        return base.Resource(None, data["execution"], loaded=True)
+
+
+class TransferScheduleManager(ReplicaScheduleManager):
+    collection = "transfers"
+
+    def create(self, replica: Any, schedule: dict[str, int], enabled: bool,
+               expiration_date: Any, shutdown_instance: bool,
+               auto_deploy: bool = False) -> base.Resource:
+        """As a replica's, plus ``auto_deploy`` (each scheduled execution deploys the
+        transfer once it completes)."""
+        body: dict[str, Any] = {"schedule": schedule, "enabled": enabled,
+                                "shutdown_instance": shutdown_instance,
+                                "auto_deploy": auto_deploy}
+        if expiration_date:
+            body["expiration_date"] = _iso(expiration_date)
+        data = self._post(f"/{self.collection}/{base.getid(replica)}/schedules", body, None)
+        return base.Resource(None, data["schedule"], loaded=True)

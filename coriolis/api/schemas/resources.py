@@ -100,6 +100,36 @@ class MinionPoolRequest(Body):
     minion_pool: MinionPoolCreate
 
 
+class MinionPoolUpdate(Body):
+    """What may change while the pool is DEALLOCATED (endpoint and platform never)."""
+
+    name: Name = ABSENT
+    os_type: OsType = ABSENT
+    environment_options: JsonObject = ABSENT
+    minimum_minions: Annotated[int, Field(ge=1, le=1000)] = ABSENT
+    maximum_minions: Annotated[int, Field(ge=1, le=1000)] = ABSENT
+    minion_max_idle_time: Annotated[int, Field(ge=1)] = ABSENT
+    minion_retention_strategy: Literal["delete", "poweroff"] = ABSENT
+    notes: Description | None = None
+
+
+class MinionPoolUpdateRequest(Body):
+    minion_pool: MinionPoolUpdate
+
+
+class PoolDeallocateOptions(Body):
+    force: bool = False
+
+
+class MinionPoolAction(Body):
+    """Exactly one of ``{"allocate": null}``, ``{"refresh": null}``, ``{"deallocate":
+    {"force": bool} | null}``."""
+
+    allocate: JsonObject | None = None
+    refresh: JsonObject | None = None
+    deallocate: PoolDeallocateOptions | None = None
+
+
 class SecretCreate(Body):
     """POST /key-manager/v1/secrets as python-barbicanclient sends it; the fields this store
     does not use are accepted and ignored, as Barbican's own optional ones."""

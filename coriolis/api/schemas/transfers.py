@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Discriminator, Field, Tag, field_validator
+from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
 from coriolis.api.schemas.common import (
     ABSENT,
@@ -87,14 +87,41 @@ class ReplicaCreate(TransferCreate):
 
 
 class ReplicaDeploy(Body):
-    """A migration from a replica's disks (body M2; POST /deployments)."""
+    """A migration from a replica's disks (body M2; POST /deployments). The pool ids (the
+    seed README's ``migration deploy replica --origin-minion-pool-id ...``) are recorded on
+    the deployment; as upstream's, a deploy's tasks use only the OS-morphing mappings."""
 
     replica_id: Id
+    origin_minion_pool_id: Id | None = None
+    destination_minion_pool_id: Id | None = None
     clone_disks: bool | None = None
     force: bool | None = None
     skip_os_morphing: bool | None = None
     user_scripts: UserScripts | None = None
     instance_osmorphing_minion_pool_mappings: dict[InstanceName, Id] | None = None
+
+
+class DeploymentCreate(ReplicaDeploy):
+    """POST /deployments: the older generation names the replica ``replica_id``, the newer
+    ``transfer_id`` (the same thing); exactly one of them."""
+
+    replica_id: Id | None = None  # type: ignore[assignment]
+    transfer_id: Id | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DeploymentCreate:
+        if (self.replica_id is None) == (self.transfer_id is None):
+            raise ValueError("give transfer_id (or replica_id), not both")
+        return self
+
+
+class TransferCreate2(ReplicaCreate):
+    """A new transfer (POST /transfers, the newer generation's replica): ``scenario``
+    ``replica`` or ``live_migration``; ``clone_disks`` and ``skip_os_morphing`` are the
+    defaults of its deployments."""
+
+    clone_disks: bool | None = None
+    skip_os_morphing: bool | None = None
 
 
 def _migration_kind(value: Any) -> str:
@@ -115,7 +142,23 @@ class MigrationRequest(Body):
 
 
 class DeploymentRequest(Body):
-    deployment: ReplicaDeploy
+    deployment: DeploymentCreate
+
+
+class TransferRequest(Body):
+    transfer: TransferCreate2
+
+
+class TransferUpdate2(TransferUpdate):
+    """What a transfer update may change (PUT /transfers/{id}): a replica update's fields
+    plus the defaults of its deployments."""
+
+    clone_disks: bool | None = None
+    skip_os_morphing: bool | None = None
+
+
+class TransferUpdateRequest(Body):
+    transfer: TransferUpdate2
 
 
 class ReplicaRequest(Body):
@@ -130,8 +173,20 @@ class ExecutionCreate(Body):
     shutdown_instances: bool = False
 
 
+class TransferExecutionCreate(ExecutionCreate):
+    """The newer generation's execution body; ``auto_deploy``: once the execution
+    COMPLETES, the server deploys the transfer with its stored ``clone_disks`` and
+    ``skip_os_morphing`` (a failed or canceled execution deploys nothing)."""
+
+    auto_deploy: bool = False
+
+
 class ExecutionRequest(Body):
     execution: ExecutionCreate | None = None
+
+
+class TransferExecutionRequest(Body):
+    execution: TransferExecutionCreate | None = None
 
 
 class CancelOptions(Body):
@@ -168,12 +223,16 @@ class ScheduleUpdate(Body):
     enabled: bool = ABSENT
     shutdown_instance: bool = ABSENT
     expiration_date: FutureUtcDateTime | None = None
+    # The newer generation's flag: each scheduled execution deploys the transfer once it
+    # completes (as ``TransferExecutionCreate.auto_deploy``).
+    auto_deploy: bool = ABSENT
 
 
 class ScheduleCreate(ScheduleUpdate):
     schedule: Cron
     enabled: bool = True
     shutdown_instance: bool = False
+    auto_deploy: bool = False
 
     @field_validator("schedule")
     @classmethod

@@ -15,7 +15,9 @@ from coriolis import constants as c
 from coriolis import exceptions
 from coriolis.api import views
 from coriolis.api.schemas.resources import (
+    MinionPoolAction,
     MinionPoolRequest,
+    MinionPoolUpdateRequest,
     RegionRequest,
     RegionUpdate,
     RegionUpdateRequest,
@@ -211,20 +213,58 @@ def build_router(services: Services, context: Any) -> APIRouter:
                                 for app in ("coriolis-api", "coriolis-conductor",
                                             "coriolis-worker")]}
 
-    # --- minion pools (no provider supports them yet) ----------------------------------------
+    # --- minion pools (coriolis.minions.manager) -----------------------------------------
+    pools = services.pools
+
+    def pool_view(ctx: RequestContext, pool_id: str) -> dict[str, Any]:
+        with db.reader() as session:
+            return {"minion_pool": views.minion_pool(pools.get(session, ctx.project_id,
+                                                               pool_id))}
+
     @router.get("/minion_pools")
     def list_pools(ctx: RequestContext = Depends(context)) -> dict[str, Any]:
-        return {"minion_pools": []}
+        with db.reader() as session:
+            rows = session.scalars(select(models.MinionPool).where(
+                models.MinionPool.project_id == ctx.project_id).order_by(
+                models.MinionPool.created_at))
+            return {"minion_pools": [views.minion_pool(r) for r in rows]}
 
     @router.get("/minion_pools/{pool_id}")
     def show_pool(pool_id: str, ctx: RequestContext = Depends(context)) -> dict[str, Any]:
-        raise exceptions.NotFound(f"Minion pool {pool_id} could not be found")
+        return pool_view(ctx, pool_id)
 
     @router.post("/minion_pools")
     def create_pool(body: MinionPoolRequest,
                     ctx: RequestContext = Depends(context)) -> dict[str, Any]:
-        raise exceptions.InvalidInput(
-            f"minion_pool.endpoint_id: no provider of this server supports minion pools "
-            f"(endpoint {body.minion_pool.endpoint_id})")
+        pool_id = pools.create(ctx, body.minion_pool.model_dump())
+        return pool_view(ctx, pool_id)
+
+    @router.put("/minion_pools/{pool_id}")
+    def update_pool(pool_id: str, body: MinionPoolUpdateRequest,
+                    ctx: RequestContext = Depends(context)) -> dict[str, Any]:
+        pools.update(ctx, pool_id, body.minion_pool.model_dump(
+            include=body.minion_pool.model_fields_set))
+        return pool_view(ctx, pool_id)
+
+    @router.delete("/minion_pools/{pool_id}", status_code=204)
+    def delete_pool(pool_id: str, ctx: RequestContext = Depends(context)) -> Response:
+        pools.delete(ctx, pool_id)
+        return Response(status_code=204)
+
+    @router.post("/minion_pools/{pool_id}/actions")
+    def pool_action(pool_id: str, body: MinionPoolAction,
+                    ctx: RequestContext = Depends(context)) -> dict[str, Any]:
+        given = body.model_fields_set
+        if len(given) != 1:
+            raise exceptions.InvalidInput(
+                "the action body must have exactly one key: allocate, refresh or deallocate")
+        if "allocate" in given:
+            pools.allocate(ctx, pool_id)
+        elif "refresh" in given:
+            pools.refresh(ctx, pool_id)
+        else:
+            pools.deallocate(ctx, pool_id,
+                             body.deallocate is not None and body.deallocate.force)
+        return pool_view(ctx, pool_id)
 
     return router

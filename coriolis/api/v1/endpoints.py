@@ -27,6 +27,7 @@ from coriolis.context import RequestContext
 from coriolis.db import models, transfers
 from coriolis.engine import validation
 from coriolis.providers import registry
+from coriolis.providers.base import MinionPoolProvider
 from coriolis.secrets import store as secret_store
 from coriolis.service import Services
 
@@ -57,6 +58,30 @@ def _check_connection_info(session: Session, services: Services, ctx: RequestCon
             f"check failed for the {platform} connection schema") from None
     provider.check_location(resolved, ctx.project_id, services.settings)
     return value
+
+
+def pool_options(endpoint: models.Endpoint, platform: str,
+                 names: list[str] | None) -> list[dict[str, Any]]:
+    """The choices of a provider's minion pool environment options (booleans and enums of
+    its ``minion_pool_environment_schema``, with their defaults); none when the provider makes
+    no ``platform`` (source/destination) pools."""
+    provider = registry.get_provider(endpoint.type)
+    if not isinstance(provider, MinionPoolProvider) \
+            or platform not in provider.minion_pool_platforms:
+        return []
+    options = []
+    props = provider.minion_pool_environment_schema().get("properties") or {}
+    for name, prop in props.items():
+        if names and name not in names:
+            continue
+        values = prop.get("enum") or ([True, False] if prop.get("type") == "boolean" else None)
+        if values is None:
+            continue
+        option: dict[str, Any] = {"name": name, "values": list(values)}
+        if "default" in prop:
+            option["config_default"] = prop["default"]
+        options.append(option)
+    return options
 
 
 def build_router(services: Services, context: Any) -> APIRouter:
@@ -145,14 +170,16 @@ def build_router(services: Services, context: Any) -> APIRouter:
     def endpoint_action(endpoint_id: str, body: EndpointAction,
                         ctx: RequestContext = Depends(context)) -> dict[str, Any]:
         try:
-            conductor.endpoint_call(ctx, endpoint_id, "validate_connection")
+            reached = conductor.endpoint_call(ctx, endpoint_id, "validate_connection")
         except exceptions.LocationNotAllowed:
             raise  # a 400: the endpoint must be changed, whatever the cloud's state
         except exceptions.ConnectionValidationFailed as exc:
             return {"validate-connection": {"valid": False, "message": str(exc)}}
         except exceptions.InvalidInput as exc:
             return {"validate-connection": {"valid": False, "message": str(exc)}}
-        return {"validate-connection": {"valid": True, "message": None}}
+        # What the provider says it reached (libvirt: the hypervisor and its version).
+        message = reached if isinstance(reached, str) else None
+        return {"validate-connection": {"valid": True, "message": message}}
 
     @router.get("/endpoints/{endpoint_id}/instances")
     def list_instances(endpoint_id: str, env: str | None = None, marker: str | None = None,
@@ -203,10 +230,10 @@ def build_router(services: Services, context: Any) -> APIRouter:
             names = b64_json(options, "options")
             if names is not None and not isinstance(names, list):
                 raise exceptions.InvalidInput("query parameter 'options' must encode a list")
-            if operation is None:  # minion pools are not supported by any provider yet
+            if operation is None:  # minion pool options: from the provider's pool schema
                 with db.reader() as session:
-                    transfers.get_endpoint(session, ctx.project_id, endpoint_id)
-                return {key: []}
+                    endpoint = transfers.get_endpoint(session, ctx.project_id, endpoint_id)
+                return {key: pool_options(endpoint, key.split("_")[0], names)}
             return {key: conductor.endpoint_call(ctx, endpoint_id, operation, env_object(env),
                                                  option_names=names)}
 

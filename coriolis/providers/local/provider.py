@@ -19,6 +19,7 @@ from coriolis.providers.base import (
     BaseProvider,
     DestinationOptionsProvider,
     InstancesProvider,
+    MinionPoolProvider,
     NetworksProvider,
     OSMorphingProvider,
     ReplicaExportProvider,
@@ -36,6 +37,7 @@ from coriolis.providers.local.cloud import (
     is_inside,
     write_json_atomic,
 )
+from coriolis.providers.local.minions import LocalMinionPools
 from coriolis.transfer import locations
 from coriolis.transfer.extents import qcow2_bitmaps
 from coriolis.transfer.locations import AgentLocation, PathLocation
@@ -159,9 +161,10 @@ def _check_writer_agent(writer: JSON, cloud_path: str) -> None:
             f"{', '.join(roots)}); start it with --root {cloud_path}")
 
 
-class LocalProvider(BaseProvider, InstancesProvider, NetworksProvider, StorageProvider,
-                    SourceOptionsProvider, DestinationOptionsProvider, ReplicaExportProvider,
-                    ReplicaImportProvider, OSMorphingProvider):
+class LocalProvider(LocalMinionPools, BaseProvider, InstancesProvider, NetworksProvider,
+                    StorageProvider, SourceOptionsProvider, DestinationOptionsProvider,
+                    ReplicaExportProvider, ReplicaImportProvider, OSMorphingProvider,
+                    MinionPoolProvider):
     platform = "local"
 
     # --- schemas --------------------------------------------------------------------------

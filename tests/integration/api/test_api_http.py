@@ -259,3 +259,46 @@ def test_local_cloud_init_makes_a_cloud_in_the_project_root(admin: tuple[str, st
     with pytest.raises(RuntimeError, match="must be a name"):
         local_cloud("init", "--project", project_of(url), "--data-dir", str(server.data_dir),
                     "../escape")
+
+
+def test_logger_in_both_catalogs_with_version_discovery(server: RunningServer,
+                                                        admin: tuple[str, str],
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    from keystoneauth1 import discover
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    auth = v3.Password(auth_url=server.env["OS_AUTH_URL"], username="admin",
+                       password=server.env["OS_PASSWORD"], project_name="admin",
+                       user_domain_name="Default", project_domain_name="Default")
+    sess = ks_session.Session(auth=auth)
+    logger = sess.get_endpoint(service_type="coriolis-logger", interface="public")
+    assert logger == f"{server.url}/logger/api/v1"
+    v2 = requests.post(f"{server.url}/identity/v2.0/tokens", json={"auth": {
+        "tenantName": "admin", "passwordCredentials": {
+            "username": "admin", "password": server.env["OS_PASSWORD"]}}}, timeout=30).json()
+    assert {s["type"]: s["endpoints"][0]["publicURL"]
+            for s in v2["access"]["serviceCatalog"]}["coriolis-logger"] == logger
+    # keystoneauth's discovery, from the unversioned root and from the versioned URL,
+    # finds v1 with its self link, and warns about nothing.
+    with caplog.at_level("WARNING"):
+        for url in (f"{server.url}/logger", logger):
+            found = discover.get_version_data(sess, url)
+            assert found[0]["id"] == "v1" and found[0]["links"][0]["href"] == logger + "/"
+        data = sess.get_endpoint_data(service_type="coriolis-logger", interface="public",
+                                      min_version="1", max_version="1.latest")
+        assert data is not None and data.url.rstrip("/") == logger
+    assert not [r for r in caplog.records if r.levelno >= 30]
+    token, _ = admin
+    assert_error(call("GET", f"{logger}/logs/", None), 401)
+    assert call("GET", f"{logger}/logs/", token).json() == {"logs": [{"log_name": "coriolis"}]}
+    assert_error(call("GET", f"{logger}/logs/coriolis/?start_date=soon", token), 400,
+                 "start_date")
+    ws = logger.replace("http://", "ws://") + "/ws"
+    for query, status in (("severity=loud", 400), ("app_name=other", 404)):
+        with pytest.raises(InvalidStatus) as refused:
+            connect(f"{ws}?{query}", additional_headers={"X-Auth-Token": token}).close()
+        assert refused.value.response.status_code == status
+    with pytest.raises(InvalidStatus) as refused:
+        connect(ws).close()
+    assert refused.value.response.status_code == 401

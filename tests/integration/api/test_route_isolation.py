@@ -123,7 +123,7 @@ def fill(path: str, owned: dict[str, str], project_id: str) -> str:
             "replica_id": owned["replica"], "execution_id": owned["execution"],
             "schedule_id": owned["schedule"], "secret_id": owned["secret"],
             "instance_b64": base64.b64encode(b"vm1").decode(),
-            # No provider here supports minion pools: no pool can exist (create is a 400).
+            # A pool of project A: tests/e2e/test_cli_minion_pools.py checks its isolation.
             "pool_id": str(uuid.uuid4()),
             "region_id": owned["region"], "service_id": owned["service"],
             "platform_name": "local", "provider_type": "1",

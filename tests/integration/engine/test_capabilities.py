@@ -108,7 +108,9 @@ def test_a_replica_deploy_needing_os_morphing_is_refused(services, ctx, clouds) 
     with pytest.raises(exceptions.InvalidInput,
                        match="destination endpoint 'dst': provider 'nomorph' lacks the "
                              "'os_morphing' capability"):
-        services.conductor.deploy_replica(ctx, {"replica_id": replica_id, "force": True})
+        # (the replica's stored default is to skip it: the body in transfer() says so)
+        services.conductor.deploy_replica(ctx, {"replica_id": replica_id, "force": True,
+                                                "skip_os_morphing": False})
     assert stored(services) == (1, 0)
     # Without OS morphing it gets past the capability check (to the missing disks).
     with pytest.raises(exceptions.InvalidState, match="no disks"):

@@ -102,6 +102,12 @@ class Backend(abc.ABC):
         location may contain one."""
         return []
 
+    def network_name(self, network: str) -> str:
+        """The platform's name of the kit's network ``network`` (``Instance.network``), as
+        ``get_instance`` reports it: the same, unless the fixture prefixes what it makes on a
+        shared platform."""
+        return network
+
     @abc.abstractmethod
     def create_instance(self, instance: Instance) -> str:
         """Make a source instance with exactly these disks (in order) and one NIC on

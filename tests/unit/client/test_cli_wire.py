@@ -150,12 +150,14 @@ def test_schedule_create_is_unwrapped_with_utc_expiry(api: Recorder) -> None:
         "expiration_date": "2030-01-02T01:04:05Z"}
 
 
-def test_service_update_always_sends_regions(api: Recorder) -> None:
+def test_service_update_sends_regions_only_when_given(api: Recorder) -> None:
     api.replies[("PUT", f"/v1/{PROJECT}/services/s1")] = (200, {"service": {
         "id": "s1", "host": "h", "binary": "b", "topic": "t", "enabled": False, "status": "UP",
         "mapped_regions": [], "created_at": STAMP, "updated_at": None}})
     assert shell.main(["service", "update", "s1", "--disabled"]) == 0
-    assert api.requests[-1]["body"] == {"service": {"mapped_regions": [], "enabled": False}}
+    assert api.requests[-1]["body"] == {"service": {"enabled": False}}
+    assert shell.main(["service", "update", "s1", "--coriolis-region", "r1"]) == 0
+    assert api.requests[-1]["body"] == {"service": {"mapped_regions": ["r1"]}}
 
 
 def test_server_error_is_reported_without_traceback(api: Recorder,

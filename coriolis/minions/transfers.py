@@ -1,0 +1,63 @@
+"""What transfers need of pools: the checks of the pools a transfer names, and where a task
+finds its reserved minion's agent key."""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from coriolis import constants as c
+from coriolis import exceptions
+from coriolis.db import models
+
+MINION_KEY_REF = "coriolis_minion.key"
+"""Where a task's destination connection info carries the reserved minion's agent key (the
+conductor puts it there when it sends the task; it is never stored with the transfer)."""
+
+
+def check_transfer_pools(session: Session, project_id: str, origin: models.Endpoint,
+                         destination: models.Endpoint, instances: list[str],
+                         origin_pool_id: str | None, destination_pool_id: str | None,
+                         osmorphing: dict[str, str]) -> None:
+    """The pools a transfer names (server-contract §2.3): each exists in the project, belongs
+    to the matching endpoint, is of the right platform, Linux for the transfer pools,
+    ALLOCATED, and has ``maximum_minions`` ≥ the instances it serves. ``InvalidInput`` (400)
+    naming the field, the pool and the reason."""
+    wanted: list[tuple[str, str, models.Endpoint, str, int]] = []
+    if origin_pool_id:
+        wanted.append(("origin_minion_pool_id", origin_pool_id, origin, "source",
+                       len(instances)))
+    if destination_pool_id:
+        wanted.append(("destination_minion_pool_id", destination_pool_id, destination,
+                       "destination", len(instances)))
+    for pool_id in sorted(set(osmorphing.values())):
+        count = sum(1 for p in osmorphing.values() if p == pool_id)
+        wanted.append(("instance_osmorphing_minion_pool_mappings", pool_id, destination,
+                       "destination", count))
+    for field_name, pool_id, endpoint, platform, count in wanted:
+        pool = session.get(models.MinionPool, pool_id)
+        what = f"{field_name}: minion pool {pool_id}"
+        if pool is None or pool.project_id != project_id:
+            raise exceptions.InvalidInput(f"{what} could not be found")
+        if pool.endpoint_id != endpoint.id:
+            raise exceptions.InvalidInput(
+                f"{what} belongs to endpoint {pool.endpoint_id}, not to the {platform} "
+                f"endpoint '{endpoint.name}' of this transfer")
+        if pool.platform != platform:
+            raise exceptions.InvalidInput(f"{what} is a {pool.platform} pool, not a "
+                                          f"{platform} pool")
+        if field_name != "instance_osmorphing_minion_pool_mappings" \
+                and pool.os_type != "linux":
+            raise exceptions.InvalidInput(f"{what} is a {pool.os_type} pool; transfer pools "
+                                          "must be 'linux'")
+        if pool.status != c.POOL_STATUS_ALLOCATED or pool.operation:
+            raise exceptions.InvalidInput(f"{what} is {pool.operation or pool.status}, not "
+                                          "ALLOCATED (allocate it first)")
+        if pool.maximum_minions < count:
+            raise exceptions.InvalidInput(
+                f"{what} has at most {pool.maximum_minions} minion(s), fewer than the "
+                f"{count} instance(s) it would serve")
+        if field_name == "instance_osmorphing_minion_pool_mappings":
+            # Refused rather than accepted and ignored.
+            raise exceptions.InvalidInput(
+                f"{what}: OS morphing on pool minions is not supported yet; without a "
+                "mapping the destination's own OS-morphing resources are used")

@@ -1,0 +1,1 @@
+"""The ``libvirt`` provider: KVM/QEMU hosts managed by libvirt as source and destination."""
