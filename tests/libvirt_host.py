@@ -76,19 +76,27 @@ def open_path(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def libvirt_host() -> Iterator[LibvirtHost]:
-    """A ``LibvirtHost`` rooted in a new folder of /tmp (not pytest's ``tmp_path``: another
-    pytest session on the machine makes ``/tmp/pytest-of-<user>`` 0700 again, which stops
-    qemu (``libvirt-qemu``) from reaching the images), removed with all it made."""
-    root = Path(tempfile.mkdtemp(prefix="coriolis-lv-"))
-    host = LibvirtHost(root / "host")
+def libvirt_host(root: Path | None = None) -> Iterator[LibvirtHost]:
+    """A ``LibvirtHost`` rooted in ``root``, by default in a new folder of /tmp (not pytest's
+    ``tmp_path``: another pytest session on the machine makes ``/tmp/pytest-of-<user>`` 0700
+    again, which stops qemu (``libvirt-qemu``) from reaching the images) removed at the end,
+    with all it made. Fails the test when libvirtd cannot run here (``./dev setup`` installs
+    it: a missing daemon is never a skip)."""
+    why = libvirtd_available()
+    if why:
+        pytest.fail(why)
+    own = root is None
+    base = Path(tempfile.mkdtemp(prefix="coriolis-lv-")) if own else root
+    assert base is not None
+    host = LibvirtHost(base / "host" if own else base)
     try:
         yield host
     finally:
         try:
             host.close()
         finally:
-            shutil.rmtree(root, ignore_errors=True)
+            if own:
+                shutil.rmtree(base, ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -5,28 +5,20 @@ the execution completes, and the transfer is deployed exactly once."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from coriolis.harness import stop_server
+from tests.e2e import test_replica_crash
 from tests.e2e.test_replica_crash import FINAL, World
+
+# The replica crash tests' fixture, under this module's name for it.
+crash_world = test_replica_crash.world
 
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
-    w = World(tmp_path)
-    try:
-        yield w
-    finally:
-        stop_server(w.server)
-
-
-def test_auto_deploy_after_a_kill_deploys_once(world: World) -> None:
-    w = world
+def test_auto_deploy_after_a_kill_deploys_once(crash_world: World) -> None:
+    w = crash_world
     for name, path in (("src", w.src), ("dst", w.dst)):
         w.server.local_endpoint(name, path)
     transfer = w.server.cli(

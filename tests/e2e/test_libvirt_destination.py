@@ -17,11 +17,9 @@ import pytest
 
 from coriolis.harness import RunningServer, local_cloud, parse_tasks
 from coriolis.providers.local.cloud import LocalCloud
-from tests.libvirt_host import LibvirtHost, libvirt_host, libvirtd_available, small_mount
+from tests.libvirt_host import LibvirtHost, libvirt_host, small_mount
 
-pytestmark = [pytest.mark.e2e,
-              pytest.mark.skipif(libvirtd_available() is not None,
-                                 reason=str(libvirtd_available()))]
+pytestmark = pytest.mark.e2e
 
 FINAL = {"COMPLETED", "ERROR", "CANCELED", "DEADLOCKED"}
 MAC = "52:54:00:aa:bb:01"

@@ -17,7 +17,7 @@ from coriolis.harness import RunningServer, local_cloud
 from coriolis.providers.local.boot import boot
 from coriolis.providers.local.cloud import LocalCloud
 from tests.integration.libvirt.conftest import make_image, raw_bytes
-from tests.libvirt_host import LibvirtHost, libvirtd_available
+from tests.libvirt_host import LibvirtHost, libvirt_host
 
 pytestmark = pytest.mark.e2e
 FINAL = {"COMPLETED", "ERROR", "CANCELED", "DEADLOCKED"}
@@ -51,15 +51,9 @@ def apply(data: bytearray, writes: list[tuple[int, int, int]]) -> None:
 
 @pytest.fixture(scope="module")
 def host(server: RunningServer) -> Iterator[LibvirtHost]:
-    why = libvirtd_available()
-    if why:
-        pytest.fail(why)
     # In the project's local root: where the server lets its scratch folder be.
-    h = LibvirtHost(server.cloud_dir("libvirt-host"))
-    try:
+    with libvirt_host(server.cloud_dir("libvirt-host")) as h:
         yield h
-    finally:
-        h.close()
 
 
 @pytest.fixture(scope="module")

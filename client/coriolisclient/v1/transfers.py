@@ -43,6 +43,20 @@ def _pools(origin: str | None, destination: str | None,
     return body
 
 
+def _deploy_options(clone_disks: bool, force: bool, skip_os_morphing: bool,
+                    user_scripts: dict[str, Any] | None, origin: str | None,
+                    destination: str | None,
+                    mappings: dict[str, str] | None) -> dict[str, Any]:
+    """The body of a deploy (of a replica or a transfer) but the id of what it deploys; the
+    pool ids only when given, the OS-morphing mappings whenever not None (even empty, as
+    upstream's client sends them)."""
+    body = {"clone_disks": clone_disks, "force": force, "skip_os_morphing": skip_os_morphing,
+            "user_scripts": user_scripts, **_pools(origin, destination, None)}
+    if mappings is not None:
+        body["instance_osmorphing_minion_pool_mappings"] = mappings
+    return body
+
+
 class _ActionManager(base.Manager):
     collection = ""
     key = ""
@@ -68,16 +82,9 @@ class _ActionManager(base.Manager):
                             destination_minion_pool_id: str | None = None) -> base.Resource:
         """Deploy a replica. The pool ids are sent (as ``origin_minion_pool_id`` and
         ``destination_minion_pool_id``, upstream's keys) only when given."""
-        body: dict[str, Any] = {"replica_id": replica_id, "clone_disks": clone_disks,
-                                "force": force, "skip_os_morphing": skip_os_morphing,
-                                "user_scripts": user_scripts}
-        if instance_osmorphing_minion_pool_mappings is not None:
-            body["instance_osmorphing_minion_pool_mappings"] = (
-                instance_osmorphing_minion_pool_mappings)
-        if origin_minion_pool_id is not None:
-            body["origin_minion_pool_id"] = origin_minion_pool_id
-        if destination_minion_pool_id is not None:
-            body["destination_minion_pool_id"] = destination_minion_pool_id
+        body = {"replica_id": replica_id, **_deploy_options(
+            clone_disks, force, skip_os_morphing, user_scripts, origin_minion_pool_id,
+            destination_minion_pool_id, instance_osmorphing_minion_pool_mappings)}
         return self._post(f"/{self.collection}", {self.key: body}, self.key)
 
 
@@ -119,16 +126,9 @@ class DeploymentManager(_ActionManager):
                              destination_minion_pool_id: str | None = None) -> base.Resource:
         """Deploy a transfer (the newer generation's body: ``transfer_id``); the pool ids
         are sent only when given."""
-        body: dict[str, Any] = {"transfer_id": transfer_id, "clone_disks": clone_disks,
-                                "force": force, "skip_os_morphing": skip_os_morphing,
-                                "user_scripts": user_scripts}
-        if instance_osmorphing_minion_pool_mappings is not None:
-            body["instance_osmorphing_minion_pool_mappings"] = (
-                instance_osmorphing_minion_pool_mappings)
-        if origin_minion_pool_id is not None:
-            body["origin_minion_pool_id"] = origin_minion_pool_id
-        if destination_minion_pool_id is not None:
-            body["destination_minion_pool_id"] = destination_minion_pool_id
+        body = {"transfer_id": transfer_id, **_deploy_options(
+            clone_disks, force, skip_os_morphing, user_scripts, origin_minion_pool_id,
+            destination_minion_pool_id, instance_osmorphing_minion_pool_mappings)}
         return self._post("/deployments", {"deployment": body}, "deployment")
 
 

@@ -174,11 +174,25 @@ def display_uri(connection_info: JSON) -> str:
         return "(the connection_info.uri)"
 
 
-def uri_host(connection_info: JSON) -> str | None:
-    """The host a remote URI names (None for this host's daemon)."""
-    _transport, split = _parts(connection_info)
-    host: str | None = split.hostname
-    return host
+LOOPBACK = ("localhost", "127.0.0.1", "::1")
+
+
+def remote_host(connection_info: JSON) -> str | None:
+    """The host of a URI that reaches another machine's daemon; None for this host's own
+    (no host, or a loopback address)."""
+    host = urlsplit(str(connection_info.get("uri", ""))).hostname
+    return host if host and host not in LOOPBACK else None
+
+
+def require_local(connection_info: JSON, what: str) -> None:
+    """``ProviderError`` naming ``what`` and the host when the URI reaches another machine:
+    disks move through files and unix sockets of the libvirt host, so the worker must run
+    on it (``qemu:///system``) until NBD over TCP and a writer agent serve remote hosts."""
+    host = remote_host(connection_info)
+    if host is not None:
+        raise exceptions.ProviderError(
+            f"{what} on a remote libvirt host ({host}) is not supported yet: the worker must "
+            "run on the host (qemu:///system)")
 
 
 def _write(folder: Path, name: str, text: str) -> Path:

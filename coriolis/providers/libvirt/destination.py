@@ -30,7 +30,6 @@ import os
 import uuid
 import xml.etree.ElementTree as ET
 from typing import Any
-from urllib.parse import urlparse
 
 from coriolis import exceptions
 from coriolis.providers import mappings
@@ -40,7 +39,7 @@ from coriolis.providers.base import (
     ReplicaImportProvider,
 )
 from coriolis.providers.libvirt import define_xml, metadata, volumes
-from coriolis.providers.libvirt.connection import connect, load_libvirt
+from coriolis.providers.libvirt.connection import connect, load_libvirt, require_local
 from coriolis.providers.local import replica_disks
 from coriolis.transfer import locations
 from coriolis.transfer.locations import PathLocation
@@ -78,17 +77,6 @@ DESTINATION_ENV_SCHEMA: JSON = {
     "additionalProperties": False,
 }
 """The libvirt destination's own keys; the API adds the transfer options."""
-
-
-def _require_local(connection_info: JSON, what: str) -> None:
-    """``ProviderError`` naming the host when the URI is a remote host's: the volumes' files
-    are written, snapshotted and morphed by the worker where they are, so the worker must run
-    on the host (``qemu:///system``) until a writer agent serves remote hosts."""
-    host = urlparse(str(connection_info.get("uri", ""))).hostname
-    if host and host not in ("localhost", "127.0.0.1", "::1"):
-        raise exceptions.ProviderError(
-            f"{what} on a remote libvirt host ({host}) is not supported yet: the worker must "
-            "run on the host (qemu:///system)")
 
 
 def _target_name(env: JSON, export_info: JSON) -> str:
@@ -233,7 +221,7 @@ class LibvirtDestination(DestinationOptionsProvider, ReplicaImportProvider, OSMo
         sizes; for a replica, disks whose volumes it has already need none). Makes
         nothing."""
         name = _target_name(env, export_info)
-        _require_local(connection_info, f"importing instance '{export_info['name']}'")
+        require_local(connection_info, f"importing instance '{export_info['name']}'")
         with connect(connection_info) as conn:
             if check_name_clash and (_domain(conn, name) is not None
                                      or _domain(conn, name + PENDING_SUFFIX) is not None):
@@ -310,7 +298,7 @@ class LibvirtDestination(DestinationOptionsProvider, ReplicaImportProvider, OSMo
         raw replica volume's undo journal. Makes nothing; a missing volume is a
         ``ProviderError`` naming its disk."""
         disks: JSON = {}
-        _require_local(connection_info, "writing volumes")
+        require_local(connection_info, "writing volumes")
         with connect(connection_info) as conn:
             for volume in volumes_info or []:
                 what = (f"destination disk {volume['disk_id']} (volume "
@@ -334,7 +322,7 @@ class LibvirtDestination(DestinationOptionsProvider, ReplicaImportProvider, OSMo
     # provider's replica_disks works on them as they are (side files beside the volumes).
     def snapshot_disks(self, connection_info: JSON, env: JSON, volumes_info: list[JSON],
                        snapshot_id: str, for_deploy: bool = False) -> JSON:
-        _require_local(connection_info, "snapshots of replica volumes")
+        require_local(connection_info, "snapshots of replica volumes")
         return replica_disks.take(volumes_info or [], snapshot_id, for_deploy=for_deploy)
 
     def restore_disk_snapshots(self, connection_info: JSON, env: JSON,
@@ -513,7 +501,7 @@ class LibvirtDestination(DestinationOptionsProvider, ReplicaImportProvider, OSMo
     def deploy_os_morphing_resources(self, connection_info: JSON, env: JSON,
                                      instance_deployment_info: JSON) -> JSON:
         """The domain's volume files (this worker runs on the host) and their formats."""
-        _require_local(connection_info, "OS morphing")
+        require_local(connection_info, "OS morphing")
         with connect(connection_info) as conn:
             disks = define_xml.disks_of(self._pending_domain(conn, instance_deployment_info))
         for disk in disks:

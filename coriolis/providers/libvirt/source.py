@@ -56,12 +56,17 @@ import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from coriolis import exceptions
 from coriolis.providers.base import InstancesProvider, ReplicaExportProvider, SourceOptionsProvider
 from coriolis.providers.libvirt import backup, domain_xml, qemu_nbd
-from coriolis.providers.libvirt.connection import DEFAULT_SCRATCH_DIR, connect, load_libvirt
+from coriolis.providers.libvirt.connection import (
+    DEFAULT_SCRATCH_DIR,
+    connect,
+    load_libvirt,
+    remote_host,
+    require_local,
+)
 from coriolis.providers.libvirt.sockets import remove_socket_folder
 from coriolis.transfer.locations import NbdLocation, to_json
 
@@ -89,11 +94,6 @@ def export_folder(connection_info: JSON, transfer_id: str | None, domain_id: str
     key = (hashlib.sha256(f"{transfer_id}|{domain_id}".encode()).hexdigest()[:12]
            if transfer_id else uuid.uuid4().hex[:12])
     return scratch_dir(connection_info) / f"{FOLDER_PREFIX}{key}"
-
-
-def _is_remote(connection_info: JSON) -> bool:
-    host = urlparse(connection_info["uri"]).hostname
-    return bool(host) and host not in ("localhost", "127.0.0.1", "::1")
 
 
 def _find(conn: Any, libvirt: Any, instance: str) -> Any:
@@ -153,7 +153,7 @@ def _cleanup(dom: Any, libvirt: Any, folder: Path) -> None:
 def _local_qcow2_images(connection_info: JSON, conn: Any, dom: Any, libvirt: Any) -> list[str]:
     """The domain's qcow2 disk images when the worker is on the libvirt host (for bitmaps
     libvirt cannot remove itself); none otherwise or when a disk is unreadable."""
-    if _is_remote(connection_info):
+    if remote_host(connection_info) is not None:
         return []
     try:
         info = domain_xml.export_info(conn, dom, libvirt)
@@ -214,11 +214,7 @@ class LibvirtSource(InstancesProvider, SourceOptionsProvider, ReplicaExportProvi
         disk when an export cannot start (nothing of it is left then)."""
         libvirt = load_libvirt()
         name = str(export_info.get("name") or export_info.get("id"))
-        if _is_remote(connection_info):
-            raise exceptions.ProviderError(
-                f"domain '{name}': exports from a remote libvirt host "
-                f"({urlparse(connection_info['uri']).hostname}) are not supported yet: the "
-                "worker must run on the host (qemu:///system)")
+        require_local(connection_info, f"exporting domain '{name}'")
         with connect(connection_info) as conn:
             dom = _domain_of(conn, libvirt, export_info)
             if dom is None:

@@ -10,19 +10,13 @@ from pathlib import Path
 import pytest
 
 from coriolis.providers.libvirt.provider import LibvirtProvider
-from tests.libvirt_host import LibvirtHost, libvirtd_available
+from tests.libvirt_host import LibvirtHost, libvirt_host
 
 
 @pytest.fixture(scope="module")
-def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LibvirtHost]:
-    why = libvirtd_available()
-    if why:
-        pytest.fail(why)
-    h = LibvirtHost(tmp_path_factory.mktemp("libvirt"))
-    try:
+def host() -> Iterator[LibvirtHost]:
+    with libvirt_host() as h:
         yield h
-    finally:
-        h.close()
 
 
 @pytest.fixture(scope="module")

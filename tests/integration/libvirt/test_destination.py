@@ -19,10 +19,7 @@ from coriolis.providers.libvirt.destination import PENDING_SUFFIX
 from coriolis.providers.libvirt.provider import LibvirtProvider
 from coriolis.transfer import locations
 from coriolis.transfer.options import TransferOptions
-from tests.libvirt_host import LibvirtHost, libvirt_host, libvirtd_available, small_mount
-
-pytestmark = pytest.mark.skipif(libvirtd_available() is not None,
-                                reason=str(libvirtd_available()))
+from tests.libvirt_host import LibvirtHost, libvirt_host, small_mount
 
 MiB = 1024 * 1024
 MAC = "52:54:00:ab:cd:01"
