@@ -11,8 +11,8 @@ OpenStack cloud of the session.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
