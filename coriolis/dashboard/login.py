@@ -53,5 +53,7 @@ def keystone_login(auth_url: str, timeout: float = 30.0) -> Login:
         except ks_exceptions.ClientException as exc:
             raise exceptions.CoriolisError(
                 f"Keystone at {auth_url} is unreachable: {type(exc).__name__}") from None
+        if not access.auth_token or access.expires is None:
+            raise exceptions.CoriolisError(f"Keystone at {auth_url} issued no usable token")
         return access.auth_token, access.expires.timestamp()
     return login

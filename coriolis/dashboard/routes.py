@@ -102,7 +102,7 @@ def _json_field(form: dict[str, list[str]], key: str) -> Any:
         return None
     try:
         return json.loads(text)
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         raise exceptions.InvalidInput(f"{key}: not valid JSON ({exc.msg}, line {exc.lineno})"
                                       ) from None
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -178,9 +177,10 @@ def test_replica_execute_and_deploy(page: Any, server: RunningServer, clouds: di
     replica = server.cli(
         "replica", "create", "--origin-endpoint", "dash-src", "--destination-endpoint",
         "dash-dst", "--instance", "web", "--network-map", '{"lan": "prod"}',
+        "--source-environment", '{"snapshot": true}',
         "--destination-environment", json.dumps({"transfer_bandwidth_limit_mib": 64}),
         "-f", "value", "-c", "id").stdout.strip()
-    server.cli("replica", "schedule", "create", replica, "--hour", "2", "--minute", "30")
+    server.cli("replica", "schedule", "create", replica, "-H", "2", "-M", "30")
     log_in(page, server, f"/dashboard/replicas/{replica}")
     page.wait_for_url(f"**/dashboard/replicas/{replica}")
     assert page.get_by_text("30 2 * * *").is_visible()  # the schedule, as cron fields
