@@ -7,6 +7,7 @@ moving. Screenshots are kept in tests/artifacts/dashboard/ (ignored by git)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import time
@@ -223,6 +224,44 @@ def test_bad_input_names_the_field(page: Any, server: RunningServer, clouds: dic
 
 
 # --- without a browser: what the data routes answer --------------------------------------
+@contextlib.contextmanager
+def dashboard_client(server: RunningServer) -> Iterator[httpx.Client]:
+    """An HTTP client logged in to the dashboard as the openrc's user."""
+    with httpx.Client(base_url=server.url, follow_redirects=False, timeout=60) as http:
+        answer = http.post("/dashboard/login", data={
+            "username": server.env["OS_USERNAME"], "password": server.env["OS_PASSWORD"],
+            "project": server.env["OS_PROJECT_NAME"]})
+        assert answer.status_code == 303, answer.text
+        yield http
+
+
+def read_stream(http: httpx.Client, migration_id: str) -> list[tuple[str, str]]:
+    """The (event, data) pairs of a migration's live stream, until its ``done`` event."""
+    page = http.get(f"/dashboard/migrations/{migration_id}")
+    assert page.status_code == 200, page.text
+    url = re.search(r'sse-connect="([^"]+)"', page.text)
+    assert url is not None, page.text
+    events: list[tuple[str, str]] = []
+    with http.stream("GET", url.group(1)) as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        event, data = "", []
+        for line in stream.iter_lines():
+            if line.startswith("event: "):
+                event = line[7:]
+            elif line.startswith("data: "):
+                data.append(line[6:])
+            elif not line and event:
+                events.append((event, "\n".join(data)))
+                if event == "done":
+                    break
+                event, data = "", []
+    return events
+
+
+def disk_values(html: str) -> list[int]:
+    return [int(v) for v in re.findall(r'value="(\d+)" data-kind="disk"', html)]
+
+
 def test_data_routes_need_a_login(server: RunningServer, clouds: dict) -> None:
     with httpx.Client(base_url=server.url, follow_redirects=False, timeout=30) as http:
         for method, path in [("GET", "/dashboard/data/migrations"),
