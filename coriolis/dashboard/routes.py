@@ -55,7 +55,7 @@ COOKIE = "coriolis_dashboard_token"
 STREAM_POLL_SECONDS = 0.5
 STREAM_KEEPALIVE_SECONDS = 15.0
 # A stream ends after this long; the browser's EventSource reconnects (and is re-checked).
-STREAM_MAX_SECONDS = 300.0
+STREAM_MAX_SECONDS = 120.0
 GENERIC_ERROR = "The server could not complete the request"
 
 
@@ -423,14 +423,6 @@ def _router(services: Services, validator: TokenValidator, login: Login,
         except exceptions.NotFound as exc:
             return fragment_error(404, str(exc))
 
-    @router.get("/data/executions/{execution_id}")
-    def execution_fragment(request: Request, execution_id: str) -> HTMLResponse:
-        who = viewer(request, False)
-        try:
-            return page("_execution.html", **execution_data(who.ctx, execution_id))
-        except exceptions.NotFound as exc:
-            return fragment_error(404, str(exc))
-
     @router.get("/data/executions/{execution_id}/stream")
     async def execution_stream(request: Request, execution_id: str) -> Response:
         """``execution`` events (the live fragment, whenever it changed: the tasks,
@@ -445,8 +437,9 @@ def _router(services: Services, validator: TokenValidator, login: Login,
 
         async def events() -> AsyncIterator[str]:
             last, quiet, started = None, 0.0, time.monotonic()
+            server = getattr(request.app.state, "uvicorn", None)
             while time.monotonic() - started < STREAM_MAX_SECONDS:
-                if await request.is_disconnected():
+                if await request.is_disconnected() or getattr(server, "should_exit", False):
                     return
                 try:
                     data = await run_in_threadpool(execution_data, who.ctx, execution_id)

@@ -37,10 +37,11 @@ LIMIT_MIB = 16  # MiB/s: the 96 MiB disk takes about 6 s
 def clouds(server: RunningServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     src, dst = server.cloud_dir("dash-src"), server.cloud_dir("dash-dst")
     local_cloud("init", str(src), "--network", "lan")
-    for name in ("web", "db"):
-        local_cloud("add-instance", str(src), name, "--disk-size", f"{DISK_MIB}M",
+    # web: migrated; db: cancelled; app: replicated, then deployed.
+    for seed, (name, size) in enumerate((("web", DISK_MIB), ("db", DISK_MIB), ("app", 32))):
+        local_cloud("add-instance", str(src), name, "--disk-size", f"{size}M",
                     "--allocated", "1", "--disk-format", "raw", "--network", "lan",
-                    "--seed", str(len(name)))
+                    "--seed", str(seed))
     local_cloud("init", str(dst), "--network", "prod")
     agent = start_writer(tmp_path_factory.mktemp("dash-agent") / "agent", [dst])
     try:
@@ -96,6 +97,14 @@ def disk_bars(page: Any) -> list[int]:
 
 def shown_status(page: Any) -> str:
     return page.locator("#live section.execution").get_attribute("data-status") or ""
+
+
+def wait_until_ended(page: Any) -> None:
+    """Until the live view (updated by the stream, never reloaded) shows a final status."""
+    page.wait_for_function(
+        "final => final.includes("
+        "document.querySelector('#live section.execution')?.dataset.status)",
+        arg=sorted(FINAL), timeout=120_000)
 
 
 def keep(page: Any, name: str) -> Path:
@@ -167,19 +176,16 @@ def test_cancel_a_running_migration(page: Any, server: RunningServer, clouds: di
     page.locator("#live progress[data-kind=disk]").first.wait_for(timeout=60_000)
     page.once("dialog", lambda dialog: dialog.accept())  # hx-confirm
     page.locator("#live").get_by_role("button", name="Cancel", exact=True).click()
-    page.wait_for_function(
-        "() => ['CANCELED', 'ERROR'].includes("
-        "document.querySelector('#live section.execution')?.dataset.status)",
-        timeout=120_000)
+    wait_until_ended(page)
     assert shown_status(page) == "CANCELED", page.locator("#live").inner_text()
 
 
 def test_replica_execute_and_deploy(page: Any, server: RunningServer, clouds: dict) -> None:
     replica = server.cli(
         "replica", "create", "--origin-endpoint", "dash-src", "--destination-endpoint",
-        "dash-dst", "--instance", "web", "--network-map", '{"lan": "prod"}',
+        "dash-dst", "--instance", "app", "--network-map", '{"lan": "prod"}',
         "--source-environment", '{"snapshot": true}',
-        "--destination-environment", json.dumps({"transfer_bandwidth_limit_mib": 64}),
+        "--destination-environment", json.dumps({"transfer_bandwidth_limit_mib": 16}),
         "-f", "value", "-c", "id").stdout.strip()
     server.cli("replica", "schedule", "create", replica, "-H", "2", "-M", "30")
     log_in(page, server, f"/dashboard/replicas/{replica}")
@@ -188,10 +194,7 @@ def test_replica_execute_and_deploy(page: Any, server: RunningServer, clouds: di
 
     page.get_by_role("button", name="Execute replica").click()
     page.wait_for_url(re.compile(rf"/dashboard/replicas/{replica}/executions/[0-9a-f-]{{36}}$"))
-    page.wait_for_function(
-        "() => ['COMPLETED', 'ERROR', 'CANCELED'].includes("
-        "document.querySelector('#live section.execution')?.dataset.status)",
-        timeout=120_000)
+    wait_until_ended(page)
     assert shown_status(page) == "COMPLETED", page.locator("#live").inner_text()
     assert disk_bars(page) and disk_bars(page)[-1] == 100
 
@@ -199,10 +202,7 @@ def test_replica_execute_and_deploy(page: Any, server: RunningServer, clouds: di
     page.get_by_label("Skip OS morphing").check()
     page.get_by_role("button", name="Deploy replica").click()
     page.wait_for_url(re.compile(r"/dashboard/migrations/[0-9a-f-]{36}$"))
-    page.wait_for_function(
-        "() => ['COMPLETED', 'ERROR', 'CANCELED'].includes("
-        "document.querySelector('#live section.execution')?.dataset.status)",
-        timeout=120_000)
+    wait_until_ended(page)
     assert shown_status(page) == "COMPLETED", page.locator("#live").inner_text()
     page.get_by_role("link", name="Replicas").click()
     assert page.get_by_role("link", name=replica[:8]).is_visible()
