@@ -199,6 +199,8 @@ def test_replica_execute_and_deploy(page: Any, server: RunningServer, clouds: di
     assert disk_bars(page) and disk_bars(page)[-1] == 100
 
     page.get_by_role("link", name="replica page").click()
+    assert page.get_by_role("link", name="Execution 1").is_visible()
+    keep(page, "replica.png")
     page.get_by_label("Skip OS morphing").check()
     page.get_by_role("button", name="Deploy replica").click()
     page.wait_for_url(re.compile(r"/dashboard/migrations/[0-9a-f-]{36}$"))
