@@ -464,48 +464,46 @@ def _router(services: Services, validator: TokenValidator, login: Login,
                                           "X-Accel-Buffering": "no"})
 
     # --- actions -----------------------------------------------------------------------------
-    @router.post("/data/migrations")
-    async def start_migration(request: Request) -> Response:
+    Form = dict[str, list[str]]
+
+    async def perform(request: Request, action: Callable[[Viewer, Form], str | None]
+                      ) -> Response:
+        """An action of a logged-in dashboard page (``actor``) on the posted form, run in
+        the thread pool through ``act``."""
         who = await actor(request)
         form = await form_of(request)
+        return await run_in_threadpool(act, lambda: action(who, form))
 
-        def start() -> str:
+    @router.post("/data/migrations")
+    async def start_migration(request: Request) -> Response:
+        def start(who: Viewer, form: Form) -> str:
             migration_id = conductor.create_migration(who.ctx, migration_body(form))
             return f"{PREFIX}/migrations/{migration_id}"
-        return await run_in_threadpool(act, start)
+        return await perform(request, start)
 
     @router.post("/data/replicas/{replica_id}/executions")
     async def execute_replica(request: Request, replica_id: str) -> Response:
-        who = await actor(request)
-        form = await form_of(request)
-
-        def execute() -> str:
+        def execute(who: Viewer, form: Form) -> str:
             execution_id = conductor.execute_replica(
                 who.ctx, replica_id, "shutdown_instances" in form)
             return f"{PREFIX}/replicas/{replica_id}/executions/{execution_id}"
-        return await run_in_threadpool(act, execute)
+        return await perform(request, execute)
 
     @router.post("/data/replicas/{replica_id}/deployments")
     async def deploy_replica(request: Request, replica_id: str) -> Response:
-        who = await actor(request)
-        form = await form_of(request)
-
-        def deploy() -> str:
+        def deploy(who: Viewer, form: Form) -> str:
             body = ReplicaDeploy.model_validate({
                 "replica_id": replica_id, "skip_os_morphing": "skip_os_morphing" in form,
                 "clone_disks": "clone_disks" in form})
             migration_id = conductor.deploy_replica(
                 who.ctx, body.model_dump(by_alias=True, exclude_unset=True))
             return f"{PREFIX}/migrations/{migration_id}"
-        return await run_in_threadpool(act, deploy)
+        return await perform(request, deploy)
 
     @router.post("/data/executions/{execution_id}/cancel")
     async def cancel(request: Request, execution_id: str) -> Response:
-        who = await actor(request)
-        form = await form_of(request)
-
-        def cancel_it() -> None:
+        def cancel_it(who: Viewer, form: Form) -> None:
             conductor.cancel_execution(who.ctx, execution_id, "force" in form)
-        return await run_in_threadpool(act, cancel_it)
+        return await perform(request, cancel_it)
 
     return router
