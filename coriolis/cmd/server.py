@@ -91,6 +91,7 @@ def _serve_api(services: Services) -> None:
         print(f"Credentials written to {openrc}; to use the CLI:\n  source {openrc}")
     print(f"Coriolis API listening on {url}", flush=True)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    app.state.uvicorn = server  # long-lived responses (the dashboard's streams) end at exit
 
     async def serve() -> None:
         # Sync routes and dependencies run on anyio's default thread limiter.

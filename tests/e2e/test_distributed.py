@@ -26,6 +26,7 @@ from coriolis.harness import (
     stop_server,
 )
 from tests.e2e.test_cli_writer_agent import FINAL, copy_progress, disk_files, same
+from tests.e2e.test_dashboard import dashboard_client, disk_values, read_stream
 
 pytestmark = pytest.mark.e2e
 POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432"
@@ -253,6 +254,24 @@ def test_conductor_restarted_mid_execution_the_execution_completes(
     for a, b in zip(disk_files(setup["src"], "big2"), disk_files(setup["dst"], "big2"),
                     strict=True):
         assert same(a, b)
+
+
+def test_dashboard_streams_what_the_conductor_stores(cluster: Cluster, setup: dict) -> None:
+    """The dashboard of the ``api`` process: its live stream follows a migration whose tasks
+    run on the workers and whose progress the separate conductor stores."""
+    api = _api(cluster)
+    local_cloud("add-instance", str(setup["src"]), "dash1", "--disk-size", "48M",
+                "--allocated", "1.0", "--network", "lan", "--seed", "23")
+    endpoint(api, "d-src", {"path": str(setup["src"])})
+    endpoint(api, "d-dst", {"path": str(setup["dst"]), "writer": _always(setup["agent"])})
+    migration = migrate(api, "d-src", "d-dst", "dash1",
+                        {"transfer_compression": "none", "transfer_bandwidth_limit_mib": 16})
+    with dashboard_client(api) as http:
+        events = read_stream(http, migration)
+    assert events[-1] == ("done", "COMPLETED"), events[-1]
+    seen = [v for event, html in events if event == "execution" for v in disk_values(html)]
+    assert seen and seen[-1] == 100 and any(v < 100 for v in seen), seen
+    assert any("dash1 deployed" in html for _, html in events)
 
 
 def _always(agent: RunningWriter) -> dict:
