@@ -222,7 +222,9 @@ def list_networks(si: Any) -> list[JSON]:
     result = []
     for net in objects(si, vim.Network):
         if isinstance(net, vim.dvs.DistributedVirtualPortgroup):
-            if net.config.uplink:
+            switch = net.config.distributedVirtualSwitch
+            uplinks = {pg._moId for pg in switch.config.uplinkPortgroup or []}
+            if net.config.uplink or net._moId in uplinks:
                 continue
             result.append({"id": net._moId, "name": net.name, "type": "distributed",
                            "portgroup_key": net.key,
