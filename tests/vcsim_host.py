@@ -20,6 +20,7 @@ from pyVmomi import vim
 from coriolis import vcsim
 from coriolis.providers.vmware_vsphere import connection as conn
 from coriolis.providers.vmware_vsphere import inventory
+from coriolis.providers.vmware_vsphere.source import snapshot_trees
 
 DATACENTER = "DC0"
 DATASTORE = "LocalDS_0"
@@ -132,13 +133,5 @@ def destroy_vm(si: Any, vm: Any) -> None:
         conn.wait_task(si, vm.Destroy_Task(), "destroy")
 
 
-def snapshot_names(vm: Any) -> list[str]:
-    if not vm.rootSnapshot:
-        return []
-    names = []
-    stack = list(vm.snapshot.rootSnapshotList)
-    while stack:
-        tree = stack.pop()
-        names.append(tree.name)
-        stack.extend(tree.childSnapshotList)
-    return sorted(names)
+def snapshot_names(si: Any, vm: Any) -> list[str]:
+    return sorted(tree.name for tree in snapshot_trees(si, vm))

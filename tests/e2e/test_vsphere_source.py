@@ -75,7 +75,7 @@ def make_vm(vc: vcsim.Vcsim, setup: dict, name: str, size: int, data: bytes,
 def snapshots(vc: vcsim.Vcsim, name: str) -> list[str]:
     from coriolis.providers.vmware_vsphere import inventory
     with session(vc) as si:
-        return snapshot_names(inventory.find_vm(si, name))
+        return snapshot_names(si, inventory.find_vm(si, name))
 
 
 def test_endpoint_validate_and_listings(server: RunningServer, setup: dict) -> None:

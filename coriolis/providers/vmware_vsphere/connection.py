@@ -147,24 +147,40 @@ def wait_task(si: Any, task: Any, what: str, timeout: float = 600) -> Any:
     """Wait for ``task`` and return its result; ``ProviderError`` naming ``what`` with the
     fault's message. Reads ``info`` through the PropertyCollector (pyVmomi 9's
     ``WaitForTask`` rejects some results vcsim returns)."""
-    pc = si.content.propertyCollector
-    spec = vmodl.query.PropertyCollector.FilterSpec(
-        objectSet=[vmodl.query.PropertyCollector.ObjectSpec(obj=task)],
-        propSet=[vmodl.query.PropertyCollector.PropertySpec(type=vim.Task, pathSet=["info"])])
     deadline = time.monotonic() + timeout
     delay = 0.05
     while True:
-        info = pc.RetrieveContents([spec])[0].propSet[0].val
-        if info.state == "success":
-            return info.result
-        if info.state == "error":
-            fault = info.error
+        # info.state and info.error, not info: pyVmomi 9 rejects the whole ``info`` of some
+        # vcsim tasks (a snapshot as the task's ``entity``)
+        state = get_property(si, task, "info.state")
+        if state == "success":
+            try:
+                return get_property(si, task, "info.result")
+            except TypeError:
+                return None  # a result pyVmomi cannot type: the caller looks it up
+        if state == "error":
+            fault = get_property(si, task, "info.error")
             message = getattr(fault, "msg", None) or type(fault).__name__
             raise exceptions.ProviderError(f"{what} failed: {message}")
         if time.monotonic() > deadline:
             raise exceptions.ProviderError(f"{what} did not finish in {timeout:.0f} s")
         time.sleep(delay)
         delay = min(delay * 2, 1.0)
+
+
+def get_property(si: Any, obj: Any, name: str) -> Any:
+    """One property of a managed object through the PropertyCollector, None when unset
+    (reading an unset property directly crashes vcsim 0.24)."""
+    spec = vmodl.query.PropertyCollector.FilterSpec(
+        objectSet=[vmodl.query.PropertyCollector.ObjectSpec(obj=obj)],
+        propSet=[vmodl.query.PropertyCollector.PropertySpec(type=obj.__class__,
+                                                             pathSet=[name])])
+    found = si.content.propertyCollector.RetrieveContents([spec])
+    for item in found or []:
+        for prop in item.propSet or []:
+            if prop.name == name:
+                return prop.val
+    return None
 
 
 def session_cookie(si: Any) -> str:

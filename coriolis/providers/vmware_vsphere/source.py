@@ -87,17 +87,21 @@ def _walk(snapshots: Iterable[Any]) -> Iterator[Any]:
         yield from _walk(tree.childSnapshotList)
 
 
-def transfer_snapshots(vm: Any, transfer_id: str | None) -> list[Any]:
+def snapshot_trees(si: Any, vm: Any) -> list[Any]:
+    """Every snapshot tree node of the VM (user snapshots included)."""
+    info = conn.get_property(si, vm, "snapshot")
+    return list(_walk(info.rootSnapshotList)) if info is not None else []
+
+
+def transfer_snapshots(si: Any, vm: Any, transfer_id: str | None) -> list[Any]:
     """The snapshot trees of the VM named for ``transfer_id`` (never the user's)."""
-    if not vm.rootSnapshot:  # (reading an unset ``snapshot`` crashes vcsim 0.24)
-        return []
     name = snapshot_name(transfer_id)
-    return [tree for tree in _walk(vm.snapshot.rootSnapshotList) if tree.name == name]
+    return [tree for tree in snapshot_trees(si, vm) if tree.name == name]
 
 
 def remove_transfer_snapshots(si: Any, vm: Any, transfer_id: str | None) -> int:
     removed = 0
-    for tree in transfer_snapshots(vm, transfer_id):
+    for tree in transfer_snapshots(si, vm, transfer_id):
         try:
             conn.wait_task(si, tree.snapshot.RemoveSnapshot_Task(removeChildren=False),
                            f"removing snapshot '{tree.name}' of VM '{vm.name}'")
@@ -282,8 +286,7 @@ class VSphereSource(ReplicaExportProvider):
     def _locations(self, si: Any, connection_info: JSON, vm: Any, snapshot: Any,
                    export_info: JSON, tracking_id: str | None, name: str) -> JSON:
         if not isinstance(snapshot, vim.vm.Snapshot):  # some servers answer the moref only
-            snapshot = next(t.snapshot for t in _walk(vm.snapshot.rootSnapshotList)
-                            if t.name == name)
+            snapshot = next(t.snapshot for t in snapshot_trees(si, vm) if t.name == name)
         datacenter = inventory.datacenter_of(vm).name
         frozen = inventory.devices(snapshot.config.hardware.device, {})["disks"]
         cbt_on = bool(vm.config.changeTrackingEnabled)
