@@ -95,6 +95,7 @@ def create_vm(si: Any, name: str, disk_sizes: list[int], *, folder: str | None =
         parent = next((f for f in parent.childEntity
                        if isinstance(f, vim.Folder) and f.name == folder), None) \
             or parent.CreateFolder(folder)
+    directory = f"{folder}-{name}" if folder else name  # two folders may hold one name
     host = next(h for h in inventory.objects(si, vim.HostSystem) if h.name == "DC0_H0")
     pool = host.parent.resourcePool
     spec = vim.vm.device.VirtualDeviceSpec
@@ -107,7 +108,7 @@ def create_vm(si: Any, name: str, disk_sizes: list[int], *, folder: str | None =
             key=-(unit + 10), controllerKey=1000, unitNumber=unit, capacityInKB=size // 1024,
             backing=vim.vm.device.VirtualDisk.FlatVer2BackingInfo(
                 diskMode="persistent", thinProvisioned=False,
-                fileName=f"[{DATASTORE}] {name}/{name}_{unit}.vmdk"))
+                fileName=f"[{DATASTORE}] {directory}/{name}_{unit}.vmdk"))
         changes.append(spec(operation="add", fileOperation="create", device=disk))
     pg = next(p for p in inventory.objects(si, vim.dvs.DistributedVirtualPortgroup)
               if p.name == network)
@@ -119,7 +120,7 @@ def create_vm(si: Any, name: str, disk_sizes: list[int], *, folder: str | None =
     changes.append(spec(operation="add", device=nic))
     config = vim.vm.ConfigSpec(
         name=name, guestId=guest_id, numCPUs=2, memoryMB=1024, firmware=firmware,
-        files=vim.vm.FileInfo(vmPathName=f"[{DATASTORE}] {name}"), deviceChange=changes)
+        files=vim.vm.FileInfo(vmPathName=f"[{DATASTORE}] {directory}"), deviceChange=changes)
     conn.wait_task(si, parent.CreateVM_Task(config=config, pool=pool, host=host),
                    f"creating VM {name}")
     return inventory.find_vm(si, f"{DATACENTER}/vm/{folder}/{name}" if folder else name)
