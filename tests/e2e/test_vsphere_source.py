@@ -139,8 +139,9 @@ def test_migration_to_local_is_bit_identical(server: RunningServer, vcsim_server
     make_vm(vcsim_server, setup, "vs-mig", 12 * MiB, data, user_snapshot=True)
     created = server.cli(
         "migration", "create", "--origin-endpoint", "vs-src", "--destination-endpoint",
-        "vs-dst", "--instance", "vs-mig", "--source-environment", SOURCE_ENV, "--destination-environment",
-        '{"storage_backend": "pool"}', "--network-map", json.dumps({PORTGROUP: "lan"}),
+        "vs-dst", "--instance", "vs-mig", "--source-environment", SOURCE_ENV,
+        "--destination-environment", '{"storage_backend": "pool"}',
+        "--network-map", json.dumps({PORTGROUP: "lan"}),
         "--skip-os-morphing", "-f", "json").json()
     done = server.wait_for(["migration", "show", created["id"]],
                            lambda m: m["status"] in FINAL)

@@ -83,7 +83,7 @@ def _provisioning(backing: Any) -> str:
 
 def _network_name(backing: Any, portgroups: dict[str, str]) -> tuple[str, str | None]:
     if isinstance(backing, vim.vm.device.VirtualEthernetCard.DistributedVirtualPortBackingInfo):
-        key = backing.port.portgroupKey
+        key = str(backing.port.portgroupKey)
         return portgroups.get(key, key), key
     if isinstance(backing, vim.vm.device.VirtualEthernetCard.NetworkBackingInfo):
         return backing.deviceName or (backing.network.name if backing.network else ""), None
@@ -107,7 +107,7 @@ def devices(hardware_devices: list[Any], portgroups: dict[str, str]) -> JSON:
     disks, nics, cdroms = [], [], []
     for dev in hardware_devices:
         if isinstance(dev, vim.vm.device.VirtualDisk):
-            ctl = controllers.get(dev.controllerKey,
+            ctl = controllers.get(int(dev.controllerKey or 0),
                                   {"bus": "unknown", "type": "unknown", "bus_number": 0})
             backing = dev.backing
             size = dev.capacityInBytes or (dev.capacityInKB or 0) * 1024
@@ -222,13 +222,13 @@ def list_networks(si: Any) -> list[JSON]:
     result = []
     for net in objects(si, vim.Network):
         if isinstance(net, vim.dvs.DistributedVirtualPortgroup):
-            switch = net.config.distributedVirtualSwitch
+            switch: Any = net.config.distributedVirtualSwitch
             uplinks = {pg._moId for pg in switch.config.uplinkPortgroup or []}
             if net.config.uplink or net._moId in uplinks:
                 continue
             result.append({"id": net._moId, "name": net.name, "type": "distributed",
                            "portgroup_key": net.key,
-                           "switch": net.config.distributedVirtualSwitch.name})
+                           "switch": switch.name})
         else:
             result.append({"id": net._moId, "name": net.name, "type": "standard"})
     return result

@@ -41,7 +41,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import urllib3
 from pyVmomi import vim, vmodl
@@ -212,7 +212,7 @@ class VSphereDiskReader:
                                               startOffset=offset, changeId=since)
             for area in result.changedArea or []:
                 yield Extent(area.start, area.length)
-            end = result.startOffset + result.length
+            end = int(result.startOffset) + int(result.length)
             if end <= offset:
                 break
             offset = end
@@ -244,7 +244,7 @@ class VSphereDiskReader:
 class VSphereSource(ReplicaExportProvider):
     """The export side (``ExportProvider``, ``ReplicaExportProvider``)."""
 
-    platform = PLATFORM
+    platform: ClassVar[str] = PLATFORM
 
     def source_environment_schema(self) -> JSON:
         return SOURCE_ENV_SCHEMA
