@@ -86,7 +86,7 @@ def write_disk(server: vcsim.Vcsim, si: Any, vm_name: str, disk_index: int,
 
 def create_vm(si: Any, name: str, disk_sizes: list[int], *, folder: str | None = None,
               network: str = PORTGROUP, guest_id: str = "debian11_64Guest",
-              firmware: str = "bios", sata: bool = False) -> Any:
+              firmware: str = "bios", sata: bool = False, mac: str | None = None) -> Any:
     """A powered-off VM in DC0 (in ``folder`` under DC0/vm when given): a PVSCSI controller
     (or SATA) with one disk per size, a vmxnet3 NIC on ``network`` (a DV portgroup)."""
     dc = next(d for d in inventory.objects(si, vim.Datacenter) if d.name == DATACENTER)
@@ -113,7 +113,7 @@ def create_vm(si: Any, name: str, disk_sizes: list[int], *, folder: str | None =
     pg = next(p for p in inventory.objects(si, vim.dvs.DistributedVirtualPortgroup)
               if p.name == network)
     nic = vim.vm.device.VirtualVmxnet3(
-        key=-1, addressType="generated",
+        key=-1, addressType="manual" if mac else "generated", macAddress=mac,
         backing=vim.vm.device.VirtualEthernetCard.DistributedVirtualPortBackingInfo(
             port=vim.dvs.PortConnection(
                 portgroupKey=pg.key, switchUuid=pg.config.distributedVirtualSwitch.uuid)))
