@@ -111,12 +111,18 @@ def remove_transfer_snapshots(si: Any, vm: Any, transfer_id: str | None) -> int:
     return removed
 
 
-def _get(si: Any, connection_info: JSON, url: str, what: str) -> bytes:
+def _get(si: Any, connection_info: JSON, url: str, what: str, head: bool = False) -> bytes:
+    """The start of a datastore file (1 MiB at most; nothing with ``head``, which only checks
+    that it exists); ``ProviderError`` naming ``what`` when it is missing or unreachable."""
     pool = urllib3.PoolManager(ssl_context=conn.ssl_context(connection_info),
                                retries=False, timeout=urllib3.Timeout(connect=10, read=60))
+    headers = {"Cookie": conn.session_cookie(si)}
+    if head:
+        headers["Range"] = "bytes=0-0"
     try:
-        response = pool.request("GET", url, headers={"Cookie": conn.session_cookie(si)},
-                                preload_content=False)
+        response = pool.request("GET", url, headers=headers, preload_content=False)
+        if head and response.status == 416:  # an empty file
+            return b""
         if response.status == 404:
             raise exceptions.ProviderError(f"{what} is missing on its datastore")
         if response.status >= 400:
@@ -141,7 +147,15 @@ def flat_extent(si: Any, connection_info: JSON, datacenter: str, descriptor_path
     folder = path.rsplit("/", 1)[0] + "/" if "/" in path else ""
     if not text.strip():
         # vcsim's placeholder descriptor: the flat extent is <name>-flat.vmdk beside it.
-        return f"{path[:-5]}-flat.vmdk" if path.endswith(".vmdk") else path
+        flat = f"{path[:-5]}-flat.vmdk" if path.endswith(".vmdk") else path
+    else:
+        flat = _extent_of(text, descriptor_path, what, folder)
+    _get(si, connection_info, conn.folder_url(connection_info, datacenter, datastore, flat),
+         f"{what} (flat extent [{datastore}] {flat})", head=True)
+    return flat
+
+
+def _extent_of(text: bytes, descriptor_path: str, what: str, folder: str) -> str:
     if text[:4] in (b"KDMV", b"COWD"):
         raise exceptions.ProviderError(
             f"{what} is a sparse VMDK ({descriptor_path}): only flat disks are read so far")
