@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import subprocess
 import uuid
-import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import pytest
 
 from coriolis import guest_image, vcsim
 from coriolis.harness import RunningServer
-from tests.e2e.test_os_morphing import probe, wait_for_serial
+from tests.e2e.test_os_morphing import assert_boots_under_libvirt
 from tests.libvirt_host import LibvirtHost, libvirt_host
 from tests.vcsim_host import PORTGROUP, create_vm, destroy_vm, session, vcsim_server, write_disk
 
@@ -71,23 +70,7 @@ def test_vmware_guest_migrated_to_libvirt_boots_on_virtio(
                                lambda m: m["status"] in FINAL, timeout=1800)
         assert done["status"] == "COMPLETED", done["tasks"]
 
-        dom = host.conn.lookupByName(name)
-        xml = ET.fromstring(dom.XMLDesc(0))
-        assert {t.get("bus") for t in xml.findall("./devices/disk/target")} == {"virtio"}
-        assert [m.get("type") for m in xml.findall("./devices/interface/model")] == ["virtio"]
-        log = Path(xml.find("./devices/serial/log").get("file"))  # type: ignore[union-attr]
-        try:
-            serial = wait_for_serial(dom, log, timeout=900)
-        finally:
-            log.unlink(missing_ok=True)
-        report = probe(serial)
-        assert report["multi-user"] == "active"
-        assert report["root-source"] == "/dev/vda1"
-        assert "root=UUID=" in report["cmdline"] and report["fstab-root"].startswith("UUID=")
-        nic = report["nic"].split()
-        assert nic[:2] == ["ens192", SOURCE_MAC], report
-        assert len(nic) == 3 and nic[2].startswith(host.network_subnet("kvm") or "?"), report
-        assert "not-installed" in report["open-vm-tools"]
+        assert_boots_under_libvirt(host, name, SOURCE_MAC, "kvm", timeout=900)
     finally:
         with session(vcsim_server) as si:
             destroy_vm(si, vm)
