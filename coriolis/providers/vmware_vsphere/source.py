@@ -38,6 +38,7 @@ RemoveSnapshot_Task``, ``VirtualMachine.QueryChangedDiskAreas``, "Datastore File
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Iterable, Iterator
@@ -47,7 +48,7 @@ import urllib3
 from pyVmomi import vim, vmodl
 
 from coriolis import exceptions
-from coriolis.providers.base import ExportProvider, ReplicaExportProvider
+from coriolis.providers.base import ReplicaExportProvider
 from coriolis.providers.vmware_vsphere import connection as conn
 from coriolis.providers.vmware_vsphere import inventory
 from coriolis.transfer.base import Data, Extent
@@ -55,6 +56,7 @@ from coriolis.transfer.http_reader import HttpRangeReader
 from coriolis.transfer.locations import PlatformLocation, to_json
 
 JSON = dict[str, Any]
+log = logging.getLogger(__name__)
 PLATFORM = "vmware_vsphere"
 SNAPSHOT_PREFIX = "coriolis-transfer-"
 DEFAULT_SHUTDOWN_TIMEOUT = 120
@@ -233,8 +235,16 @@ class VSphereDiskReader:
 
     def extents(self, since: str | None = None) -> Iterator[Extent]:
         if since and self._params.get("change_id") and since != self._params["change_id"]:
-            yield from self._changed_areas(since)
-            return
+            try:
+                changed = list(self._changed_areas(since))
+            except vmodl.MethodFault as exc:
+                # a change id vSphere no longer knows (CBT reset, disk resized): a full
+                # read, which the block manifests still thin to what changed
+                log.warning("%s: no changed areas since %s (%s): reading all of it",
+                            self._what, since, getattr(exc, "msg", None) or type(exc).__name__)
+            else:
+                yield from changed
+                return
         data_end = min(self._file_size, self._size)
         if data_end:
             yield Extent(0, data_end)
@@ -394,5 +404,3 @@ class _Closing:
         finally:
             self._stack.__exit__(None, None, None)
 
-
-__all__ = ["ExportProvider", "VSphereSource", "VSphereDiskReader"]

@@ -222,3 +222,34 @@ def test_sparse_descriptor_is_refused_naming_the_disk(vcsim_server: vcsim.Vcsim,
     assert "disk scsi0-0" in str(err.value) and "vmfsSparse" in str(err.value)
     with session(vcsim_server) as si:
         assert snapshot_names(si, vm) == []
+
+
+def test_unknown_change_id_falls_back_to_a_full_read(vcsim_server: vcsim.Vcsim, made: list,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """FAKE, as above (vcsim has no CBT): vSphere refusing a change id (a CBT reset) makes
+    the reader read the whole disk instead of failing."""
+    from pyVmomi import vim, vmodl
+    provider, ci = VSphereProvider(), vcsim_server.connection_info()
+    with session(vcsim_server) as si:
+        made.append(create_vm(si, "vs-cbt-reset", [2 * MiB]))
+        write_disk(vcsim_server, si, "vs-cbt-reset", 0, os.urandom(2 * MiB))
+    info = provider.get_instance(ci, {}, "vs-cbt-reset")
+    resources = provider.deploy_source_resources(ci, {}, info, tracking_id="r-2",
+                                                 transfer_id="t-reset")
+    try:
+        loc = from_json(resources["disks"]["scsi0-0"])
+        assert isinstance(loc, PlatformLocation)
+        loc = PlatformLocation(loc.platform, {**loc.params, "change_id": "52 bb/9"})  # FAKE
+
+        def refuse(self: Any, **kwargs: Any) -> Any:
+            raise vmodl.fault.InvalidArgument(msg="invalid changeId", invalidProperty="changeId")
+
+        monkeypatch.setattr(vim.VirtualMachine, "QueryChangedDiskAreas", refuse, raising=False)
+        reader = provider.open_platform_reader(ci, {}, loc)
+        try:
+            assert list(reader.extents(since="52 bb/1")) == [Extent(0, 2 * MiB)]
+        finally:
+            reader.close()
+    finally:
+        provider.delete_source_resources(ci, {}, {**resources, "export_info": info,
+                                                  "transfer_id": "t-reset"})
