@@ -253,3 +253,18 @@ def test_unknown_change_id_falls_back_to_a_full_read(vcsim_server: vcsim.Vcsim, 
     finally:
         provider.delete_source_resources(ci, {}, {**resources, "export_info": info,
                                                   "transfer_id": "t-reset"})
+
+
+def test_shutdown_instance_stops_a_running_vm(vcsim_server: vcsim.Vcsim, made: list) -> None:
+    """``--shutdown-instances``: a guest shutdown (VMware Tools; vcsim's guest has none
+    running, so this ends in a power-off after the timeout) and a stopped VM stays so."""
+    provider, ci = VSphereProvider(), vcsim_server.connection_info()
+    with session(vcsim_server) as si:
+        vm = create_vm(si, "vs-stop", [MiB])
+        made.append(vm)
+        conn.wait_task(si, vm.PowerOnVM_Task(), "power on")
+    info = provider.get_instance(ci, {}, "vs-stop")
+    assert info["power_state"] == "poweredOn"
+    for _ in range(2):
+        provider.shutdown_instance(ci, {"shutdown_timeout": 1}, info)
+        assert provider.get_instance(ci, {}, "vs-stop")["power_state"] == "poweredOff"
