@@ -5,7 +5,9 @@ user snapshots untouched, removed also when the VM vanished mid-transfer), and t
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -14,7 +16,7 @@ from coriolis import exceptions, vcsim
 from coriolis.providers.vmware_vsphere import connection as conn
 from coriolis.providers.vmware_vsphere import inventory
 from coriolis.providers.vmware_vsphere.provider import VSphereProvider
-from coriolis.providers.vmware_vsphere.source import SNAPSHOT_PREFIX, VSphereDiskReader
+from coriolis.providers.vmware_vsphere.source import SNAPSHOT_PREFIX
 from coriolis.transfer.base import Extent
 from coriolis.transfer.locations import PlatformLocation, from_json
 from tests.vcsim_host import (
@@ -131,6 +133,27 @@ def test_vm_deleted_mid_transfer(vcsim_server: vcsim.Vcsim, made: list) -> None:
                    for s in snapshot_names(si, vm))
 
 
+@contextlib.contextmanager
+def tracked_disk(server: vcsim.Vcsim, made: list, name: str, size: int,
+                 fake_change_id: str) -> Iterator[PlatformLocation]:
+    """A VM with ``size`` of data exported for a replica (tracking id), its disk's location
+    with a FAKE change id (vcsim keeps none); the transfer's resources deleted after."""
+    provider, ci = VSphereProvider(), server.connection_info()
+    with session(server) as si:
+        made.append(create_vm(si, name, [size]))
+        write_disk(server, si, name, 0, os.urandom(size))
+    info = provider.get_instance(ci, {}, name)
+    resources = provider.deploy_source_resources(ci, {}, info, tracking_id=f"r-{name}",
+                                                 transfer_id=f"t-{name}")
+    try:
+        loc = from_json(resources["disks"]["scsi0-0"])
+        assert isinstance(loc, PlatformLocation)
+        yield PlatformLocation(loc.platform, {**loc.params, "change_id": fake_change_id})
+    finally:
+        provider.delete_source_resources(ci, {}, {**resources, "export_info": info,
+                                                  "transfer_id": f"t-{name}"})
+
+
 def test_cbt_extents_come_from_query_changed_disk_areas(vcsim_server: vcsim.Vcsim,
                                                         made: list,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -139,16 +162,7 @@ def test_cbt_extents_come_from_query_changed_disk_areas(vcsim_server: vcsim.Vcsi
     since an earlier change id reads exactly the areas vSphere names, and that the token in
     force reads everything. Everything else (login, snapshot, /folder reads) is vcsim's."""
     provider, ci = VSphereProvider(), vcsim_server.connection_info()
-    with session(vcsim_server) as si:
-        made.append(create_vm(si, "vs-cbt", [4 * MiB]))
-        write_disk(vcsim_server, si, "vs-cbt", 0, os.urandom(4 * MiB))
-    info = provider.get_instance(ci, {}, "vs-cbt")
-    resources = provider.deploy_source_resources(ci, {}, info, tracking_id="r-1",
-                                                 transfer_id="t-cbt")
-    try:
-        loc = from_json(resources["disks"]["scsi0-0"])
-        assert isinstance(loc, PlatformLocation)
-        loc = PlatformLocation(loc.platform, {**loc.params, "change_id": "52 aa/7"})  # FAKE
+    with tracked_disk(vcsim_server, made, "vs-cbt", 4 * MiB, "52 aa/7") as loc:
         asked: list[tuple[int, str]] = []
 
         class Area:  # the shape of vim.VirtualMachine.DiskChangeInfo
@@ -175,10 +189,6 @@ def test_cbt_extents_come_from_query_changed_disk_areas(vcsim_server: vcsim.Vcsi
             assert list(reader.extents(since="52 aa/7")) == [Extent(0, 4 * MiB)]
         finally:
             reader.close()
-        assert isinstance(VSphereDiskReader, type)
-    finally:
-        provider.delete_source_resources(ci, {}, {**resources, "export_info": info,
-                                                  "transfer_id": "t-cbt"})
 
 
 def test_missing_flat_extent_fails_the_deploy_and_removes_its_snapshot(
@@ -230,17 +240,7 @@ def test_unknown_change_id_falls_back_to_a_full_read(vcsim_server: vcsim.Vcsim, 
     the reader read the whole disk instead of failing."""
     from pyVmomi import vim, vmodl
     provider, ci = VSphereProvider(), vcsim_server.connection_info()
-    with session(vcsim_server) as si:
-        made.append(create_vm(si, "vs-cbt-reset", [2 * MiB]))
-        write_disk(vcsim_server, si, "vs-cbt-reset", 0, os.urandom(2 * MiB))
-    info = provider.get_instance(ci, {}, "vs-cbt-reset")
-    resources = provider.deploy_source_resources(ci, {}, info, tracking_id="r-2",
-                                                 transfer_id="t-reset")
-    try:
-        loc = from_json(resources["disks"]["scsi0-0"])
-        assert isinstance(loc, PlatformLocation)
-        loc = PlatformLocation(loc.platform, {**loc.params, "change_id": "52 bb/9"})  # FAKE
-
+    with tracked_disk(vcsim_server, made, "vs-cbt-reset", 2 * MiB, "52 bb/9") as loc:
         def refuse(self: Any, **kwargs: Any) -> Any:
             raise vmodl.fault.InvalidArgument(msg="invalid changeId", invalidProperty="changeId")
 
@@ -250,9 +250,6 @@ def test_unknown_change_id_falls_back_to_a_full_read(vcsim_server: vcsim.Vcsim, 
             assert list(reader.extents(since="52 bb/1")) == [Extent(0, 2 * MiB)]
         finally:
             reader.close()
-    finally:
-        provider.delete_source_resources(ci, {}, {**resources, "export_info": info,
-                                                  "transfer_id": "t-reset"})
 
 
 def test_shutdown_instance_stops_a_running_vm(vcsim_server: vcsim.Vcsim, made: list) -> None:
