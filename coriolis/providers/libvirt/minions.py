@@ -30,6 +30,7 @@ import os
 import random
 import secrets
 import shutil
+import socket
 import tempfile
 import time
 import xml.etree.ElementTree as ET
@@ -81,6 +82,20 @@ def _machine(env: JSON, pool_id: str, machine_id: str) -> str:
 
 def _serial_log(name: str) -> Path:
     return Path(SERIAL_LOG_DIR) / f"{name}-serial.log"
+
+
+def _remove_logs(name: str) -> None:
+    """The domain's serial console log and libvirt's qemu log of it."""
+    _serial_log(name).unlink(missing_ok=True)
+    (Path(SERIAL_LOG_DIR) / f"{name}.log").unlink(missing_ok=True)
+
+
+def _port_open(ip: str, port: int) -> bool:
+    try:
+        socket.create_connection((ip, port), timeout=2).close()
+        return True
+    except OSError:
+        return False
 
 
 def _lookup(conn: Any, name: str) -> Any | None:
@@ -254,6 +269,12 @@ def _boot(conn: Any, env: JSON, pool_id: str, machine_id: str, shared: JSON) -> 
                 time.sleep(1)
         url = f"https://{ip}:{minion_image.AGENT_PORT}"
         address = AgentAddress(url, fingerprint, agent_key)
+        while not _port_open(ip, minion_image.AGENT_PORT):
+            if time.monotonic() > deadline or not dom.isActive():
+                raise exceptions.ProviderError(
+                    f"the agent of minion domain {name} ({url}) did not start in time: "
+                    f"{_log_tail(name)}")
+            time.sleep(1)
         while True:
             try:
                 probe_agent(address, retry_seconds=2.0)
@@ -381,7 +402,7 @@ class LibvirtMinionPools:
         for dom in conn.listAllDomains(0):
             if dom.name().startswith(base + "-"):
                 _remove_domain(conn, dom.name())
-                _serial_log(dom.name()).unlink(missing_ok=True)
+                _remove_logs(dom.name())
         with contextlib.suppress(libvirt.libvirtError):
             net = conn.networkLookupByName(f"{base}-net")
             if net.isActive():
@@ -422,7 +443,7 @@ class LibvirtMinionPools:
             with contextlib.suppress(libvirt.libvirtError, exceptions.CoriolisError):
                 pool = volumes.lookup_pool(conn, env.get("storage_pool") or "default")
                 _remove_volume(pool, f"{name}-config.tar")
-        _serial_log(name).unlink(missing_ok=True)
+        _remove_logs(name)
 
     def power_off_minion(self, connection_info: JSON, env: JSON, pool_id: str,
                          machine_id: str, provider_properties: JSON) -> JSON:
