@@ -169,3 +169,26 @@ def test_libvirt_pool_serves_migrations_heals_and_cleans_up(
     assert wait_settled(server, pool_id)["Pool Status"] == "DEALLOCATED"
     assert pool_objects(lv, base) == set()
     server.cli("minion", "pool", "delete", pool_id)
+
+
+def test_libvirt_pool_bad_input_makes_nothing(server: RunningServer,
+                                              lv: dict[str, Any]) -> None:
+    host = lv["host"]
+    before = lv["host"].inventory()
+
+    def refused(env: dict[str, Any], *args: str) -> str:
+        result = server.cli("minion", "pool", "create", "--pool-endpoint", "mn-dst",
+                            "--environment-options", json.dumps(env), *args, "bad",
+                            check=False)
+        assert result.returncode != 0, result.stdout
+        return result.stderr
+
+    assert "'destination' pool" in refused({}, "--pool-platform", "source", "--pool-os-type", "linux") \
+        or "makes no source pools" in refused({}, "--pool-platform", "source", "--pool-os-type",
+                                              "linux")
+    assert "name_prefix" in refused({"name_prefix": "Bad Prefix!"}, "--pool-platform",
+                                    "destination", "--pool-os-type", "linux")
+    assert f"{host.name('nope')}" in refused({"storage_pool": host.name("nope")},
+                                             "--pool-platform", "destination", "--pool-os-type",
+                                             "linux")
+    assert lv["host"].inventory() == before
