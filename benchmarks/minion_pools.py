@@ -80,7 +80,7 @@ def libvirt_figures(runs: int) -> None:
         host.prefix = f"mn-{host.prefix[2:]}"
         host.add_pool("pool")
         host.add_network("net")
-        server = start_server(Path(tmp) / "data")
+        server = start_server(Path(tmp) / "data", {"CORIOLIS_LIBVIRT_ALLOW_LOCAL": "1"})
         try:
             client = server.bindings()
             src = server.cloud_dir("b-src")

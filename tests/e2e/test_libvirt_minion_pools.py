@@ -13,6 +13,7 @@ import json
 import subprocess
 import tarfile
 import time
+import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -21,8 +22,11 @@ from typing import Any
 
 import pytest
 
+from coriolis import exceptions
 from coriolis.harness import RunningServer, local_cloud
+from coriolis.providers.libvirt.provider import LibvirtProvider
 from coriolis.providers.local.cloud import LocalCloud
+from coriolis.transfer.remote import AgentAddress, probe_agent
 from tests.libvirt_host import libvirt_host
 
 pytestmark = pytest.mark.e2e
@@ -192,3 +196,40 @@ def test_libvirt_pool_bad_input_makes_nothing(server: RunningServer,
                                              "--pool-platform", "destination", "--pool-os-type",
                                              "linux")
     assert lv["host"].inventory() == before
+
+
+def test_libvirt_minion_retention_power_off_on_delete(lv: dict[str, Any]) -> None:
+    """The provider calls the upkeep makes for retention, on a real minion: power off shuts
+    the domain off (defined still, the health check says so), power on boots it with a new
+    certificate and key (the old ones open nothing), delete and tear-down leave nothing."""
+    host = lv["host"]
+    provider = LibvirtProvider()
+    ci = host.connection_info(scratch=False)
+    env = {"storage_pool": host.name("pool"), "name_prefix": host.prefix}
+    pool_id, machine_id = uuid.uuid4().hex, uuid.uuid4().hex
+    base = f"{host.prefix}-{pool_id[:8]}"
+    shared = provider.set_up_pool_shared_resources(ci, env, pool_id)
+    try:
+        made = provider.create_minion(ci, env, pool_id, machine_id, shared)
+        props = made["provider_properties"]
+        dom = host.conn.lookupByName(props["domain"])
+        off = provider.power_off_minion(ci, env, pool_id, machine_id, props)
+        assert not dom.isActive() and f"domain:{props['domain']}" in pool_objects(lv, base)
+        with pytest.raises(exceptions.ProviderError, match="not running"):
+            provider.healthcheck_minion(ci, env, pool_id, machine_id, off,
+                                        made["connection_info"])
+        on = provider.power_on_minion(ci, env, pool_id, machine_id, off)
+        assert dom.isActive()
+        assert on["connection_info"]["key"] != made["connection_info"]["key"]
+        assert on["connection_info"]["fingerprint"] != made["connection_info"]["fingerprint"]
+        provider.healthcheck_minion(ci, env, pool_id, machine_id, on["provider_properties"],
+                                    on["connection_info"])
+        stale = {**made["connection_info"], "url": on["connection_info"]["url"]}
+        with pytest.raises(exceptions.CoriolisError):
+            probe_agent(AgentAddress.from_json(stale), retry_seconds=1.0)
+        provider.delete_minion(ci, env, pool_id, machine_id, on["provider_properties"])
+        left = pool_objects(lv, base)
+        assert not any(x.startswith("domain:") or "config" in x for x in left), left
+    finally:
+        provider.tear_down_pool_shared_resources(ci, env, pool_id, shared)
+    assert pool_objects(lv, base) == set()
