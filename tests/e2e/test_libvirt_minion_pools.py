@@ -219,7 +219,7 @@ def test_libvirt_minion_retention_power_off_on_delete(lv: dict[str, Any]) -> Non
             provider.healthcheck_minion(ci, env, pool_id, machine_id, off,
                                         made["connection_info"])
         on = provider.power_on_minion(ci, env, pool_id, machine_id, off)
-        assert dom.isActive()
+        assert host.conn.lookupByName(props["domain"]).isActive()  # defined anew
         assert on["connection_info"]["key"] != made["connection_info"]["key"]
         assert on["connection_info"]["fingerprint"] != made["connection_info"]["fingerprint"]
         provider.healthcheck_minion(ci, env, pool_id, machine_id, on["provider_properties"],

@@ -39,7 +39,12 @@ from coriolis.providers.base import (
     ReplicaImportProvider,
 )
 from coriolis.providers.libvirt import define_xml, metadata, minions, volumes
-from coriolis.providers.libvirt.connection import connect, load_libvirt, require_local
+from coriolis.providers.libvirt.connection import (
+    connect,
+    load_libvirt,
+    lookup_domain,
+    require_local,
+)
 from coriolis.providers.local import replica_disks
 from coriolis.transfer import locations
 from coriolis.transfer.locations import PathLocation
@@ -83,12 +88,7 @@ def _target_name(env: JSON, export_info: JSON) -> str:
     return str(env.get("instance_name") or export_info["name"])
 
 
-def _domain(conn: Any, name: str) -> Any | None:
-    libvirt = load_libvirt()
-    try:
-        return conn.lookupByName(name)
-    except libvirt.libvirtError:
-        return None
+_domain = lookup_domain
 
 
 def _domain_type(conn: Any, env: JSON) -> str:

@@ -39,8 +39,14 @@ from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
 from coriolis import exceptions
+from coriolis.providers.base import require_linux_destination_pool
 from coriolis.providers.libvirt import minion_image, volumes
-from coriolis.providers.libvirt.connection import connect, load_libvirt, require_local
+from coriolis.providers.libvirt.connection import (
+    connect,
+    load_libvirt,
+    lookup_domain,
+    require_local,
+)
 from coriolis.transfer import locations
 from coriolis.transfer.locations import AgentLocation
 from coriolis.transfer.remote import AgentAddress, probe_agent
@@ -98,17 +104,9 @@ def _port_open(ip: str, port: int) -> bool:
         return False
 
 
-def _lookup(conn: Any, name: str) -> Any | None:
-    libvirt = load_libvirt()
-    try:
-        return conn.lookupByName(name)
-    except libvirt.libvirtError:
-        return None
-
-
 def _remove_domain(conn: Any, name: str) -> None:
     libvirt = load_libvirt()
-    dom = _lookup(conn, name)
+    dom = lookup_domain(conn, name)
     if dom is None:
         return
     with contextlib.suppress(libvirt.libvirtError):
@@ -360,12 +358,8 @@ class LibvirtMinionPools:
 
     def validate_minion_pool_options(self, connection_info: JSON, env: JSON,
                                      pool_platform: str, os_type: str) -> None:
-        if pool_platform != "destination":
-            raise exceptions.InvalidInput(
-                "platform: libvirt minions write destination disks; a libvirt pool must be a "
-                "'destination' pool")
-        if os_type != "linux":
-            raise exceptions.InvalidInput("os_type: libvirt minions run Linux ('linux')")
+        require_linux_destination_pool("libvirt", "libvirt minions write destination disks",
+                                       pool_platform, os_type)
         require_local(connection_info, "minion pools")
         with connect(connection_info) as conn:
             pool = volumes.lookup_pool(conn, env.get("storage_pool") or "default")
@@ -450,7 +444,7 @@ class LibvirtMinionPools:
         """The domain is shut off (destroyed: its root file system is read-only)."""
         libvirt = load_libvirt()
         with connect(connection_info) as conn:
-            dom = _lookup(conn, _machine(env, pool_id, machine_id))
+            dom = lookup_domain(conn, _machine(env, pool_id, machine_id))
             if dom is not None and dom.isActive():
                 with contextlib.suppress(libvirt.libvirtError):
                     dom.destroy()
@@ -472,7 +466,7 @@ class LibvirtMinionPools:
                            minion_connection_info: JSON) -> None:
         name = _machine(env, pool_id, machine_id)
         with connect(connection_info) as conn:
-            dom = _lookup(conn, name)
+            dom = lookup_domain(conn, name)
             if dom is None:
                 raise exceptions.ProviderError(f"minion {machine_id}: domain {name} is gone")
             if not dom.isActive():
@@ -527,8 +521,8 @@ class LibvirtMinionPools:
             except BaseException:
                 detach_disks(conn, dom, set(attached))
                 raise
-        # udev in the guest names the new disks; under TCG that takes a moment.
-        time.sleep(3 if attached else 0)
+        # udev in the guest names the new disks a moment later: the agent waits for a /dev
+        # path to appear when the transfer opens.
         return {"disks": disks, "minion_disks": {"machine_id": machine_id,
                                                  "serials": attached}}
 
