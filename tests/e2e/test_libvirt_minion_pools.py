@@ -24,9 +24,10 @@ import pytest
 
 from coriolis import exceptions
 from coriolis.harness import RunningServer, local_cloud
+from coriolis.providers.libvirt import volumes
 from coriolis.providers.libvirt.provider import LibvirtProvider
 from coriolis.providers.local.cloud import LocalCloud
-from coriolis.transfer.remote import AgentAddress, probe_agent
+from coriolis.transfer.remote import AgentAddress, RemoteDiskWriter, probe_agent
 from tests.libvirt_host import libvirt_host
 
 pytestmark = pytest.mark.e2e
@@ -198,6 +199,48 @@ def test_libvirt_pool_bad_input_makes_nothing(server: RunningServer,
     assert lv["host"].inventory() == before
 
 
+def scsi_disks(dom: Any) -> list[str]:
+    return [t.get("dev") for t in ET.fromstring(dom.XMLDesc(0)).findall(
+        "./devices/disk/target[@bus='scsi']")]
+
+
+def attach_write_detach(host: Any, provider: LibvirtProvider, ci: dict[str, Any],
+                        machine_id: str, minion: dict[str, Any]) -> None:
+    """A volume hot-plugged into the minion, written through its agent at the location the
+    provider gives, a leftover attachment (a transfer that never cleaned up) detached by the
+    next use, and the volume detached by ``delete_target_resources``."""
+    pool = host.conn.storagePoolLookupByName(host.name("pool"))
+    volume = volumes.create(pool, f"{host.prefix}-attach.raw", 8 * 2**20, "raw", "d0")
+    held = {"machine_id": machine_id, "url": minion["url"],
+            "fingerprint": minion["fingerprint"]}
+    dom = host.conn.lookupByName(_machine_name(host, machine_id))
+    provider.minion_target_resources(ci, {}, {}, [volume], held, "k")
+    assert len(scsi_disks(dom)) == 1
+    target = provider.minion_target_resources(ci, {}, {}, [volume], held, "k")
+    assert len(scsi_disks(dom)) == 1  # the leftover was detached first
+    location = target["disks"]["d0"]
+    assert location["path"].startswith("/dev/disk/by-id/") and minion["key"] not in \
+        json.dumps(target)
+    payload = bytes(range(256)) * 4096  # 1 MiB
+    writer = RemoteDiskWriter(AgentAddress.from_json(minion), f"t{uuid.uuid4().hex[:8]}",
+                              location["path"], "raw")
+    assert writer.size == 8 * 2**20
+    writer.write(2**20, payload)
+    writer.flush()
+    writer.close()
+    provider.delete_target_resources(ci, {}, target)
+    assert scsi_disks(dom) == []
+    with open(volume["path"], "rb") as f:
+        f.seek(2**20)
+        assert f.read(len(payload)) == payload
+    volumes.delete(host.conn, volume)
+
+
+def _machine_name(host: Any, machine_id: str) -> str:
+    (dom,) = [d for d in host.conn.listAllDomains(0) if d.name().endswith(machine_id[:8])]
+    return str(dom.name())
+
+
 def test_libvirt_minion_retention_power_off_on_delete(lv: dict[str, Any]) -> None:
     """The provider calls the upkeep makes for retention, on a real minion: power off shuts
     the domain off (defined still, the health check says so), power on boots it with a new
@@ -213,6 +256,7 @@ def test_libvirt_minion_retention_power_off_on_delete(lv: dict[str, Any]) -> Non
         made = provider.create_minion(ci, env, pool_id, machine_id, shared)
         props = made["provider_properties"]
         dom = host.conn.lookupByName(props["domain"])
+        attach_write_detach(host, provider, ci, machine_id, made["connection_info"])
         off = provider.power_off_minion(ci, env, pool_id, machine_id, props)
         assert not dom.isActive() and f"domain:{props['domain']}" in pool_objects(lv, base)
         with pytest.raises(exceptions.ProviderError, match="not running"):
