@@ -317,6 +317,7 @@ class VSphereSource(ReplicaExportProvider):
         disks: JSON = {}
         cbt: JSON = {}
         wanted = {d["id"] for d in export_info.get("devices", {}).get("disks", [])}
+        check_described(vm.name, export_info, frozen)
         for disk in frozen:
             if wanted and disk["id"] not in wanted:
                 continue
@@ -404,3 +405,21 @@ class _Closing:
         finally:
             self._stack.__exit__(None, None, None)
 
+
+
+def check_described(vm_name: str, export_info: JSON, frozen: list[JSON]) -> None:
+    """Every disk ``export_info`` describes is still on the VM's snapshot, at the datastore
+    path it was described with. ``InvalidInput`` naming the disk otherwise: the VM changed
+    since it was described (a disk removed or moved by Storage vMotion), and reading what is
+    there now would copy another disk than the one mapped."""
+    by_id = {d["id"]: d for d in frozen}
+    for described in export_info.get("devices", {}).get("disks", []):
+        now = by_id.get(described["id"])
+        what = f"VM '{vm_name}': disk {described['id']}"
+        if now is None:
+            raise exceptions.InvalidInput(f"{what} is no longer on the VM; describe the "
+                                          "instance again")
+        was = described.get("datastore_path")
+        if was and was != now["datastore_path"]:
+            raise exceptions.InvalidInput(f"{what} is now {now['datastore_path']}, not {was} "
+                                          "as described; describe the instance again")
