@@ -36,17 +36,20 @@ def _cache() -> Path:
                                Path.home() / ".cache" / "coriolis" / "openstack"))
 
 
-def venv(name: str, packages: tuple[str, ...]) -> Path:
-    """A virtualenv with ``packages``, built once per set of versions."""
-    digest = hashlib.sha256(" ".join(packages).encode()).hexdigest()[:10]
+def venv(name: str, packages: tuple[str, ...], constraints: Path | None = None) -> Path:
+    """A virtualenv with ``packages`` (under pip ``constraints`` when given), built once per
+    set of versions; the build runs under ``nice``."""
+    key = " ".join(packages) + (constraints.read_text() if constraints else "")
+    digest = hashlib.sha256(key.encode()).hexdigest()[:10]
     path = _cache() / f"{name}-{digest}"
     if (path / ".complete").exists():
         return path
     shutil.rmtree(path, ignore_errors=True)
     base = getattr(sys, "_base_executable", sys.executable)
     subprocess.run([base, "-m", "venv", str(path)], check=True)
-    proc = subprocess.run([str(path / "bin" / "pip"), "install", "-q",
-                           "--disable-pip-version-check", *packages],
+    pin = ["-c", str(constraints)] if constraints else []
+    proc = subprocess.run(["nice", str(path / "bin" / "pip"), "install", "-q",
+                           "--disable-pip-version-check", *pin, *packages],
                           capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"pip install {' '.join(packages)} failed:\n{proc.stderr[-3000:]}")
