@@ -92,6 +92,22 @@ class OpenStackCloud:
         data = connection_info["data"]
         return self.exports[data["export"]] / data["name"]
 
+    def leftovers(self) -> list[str]:
+        """What of this cloud still exists (empty after ``stop()``): running services, the
+        bind mount, the work directory, the RabbitMQ virtual host."""
+        found = [f"process {name} ({proc.pid})" for name, proc in self.processes.items()
+                 if proc.poll() is None]
+        mounts = Path("/proc/mounts").read_text()
+        found += [f"mount {line.split()[1]}" for line in mounts.splitlines()
+                  if str(self.work) in line]
+        if self.work.exists():
+            found.append(f"directory {self.work}")
+        vhosts = subprocess.run(["rabbitmqctl", "-q", "list_vhosts"], capture_output=True,
+                                text=True, timeout=60).stdout.split()
+        if self.work.name in vhosts:
+            found.append(f"RabbitMQ virtual host {self.work.name}")
+        return found
+
     def log(self, service: str) -> Path:
         return self.work / "logs" / f"{service}.log"
 
@@ -229,6 +245,7 @@ def _start_services(cloud: OpenStackCloud, env_dir: Path, vhost: str) -> None:
     cloud.endpoints.update(urls)
     transport = f"rabbit://guest:guest@{RABBIT}/{vhost}"
     auth = _authtoken(keystone.url)
+    section_auth = auth.replace("www_authenticate_uri", "# ")  # for clients of other services
     locks = work / "locks"
     default = f"[DEFAULT]\ntransport_url = {transport}\ndebug = false\n"
     common = f"""[oslo_concurrency]
@@ -291,10 +308,10 @@ connection = sqlite:///{cdir}/cinder.db
 [coordination]
 backend_url = file://{cdir}/coordination
 [nova]
-{auth.replace('www_authenticate_uri', '# ')}
+{section_auth}
 [service_user]
 send_service_user_token = true
-{auth.replace('www_authenticate_uri', '# ')}
+{section_auth}
 [cinder_sys_admin]
 helper_command = {bin_}/privsep-helper --config-file {cconf}
 [privsep_osbrick]
@@ -322,7 +339,7 @@ auth_strategy = keystone
 [keystone_authtoken]
 {auth}""")
 
-    # Neutron: ML2, flat and vlan networks on physnet1, Neutron's `test` mechanism driver.
+    # Neutron: ML2, flat and vlan networks on physnet1, OVS mechanism driver, no agent.
     ndir = work / "neutron"
     ndir.mkdir()
     nconf = ndir / "neutron.conf"
@@ -339,7 +356,7 @@ log_file = {logs}/neutron.log
 [database]
 connection = sqlite:///{ndir}/neutron.db
 [nova]
-{auth.replace('www_authenticate_uri', '# ')}
+{section_auth}
 [ml2]
 type_drivers = flat,vlan
 tenant_network_types = vlan
@@ -355,7 +372,6 @@ network_vlan_ranges = physnet1:100:199
     vdir = work / "nova"
     (vdir / "instances").mkdir(parents=True)
     vconf = vdir / "nova.conf"
-    section_auth = auth.replace("www_authenticate_uri", "# ")
     vconf.write_text(default + f"""state_path = {vdir}
 instances_path = {vdir}/instances
 host = {COMPUTE_HOST}
