@@ -35,6 +35,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -407,20 +408,30 @@ helper_command = {bin_}/privsep-helper --config-file {vconf}
 """ + common)
     (vdir / "api-paste.ini").symlink_to(etc / "nova" / "api-paste.ini")
 
-    # Schemas.
-    setup_log = logs / "setup.log"
-    _run([str(bin_ / "glance-manage"), "--config-file", str(gconf), "db_sync"], setup_log)
-    _run([str(bin_ / "cinder-manage"), "--config-file", str(cconf), "db", "sync"], setup_log)
-    _run([str(bin_ / "placement-manage"), "--config-file", str(pdir / "placement.conf"),
-          "db", "sync"], setup_log)
-    _run([str(bin_ / "python"), "-c", _NEUTRON_SCHEMA, str(nconf)], setup_log)
-    _register_ovs_agent(ndir / "neutron.db")
+    # Schemas, each service's in its own thread (subprocesses: mostly imports and SQLite).
+    def steps(log: str, *argvs: list[str]) -> Callable[[], None]:
+        def run() -> None:
+            for argv in argvs:
+                _run(argv, logs / f"setup-{log}.log")
+        return run
+
     manage = [str(bin_ / "nova-manage"), "--config-file", str(vconf)]
-    _run([*manage, "api_db", "sync"], setup_log)
-    _run([*manage, "cell_v2", "map_cell0", "--database_connection",
-          f"sqlite:///{vdir}/nova_cell0.db"], setup_log)
-    _run([*manage, "cell_v2", "create_cell", "--name", "cell1"], setup_log)
-    _run([*manage, "db", "sync"], setup_log)
+    schemas = [
+        steps("glance", [str(bin_ / "glance-manage"), "--config-file", str(gconf), "db_sync"]),
+        steps("cinder", [str(bin_ / "cinder-manage"), "--config-file", str(cconf), "db",
+                         "sync"]),
+        steps("placement", [str(bin_ / "placement-manage"), "--config-file",
+                            str(pdir / "placement.conf"), "db", "sync"]),
+        steps("neutron", [str(bin_ / "python"), "-c", _NEUTRON_SCHEMA, str(nconf)]),
+        steps("nova", [*manage, "api_db", "sync"],
+              [*manage, "cell_v2", "map_cell0", "--database_connection",
+               f"sqlite:///{vdir}/nova_cell0.db"],
+              [*manage, "cell_v2", "create_cell", "--name", "cell1"], [*manage, "db", "sync"]),
+    ]
+    with ThreadPoolExecutor(3) as pool:
+        for future in [pool.submit(step) for step in schemas]:
+            future.result()
+    _register_ovs_agent(ndir / "neutron.db")
 
     # Services.
     def api(name: str, port: int, app: list[str], env: dict[str, str] | None = None) -> None:
