@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from coriolis import constants as c
 from coriolis import exceptions, task_types
 from coriolis.bus.base import EndpointRef, TaskEventSink, TaskMessage
 from coriolis.config import Settings
@@ -79,6 +80,12 @@ class Worker:
             _report(sink.task_canceled, message.task_id, forced=False)
             return
         sink.task_started(message.task_id, self.host, os.getpid())
+        who = f"task {message.task_id} ({message.task_type}, {message.instance})"
+        LOG.info("%s started on %s", who, self.host)
+        started = time.monotonic()
+        # Every phase reports from its first second: an event when it starts.
+        _report(sink.task_event, message.task_id, c.TASK_EVENT_INFO,
+                f"{message.task_type} started on {self.host}")
         runner = TASK_RUNNERS.get(message.task_type)
         try:
             if runner is None:
@@ -92,13 +99,16 @@ class Worker:
                 result = runner(ctx)
             faults.finished(message.task_type)
         except exceptions.TaskCanceled:
+            LOG.info("%s cancelled after %.1f s", who, time.monotonic() - started)
             _report(sink.task_canceled, message.task_id, forced=False)
         except exceptions.CoriolisError as exc:
+            LOG.warning("%s failed after %.1f s: %s", who, time.monotonic() - started, exc)
             _report(sink.task_failed, message.task_id, str(exc))
         except Exception as exc:  # a bug or an unexpected provider error: keep the message
-            LOG.exception("task %s (%s) crashed", message.task_id, message.task_type)
+            LOG.exception("%s crashed after %.1f s", who, time.monotonic() - started)
             _report(sink.task_failed, message.task_id, f"{type(exc).__name__}: {exc}")
         else:
+            LOG.info("%s finished in %.1f s", who, time.monotonic() - started)
             _report(sink.task_completed, message.task_id, result or {})
 
 

@@ -23,7 +23,13 @@ class Command(_ClientMixin, command.Command):
 
 
 class Lister(_ClientMixin, lister.Lister):
-    pass
+    def produce_output(self, parsed_args: Any, column_names: Any, data: Any) -> int:
+        """An empty list defines no columns (as upstream's); with ``-c`` that would be
+        cliff's "No recognized column names" error: take the asked columns instead, so
+        the empty list prints nothing (``[]`` in JSON) and exits 0."""
+        if not column_names and getattr(parsed_args, "columns", None):
+            column_names = tuple(parsed_args.columns)
+        return int(super().produce_output(parsed_args, column_names, data))
 
 
 class ShowOne(_ClientMixin, show.ShowOne):

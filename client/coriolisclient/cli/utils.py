@@ -167,10 +167,13 @@ def parse_storage_mappings(mappings: dict[str, Any] | None
 
 
 def format_progress_update(update: dict[str, Any]) -> str:
+    """``<time> [<pct>%] <message>``; the time is the update's last change (``updated_at``:
+    a disk's update keeps moving), else its creation."""
+    when = update.get("updated_at") or update.get("created_at")
     current, total = update.get("current_step"), update.get("total_steps")
     if current and total:
-        return f"{update.get('created_at')} [{current * 100 / total:.0f}%] {update.get('message')}"
-    return f"{update.get('created_at')} {update.get('message')}"
+        return f"{when} [{current * 100 / total:.0f}%] {update.get('message')}"
+    return f"{when} {update.get('message')}"
 
 
 def format_task(task: dict[str, Any]) -> str:

@@ -1,0 +1,126 @@
+"""Issue 18, the CLI side: `--wait` and the `wait` commands, errors that explain themselves,
+request ids, output shapes; the real `coriolis` CLI against a real all-in-one server with
+two `local` clouds (no VMs)."""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from coriolis.harness import RunningServer, local_cloud
+
+pytestmark = pytest.mark.e2e
+
+NETWORK_MAP = json.dumps({"lan": "prod"})
+
+
+@pytest.fixture(scope="module")
+def clouds(server: RunningServer) -> dict[str, Path]:
+    src, dst = server.cloud_dir("wsrc"), server.cloud_dir("wdst")
+    local_cloud("init", str(src), "--network", "lan")
+    local_cloud("add-instance", str(src), "small", "--disk-size", "24M", "--disk-format", "raw",
+                "--network", "lan")
+    local_cloud("add-instance", str(src), "corrupt", "--disk-size", "16M",
+                "--disk-format", "qcow2", "--network", "lan")
+    local_cloud("init", str(dst), "--network", "prod", "--storage", "bulk:raw")
+    return {"src": src, "dst": dst}
+
+
+@pytest.fixture(scope="module")
+def endpoints(server: RunningServer, clouds: dict[str, Path]) -> dict[str, str]:
+    return {"src": server.local_endpoint("wsrc", clouds["src"]),
+            "dst": server.local_endpoint("wdst", clouds["dst"])}
+
+
+def create_args(instance: str, *extra: str) -> list[str]:
+    return ["migration", "create", "--origin-endpoint", "wsrc", "--destination-endpoint",
+            "wdst", "--instance", instance, "--network-map", NETWORK_MAP,
+            "--destination-environment", '{"storage_backend": "bulk"}', "--skip-os-morphing",
+            *extra]
+
+
+def corrupt_disk(cloud: Path, instance: str) -> None:
+    desc = json.loads((cloud / "instances" / instance / "instance.json").read_text())
+    disk = cloud / "instances" / instance / desc["disks"][0]["file"]
+    disk.write_bytes(b"this is not a qcow2 image" * 1000)
+
+
+def test_migration_create_wait_succeeds_with_plain_progress(
+        server: RunningServer, endpoints: dict[str, str]) -> None:
+    # No --source-environment at all (the seed's optional option).
+    res = server.cli(*create_args("small", "--wait", "--wait-interval", "0.5", "-f", "json"))
+    shown = res.json()
+    assert shown["status"] == "COMPLETED"
+    # stdout is a pipe here: plain lines on stderr, one per change, no terminal codes.
+    assert "\x1b[" not in res.stderr
+    lines = res.stderr.splitlines()
+    assert "status: COMPLETED" in lines
+    assert any(re.search(r"small REPLICATE_DISKS COMPLETED$", line) for line in lines), lines
+    assert any("small REPLICATE_DISKS [100%]" in line for line in lines), lines
+    # Each phase says when it started (an event), with the time the server recorded it.
+    assert any(re.match(r"^\d{4}-\d\d-\d\dT\S+ small DEPLOY_INSTANCE_RESOURCES INFO: .*start",
+                        line) for line in lines), lines
+    # `migration wait` on a finished migration returns at once, exit 0.
+    again = server.cli("migration", "wait", shown["id"], "-f", "value", "-c", "status")
+    assert again.stdout.strip() == "COMPLETED"
+
+
+def test_migration_wait_fails_with_the_reason(
+        server: RunningServer, endpoints: dict[str, str], clouds: dict[str, Path]) -> None:
+    corrupt_disk(clouds["src"], "corrupt")
+    res = server.cli(*create_args("corrupt", "--wait", "--wait-interval", "0.5"), check=False)
+    assert res.returncode != 0
+    assert "Traceback" not in res.stderr
+    # The reason, not just a status (either refused at create or failed while running).
+    assert "qcow2" in res.stderr.lower() or "ended in ERROR" in res.stderr, res.stderr
+    assert "HTTP 500" not in res.stderr
+
+
+def test_replica_execute_wait_and_execution_wait(
+        server: RunningServer, endpoints: dict[str, str]) -> None:
+    replica = server.cli("replica", "create", "--origin-endpoint", "wsrc",
+                         "--destination-endpoint", "wdst", "--instance", "small",
+                         "--network-map", NETWORK_MAP, "--destination-environment",
+                         '{"storage_backend": "bulk"}', "--source-environment", "{}",
+                         "-f", "value", "-c", "id").stdout.strip()
+    execution = server.cli("replica", "execute", replica, "--wait", "--wait-interval", "0.5",
+                           "-f", "json").json()
+    assert execution["status"] == "COMPLETED"
+    waited = server.cli("replica", "execution", "wait", replica, execution["id"],
+                        "-f", "value", "-c", "status")
+    assert waited.stdout.strip() == "COMPLETED"
+    bindings = server.bindings()
+    assert bindings.replica_executions.wait(replica, execution["id"]).status == "COMPLETED"
+
+
+def test_wait_timeout_and_unknown_id(server: RunningServer) -> None:
+    res = server.cli("migration", "wait", "00000000-0000-0000-0000-000000000000", check=False)
+    assert res.returncode == 1 and "HTTP 404" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_empty_list_with_columns_prints_nothing(server: RunningServer) -> None:
+    replica = server.cli("replica", "list", "-f", "value", "-c", "ID").stdout.splitlines()
+    for rid in replica:  # a replica with no schedules: an empty list
+        res = server.cli("replica", "schedule", "list", rid, "-f", "value", "-c", "ID")
+        assert res.returncode == 0 and res.stdout.strip() == ""
+    res = server.cli("region", "list", "-f", "value", "-c", "ID")
+    assert res.returncode == 0 and res.stdout == ""
+    assert server.cli("region", "list", "-f", "json", "-c", "ID").json() == []
+
+
+def test_request_id_on_every_response(server: RunningServer) -> None:
+    for path in ("/", "/v1/nosuch"):
+        try:
+            with urllib.request.urlopen(server.url + path, timeout=10) as response:
+                headers = response.headers
+        except urllib.error.HTTPError as exc:
+            headers = exc.headers
+        assert re.match(r"^req-[0-9a-f-]{36}$", headers["x-openstack-request-id"] or "")
+    # The access log names it too.
+    server.cli("region", "list")
+    assert re.search(r"\[req-[0-9a-f-]{36}\] GET /v1/\S*regions 200 \d+(\.\d+)? ms",
+                     server.log_tail(400))
