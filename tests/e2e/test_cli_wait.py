@@ -7,13 +7,32 @@ from __future__ import annotations
 import json
 import re
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from coriolis.harness import RunningServer, local_cloud
+from coriolis.harness import RunningServer, local_cloud, start_server, stop_server
 
 pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """An all-in-one server whose worker reads armed faults from a file (``faults``)."""
+    data_dir = tmp_path_factory.mktemp("wait") / "data"
+    srv = start_server(data_dir, {"CORIOLIS_TEST_CRASH_AT": f"@{data_dir.parent}/faults"})
+    try:
+        yield srv
+    finally:
+        stop_server(srv)
+
+
+@pytest.fixture
+def faults(server: RunningServer) -> Iterator[Path]:
+    path = server.data_dir.parent / "faults"
+    yield path
+    path.unlink(missing_ok=True)
 
 NETWORK_MAP = json.dumps({"lan": "prod"})
 
@@ -24,6 +43,8 @@ def clouds(server: RunningServer) -> dict[str, Path]:
     local_cloud("init", str(src), "--network", "lan")
     local_cloud("add-instance", str(src), "small", "--disk-size", "24M", "--disk-format", "raw",
                 "--network", "lan")
+    for name in ("failing", "held"):
+        local_cloud("add-instance", str(src), name, "--disk-size", "24M", "--network", "lan")
     local_cloud("add-instance", str(src), "corrupt", "--disk-size", "16M",
                 "--disk-format", "qcow2", "--network", "lan")
     local_cloud("init", str(dst), "--network", "prod", "--storage", "bulk:raw")
@@ -73,11 +94,35 @@ def test_migration_wait_fails_with_the_reason(
         server: RunningServer, endpoints: dict[str, str], clouds: dict[str, Path]) -> None:
     corrupt_disk(clouds["src"], "corrupt")
     res = server.cli(*create_args("corrupt", "--wait", "--wait-interval", "0.5"), check=False)
-    assert res.returncode != 0
+    # Refused at create, the user's disk at fault: a 400 with the reason and the request id.
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert "Image is not in qcow2 format (HTTP 400)" in res.stderr, res.stderr
+    assert re.search(r"Request-ID: req-[0-9a-f-]{36}", res.stderr)
+
+
+def test_wait_exits_1_with_the_failing_task_message(
+        server: RunningServer, endpoints: dict[str, str], faults: Path) -> None:
+    # A task failing while it runs. Injected (the worker's fault hook): a real mid-run
+    # provider failure cannot be timed reliably against a 24 MiB copy.
+    faults.write_text("REPLICATE_DISKS:fail")
+    res = server.cli(*create_args("failing", "--wait", "--wait-interval", "0.5"), check=False)
+    assert res.returncode == 1, res.stderr
+    assert re.search(r"ERROR: migration \S+ ended in ERROR: REPLICATE_DISKS \(failing\): "
+                     r".*injected failure", res.stderr), res.stderr
     assert "Traceback" not in res.stderr
-    # The reason, not just a status (either refused at create or failed while running).
-    assert "qcow2" in res.stderr.lower() or "ended in ERROR" in res.stderr, res.stderr
-    assert "HTTP 500" not in res.stderr
+
+
+def test_cancel_wait_and_wait_on_a_cancelled_migration(
+        server: RunningServer, endpoints: dict[str, str], faults: Path) -> None:
+    faults.write_text("REPLICATE_DISKS:hold")  # the copy stays RUNNING until cancelled
+    mid = server.cli(*create_args("held", "-f", "value", "-c", "id")).stdout.strip()
+    server.wait_for(["migration", "show", mid], lambda m: "REPLICATE_DISKS\ninstance: small"
+                    in m["tasks"] or "status: RUNNING" in m["tasks"])
+    server.cli("migration", "cancel", mid, "--wait", "--wait-interval", "0.5")
+    assert server.cli("migration", "show", mid, "-f", "value", "-c", "status"
+                      ).stdout.strip() == "CANCELED"
+    res = server.cli("migration", "wait", mid, check=False)
+    assert res.returncode == 1 and f"migration {mid} ended in CANCELED" in res.stderr
 
 
 def test_replica_execute_wait_and_execution_wait(
