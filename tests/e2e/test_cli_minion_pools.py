@@ -378,7 +378,7 @@ def test_replica_uses_its_destination_pool(server: RunningServer, cloud: dict[st
         and "not ALLOCATED" in refused.stderr, refused.stderr
     shown = server.cli("replica", "show", replica["id"], "-f", "json").json()
     assert shown["destination_minion_pool_id"] == pool_id
-    server.cli("replica", "delete", replica["id"])
+    server.cli("replica", "delete", replica["id"], "--delete-disks")
     for pool in (pool_id, other):
         if show(server, pool)["Pool Status"] != "DEALLOCATED":
             server.cli("minion", "pool", "deallocate", pool)

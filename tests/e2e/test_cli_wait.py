@@ -169,3 +169,76 @@ def test_request_id_on_every_response(server: RunningServer) -> None:
     server.cli("region", "list")
     assert re.search(r"\[req-[0-9a-f-]{36}\] GET /v1/\S*regions 200 \d+(\.\d+)? ms",
                      server.log_tail(400))
+
+
+# --- deletes that never 500 and never orphan ----------------------------------------------
+def test_endpoint_delete_conflicts_and_unique_names(
+        server: RunningServer, endpoints: dict[str, str], clouds: dict[str, Path]) -> None:
+    # An endpoint with a live replica: 409 naming it; nothing deleted.
+    replica = server.cli("replica", "create", "--origin-endpoint", "wsrc",
+                         "--destination-endpoint", "wdst", "--instance", "small",
+                         "--network-map", NETWORK_MAP, "--destination-environment",
+                         '{"storage_backend": "bulk"}', "-f", "value", "-c", "id"
+                         ).stdout.strip()
+    res = server.cli("endpoint", "delete", "wsrc", check=False)
+    assert res.returncode == 1 and "HTTP 409" in res.stderr, res.stderr
+    assert f"replica {replica}" in res.stderr
+    assert server.cli("endpoint", "show", "wsrc").returncode == 0
+    # Same name in the same project: 409, nothing created (create and rename).
+    before = server.cli("endpoint", "list", "-f", "value", "-c", "ID").stdout
+    res = server.cli("endpoint", "create", "--name", "wsrc", "--provider", "local",
+                     "--connection", json.dumps({"path": str(clouds["src"])}), check=False)
+    assert res.returncode == 1 and "HTTP 409" in res.stderr and "wsrc" in res.stderr
+    res = server.cli("endpoint", "update", endpoints["dst"], "--name", "wsrc", check=False)
+    assert res.returncode == 1 and "HTTP 409" in res.stderr
+    assert server.cli("endpoint", "list", "-f", "value", "-c", "ID").stdout == before
+
+
+def test_failed_endpoint_create_creates_nothing(server: RunningServer) -> None:
+    before = server.cli("endpoint", "list", "-f", "value", "-c", "Name").stdout
+    # The path is allowed but holds a broken cloud: the connection validation fails.
+    empty = server.cloud_dir("not-a-cloud")
+    local_cloud("init", str(empty), "--network", "lan")
+    (empty / "cloud.json").write_text("{not json")
+    res = server.cli("endpoint", "create", "--name", "broken", "--provider", "local",
+                     "--connection", json.dumps({"path": str(empty)}), check=False)
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+    assert server.cli("endpoint", "list", "-f", "value", "-c", "Name").stdout == before
+
+
+def test_endpoint_delete_after_its_transfers_are_deleted(
+        server: RunningServer, clouds: dict[str, Path]) -> None:
+    src = server.local_endpoint("tmp-src", clouds["src"])
+    dst_cloud = server.cloud_dir("tmp-dst")
+    local_cloud("init", str(dst_cloud), "--network", "prod", "--storage", "bulk:raw")
+    server.local_endpoint("tmp-dst", dst_cloud)
+    mid = server.cli("migration", "create", "--origin-endpoint", "tmp-src",
+                     "--destination-endpoint", "tmp-dst", "--instance", "small",
+                     "--network-map", NETWORK_MAP, "--destination-environment",
+                     '{"storage_backend": "bulk"}', "--source-environment", "{}",
+                     "--skip-os-morphing", "--wait", "-f", "value", "-c", "id").stdout.strip()
+    server.cli("migration", "delete", mid)
+    server.cli("endpoint", "delete", src)  # the deleted migration does not block it
+    assert "tmp-src" not in server.cli("endpoint", "list", "-f", "value", "-c", "Name").stdout
+
+
+def test_replica_delete_refuses_while_it_holds_disks(
+        server: RunningServer, endpoints: dict[str, str]) -> None:
+    replica = server.cli("replica", "create", "--origin-endpoint", "wsrc",
+                         "--destination-endpoint", "wdst", "--instance", "failing",
+                         "--network-map", NETWORK_MAP, "--destination-environment",
+                         '{"storage_backend": "bulk"}', "-f", "value", "-c", "id"
+                         ).stdout.strip()
+    server.cli("replica", "execute", replica, "--wait", "--wait-interval", "0.5")
+    info = server.cli("replica", "show", replica, "--show-instances-data", "-f", "json"
+                      ).json()["instances-data"]
+    info = json.loads(info) if isinstance(info, str) else info
+    volumes = [Path(v["path"]) for v in info["failing"]["volumes_info"]]
+    assert volumes and all(v.exists() for v in volumes)
+    res = server.cli("replica", "delete", replica, check=False)
+    assert res.returncode == 1 and "--delete-disks" in res.stderr and "failing" in res.stderr
+    assert replica in server.cli("replica", "list", "-f", "value", "-c", "ID").stdout
+    server.cli("replica", "delete", replica, "--delete-disks", "--wait-interval", "0.5")
+    assert replica not in server.cli("replica", "list", "-f", "value", "-c", "ID").stdout
+    leftovers = [p for v in volumes for p in v.parent.glob(v.name + "*")]
+    assert leftovers == []

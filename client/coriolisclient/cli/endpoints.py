@@ -53,8 +53,14 @@ class CreateEndpoint(ShowOne):
         endpoint = self.client.endpoints.create(args.name, args.provider, get_connection(args),
                                                 args.description, args.regions)
         if not args.skip_validation:
-            valid, message = self.client.endpoints.validate_connection(endpoint.id)
+            # A failed validation leaves nothing behind: the endpoint just made is deleted.
+            try:
+                valid, message = self.client.endpoints.validate_connection(endpoint.id)
+            except Exception:
+                self.client.endpoints.delete(endpoint.id)
+                raise
             if not valid:
+                self.client.endpoints.delete(endpoint.id)
                 raise exceptions.EndpointConnectionValidationFailed(message)
         return endpoint_show(endpoint)
 

@@ -423,6 +423,34 @@ class DeleteReplicaDisks(_Generation, ShowOne):
         return execution_show(self.gen("transfers").delete_disks(args.id))
 
 
+class DeleteReplica(_Generation, Command):
+    """Delete a replica; refused while it holds destination disks unless --delete-disks"""
+
+    def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
+        parser = _id_parser(self, prog_name, "id")
+        parser.add_argument("--delete-disks", action="store_true",
+                            help="Delete its destination disks (and their manifests) first, "
+                                 "waiting for that, then the replica")
+        watch.add_wait_options(parser, default=True)
+        return parser
+
+    def take_action(self, args: argparse.Namespace) -> None:
+        transfers = self.gen("transfers")
+        info = transfers.get(args.id).to_dict().get("info") or {}
+        holding = sorted(i for i, data in info.items() if (data or {}).get("volumes_info"))
+        if holding:
+            kind = self.label.lower()
+            if not args.delete_disks:
+                raise utils.CLIError(
+                    f"{self.label} {args.id} holds destination disks of {', '.join(holding)};"
+                    f" add --delete-disks to delete them with it (or run `coriolis {kind} "
+                    f"disks delete {args.id}` first)")
+            execution = transfers.delete_disks(args.id)
+            watch.follow(functools.partial(self.gen("executions").wait, args.id,
+                                           execution.id), lambda r: r.status, args)
+        transfers.delete(args.id)
+
+
 class ListReplicas(_Generation, Lister):
     """List replicas"""
 
@@ -656,8 +684,7 @@ COMMANDS = {
                                      lambda c, a: c.deployments.delete(a.id)),
     "replica create": CreateReplica,
     "replica update": UpdateReplica,
-    "replica delete": _id_command("Delete a replica", ("id",),
-                                  lambda c, a: c.replicas.delete(a.id)),
+    "replica delete": DeleteReplica,
     "replica disks delete": DeleteReplicaDisks,
     "replica list": ListReplicas,
     "replica show": ShowReplica,
@@ -692,8 +719,9 @@ COMMANDS.update({
     "transfer create": _transfer_command(CreateTransfer, "Create a transfer"),
     "transfer update": _transfer_command(UpdateReplica,
                                          "Update a transfer (runs as an execution)"),
-    "transfer delete": _id_command("Delete a transfer", ("id",),
-                                   lambda c, a: c.transfers.delete(a.id)),
+    "transfer delete": _transfer_command(
+        DeleteReplica, "Delete a transfer; refused while it holds destination disks unless "
+        "--delete-disks"),
     "transfer disks delete": _transfer_command(DeleteReplicaDisks,
                                                "Delete a transfer's destination disks"),
     "transfer list": _transfer_command(ListReplicas, "List transfers"),
