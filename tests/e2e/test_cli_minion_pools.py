@@ -320,8 +320,10 @@ def test_deallocate_in_use_needs_force_which_cancels(server: RunningServer,
     pool_id = new_pool(server, cloud, "busy")
     created = migrate(server, "big", pool_id, mib_per_s=4).json()
     running = server.wait_for(["migration", "show", created["id"]],
-                              lambda d: "task_type: REPLICATE_DISKS\ninstance: big\nstatus: "
-                              "RUNNING" in d["tasks"], timeout=60)
+                              lambda d: any(t["task_type"] == "REPLICATE_DISKS"
+                                            and t["instance"] == "big"
+                                            and t["status"] == "RUNNING"
+                                            for t in d["tasks"]), timeout=60)
     assert running["status"] == "RUNNING"
     waiting = migrate(server, "vm0", pool_id).json()
     assert waiting["status"] == "AWAITING_MINION_ALLOCATIONS"

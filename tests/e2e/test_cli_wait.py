@@ -85,6 +85,16 @@ def test_migration_create_wait_succeeds_with_plain_progress(
     # Each phase says when it started (an event), with the time the server recorded it.
     assert any(re.match(r"^\d{4}-\d\d-\d\dT\S+ small DEPLOY_INSTANCE_RESOURCES INFO: .*start",
                         line) for line in lines), lines
+    # -f json: nested fields are real structures; tasks a list of objects.
+    assert isinstance(shown["tasks"], list) and shown["tasks"]
+    assert {"id", "task_type", "status", "progress_updates"} <= set(shown["tasks"][0])
+    assert shown["destination_environment"] == {"storage_backend": "bulk"}
+    assert shown["network_map"] == {"lan": "prod"}
+    yaml_out = server.cli("migration", "show", shown["id"], "-f", "yaml").stdout
+    assert "\ntasks:\n- " in yaml_out and "storage_backend: bulk" in yaml_out
+    # the table keeps upstream's text rendering
+    table = server.cli("migration", "show", shown["id"], "-f", "value", "-c", "tasks").stdout
+    assert "task_type: REPLICATE_DISKS" in table
     # `migration wait` on a finished migration returns at once, exit 0.
     again = server.cli("migration", "wait", shown["id"], "-f", "value", "-c", "status")
     assert again.stdout.strip() == "COMPLETED"
@@ -116,8 +126,8 @@ def test_cancel_wait_and_wait_on_a_cancelled_migration(
         server: RunningServer, endpoints: dict[str, str], faults: Path) -> None:
     faults.write_text("REPLICATE_DISKS:hold")  # the copy stays RUNNING until cancelled
     mid = server.cli(*create_args("held", "-f", "value", "-c", "id")).stdout.strip()
-    server.wait_for(["migration", "show", mid], lambda m: "REPLICATE_DISKS\ninstance: small"
-                    in m["tasks"] or "status: RUNNING" in m["tasks"])
+    server.wait_for(["migration", "show", mid], lambda m: any(
+        t["task_type"] == "REPLICATE_DISKS" and t["status"] == "RUNNING" for t in m["tasks"]))
     server.cli("migration", "cancel", mid, "--wait", "--wait-interval", "0.5")
     assert server.cli("migration", "show", mid, "-f", "value", "-c", "status"
                       ).stdout.strip() == "CANCELED"
@@ -232,7 +242,6 @@ def test_replica_delete_refuses_while_it_holds_disks(
     server.cli("replica", "execute", replica, "--wait", "--wait-interval", "0.5")
     info = server.cli("replica", "show", replica, "--show-instances-data", "-f", "json"
                       ).json()["instances-data"]
-    info = json.loads(info) if isinstance(info, str) else info
     volumes = [Path(v["path"]) for v in info["failing"]["volumes_info"]]
     assert volumes and all(v.exists() for v in volumes)
     res = server.cli("replica", "delete", replica, check=False)
@@ -242,3 +251,4 @@ def test_replica_delete_refuses_while_it_holds_disks(
     assert replica not in server.cli("replica", "list", "-f", "value", "-c", "ID").stdout
     leftovers = [p for v in volumes for p in v.parent.glob(v.name + "*")]
     assert leftovers == []
+

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 from typing import Any
 
 from coriolisclient.cli import utils, watch
@@ -41,7 +40,7 @@ class ListProviderSchemas(Lister):
         schemas = self.client.providers.schemas_list(
             args.platform, SCHEMA_TYPES[args.type]).provider_schemas
         return (("Schema Type", "Schema") if schemas else ()), (
-            (s["type"], json.dumps(s["schema"], indent=4)) for s in schemas)
+            (s["type"], utils.format_json(s["schema"], indent=4)) for s in schemas)
 
 
 # --- regions -----------------------------------------------------------------------------------

@@ -6,6 +6,18 @@ from typing import Any
 
 from cliff import command, lister, show
 
+from coriolisclient.cli.utils import Structured
+
+STRUCTURED_FORMATS = ("json", "yaml")
+
+
+def structured(parsed_args: Any, values: Any) -> Any:
+    """``values`` with each ``Structured`` field replaced by its data when the output
+    format is JSON or YAML (nested fields as real structures there)."""
+    if getattr(parsed_args, "formatter", None) not in STRUCTURED_FORMATS:
+        return values
+    return [v.data if isinstance(v, Structured) else v for v in values]
+
 
 class _ClientMixin:
     app: Any
@@ -29,8 +41,11 @@ class Lister(_ClientMixin, lister.Lister):
         the empty list prints nothing (``[]`` in JSON) and exits 0."""
         if not column_names and getattr(parsed_args, "columns", None):
             column_names = tuple(parsed_args.columns)
-        return int(super().produce_output(parsed_args, column_names, data))
+        rows = (structured(parsed_args, row) for row in data)
+        return int(super().produce_output(parsed_args, column_names, rows))
 
 
 class ShowOne(_ClientMixin, show.ShowOne):
-    pass
+    def produce_output(self, parsed_args: Any, column_names: Any, data: Any) -> int:
+        return int(super().produce_output(parsed_args, column_names,
+                                          structured(parsed_args, data)))

@@ -60,7 +60,7 @@ def migration_show(obj: Any, deployment: bool = False,
         utils.format_json(d.get("transfer_result"))]
     if instances_data:
         fields.append("instances_data")
-        values.append(obj.info)
+        values.append(utils.format_json(obj.info))
     return tuple(fields), values
 
 
@@ -75,7 +75,7 @@ def replica_show(obj: Any, instances_data: bool = False) -> tuple[tuple[str, ...
     fields: tuple[str, ...] = REPLICA_FIELDS
     if instances_data:
         fields = (*fields, "instances-data")
-        values.append(obj.info)
+        values.append(utils.format_json(obj.info))
     return fields, values
 
 

@@ -6,6 +6,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import re
 from typing import Any
 
 OS_LIST = ("bsd", "linux", "osx", "solaris", "windows", "other", "unknown")
@@ -149,8 +150,36 @@ def parse_utc(value: str) -> dt.datetime:
 
 
 # --- formatting --------------------------------------------------------------------------------
-def format_json(value: Any) -> str:
-    return json.dumps(value if value is not None else {}, indent=2)
+class Structured(str):
+    """A field's text for table, value, shell and csv output (indented JSON, rendered
+    tasks) that keeps the structure it shows in ``data``: ``-f json|yaml`` print that
+    instead (``base.structured``), so nested fields are real lists and objects there."""
+
+    data: Any
+
+    def __new__(cls, text: str, data: Any) -> Structured:
+        obj = super().__new__(cls, text)
+        obj.data = data
+        return obj
+
+
+def format_json(value: Any, indent: int = 2) -> Structured:
+    value = value if value is not None else {}
+    return Structured(json.dumps(value, indent=indent), value)
+
+
+SECRET_KEY = re.compile(r"pass|secret|token|private|credential|api_?key|^key$", re.I)
+
+
+def mask_secrets(value: Any) -> Any:
+    """``value`` with the values of secret-looking keys (password, secret, token, private
+    key, credentials, api key) replaced by ``***`` at any depth."""
+    if isinstance(value, dict):
+        return {k: "***" if SECRET_KEY.search(str(k)) and v not in (None, "")
+                else mask_secrets(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [mask_secrets(v) for v in value]
+    return value
 
 
 def format_mapping(mapping: dict[str, str]) -> str:
@@ -189,8 +218,10 @@ def format_task(task: dict[str, Any]) -> str:
     return os.linesep.join([*lines, progress])
 
 
-def format_tasks(tasks: list[dict[str, Any]]) -> str:
-    return (os.linesep * 2).join(format_task(t) for t in tasks)
+def format_tasks(tasks: list[dict[str, Any]]) -> Structured:
+    """The tasks as text blocks (upstream's rendering); ``-f json|yaml`` get the list of
+    task objects (with their progress updates and events)."""
+    return Structured((os.linesep * 2).join(format_task(t) for t in tasks), list(tasks))
 
 
 def by_created(items: list[Any]) -> list[Any]:

@@ -1,0 +1,28 @@
+"""The CLI's output helpers: secrets masked in shown connection info, structured fields."""
+
+from __future__ import annotations
+
+import json
+
+from coriolisclient.cli import base, utils
+
+
+def test_mask_secrets_at_any_depth() -> None:
+    conn = {"host": "h", "username": "u", "password": "p",
+            "nested": {"api_key": "k", "private_key_data": "pem", "port": 1},
+            "list": [{"token": "t"}], "empty_secret": ""}
+    assert utils.mask_secrets(conn) == {
+        "host": "h", "username": "u", "password": "***",
+        "nested": {"api_key": "***", "private_key_data": "***", "port": 1},
+        "list": [{"token": "***"}], "empty_secret": ""}
+
+
+def test_structured_fields_by_format() -> None:
+    class Args:
+        formatter = "json"
+
+    field = utils.format_json({"a": [1, 2]})
+    assert json.loads(field) == {"a": [1, 2]}  # the text still is JSON for table output
+    assert base.structured(Args(), ["x", field]) == ["x", {"a": [1, 2]}]
+    Args.formatter = "table"
+    assert base.structured(Args(), ["x", field])[1] is field
