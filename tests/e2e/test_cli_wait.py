@@ -4,6 +4,7 @@ two `local` clouds (no VMs)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 import urllib.request
@@ -252,3 +253,31 @@ def test_replica_delete_refuses_while_it_holds_disks(
     leftovers = [p for v in volumes for p in v.parent.glob(v.name + "*")]
     assert leftovers == []
 
+
+
+# --- schedules in cron syntax ----------------------------------------------------------------
+def test_schedule_cron_syntax_and_next_run(
+        server: RunningServer, endpoints: dict[str, str]) -> None:
+    replica = server.cli("replica", "create", "--origin-endpoint", "wsrc",
+                         "--destination-endpoint", "wdst", "--instance", "held",
+                         "--network-map", NETWORK_MAP, "--destination-environment",
+                         '{"storage_backend": "bulk"}', "-f", "value", "-c", "id"
+                         ).stdout.strip()
+    created = server.cli("replica", "schedule", "create", replica, "-M", "*/5", "-H", "9-17",
+                         "-w", "0-4", "-f", "json").json()
+    assert created["schedule"] == {"minute": "*/5", "hour": "9-17", "dow": "0-4"}
+    when = dt.datetime.fromisoformat(created["next_run"])
+    assert when.minute % 5 == 0 and 9 <= when.hour <= 17 and when.weekday() <= 4
+    assert when > dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    rows = server.cli("replica", "schedule", "list", replica, "-f", "json").json()
+    assert [r["Next Run"] for r in rows] == [created["next_run"]]
+    # a disabled schedule has no next run
+    server.cli("replica", "schedule", "update", replica, created["id"], "--disabled")
+    assert server.cli("replica", "schedule", "show", replica, created["id"], "-f", "value",
+                      "-c", "next_run").stdout.strip() in ("", "None")
+    # bad input: the field named, nothing created
+    bad = server.cli("replica", "schedule", "create", replica, "-M", "*/0", check=False)
+    assert bad.returncode == 1 and "HTTP 400" in bad.stderr and "minute" in bad.stderr
+    bad = server.cli("replica", "schedule", "create", replica, "-H", "nine", check=False)
+    assert bad.returncode == 2 and "nine" in bad.stderr
+    assert len(server.cli("replica", "schedule", "list", replica, "-f", "json").json()) == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import re
 from typing import Any
 
 from coriolisclient.cli import utils, watch
@@ -26,7 +27,7 @@ REPLICA_FIELDS = (
 EXECUTION_FIELDS = ("id", "replica_id", "status", "created", "last_updated", "instances",
                     "tasks")
 SCHEDULE_FIELDS = ("id", "replica_id", "schedule", "created", "last_updated", "enabled",
-                   "expires", "shutdown_instance")
+                   "expires", "shutdown_instance", "next_run")
 
 
 def _storage_columns(obj: Any) -> list[Any]:
@@ -88,8 +89,9 @@ def execution_show(obj: Any) -> tuple[tuple[str, ...], list[Any]]:
 
 def schedule_show(obj: Any, transfer: bool = False) -> tuple[tuple[str, ...], list[Any]]:
     """A schedule's fields; a transfer's (the newer generation) adds ``auto_deploy``."""
-    values = [obj.id, obj.replica_id, obj.schedule, obj.created_at, obj.updated_at,
-              obj.enabled, obj.expiration_date, obj.shutdown_instance]
+    values = [obj.id, obj.replica_id, utils.format_json(obj.schedule), obj.created_at,
+              obj.updated_at, obj.enabled, obj.expiration_date, obj.shutdown_instance,
+              obj._info.get("next_run_at")]
     if not transfer:
         return SCHEDULE_FIELDS, values
     return (*SCHEDULE_FIELDS, "auto_deploy"), [*values, obj._info.get("auto_deploy", False)]
@@ -535,25 +537,41 @@ class ShowExecution(_Generation, ShowOne):
 
 
 # --- schedules ---------------------------------------------------------------------------------
+CRON_PART = re.compile(r"^(\*|\d+(-\d+)?)(/\d+)?$")
+
+
 def _add_schedule_fields(parser: argparse.ArgumentParser) -> None:
-    def bounded(low: int, high: int) -> Any:
-        def parse(value: str) -> int:
-            number = int(value)
-            if not low <= number <= high:
-                raise argparse.ArgumentTypeError(f"must be between {low} and {high}")
-            return number
+    """The seed's field flags; each an exact value or cron syntax (``*``, ``*/N``,
+    ``A-B``, ``A-B/N``, comma-separated lists), checked by the server against the
+    field's range; exact values are checked here too."""
+    def field(low: int, high: int) -> Any:
+        def parse(value: str) -> int | str:
+            text = value.strip()
+            if text.isdigit():
+                number = int(text)
+                if not low <= number <= high:
+                    raise argparse.ArgumentTypeError(f"must be between {low} and {high}")
+                return number
+            if not all(CRON_PART.match(p) for p in text.replace(" ", "").split(",")):
+                raise argparse.ArgumentTypeError(
+                    f"'{value}' is neither a number nor cron syntax (*, */N, A-B, A-B/N, "
+                    "lists of those)")
+            return text
         return parse
 
-    for short, long, key, low, high in (("-M", "--minute", "minute", 0, 59),
-                                        ("-H", "--hour", "hour", 0, 23),
-                                        ("-d", "--day-of-month", "dom", 1, 31),
-                                        ("-m", "--month", "month", 1, 12),
-                                        ("-w", "--day-of-week", "dow", 0, 6)):
-        parser.add_argument(short, long, dest=key, type=bounded(low, high),
-                            metavar=f"[{low}-{high}]")
+    for short, long, key, low, high, what in (
+            ("-M", "--minute", "minute", 0, 59, "Minute"),
+            ("-H", "--hour", "hour", 0, 23, "Hour (UTC)"),
+            ("-d", "--day-of-month", "dom", 1, 31, "Day of the month"),
+            ("-m", "--month", "month", 1, 12, "Month"),
+            ("-w", "--day-of-week", "dow", 0, 6, "Day of the week, 0 = Monday")):
+        parser.add_argument(short, long, dest=key, type=field(low, high),
+                            metavar=f"[{low}-{high}|CRON]",
+                            help=f"{what}: a value, or cron syntax such as '*/5', '1-5', "
+                                 "'0,30'; not given: any")
 
 
-def _schedule(args: argparse.Namespace) -> dict[str, int]:
+def _schedule(args: argparse.Namespace) -> dict[str, int | str]:
     return {k: getattr(args, k) for k in ("minute", "hour", "dom", "month", "dow")
             if getattr(args, k) is not None}
 
@@ -635,9 +653,10 @@ class ListSchedules(_Generation, Lister):
     def take_action(self, args: argparse.Namespace) -> Any:
         rows = utils.by_created(self.gen("schedules").list(args.replica,
                                                                    args.hide_expired))
-        return ((f"{self.label} ID", "ID", "Schedule", "Created", "Expires") if rows
-                else ()), (
-            (s.replica_id, s.id, s.schedule, s.created_at, s.expiration_date) for s in rows)
+        return ((f"{self.label} ID", "ID", "Schedule", "Created", "Expires", "Next Run")
+                if rows else ()), (
+            (s.replica_id, s.id, utils.format_json(s.schedule, indent=None), s.created_at,
+             s.expiration_date, s._info.get("next_run_at")) for s in rows)
 
 
 class ShowSchedule(_Generation, ShowOne):

@@ -163,7 +163,7 @@ class Structured(str):
         return obj
 
 
-def format_json(value: Any, indent: int = 2) -> Structured:
+def format_json(value: Any, indent: int | None = 2) -> Structured:
     value = value if value is not None else {}
     return Structured(json.dumps(value, indent=indent), value)
 
