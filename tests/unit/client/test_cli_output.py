@@ -26,3 +26,18 @@ def test_structured_fields_by_format() -> None:
     assert base.structured(Args(), ["x", field]) == ["x", {"a": [1, 2]}]
     Args.formatter = "table"
     assert base.structured(Args(), ["x", field])[1] is field
+
+
+def test_every_option_of_every_command_has_help() -> None:
+    import argparse
+
+    from coriolisclient.cli import shell
+
+    app = shell.CoriolisApp()
+    missing = []
+    for name, entry in app.command_manager:
+        command = (entry.load() if hasattr(entry, "load") else entry)(app, None)
+        for action in command.get_parser(f"coriolis {name}")._actions:
+            if not action.help and not isinstance(action, argparse._HelpAction):
+                missing.append(f"{name}: {'/'.join(action.option_strings) or action.dest}")
+    assert missing == []
