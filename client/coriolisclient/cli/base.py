@@ -75,7 +75,7 @@ class _ClientMixin:
             def get_parser(self: Any, prog_name: str, _own: Any = own) -> Any:
                 return fill_help(_own(self, prog_name))
             get_parser._fills_help = True  # type: ignore[attr-defined]
-            cls.get_parser = get_parser  # type: ignore[method-assign]
+            setattr(cls, "get_parser", get_parser)  # noqa: B010
 
     @property
     def client(self) -> Any:
