@@ -101,6 +101,43 @@ def test_migration_create_wait_succeeds_with_plain_progress(
     assert again.stdout.strip() == "COMPLETED"
 
 
+def run_on_terminal(server: RunningServer, *args: str) -> tuple[int, str]:
+    """The CLI with stdout and stderr on a pseudo-terminal (as a user runs it)."""
+    import os
+    import pty
+    import subprocess
+
+    from coriolis.harness import CLI
+
+    master, slave = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
+    env.update(server.env, COLUMNS="160", TERM="xterm")
+    proc = subprocess.Popen([CLI, *args], stdout=slave, stderr=slave, env=env)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    return proc.wait(timeout=60), b"".join(chunks).decode(errors="replace")
+
+
+def test_wait_on_a_terminal_shows_a_live_display(
+        server: RunningServer, endpoints: dict[str, str]) -> None:
+    mid = server.cli("migration", "list", "-f", "value", "-c", "ID").stdout.split()[0]
+    code, out = run_on_terminal(server, "migration", "wait", mid, "-c", "status")
+    assert code == 0, out
+    assert "\x1b[" in out  # rich's terminal rendering, not the plain lines
+    assert re.search(r"small REPLICATE_DISKS: COMPLETED", out), out
+    assert re.search(r"Disk\s+\S+\s+━+\s+100%", out), out  # a finished bar per disk
+    assert "status: COMPLETED" not in out  # (that is the plain mode's line)
+
+
 def test_migration_wait_fails_with_the_reason(
         server: RunningServer, endpoints: dict[str, str], clouds: dict[str, Path]) -> None:
     corrupt_disk(clouds["src"], "corrupt")
