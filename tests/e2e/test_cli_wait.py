@@ -65,6 +65,14 @@ def create_args(instance: str, *extra: str) -> list[str]:
             *extra]
 
 
+def new_replica(server: RunningServer, instance: str) -> str:
+    """``replica create`` of ``instance`` from wsrc to wdst; its id."""
+    return server.cli("replica", "create", "--origin-endpoint", "wsrc",
+                      "--destination-endpoint", "wdst", "--instance", instance,
+                      "--network-map", NETWORK_MAP, "--destination-environment",
+                      '{"storage_backend": "bulk"}', "-f", "value", "-c", "id").stdout.strip()
+
+
 def corrupt_disk(cloud: Path, instance: str) -> None:
     desc = json.loads((cloud / "instances" / instance / "instance.json").read_text())
     disk = cloud / "instances" / instance / desc["disks"][0]["file"]
@@ -223,11 +231,7 @@ def test_request_id_on_every_response(server: RunningServer) -> None:
 def test_endpoint_delete_conflicts_and_unique_names(
         server: RunningServer, endpoints: dict[str, str], clouds: dict[str, Path]) -> None:
     # An endpoint with a live replica: 409 naming it; nothing deleted.
-    replica = server.cli("replica", "create", "--origin-endpoint", "wsrc",
-                         "--destination-endpoint", "wdst", "--instance", "small",
-                         "--network-map", NETWORK_MAP, "--destination-environment",
-                         '{"storage_backend": "bulk"}', "-f", "value", "-c", "id"
-                         ).stdout.strip()
+    replica = new_replica(server, "small")
     res = server.cli("endpoint", "delete", "wsrc", check=False)
     assert res.returncode == 1 and "HTTP 409" in res.stderr, res.stderr
     assert f"replica {replica}" in res.stderr
@@ -272,11 +276,7 @@ def test_endpoint_delete_after_its_transfers_are_deleted(
 
 def test_replica_delete_refuses_while_it_holds_disks(
         server: RunningServer, endpoints: dict[str, str]) -> None:
-    replica = server.cli("replica", "create", "--origin-endpoint", "wsrc",
-                         "--destination-endpoint", "wdst", "--instance", "failing",
-                         "--network-map", NETWORK_MAP, "--destination-environment",
-                         '{"storage_backend": "bulk"}', "-f", "value", "-c", "id"
-                         ).stdout.strip()
+    replica = new_replica(server, "failing")
     server.cli("replica", "execute", replica, "--wait", "--wait-interval", "0.5")
     info = server.cli("replica", "show", replica, "--show-instances-data", "-f", "json"
                       ).json()["instances-data"]
@@ -291,15 +291,10 @@ def test_replica_delete_refuses_while_it_holds_disks(
     assert leftovers == []
 
 
-
 # --- schedules in cron syntax ----------------------------------------------------------------
 def test_schedule_cron_syntax_and_next_run(
         server: RunningServer, endpoints: dict[str, str]) -> None:
-    replica = server.cli("replica", "create", "--origin-endpoint", "wsrc",
-                         "--destination-endpoint", "wdst", "--instance", "held",
-                         "--network-map", NETWORK_MAP, "--destination-environment",
-                         '{"storage_backend": "bulk"}', "-f", "value", "-c", "id"
-                         ).stdout.strip()
+    replica = new_replica(server, "held")
     created = server.cli("replica", "schedule", "create", replica, "-M", "*/5", "-H", "9-17",
                          "-w", "0-4", "-f", "json").json()
     assert created["schedule"] == {"minute": "*/5", "hour": "9-17", "dow": "0-4"}
