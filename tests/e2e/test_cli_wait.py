@@ -44,7 +44,7 @@ def clouds(server: RunningServer) -> dict[str, Path]:
     local_cloud("init", str(src), "--network", "lan")
     local_cloud("add-instance", str(src), "small", "--disk-size", "24M", "--disk-format", "raw",
                 "--network", "lan")
-    for name in ("failing", "held"):
+    for name in ("failing", "held", "tty"):
         local_cloud("add-instance", str(src), name, "--disk-size", "24M", "--network", "lan")
     local_cloud("add-instance", str(src), "corrupt", "--disk-size", "16M",
                 "--disk-format", "qcow2", "--network", "lan")
@@ -137,13 +137,13 @@ def run_on_terminal(server: RunningServer, *args: str) -> tuple[int, str]:
 
 def test_wait_on_a_terminal_shows_a_live_display(
         server: RunningServer, endpoints: dict[str, str]) -> None:
-    mid = server.cli("migration", "list", "-f", "value", "-c", "ID").stdout.split()[0]
-    code, out = run_on_terminal(server, "migration", "wait", mid, "-c", "status")
+    code, out = run_on_terminal(server, *create_args("tty", "--wait", "-c", "status"))
     assert code == 0, out
     assert "\x1b[" in out  # rich's terminal rendering, not the plain lines
-    assert re.search(r"small REPLICATE_DISKS: COMPLETED", out), out
-    assert re.search(r"Disk\s+\S+\s+━+\s+100%", out), out  # a finished bar per disk
-    assert "status: COMPLETED" not in out  # (that is the plain mode's line)
+    plain = re.sub("\x1b\\[[0-9;?]*[A-Za-z]", "", out)
+    assert re.search(r"tty\s+REPLICATE_DISKS\s+COMPLETED", plain), plain
+    assert re.search(r"tty Disk disk0\s+━+\s+100%", plain), plain  # a finished bar per disk
+    assert "status: COMPLETED" not in plain  # (that is the plain mode's line)
 
 
 def test_migration_wait_fails_with_the_reason(

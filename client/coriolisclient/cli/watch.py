@@ -84,58 +84,66 @@ class PlainReporter:
 
 
 class RichReporter:
-    """A live rich display: a spinner line per task with its status and last event, a bar per
-    progress update (per disk) with bytes done of total, rate and ETA."""
+    """A live rich display: a table of the tasks (instance, task, status, last event) and a
+    bar per progress update (per disk) with bytes done of total, rate and ETA."""
+
+    ACTIVE = ("PENDING", "STARTING", "RUNNING", "SCHEDULED", "CANCELLING")
 
     def __init__(self, stream: TextIO) -> None:
         from rich.console import Console
+        from rich.live import Live
         from rich.progress import (
             BarColumn,
             DownloadColumn,
             Progress,
-            SpinnerColumn,
             TextColumn,
             TimeRemainingColumn,
             TransferSpeedColumn,
         )
 
-        self.progress = Progress(
-            SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+        self.bars = Progress(
+            TextColumn("{task.description}"), BarColumn(),
             TextColumn("{task.percentage:>3.0f}%"), DownloadColumn(binary_units=True),
-            TransferSpeedColumn(), TimeRemainingColumn(),
-            console=Console(file=stream), transient=False)
+            TransferSpeedColumn(), TimeRemainingColumn())
         self.rows: dict[str, Any] = {}
-        self.progress.start()
+        self.live = Live(self._render(None, []), console=Console(file=stream),
+                         refresh_per_second=4)
+        self.live.start()
 
-    def _row(self, key: str, description: str, completed: float | None = None,
-             total: float | None = None, done: bool = False) -> None:
-        if key not in self.rows:
-            self.rows[key] = self.progress.add_task(description, total=total,
-                                                    completed=int(completed or 0))
-        self.progress.update(self.rows[key], description=description, total=total,
-                             completed=completed or 0)
-        if done:
-            self.progress.stop_task(self.rows[key])
+    def _render(self, status: str | None, tasks: list[dict[str, Any]]) -> Any:
+        from rich.console import Group
+        from rich.table import Table
+
+        table = Table(box=None, show_header=True, header_style="bold", pad_edge=False)
+        for column in ("Instance", "Task", "Status", "Last event"):
+            table.add_column(column, overflow="ellipsis", no_wrap=True)
+        for task in tasks:
+            events = task.get("events") or []
+            style = {"COMPLETED": "green", "ERROR": "red", "RUNNING": "yellow"}.get(
+                str(task.get("status")), "")
+            table.add_row(str(task.get("instance")), str(task.get("task_type")),
+                          f"[{style}]{task.get('status')}[/]" if style
+                          else str(task.get("status")),
+                          str(events[-1].get("message")) if events else "")
+        return Group(f"[bold]{status or '...'}[/bold]", table, self.bars)
 
     def update(self, resource: Any, status: str | None) -> None:
-        self._row("status", f"[bold]{status}[/bold]", done=status in waiter.EXECUTION_FINAL)
-        for task in getattr(resource, "tasks", None) or []:
-            events = task.get("events") or []
-            last = f" - {events[-1].get('message')}" if events else ""
-            final = task.get("status") not in ("PENDING", "STARTING", "RUNNING", "SCHEDULED",
-                                               "CANCELLING")
-            self._row(f"{task.get('id')}", f"{task.get('instance')} {task.get('task_type')}: "
-                      f"{task.get('status')}{last}"[:110], done=final)
+        tasks = getattr(resource, "tasks", None) or []
+        for task in tasks:
             for update in task.get("progress_updates") or []:
                 total = update.get("total_steps")
-                message = str(update.get("message") or "").split(":")[0]
-                self._row(_update_key(task, update), f"  {message}",
-                          update.get("current_step"), total or None,
-                          done=final or (total is not None
-                                         and update.get("current_step") == total))
+                if not total:  # a step without a size: the table's event column says it
+                    continue
+                key = _update_key(task, update)
+                label = f"{task.get('instance')} {str(update.get('message')).split(':')[0]}"
+                if key not in self.rows:
+                    self.rows[key] = self.bars.add_task(label, total=total)
+                self.bars.update(self.rows[key], total=total,
+                                 completed=update.get("current_step") or 0)
+        self.live.update(self._render(status, tasks))
 
     def close(self) -> None:
-        self.progress.stop()
+        self.live.stop()
 
 
 def reporter(stream: TextIO | None = None) -> PlainReporter | RichReporter:
