@@ -41,3 +41,14 @@ def test_every_option_of_every_command_has_help() -> None:
             if not action.help and not isinstance(action, argparse._HelpAction):
                 missing.append(f"{name}: {'/'.join(action.option_strings) or action.dest}")
     assert missing == []
+
+
+def test_provider_errors_reach_the_user_with_secrets_redacted() -> None:
+    from coriolis.worker.service import redact
+
+    conn = {"uri": "qemu+ssh://root@kvm1/system", "ssh": {"password": "s3cr3t-pw"},
+            "keys": ["-----BEGIN KEY-----abc"], "port": 22, "x": "ab"}
+    message = ("libvirtError: auth failed for qemu+ssh://root@kvm1/system with s3cr3t-pw "
+               "and -----BEGIN KEY-----abc (ab)")
+    assert redact(message, conn, None) == \
+        "libvirtError: auth failed for *** with *** and *** (ab)"
