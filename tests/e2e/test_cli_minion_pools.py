@@ -249,8 +249,9 @@ def test_three_migrations_share_two_minions(server: RunningServer, cloud: dict[s
     refused = migrate(server, "vm0", pool_id, check=False)
     assert refused.returncode != 0 and pool_id in refused.stderr \
         and "not ALLOCATED" in refused.stderr, refused.stderr
-    server.cli("minion", "pool", "allocate", pool_id)
-    assert wait_settled(server, pool_id)["Pool Status"] == "ALLOCATED"
+    # --wait returns the settled pool
+    assert server.cli("minion", "pool", "allocate", pool_id, "--wait", "--wait-interval", "0.5",
+                      "-f", "value", "-c", "Pool Status").stdout.strip() == "ALLOCATED"
     from concurrent.futures import ThreadPoolExecutor
     with ThreadPoolExecutor(3) as ex:
         created = list(ex.map(lambda i: migrate(server, f"vm{i}", pool_id).json(), range(3)))
@@ -280,8 +281,8 @@ def test_three_migrations_share_two_minions(server: RunningServer, cloud: dict[s
     # The data went through the minions' agents: their logs show the writes.
     logs = [(d / "agent.log").read_text() for d in minion_dirs(cloud, pool_id)]
     assert all("/v1/transfers" in log for log in logs), [log[-2000:] for log in logs]
-    server.cli("minion", "pool", "deallocate", pool_id)
-    assert wait_settled(server, pool_id)["Pool Status"] == "DEALLOCATED"
+    assert server.cli("minion", "pool", "deallocate", pool_id, "--wait", "-f", "value", "-c",
+                      "Pool Status").stdout.strip() == "DEALLOCATED"
     server.cli("minion", "pool", "delete", pool_id)
 
 
