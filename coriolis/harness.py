@@ -338,7 +338,8 @@ def parse_tasks(rendered: str | list[dict[str, Any]]) -> list[dict[str, str]]:
     blank lines) into dicts; ``progress_updates`` keeps its following lines joined. The
     list of task objects ``-f json`` gives is first rendered as the table shows it."""
     if not isinstance(rendered, str):
-        from coriolisclient.cli.utils import format_tasks
+        import importlib  # the client's own rendering (a separate package for mypy)
+        format_tasks = importlib.import_module("coriolisclient.cli.utils").format_tasks
         rendered = str.__str__(format_tasks(rendered))
     tasks: list[dict[str, str]] = []
     for block in rendered.strip().split("\n\n"):
