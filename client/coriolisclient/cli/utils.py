@@ -171,12 +171,19 @@ def format_json(value: Any, indent: int | None = 2) -> Structured:
 SECRET_KEY = re.compile(r"pass|secret|token|private|credential|api_?key|^key$", re.I)
 
 
+def _is_secret(key: str, value: Any) -> bool:
+    """A secret-looking key with a scalar value; a reference (``secret_ref``: a Barbican
+    URL) is not the secret itself."""
+    return (bool(SECRET_KEY.search(key)) and not key.endswith("_ref")
+            and value not in (None, "") and not isinstance(value, (dict, list)))
+
+
 def mask_secrets(value: Any) -> Any:
     """``value`` with the values of secret-looking keys (password, secret, token, private
-    key, credentials, api key) replaced by ``***`` at any depth."""
+    key, credentials, api key) replaced by ``***`` at any depth (not ``*_ref`` references)."""
     if isinstance(value, dict):
-        return {k: "***" if SECRET_KEY.search(str(k)) and v not in (None, "")
-                else mask_secrets(v) for k, v in value.items()}
+        return {k: "***" if _is_secret(str(k), v) else mask_secrets(v)
+                for k, v in value.items()}
     if isinstance(value, list):
         return [mask_secrets(v) for v in value]
     return value

@@ -125,9 +125,9 @@ def build_router(services: Services, context: Any) -> APIRouter:
                         ctx: RequestContext = Depends(context)) -> dict[str, Any]:
         data = body.endpoint
         with db.session() as session:
-            _check_unique_name(session, ctx.project_id, data.name)
             conn = _check_connection_info(session, services, ctx, data.type,
                                           data.connection_info)
+            _check_unique_name(session, ctx.project_id, data.name)  # bad input first (400)
             row = models.Endpoint(project_id=ctx.project_id, user_id=ctx.user_id,
                                   name=data.name, type=data.type,
                                   description=data.description,

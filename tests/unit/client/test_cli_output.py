@@ -10,11 +10,11 @@ from coriolisclient.cli import base, utils
 def test_mask_secrets_at_any_depth() -> None:
     conn = {"host": "h", "username": "u", "password": "p",
             "nested": {"api_key": "k", "private_key_data": "pem", "port": 1},
-            "list": [{"token": "t"}], "empty_secret": ""}
+            "list": [{"token": "t"}], "empty_secret": "", "secret_ref": "http://kms/s/1"}
     assert utils.mask_secrets(conn) == {
         "host": "h", "username": "u", "password": "***",
         "nested": {"api_key": "***", "private_key_data": "***", "port": 1},
-        "list": [{"token": "***"}], "empty_secret": ""}
+        "list": [{"token": "***"}], "empty_secret": "", "secret_ref": "http://kms/s/1"}
 
 
 def test_structured_fields_by_format() -> None:
