@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from coriolis import __version__
-from coriolis.api import errors, logger, openapi, secrets
+from coriolis.api import errors, logger, openapi, requestid, secrets
 from coriolis.api.auth import context_dependency
 from coriolis.api.limits import BodyLimit
 from coriolis.api.v1 import admin, endpoints, transfers
@@ -26,6 +26,8 @@ def create_app(services: Services) -> FastAPI:
     errors.install(app)
     openapi.install(app)
     app.add_middleware(BodyLimit, max_bytes=services.settings.max_request_body_bytes)
+    # Added last: the outermost, so that every response (errors too) carries the id.
+    app.add_middleware(requestid.RequestIdMiddleware)
     validator: TokenValidator
     login: dashboard_login.Login
     if services.settings.keystone:
