@@ -28,6 +28,7 @@ _MODULE_STARTED: dict[str, float] = {}
 SHARED_RESOURCES = {
     "libvirt": ("libvirt", "tests/providers/"),
     "openstack": ("openstack_cloud",),
+    "loop-devices": ("loop_devices",),
 }
 
 

@@ -165,7 +165,7 @@ def test_tasks_land_only_where_the_region_rules_allow(cluster: Cluster, setup: d
     assert ("VALIDATE_MIGRATION_DESTINATION_INPUTS", "w2", "COMPLETED") in rows
     assert ("REPLICATE_DISKS", None, "FAILED_TO_SCHEDULE") in rows
     assert re.search(r"endpoint 'src-r1' \(local\) in regions \[r1\] and endpoint 'dst-r2' "
-                     r"\(local\) in regions \[r2\]", done["tasks"]), done["tasks"]
+                     r"\(local\) in regions \[r2\]", json.dumps(done["tasks"])), done["tasks"]
 
     # A listing follows the same rules: no enabled worker in r2 once w2 is disabled.
     api.cli("service", "update", setup["services"]["w2"], "--disabled")
@@ -182,7 +182,7 @@ def _copy_started(db: Engine, migration: str, fraction: float, api: RunningServe
                   ) -> str:
     """Wait until the disk copy has done ``fraction`` of the disk; return its worker."""
     def far_enough(m: dict) -> bool:
-        found = re.findall(r"Disk disk0: ([\d.]+) of ([\d.]+) MiB", m["tasks"])
+        found = re.findall(r"Disk disk0: ([\d.]+) of ([\d.]+) MiB", json.dumps(m["tasks"]))
         return bool(found) and float(found[-1][0]) >= float(found[-1][1]) * fraction
 
     api.wait_for(["migration", "show", migration], far_enough, timeout=90)
