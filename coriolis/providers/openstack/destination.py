@@ -349,8 +349,8 @@ class OpenStackDestination(ReplicaImportProvider, OSMorphingProvider):
                 what = f"replica disk {volume['disk_id']}"
                 snap = volumes.create_snapshot(
                     conn, connection_info, volume["volume_id"],
-                    f"coriolis-{snapshot_id}-{volumes.safe(volume['disk_id'])}", what)
-                conn.block_storage.set_snapshot_metadata(snap, **{EXECUTION_META: snapshot_id})
+                    f"coriolis-{snapshot_id}-{volumes.safe(volume['disk_id'])}", what,
+                    metadata={EXECUTION_META: snapshot_id})
                 info.append({**volume, "snapshot": snap.id, "snapshot_id": snapshot_id})
                 crash_point()
             outcome["volumes_info"] = info
@@ -411,7 +411,7 @@ class OpenStackDestination(ReplicaImportProvider, OSMorphingProvider):
                         what = f"clone of disk {volume['disk_id']} for server '{name}'"
                         clone = volumes.create_volume(
                             conn, ci, what, name=f"coriolis-{key}-clone-"
-                            f"{volumes.safe(volume['disk_id'])}", source_volid=vid,
+                            f"{volumes.safe(volume['disk_id'])}", source_volume_id=vid,
                             size=max(1, int(volume["size_bytes"]) // GiB),
                             metadata={"coriolis_key": key})
                         clones.append(clone.id)
@@ -452,7 +452,7 @@ class OpenStackDestination(ReplicaImportProvider, OSMorphingProvider):
 
     def _remove_leftovers(self, conn: Any, ci: JSON, key: str, nics: int,
                           volumes_info: list[JSON]) -> None:
-        for port in conn.network.ports(name=None):
+        for port in conn.network.ports():
             if (port.name or "").startswith(f"coriolis-{key}-nic"):
                 self._delete_ports(conn, ci, [port.id])
         for volume in volumes_info:

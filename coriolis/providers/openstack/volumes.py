@@ -158,10 +158,13 @@ def delete_snapshot(conn: Any, ci: JSON, snapshot_id: str | None) -> None:
         raise http_error(exc, f"cannot delete Cinder snapshot {snapshot_id}", ci) from None
 
 
-def create_snapshot(conn: Any, ci: JSON, volume_id: str, name: str, what: str) -> Any:
+def create_snapshot(conn: Any, ci: JSON, volume_id: str, name: str, what: str,
+                    metadata: JSON | None = None) -> Any:
+    """A snapshot of a volume (in use or not), waited for; on an error it is deleted."""
     try:
-        snap = conn.block_storage.create_snapshot(volume_id=volume_id, name=name, force=True,
-                                                  metadata={"coriolis": "1"})
+        snap = conn.block_storage.create_snapshot(volume_id=volume_id, name=name,
+                                                  is_forced=True,
+                                                  metadata=metadata or {"coriolis": "1"})
     except sdk_errors() as exc:
         raise http_error(exc, f"cannot snapshot the Cinder volume of {what}", ci) from None
     try:
