@@ -64,51 +64,52 @@ def find_snapshots(conn: Any, name: str) -> list[Any]:
     return [s for s in conn.block_storage.snapshots(details=True, name=name) if s.name == name]
 
 
-def wait_volume(conn: Any, ci: JSON, volume: Any, what: str,
-                status: str = "available") -> Any:
-    """Wait for ``status``; a volume in ``error`` (or that does not get there in the
-    endpoint's timeout) is a ``ProviderError`` naming ``what`` and the volume."""
+def _wait(conn: Any, ci: JSON, res: Any, what: str, kind: str, status: str) -> Any:
+    """Wait for ``status``; a resource in ``error`` (or that does not get there in the
+    endpoint's timeout) is a ``ProviderError`` naming ``what`` and the resource."""
     from openstack import exceptions as os_exc
     try:
         return conn.block_storage.wait_for_status(
-            volume, status=status, failures=["error", "error_restoring", "error_extending"],
+            res, status=status, failures=["error", "error_restoring", "error_extending"],
             interval=1, wait=timeout_of(ci))
     except os_exc.ResourceFailure:
         raise exceptions.ProviderError(
-            f"{what}: Cinder volume {volume.id} went to status 'error'") from None
+            f"{what}: Cinder {kind} {res.id} went to status 'error'") from None
     except os_exc.ResourceTimeout:
         raise exceptions.ProviderError(
-            f"{what}: Cinder volume {volume.id} is not {status} after {timeout_of(ci)} s "
-            f"(status {getattr(conn.block_storage.get_volume(volume.id), 'status', '?')})"
+            f"{what}: Cinder {kind} {res.id} is not {status} after {timeout_of(ci)} s"
         ) from None
+
+
+def wait_volume(conn: Any, ci: JSON, volume: Any, what: str,
+                status: str = "available") -> Any:
+    return _wait(conn, ci, volume, what, "volume", status)
 
 
 def wait_snapshot(conn: Any, ci: JSON, snap: Any, what: str) -> Any:
-    from openstack import exceptions as os_exc
+    return _wait(conn, ci, snap, what, "snapshot", "available")
+
+
+def _made(conn: Any, ci: JSON, make: Any, wait: Any, delete: Any, failed: str,
+          what: str) -> Any:
+    """``make()``, then ``wait(conn, ci, it, what)``; what was made is deleted on an
+    error, which names ``failed`` (quota, unknown type: ``InvalidInput``)."""
     try:
-        return conn.block_storage.wait_for_status(
-            snap, status="available", failures=["error"], interval=1, wait=timeout_of(ci))
-    except os_exc.ResourceFailure:
-        raise exceptions.ProviderError(
-            f"{what}: Cinder snapshot {snap.id} went to status 'error'") from None
-    except os_exc.ResourceTimeout:
-        raise exceptions.ProviderError(
-            f"{what}: Cinder snapshot {snap.id} is not available after {timeout_of(ci)} s"
-        ) from None
+        made = make()
+    except sdk_errors() as exc:
+        raise http_error(exc, failed, ci) from None
+    try:
+        return wait(conn, ci, made, what)
+    except BaseException:
+        delete(conn, ci, made.id)
+        raise
 
 
 def create_volume(conn: Any, ci: JSON, what: str, **attrs: Any) -> Any:
     """Create a volume and wait for it; on an error it is deleted and the error names
-    ``what`` (quota, unknown type: ``InvalidInput``)."""
-    try:
-        volume = conn.block_storage.create_volume(**attrs)
-    except sdk_errors() as exc:
-        raise http_error(exc, f"cannot create the Cinder volume of {what}", ci) from None
-    try:
-        return wait_volume(conn, ci, volume, what)
-    except BaseException:
-        delete_volume(conn, ci, volume.id)
-        raise
+    ``what``."""
+    return _made(conn, ci, lambda: conn.block_storage.create_volume(**attrs), wait_volume,
+                 delete_volume, f"cannot create the Cinder volume of {what}", what)
 
 
 def delete_volume(conn: Any, ci: JSON, volume_id: str | None, wait: bool = True) -> None:
@@ -161,17 +162,10 @@ def delete_snapshot(conn: Any, ci: JSON, snapshot_id: str | None) -> None:
 def create_snapshot(conn: Any, ci: JSON, volume_id: str, name: str, what: str,
                     metadata: JSON | None = None) -> Any:
     """A snapshot of a volume (in use or not), waited for; on an error it is deleted."""
-    try:
-        snap = conn.block_storage.create_snapshot(volume_id=volume_id, name=name,
-                                                  is_forced=True,
-                                                  metadata=metadata or {"coriolis": "1"})
-    except sdk_errors() as exc:
-        raise http_error(exc, f"cannot snapshot the Cinder volume of {what}", ci) from None
-    try:
-        return wait_snapshot(conn, ci, snap, what)
-    except BaseException:
-        delete_snapshot(conn, ci, snap.id)
-        raise
+    return _made(conn, ci, lambda: conn.block_storage.create_snapshot(
+        volume_id=volume_id, name=name, is_forced=True,
+        metadata=metadata or {"coriolis": "1"}), wait_snapshot, delete_snapshot,
+        f"cannot snapshot the Cinder volume of {what}", what)
 
 
 def connector() -> JSON:
