@@ -146,6 +146,9 @@ def test_local_to_openstack_and_back_bit_identical(osc: dict[str, Any]) -> None:
     assert {a.split()[0] for a in added} == {"server", "port", "volume"}
     assert len(added) == 1 + 1 + 2
 
+    with connect(ci) as conn:  # a stopped server: its volumes hold still
+        conn.compute.stop_server(srv)
+        conn.compute.wait_for_server(srv, status="SHUTOFF", wait=300)
     back = migrate(server, "os", "os-back", "osprov-vm1", {}, {NET: "lan"})
     assert back["status"] == "COMPLETED", back["tasks"]
     after_export = inventory(ci)

@@ -12,6 +12,9 @@ snapshots.
   the transfer, server and disk), opened as a file of this host's NFS mount (a ``path``
   location confined to the share folder). ``delete_source_resources`` closes and deletes
   them, also finding those of a call that died before reporting (by name).
+  Where Cinder cannot snapshot an in-use volume (the NFS driver asks Nova for an assisted
+  snapshot, which the compute driver may lack) and the server is stopped, the volume itself
+  is read (an event says so): nothing writes it while the server is off.
 - Servers booted from a Glance image (no volume) are listed with an ``image`` disk, but an
   export refuses them (``InvalidInput`` naming the server): reading them needs a Glance
   image of the instance (``createImage``), which Nova's fake driver here does not fill.
@@ -182,12 +185,29 @@ class OpenStackSource(InstancesProvider, ReplicaExportProvider):
                            "events": [NO_CBT] if tracking_id else []}
         with connect(ci) as conn:
             self._remove(conn, ci, names.values())
+            stopped = _find_server(conn, export_info["id"]).status == "SHUTOFF"
             try:
                 for disk in export_info["devices"]["disks"]:
                     name = names[disk["id"]]
                     what = (f"disk {disk['id']} of instance '{export_info['name']}' "
                             f"(Cinder volume {disk['volume_id']})")
-                    snap = volumes.create_snapshot(conn, ci, disk["volume_id"], name, what)
+                    try:
+                        snap = volumes.create_snapshot(conn, ci, disk["volume_id"], name,
+                                                       what)
+                    except exceptions.ProviderError as exc:
+                        if not stopped:
+                            raise
+                        # The NFS driver snapshots an in-use volume through Nova's assisted
+                        # snapshots, which not every compute driver has: a stopped server's
+                        # volume is read as it is.
+                        loc = volumes.location(conn, ci, disk["volume_id"], f"source {what}")
+                        resources["direct"] = [*resources.get("direct", []),
+                                               disk["volume_id"]]
+                        resources["disks"][disk["id"]] = locations.to_json(loc)
+                        resources["events"].append(
+                            f"{what}: read from the volume itself (the server is stopped): "
+                            f"{exc}")
+                        continue
                     resources["snapshots"][disk["id"]] = snap.id
                     crash_point()
                     temp = volumes.create_volume(conn, ci, what, name=name,
@@ -198,6 +218,8 @@ class OpenStackSource(InstancesProvider, ReplicaExportProvider):
                     loc = volumes.location(conn, ci, temp.id, f"source {what}")
                     resources["disks"][disk["id"]] = locations.to_json(loc)
             except BaseException:
+                for vid in resources.get("direct", []):
+                    volumes.close_file(conn, ci, vid)
                 self._remove(conn, ci, names.values())
                 raise
         return resources
@@ -217,6 +239,8 @@ class OpenStackSource(InstancesProvider, ReplicaExportProvider):
         those named after ``export_info`` and ``transfer_id``. Idempotent."""
         res = source_resources or {}
         with connect(connection_info) as conn:
+            for vid in res.get("direct") or []:
+                volumes.close_file(conn, connection_info, vid)
             for vid in (res.get("volumes") or {}).values():
                 volumes.close_file(conn, connection_info, vid)
                 volumes.delete_volume(conn, connection_info, vid)
