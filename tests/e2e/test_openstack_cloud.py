@@ -10,7 +10,8 @@ driver on a bind mount, Neutron, Placement, Nova with the fake compute driver: t
 - after success, failure (unknown flavor, network, volume type) and cancel, the project's
   Cinder volumes and snapshots, Neutron ports and Nova servers are what they were.
 
-The fake compute driver runs no guest: the server's disks are checked in Cinder, not booted.
+The cloud is the session fixture ``openstack_cloud`` (tests/openstack_cloud.py). The fake
+compute driver runs no guest: the server's disks are checked in Cinder, not booted.
 """
 
 from __future__ import annotations
@@ -30,32 +31,24 @@ from coriolis.providers.local.cloud import LocalCloud
 from coriolis.providers.openstack.connection import connect
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
-openstack_cloud = pytest.importorskip("coriolis.openstack_cloud")
-
 FINAL = {"COMPLETED", "ERROR", "CANCELED", "DEADLOCKED"}
 MAC = "fa:16:3e:0a:0b:01"
-NET = "osprov-net"
-FLAVOR = "osprov.small"
+NET = "private"  # networks, flavors and volume types of tests/openstack_cloud.py
+FLAVOR = "m1.small"
 GiB = 1024 ** 3
 
 
 @pytest.fixture(scope="module")
-def osc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def osc(openstack_cloud: Any, tmp_path_factory: pytest.TempPathFactory
+        ) -> Iterator[dict[str, Any]]:
     work = tmp_path_factory.mktemp("osprov")
-    cloud = openstack_cloud.start_cloud(work / "cloud")
+    cloud = openstack_cloud
     server: RunningServer | None = None
     try:
-        ci = dict(cloud.connection_info())
-        with connect(ci) as conn:
-            if conn.network.find_network(NET) is None:
-                net = conn.network.create_network(name=NET)
-                conn.network.create_subnet(network_id=net.id, ip_version=4,
-                                           cidr="10.77.0.0/24", name=NET + "-sub")
-            if conn.compute.find_flavor(FLAVOR, ignore_missing=True) is None:
-                conn.compute.create_flavor(name=FLAVOR, vcpus=2, ram=256, disk=0)
+        auth = {k: v for k, v in cloud.auth.items() if k != "identity_api_version"}
+        ci = {**auth, "nfs_mount_point_base": str(cloud.work / "cinder" / "mnt")}
         data = work / "data"
-        server = start_server(data, {"CORIOLIS_OPENSTACK_MOUNT_ROOTS":
-                                     str(ci["nfs_mount_point_base"])})
+        server = start_server(data, {"CORIOLIS_OPENSTACK_MOUNT_ROOTS": str(cloud.work)})
         src = server.cloud_dir("os-src")
         local_cloud("init", str(src), "--network", "lan")
         local_cloud("add-instance", str(src), "vm1", "--disk-size", "24M", "--disks", "2",
@@ -76,7 +69,6 @@ def osc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     finally:
         if server is not None:
             stop_server(server)
-        cloud.stop()
 
 
 def inventory(ci: dict[str, Any]) -> set[str]:
@@ -114,7 +106,9 @@ def migrate(server: RunningServer, origin: str, dest: str, instance: str,
     created = server.cli(
         "migration", "create", "--origin-endpoint", origin, "--destination-endpoint", dest,
         "--instance", instance, "--destination-environment", json.dumps(env),
-        "--network-map", json.dumps(network_map), "--skip-os-morphing", *extra,
+        "--network-map", json.dumps(network_map), "--skip-os-morphing",
+        "--source-environment", json.dumps(
+            {"snapshot": False} if origin != "os" else {"shutdown_timeout": 60}), *extra,
         "-f", "json").json()
     return server.wait_for(["migration", "show", created["id"]],
                            lambda m: m["status"] in FINAL, timeout=900)
@@ -184,6 +178,7 @@ def test_replica_two_executions_then_deploy(osc: dict[str, Any]) -> None:
     replica = server.cli(
         "replica", "create", "--origin-endpoint", "os-src", "--destination-endpoint", "os",
         "--instance", "vmrep", "--network-map", json.dumps({"lan": NET}),
+        "--source-environment", '{"snapshot": false}',
         "--destination-environment", json.dumps({"flavor_name": FLAVOR,
                                                  "instance_name": "osprov-rep"}),
         "-f", "json").json()["id"]
