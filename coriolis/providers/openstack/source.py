@@ -185,7 +185,6 @@ class OpenStackSource(InstancesProvider, ReplicaExportProvider):
                            "events": [NO_CBT] if tracking_id else []}
         with connect(ci) as conn:
             self._remove(conn, ci, names.values())
-            stopped = _find_server(conn, export_info["id"]).status == "SHUTOFF"
             try:
                 for disk in export_info["devices"]["disks"]:
                     name = names[disk["id"]]
@@ -195,7 +194,7 @@ class OpenStackSource(InstancesProvider, ReplicaExportProvider):
                         snap = volumes.create_snapshot(conn, ci, disk["volume_id"], name,
                                                        what)
                     except exceptions.ProviderError as exc:
-                        if not stopped:
+                        if _find_server(conn, export_info["id"]).status != "SHUTOFF":
                             raise
                         # The NFS driver snapshots an in-use volume through Nova's assisted
                         # snapshots, which not every compute driver has: a stopped server's
