@@ -8,8 +8,11 @@ What is real and what stands in (see docs/reference: platform-backends.md, OpenS
   (``<mount base>/<md5 of the share>``), so volumes are real files a worker on this host opens;
   the kernel has no NFS client, the driver only checks that ``mount.nfs`` exists.
 - Neutron is neutron-server's API with ML2 (``flat`` and ``vlan`` networks on ``physnet1``)
-  and no agents; ports are bound by Neutron's own ``test`` mechanism driver, which binds ports
-  of the host ``host-ovs-filter-active`` as active OVS ports: the Nova compute host has that name.
+  and the ``openvswitch`` mechanism driver, but no agent runs: one Open vSwitch agent row for
+  the compute host is written into Neutron's database (what the agent's first state report
+  would write) with the largest ``agent_down_time`` (24 days), so ports bind (``binding:vif_type``
+  ``ovs``) and stay ``DOWN``. Neutron's own ``test`` mechanism driver was tried first: its
+  assertions fail when Nova binds an existing port (``context.original`` is set).
 - Nova's compute runs ``fake.FakeDriver``: servers reach ACTIVE and volumes get attached in
   Cinder's and Nova's bookkeeping, but no guest runs.
 
@@ -22,13 +25,15 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
-import secrets
 import shutil
 import signal
+import sqlite3
 import subprocess
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +47,7 @@ CLOUD_PACKAGES = ("keystone==30.0.0", "glance==33.0.0", "cinder==29.0.0", "nova=
                   "pyroute2")  # neutron imports pyroute2 without requiring it
 REGION = "RegionOne"
 NFS_SHARE = "127.0.0.1:/export"
-COMPUTE_HOST = "host-ovs-filter-active"  # the name Neutron's `test` mechanism driver binds
+COMPUTE_HOST = "coriolis-compute"  # Nova's compute host and its (stand-in) Open vSwitch agent
 RABBIT = "127.0.0.1:5672"
 
 
@@ -79,7 +84,7 @@ class OpenStackCloud:
         """An ``openstack.connection.Connection`` as the admin user."""
         import openstack
 
-        return openstack.connect(**self.auth)
+        return openstack.connect(**self.auth)  # type: ignore[arg-type]
 
     def volume_file(self, connection_info: dict[str, Any]) -> Path:
         """The local raw file of a volume, from Cinder's ``os-initialize_connection`` answer
@@ -123,6 +128,10 @@ def _spawn(argv: list[str], log: Path, env: dict[str, str] | None = None
                                 start_new_session=True)
 
 
+def _umount(path: Path) -> None:
+    subprocess.run(["umount", "-l", str(path)], check=True, capture_output=True)
+
+
 def _rabbitmqctl(*args: str) -> None:
     subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
 
@@ -164,7 +173,7 @@ def start_cloud(base: Path | None = None) -> OpenStackCloud:
     work = Path(tempfile.mkdtemp(prefix="coriolis-openstack-", dir=base))
     logs = work / "logs"
     logs.mkdir()
-    vhost = f"coriolis-os-{secrets.token_hex(4)}"
+    vhost = work.name  # one RabbitMQ virtual host per cloud, named after its directory
     cloud: OpenStackCloud | None = None
     cleanups: list[Callable[[], None]] = []
     procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -174,6 +183,11 @@ def start_cloud(base: Path | None = None) -> OpenStackCloud:
         _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
         keystone = ops.start_keystone(work / "keystone", env_dir)
         procs["keystone"] = keystone.process
+        # The services authenticate as admin and send service tokens, which keystonemiddleware
+        # accepts only from users with the `service` role.
+        admin_id = keystone.admin("GET", "/users?name=admin")["users"][0]["id"]
+        keystone.admin("PUT", f"/projects/{keystone.project('admin')}/users/{admin_id}/roles/"
+                              f"{keystone.role_id('service')}")
         cloud = OpenStackCloud(work=work, keystone=keystone, auth={
             "auth_url": keystone.url, "username": "admin", "password": ops.ADMIN_PASSWORD,
             "project_name": "admin", "user_domain_name": "Default",
@@ -259,8 +273,7 @@ lock_path = {locks}
     mount_point.mkdir(parents=True)
     subprocess.run(["mount", "--bind", str(export), str(mount_point)], check=True,
                    capture_output=True)
-    cloud._cleanups.append(lambda: subprocess.run(["umount", "-l", str(mount_point)],
-                                                  check=True, capture_output=True))
+    cloud._cleanups.append(lambda: _umount(mount_point))
     cloud.exports[NFS_SHARE] = export
     (cdir / "nfs_shares").write_text(NFS_SHARE + "\n")
     cconf = cdir / "cinder.conf"
@@ -278,6 +291,9 @@ connection = sqlite:///{cdir}/cinder.db
 [coordination]
 backend_url = file://{cdir}/coordination
 [nova]
+{auth.replace('www_authenticate_uri', '# ')}
+[service_user]
+send_service_user_token = true
 {auth.replace('www_authenticate_uri', '# ')}
 [cinder_sys_admin]
 helper_command = {bin_}/privsep-helper --config-file {cconf}
@@ -318,6 +334,7 @@ api_paste_config = {etc}/neutron/api-paste.ini
 notify_nova_on_port_status_changes = false
 notify_nova_on_port_data_changes = false
 dhcp_agent_notification = false
+agent_down_time = 2147483
 log_file = {logs}/neutron.log
 [database]
 connection = sqlite:///{ndir}/neutron.db
@@ -326,7 +343,7 @@ connection = sqlite:///{ndir}/neutron.db
 [ml2]
 type_drivers = flat,vlan
 tenant_network_types = vlan
-mechanism_drivers = test
+mechanism_drivers = openvswitch
 extension_drivers = port_security
 [ml2_type_flat]
 flat_networks = physnet1
@@ -366,6 +383,9 @@ os_region_name = {REGION}
 {section_auth}
 [glance]
 region_name = {REGION}
+[service_user]
+send_service_user_token = true
+{section_auth}
 [nova_sys_admin]
 helper_command = {bin_}/privsep-helper --config-file {vconf}
 """ + common)
@@ -378,6 +398,7 @@ helper_command = {bin_}/privsep-helper --config-file {vconf}
     _run([str(bin_ / "placement-manage"), "--config-file", str(pdir / "placement.conf"),
           "db", "sync"], setup_log)
     _run([str(bin_ / "python"), "-c", _NEUTRON_SCHEMA, str(nconf)], setup_log)
+    _register_ovs_agent(ndir / "neutron.db")
     manage = [str(bin_ / "nova-manage"), "--config-file", str(vconf)]
     _run([*manage, "api_db", "sync"], setup_log)
     _run([*manage, "cell_v2", "map_cell0", "--database_connection",
@@ -427,6 +448,23 @@ head.get_metadata().create_all(engine)
 subprocess.run([sys.executable.replace("python", "neutron-db-manage"), "--config-file",
                 sys.argv[1], "stamp", "heads"], check=True)
 """
+
+
+def _register_ovs_agent(db: Path) -> None:
+    """The row an Open vSwitch agent on ``COMPUTE_HOST`` writes with its first state report:
+    bridge ``br-ex`` for ``physnet1``, no tunnels."""
+    now = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
+    config = {"bridge_mappings": {"physnet1": "br-ex"}, "tunnel_types": [],
+              "integration_bridge": "br-int", "datapath_type": "system",
+              "ovs_hybrid_plug": False, "ovs_capabilities": {"datapath_types": ["system"],
+                                                             "iface_types": ["internal"]}}
+    with contextlib.closing(sqlite3.connect(db)) as sql, sql:
+        sql.execute(
+            "INSERT INTO agents (id, agent_type, binary, topic, host, admin_state_up, "
+            "created_at, started_at, heartbeat_timestamp, configurations, load, "
+            "resources_synced) VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?, ?, 0, 1)",
+            (str(uuid.uuid4()), "Open vSwitch agent", "neutron-openvswitch-agent", "N/A",
+             COMPUTE_HOST, now, now, now, json.dumps(config)))
 
 
 def _provision(cloud: OpenStackCloud) -> None:

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from coriolis import harness
 from coriolis.openstack_cloud import OpenStackCloud, start_cloud
 
 
@@ -17,6 +18,8 @@ def openstack_cloud() -> Iterator[OpenStackCloud]:
     """A running, provisioned cloud; ``openstack_cloud.connect()`` is an admin
     ``openstack.connection.Connection``, ``openstack_cloud.auth`` its keyword set."""
     cloud = start_cloud()
+    # A failed test shows the end of every service's log (tests/conftest.py).
+    harness.SPAWNED_LOGS.extend(sorted((cloud.work / "logs").glob("*.log")))
     try:
         yield cloud
     finally:

@@ -113,8 +113,9 @@ def test_server_from_volume_on_port_with_chosen_mac(openstack_cloud: OpenStackCl
     assert shown.flavor["original_name"] == "m1.tiny"
     assert server.id in [s.id for s in conn.compute.servers()]
     port = conn.network.get_port(port.id)
-    assert (port.device_id, port.binding_host_id, port.status) == (
-        server.id, COMPUTE_HOST, "ACTIVE")
+    # Bound to the compute host's (stand-in) OVS agent; DOWN as no agent wires it.
+    assert (port.device_id, port.binding_host_id, port.binding_vif_type) == (
+        server.id, COMPUTE_HOST, "ovs")
     volume = bs.get_volume(volume.id)
     assert volume.status == "in-use"
     assert [a["server_id"] for a in volume.attachments] == [server.id]
