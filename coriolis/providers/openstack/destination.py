@@ -19,6 +19,7 @@ server, OS morphing.
   or ``{"id", "security_groups"}``), security groups and key pair, clones the volumes when
   ``clone_disks`` and makes one Neutron port per source NIC (the source's MAC when
   ``preserve_mac_addresses``), named ``coriolis-<key>-nic<N>``. Nothing is listed yet:
+  The root volume (the first disk) is marked bootable.
   ``finalize_instance`` boots the Nova server from the volumes (block_device_mapping_v2,
   boot_index 0 the first disk) on those ports, with metadata ``coriolis_transfer``, and waits
   for ACTIVE. ``cleanup_failed_instance`` deletes the server, then the ports and clones.
@@ -420,6 +421,8 @@ class OpenStackDestination(ReplicaImportProvider, OSMorphingProvider):
                     elif self._volume(conn, vid) is None:
                         raise exceptions.ProviderError(
                             f"Cinder volume {vid} of disk {volume['disk_id']} is missing")
+                    if not disks:  # the root volume: Nova boots only a bootable one
+                        conn.block_storage.set_volume_bootable_status(vid, True)
                     disks.append({"disk_id": volume["disk_id"], "volume_id": vid})
                 port_info = []
                 for i, net in enumerate(nets):
