@@ -223,9 +223,12 @@ def test_replica_two_executions_then_deploy(osc: dict[str, Any]) -> None:
     [disk] = source_disks(osc["src"], "vmrep")
     assert same(disk, volume_file(ci, attached["id"]))
     server.cli("migration", "delete", deployed["id"], check=False)
-    with connect(ci) as conn:
+    with connect(ci) as conn:  # the deployed server and its port are the user's now
+        ports = [p.id for p in conn.network.ports(device_id=srv.id)]
         conn.compute.delete_server(srv)
         conn.compute.wait_for_delete(srv, wait=300)
+        for port in ports:
+            conn.network.delete_port(port)
     server.cli("replica", "delete", "disks", replica, check=False)
     time.sleep(1)
     deadline = time.monotonic() + 300
