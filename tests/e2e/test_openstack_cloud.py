@@ -147,7 +147,8 @@ def test_local_to_openstack_and_back_bit_identical(osc: dict[str, Any]) -> None:
     with connect(ci) as conn:  # a stopped server: its volumes hold still
         conn.compute.stop_server(srv)
         conn.compute.wait_for_server(srv, status="SHUTOFF", wait=300)
-    back = migrate(server, "os", "os-back", "osprov-vm1", {}, {NET: "lan"})
+    back = migrate(server, "os", "os-back", "osprov-vm1", {"instance_name": "osprov-vm1"},
+                   {NET: "lan"})
     assert back["status"] == "COMPLETED", back["tasks"]
     after_export = inventory(ci)
     assert after_export == before | added  # temporary snapshots and volumes gone

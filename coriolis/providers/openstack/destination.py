@@ -405,7 +405,7 @@ class OpenStackDestination(ReplicaImportProvider, OSMorphingProvider):
                         env["key_name"], ignore_missing=True) is None:
                     raise exceptions.InvalidInput(f"unknown key pair '{env['key_name']}'")
                 self._remove_leftovers(conn, ci, key, len(nets), volumes_info)
-                disks = []
+                disks: list[JSON] = []
                 for volume in volumes_info:
                     vid = volume["volume_id"]
                     if clone_disks:

@@ -17,6 +17,7 @@ volume has snapshots), which this worker reads or writes, confined to that share
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import socket
@@ -146,6 +147,11 @@ def delete_snapshot(conn: Any, ci: JSON, snapshot_id: str | None) -> None:
         return
     try:
         snap = conn.block_storage.get_snapshot(snapshot_id)
+        if snap.status not in ("available", "error", "deleting"):
+            # stuck (an in-use volume's snapshot waiting on Nova): Cinder deletes only
+            # available or error ones; an admin may reset it (else the delete says why)
+            with contextlib.suppress(os_exc.SDKException):
+                conn.block_storage.reset_snapshot_status(snap, "error")
         if snap.status != "deleting":
             conn.block_storage.delete_snapshot(snap, force=snap.status.startswith("error"))
         conn.block_storage.wait_for_delete(snap, interval=1, wait=timeout_of(ci))
