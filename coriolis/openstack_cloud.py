@@ -35,6 +35,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,22 @@ class OpenStackCloud:
         (``{"driver_volume_type": "nfs", "data": {"export", "name", ...}}``)."""
         data = connection_info["data"]
         return self.exports[data["export"]] / data["name"]
+
+    def leftovers(self) -> list[str]:
+        """What of this cloud still exists (empty after ``stop()``): running services, the
+        bind mount, the work directory, the RabbitMQ virtual host."""
+        found = [f"process {name} ({proc.pid})" for name, proc in self.processes.items()
+                 if proc.poll() is None]
+        mounts = Path("/proc/mounts").read_text()
+        found += [f"mount {line.split()[1]}" for line in mounts.splitlines()
+                  if str(self.work) in line]
+        if self.work.exists():
+            found.append(f"directory {self.work}")
+        vhosts = subprocess.run(["rabbitmqctl", "-q", "list_vhosts"], capture_output=True,
+                                text=True, timeout=60).stdout.split()
+        if self.work.name in vhosts:
+            found.append(f"RabbitMQ virtual host {self.work.name}")
+        return found
 
     def log(self, service: str) -> Path:
         return self.work / "logs" / f"{service}.log"
@@ -229,6 +246,7 @@ def _start_services(cloud: OpenStackCloud, env_dir: Path, vhost: str) -> None:
     cloud.endpoints.update(urls)
     transport = f"rabbit://guest:guest@{RABBIT}/{vhost}"
     auth = _authtoken(keystone.url)
+    section_auth = auth.replace("www_authenticate_uri", "# ")  # for clients of other services
     locks = work / "locks"
     default = f"[DEFAULT]\ntransport_url = {transport}\ndebug = false\n"
     common = f"""[oslo_concurrency]
@@ -291,10 +309,10 @@ connection = sqlite:///{cdir}/cinder.db
 [coordination]
 backend_url = file://{cdir}/coordination
 [nova]
-{auth.replace('www_authenticate_uri', '# ')}
+{section_auth}
 [service_user]
 send_service_user_token = true
-{auth.replace('www_authenticate_uri', '# ')}
+{section_auth}
 [cinder_sys_admin]
 helper_command = {bin_}/privsep-helper --config-file {cconf}
 [privsep_osbrick]
@@ -322,7 +340,7 @@ auth_strategy = keystone
 [keystone_authtoken]
 {auth}""")
 
-    # Neutron: ML2, flat and vlan networks on physnet1, Neutron's `test` mechanism driver.
+    # Neutron: ML2, flat and vlan networks on physnet1, OVS mechanism driver, no agent.
     ndir = work / "neutron"
     ndir.mkdir()
     nconf = ndir / "neutron.conf"
@@ -339,7 +357,7 @@ log_file = {logs}/neutron.log
 [database]
 connection = sqlite:///{ndir}/neutron.db
 [nova]
-{auth.replace('www_authenticate_uri', '# ')}
+{section_auth}
 [ml2]
 type_drivers = flat,vlan
 tenant_network_types = vlan
@@ -355,7 +373,6 @@ network_vlan_ranges = physnet1:100:199
     vdir = work / "nova"
     (vdir / "instances").mkdir(parents=True)
     vconf = vdir / "nova.conf"
-    section_auth = auth.replace("www_authenticate_uri", "# ")
     vconf.write_text(default + f"""state_path = {vdir}
 instances_path = {vdir}/instances
 host = {COMPUTE_HOST}
@@ -391,20 +408,30 @@ helper_command = {bin_}/privsep-helper --config-file {vconf}
 """ + common)
     (vdir / "api-paste.ini").symlink_to(etc / "nova" / "api-paste.ini")
 
-    # Schemas.
-    setup_log = logs / "setup.log"
-    _run([str(bin_ / "glance-manage"), "--config-file", str(gconf), "db_sync"], setup_log)
-    _run([str(bin_ / "cinder-manage"), "--config-file", str(cconf), "db", "sync"], setup_log)
-    _run([str(bin_ / "placement-manage"), "--config-file", str(pdir / "placement.conf"),
-          "db", "sync"], setup_log)
-    _run([str(bin_ / "python"), "-c", _NEUTRON_SCHEMA, str(nconf)], setup_log)
-    _register_ovs_agent(ndir / "neutron.db")
+    # Schemas, each service's in its own thread (subprocesses: mostly imports and SQLite).
+    def steps(log: str, *argvs: list[str]) -> Callable[[], None]:
+        def run() -> None:
+            for argv in argvs:
+                _run(argv, logs / f"setup-{log}.log")
+        return run
+
     manage = [str(bin_ / "nova-manage"), "--config-file", str(vconf)]
-    _run([*manage, "api_db", "sync"], setup_log)
-    _run([*manage, "cell_v2", "map_cell0", "--database_connection",
-          f"sqlite:///{vdir}/nova_cell0.db"], setup_log)
-    _run([*manage, "cell_v2", "create_cell", "--name", "cell1"], setup_log)
-    _run([*manage, "db", "sync"], setup_log)
+    schemas = [
+        steps("glance", [str(bin_ / "glance-manage"), "--config-file", str(gconf), "db_sync"]),
+        steps("cinder", [str(bin_ / "cinder-manage"), "--config-file", str(cconf), "db",
+                         "sync"]),
+        steps("placement", [str(bin_ / "placement-manage"), "--config-file",
+                            str(pdir / "placement.conf"), "db", "sync"]),
+        steps("neutron", [str(bin_ / "python"), "-c", _NEUTRON_SCHEMA, str(nconf)]),
+        steps("nova", [*manage, "api_db", "sync"],
+              [*manage, "cell_v2", "map_cell0", "--database_connection",
+               f"sqlite:///{vdir}/nova_cell0.db"],
+              [*manage, "cell_v2", "create_cell", "--name", "cell1"], [*manage, "db", "sync"]),
+    ]
+    with ThreadPoolExecutor(3) as pool:
+        for future in [pool.submit(step) for step in schemas]:
+            future.result()
+    _register_ovs_agent(ndir / "neutron.db")
 
     # Services.
     def api(name: str, port: int, app: list[str], env: dict[str, str] | None = None) -> None:

@@ -27,6 +27,8 @@ from typing import Any
 
 import requests
 
+from coriolis import cache_lock
+
 KEYSTONE_PACKAGES = ("keystone==30.0.0", "uwsgi==2.0.31")
 BARBICAN_PACKAGES = ("barbican==23.0.0", "uwsgi==2.0.31", "python-barbicanclient==7.6.0")
 ADMIN_PASSWORD = "keystone-admin-pw"
@@ -45,6 +47,13 @@ def venv(name: str, packages: tuple[str, ...], constraints: Path | None = None) 
     path = _cache() / f"{name}-{digest}"
     if (path / ".complete").exists():
         return path
+    with cache_lock.building(path):
+        if not (path / ".complete").exists():
+            _build_venv(path, packages, constraints)
+    return path
+
+
+def _build_venv(path: Path, packages: tuple[str, ...], constraints: Path | None) -> None:
     shutil.rmtree(path, ignore_errors=True)
     base = getattr(sys, "_base_executable", sys.executable)
     subprocess.run([base, "-m", "venv", str(path)], check=True)
@@ -55,7 +64,6 @@ def venv(name: str, packages: tuple[str, ...], constraints: Path | None = None) 
     if proc.returncode != 0:
         raise RuntimeError(f"pip install {' '.join(packages)} failed:\n{proc.stderr[-3000:]}")
     (path / ".complete").touch()
-    return path
 
 
 def free_port() -> int:

@@ -24,3 +24,5 @@ def openstack_cloud() -> Iterator[OpenStackCloud]:
         yield cloud
     finally:
         cloud.stop()
+    # Teardown leaves nothing: checked on every run (an error of the last test otherwise).
+    assert cloud.leftovers() == []

@@ -160,7 +160,7 @@ def test_server_killed_mid_copy_resumes_from_the_last_acknowledged_chunk(
             "--replication-count", "1", "-f", "json").json()
 
         def copied_a_quarter(m: dict) -> bool:
-            found = re.findall(r"Disk disk0: ([\d.]+) of ([\d.]+) MiB", m["tasks"])
+            found = re.findall(r"Disk disk0: ([\d.]+) of ([\d.]+) MiB", json.dumps(m["tasks"]))
             return bool(found) and float(found[-1][0]) >= float(found[-1][1]) / 4
 
         srv.wait_for(["migration", "show", created["id"]], copied_a_quarter, timeout=60)
