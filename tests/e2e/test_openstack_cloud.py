@@ -230,8 +230,10 @@ def test_replica_two_executions_then_deploy(osc: dict[str, Any]) -> None:
         conn.compute.wait_for_delete(srv, wait=300)
         for port in ports:
             conn.network.delete_port(port)
-    server.cli("replica", "delete", "disks", replica, check=False)
-    time.sleep(1)
+    deleted = server.cli("replica", "disks", "delete", replica, "-f", "json").json()
+    done = server.wait_for(["replica", "execution", "show", replica, deleted["id"]],
+                           lambda e: e["status"] in FINAL, timeout=600)
+    assert done["status"] == "COMPLETED", done["tasks"]
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         left = {a for a in inventory(ci) - before if not a.startswith("volume ") or
