@@ -12,9 +12,11 @@ snapshots.
   the transfer, server and disk), opened as a file of this host's NFS mount (a ``path``
   location confined to the share folder). ``delete_source_resources`` closes and deletes
   them, also finding those of a call that died before reporting (by name).
-  Where Cinder cannot snapshot an in-use volume (the NFS driver asks Nova for an assisted
-  snapshot, which the compute driver may lack) and the server is stopped, the volume itself
-  is read (an event says so): nothing writes it while the server is off.
+  A stopped (SHUTOFF) server's volumes are read in place, with no snapshot (an event says
+  so): nothing writes them while the server is off, and Cinder's NFS driver would snapshot
+  an in-use volume through Nova's assisted snapshots, which not every compute driver has
+  (Nova's fake driver here has not). Starting the server during the copy is the user's
+  risk, as with any cold migration.
 - Servers booted from a Glance image (no volume) are listed with an ``image`` disk, but an
   export refuses them (``InvalidInput`` naming the server): reading them needs a Glance
   image of the instance (``createImage``), which Nova's fake driver here does not fill.
@@ -61,6 +63,15 @@ def _flavor(conn: Any, server: Any) -> tuple[str | None, int, int]:
         if found is not None:
             name, cpus, ram = found.name, found.vcpus, found.ram
     return name, int(cpus or 1), int(ram or 512)
+
+
+def _is_stopped(conn: Any, instance: str) -> bool:
+    """Whether the server ``instance`` exists and is SHUTOFF (False for volumes described
+    without a server)."""
+    try:
+        return bool(_find_server(conn, instance).status == "SHUTOFF")
+    except exceptions.InstanceNotFound:
+        return False
 
 
 def _find_server(conn: Any, instance: str) -> Any:
@@ -185,28 +196,24 @@ class OpenStackSource(InstancesProvider, ReplicaExportProvider):
                            "events": [NO_CBT] if tracking_id else []}
         with connect(ci) as conn:
             self._remove(conn, ci, names.values())
+            stopped = _is_stopped(conn, export_info["id"])
             try:
                 for disk in export_info["devices"]["disks"]:
                     name = names[disk["id"]]
                     what = (f"disk {disk['id']} of instance '{export_info['name']}' "
                             f"(Cinder volume {disk['volume_id']})")
-                    try:
-                        snap = volumes.create_snapshot(conn, ci, disk["volume_id"], name,
-                                                       what)
-                    except exceptions.ProviderError as exc:
-                        if _find_server(conn, export_info["id"]).status != "SHUTOFF":
-                            raise
-                        # The NFS driver snapshots an in-use volume through Nova's assisted
-                        # snapshots, which not every compute driver has: a stopped server's
-                        # volume is read as it is.
+                    if stopped:
+                        # Nothing writes to a stopped server's volumes: read them in place.
+                        # (Cinder's NFS driver would snapshot an in-use volume through
+                        # Nova's assisted snapshots, which not every compute driver has.)
                         loc = volumes.location(conn, ci, disk["volume_id"], f"source {what}")
                         resources["direct"] = [*resources.get("direct", []),
                                                disk["volume_id"]]
                         resources["disks"][disk["id"]] = locations.to_json(loc)
                         resources["events"].append(
-                            f"{what}: read from the volume itself (the server is stopped): "
-                            f"{exc}")
+                            f"{what}: read from the volume itself (the server is stopped)")
                         continue
+                    snap = volumes.create_snapshot(conn, ci, disk["volume_id"], name, what)
                     resources["snapshots"][disk["id"]] = snap.id
                     crash_point()
                     temp = volumes.create_volume(conn, ci, what, name=name,
