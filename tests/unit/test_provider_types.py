@@ -72,7 +72,8 @@ def test_local_bits() -> None:
 @pytest.mark.usefixtures("plugin_providers")
 def test_plugin_providers_are_found_with_their_capabilities() -> None:
     found = registry.platforms()
-    assert set(found) == {"local", "libvirt", "vmware_vsphere", "srconly", "dstonly", "nomorph"}
+    assert set(found) == {"local", "libvirt", "vmware_vsphere", "openstack", "srconly",
+                          "dstonly", "nomorph"}
     assert base.capabilities(registry.get_provider("vmware_vsphere")) == {
         Capability.ENDPOINT, Capability.INSTANCES, Capability.NETWORKS, Capability.STORAGE,
         Capability.SOURCE_OPTIONS, Capability.EXPORT, Capability.REPLICA_EXPORT}
