@@ -75,6 +75,11 @@ class Settings:
     # off by default, since such an endpoint controls the worker's host.
     libvirt_allow_local: bool | None = None
     libvirt: dict[str, str] = field(default_factory=dict)  # the [libvirt] section
+    # Folders of this server's hosts where Cinder NFS shares may be mounted for the openstack
+    # provider (its endpoints' nfs_mount_point_base): $CORIOLIS_OPENSTACK_MOUNT_ROOTS
+    # (separated by ':'), else [openstack] mount_roots (one a line); none by default.
+    openstack_mount_roots: list[str] = field(default_factory=list)
+    openstack: dict[str, str] = field(default_factory=dict)  # the [openstack] section
 
     def __post_init__(self) -> None:
         if self.data_dir == Path():
@@ -108,6 +113,11 @@ class Settings:
             raw = os.environ.get("CORIOLIS_LIBVIRT_ALLOW_LOCAL") or self.libvirt.get(
                 "allow_local", "")
             self.libvirt_allow_local = raw.strip().lower() in ("1", "true", "yes", "on")
+        if not self.openstack_mount_roots:
+            raw_roots = os.environ.get("CORIOLIS_OPENSTACK_MOUNT_ROOTS") or self.openstack.get(
+                "mount_roots", "")
+            self.openstack_mount_roots = [r for r in raw_roots.replace(
+                os.pathsep, "\n").splitlines() if r.strip()]
         self._body_limit()
 
     def _body_limit(self) -> None:
@@ -143,6 +153,8 @@ class Settings:
             self.api = dict(parser.items("api"))
         if parser.has_section("libvirt"):
             self.libvirt = dict(parser.items("libvirt"))
+        if parser.has_section("openstack"):
+            self.openstack = dict(parser.items("openstack"))
         if parser.has_option("local", "root") and not self.local_roots:
             self.local_roots = parser.get("local", "root").splitlines()
         if self.keystone is not None:

@@ -22,6 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from coriolis import cache_lock
 from coriolis.osmorphing.appliance import new_handle, run_script
 from coriolis.osmorphing.guest import MorphingFailed
 
@@ -165,7 +166,14 @@ def build(target: Path | None = None, log: bool = True) -> Path:
         return target
     if os.geteuid() != 0:
         raise RuntimeError("building the Debian guest image needs root (debootstrap)")
-    target.parent.mkdir(parents=True, exist_ok=True)
+    with cache_lock.building(target):
+        if target.exists():
+            return target
+        _build(target, log)
+    return target
+
+
+def _build(target: Path, log: bool) -> None:
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         root = Path(tmp) / "root"
         out = None if log else subprocess.DEVNULL
@@ -182,7 +190,6 @@ def build(target: Path | None = None, log: bool = True) -> Path:
         subprocess.run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", str(raw),
                         str(partial)], check=True)
         os.replace(partial, target)
-    return target
 
 
 if __name__ == "__main__":

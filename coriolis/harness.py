@@ -333,9 +333,14 @@ def processes_naming(text: str) -> list[str]:
     return found
 
 
-def parse_tasks(rendered: str) -> list[dict[str, str]]:
+def parse_tasks(rendered: str | list[dict[str, Any]]) -> list[dict[str, str]]:
     """Split the CLI's rendering of ``tasks`` (blocks of ``key: value`` lines separated by
-    blank lines) into dicts; ``progress_updates`` keeps its following lines joined."""
+    blank lines) into dicts; ``progress_updates`` keeps its following lines joined. The
+    list of task objects ``-f json`` gives is first rendered as the table shows it."""
+    if not isinstance(rendered, str):
+        import importlib  # the client's own rendering (a separate package for mypy)
+        format_tasks = importlib.import_module("coriolisclient.cli.utils").format_tasks
+        rendered = str.__str__(format_tasks(rendered))
     tasks: list[dict[str, str]] = []
     for block in rendered.strip().split("\n\n"):
         task: dict[str, str] = {}

@@ -11,6 +11,7 @@ Barbican reads its configuration from ``$HOME/.barbican`` when it is imported.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -26,6 +27,8 @@ from typing import Any
 
 import requests
 
+from coriolis import cache_lock
+
 KEYSTONE_PACKAGES = ("keystone==30.0.0", "uwsgi==2.0.31")
 BARBICAN_PACKAGES = ("barbican==23.0.0", "uwsgi==2.0.31", "python-barbicanclient==7.6.0")
 ADMIN_PASSWORD = "keystone-admin-pw"
@@ -36,22 +39,31 @@ def _cache() -> Path:
                                Path.home() / ".cache" / "coriolis" / "openstack"))
 
 
-def venv(name: str, packages: tuple[str, ...]) -> Path:
-    """A virtualenv with ``packages``, built once per set of versions."""
-    digest = hashlib.sha256(" ".join(packages).encode()).hexdigest()[:10]
+def venv(name: str, packages: tuple[str, ...], constraints: Path | None = None) -> Path:
+    """A virtualenv with ``packages`` (under pip ``constraints`` when given), built once per
+    set of versions; the build runs under ``nice``."""
+    key = " ".join(packages) + (constraints.read_text() if constraints else "")
+    digest = hashlib.sha256(key.encode()).hexdigest()[:10]
     path = _cache() / f"{name}-{digest}"
     if (path / ".complete").exists():
         return path
+    with cache_lock.building(path):
+        if not (path / ".complete").exists():
+            _build_venv(path, packages, constraints)
+    return path
+
+
+def _build_venv(path: Path, packages: tuple[str, ...], constraints: Path | None) -> None:
     shutil.rmtree(path, ignore_errors=True)
     base = getattr(sys, "_base_executable", sys.executable)
     subprocess.run([base, "-m", "venv", str(path)], check=True)
-    proc = subprocess.run([str(path / "bin" / "pip"), "install", "-q",
-                           "--disable-pip-version-check", *packages],
+    pin = ["-c", str(constraints)] if constraints else []
+    proc = subprocess.run(["nice", str(path / "bin" / "pip"), "install", "-q",
+                           "--disable-pip-version-check", *pin, *packages],
                           capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"pip install {' '.join(packages)} failed:\n{proc.stderr[-3000:]}")
     (path / ".complete").touch()
-    return path
 
 
 def free_port() -> int:
@@ -60,7 +72,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _uwsgi(env_dir: Path, port: int, app: list[str], log: Path, threads: int,
+def uwsgi(env_dir: Path, port: int, app: list[str], log: Path, threads: int,
            env: dict[str, str]) -> subprocess.Popen[bytes]:
     cmd = [str(env_dir / "bin" / "uwsgi"), "--http-socket", f"127.0.0.1:{port}", *app,
            "--virtualenv", str(env_dir), "--master", "--processes", "1", "--threads",
@@ -72,7 +84,7 @@ def _uwsgi(env_dir: Path, port: int, app: list[str], log: Path, threads: int,
                                 start_new_session=True)
 
 
-def _wait(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 60) -> None:
+def wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -85,14 +97,26 @@ def _wait(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 6
     raise RuntimeError(f"{url} did not answer in {timeout:.0f} s: {log.read_text()[-3000:]}")
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGINT)
+def stop_processes(procs: list[subprocess.Popen[bytes]], sig: int = signal.SIGINT,
+                   grace: float = 10) -> None:
+    """Send ``sig`` to each process group, then SIGKILL whatever still runs after ``grace``
+    seconds (Nova services ignore SIGTERM for over a minute)."""
+    alive = [proc for proc in procs if proc.poll() is None]
+    for proc in alive:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+    deadline = time.monotonic() + grace
+    for proc in alive:
         try:
-            proc.wait(10)
+            proc.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    stop_processes([proc])
 
 
 @dataclass
@@ -157,8 +181,10 @@ class Keystone:
         _stop(self.process)
 
 
-def start_keystone(work: Path) -> Keystone:
-    env_dir = venv("keystone", KEYSTONE_PACKAGES)
+def start_keystone(work: Path, env_dir: Path | None = None) -> Keystone:
+    """Keystone from ``env_dir`` (default: its own cached virtualenv), bootstrapped with the
+    ``admin`` user, project and role and its own catalog entry in ``RegionOne``."""
+    env_dir = env_dir or venv("keystone", KEYSTONE_PACKAGES)
     work.mkdir(parents=True, exist_ok=True)
     port = free_port()
     url = f"http://127.0.0.1:{port}/v3"
@@ -190,9 +216,9 @@ password_hash_rounds = 4
                   "--bootstrap-internal-url", url, "--bootstrap-admin-url", url]):
         subprocess.run([*manage, *step], check=True, capture_output=True, env=env)
     log = work / "uwsgi.log"
-    proc = _uwsgi(env_dir, port, ["--module", "keystone.wsgi.api:application"], log, 4,
+    proc = uwsgi(env_dir, port, ["--module", "keystone.wsgi.api:application"], log, 4,
                   {"OS_KEYSTONE_CONFIG_FILES": str(conf)})
-    _wait(url, proc, log)
+    wait_http(url, proc, log)
     return Keystone(url, proc)
 
 
@@ -251,8 +277,8 @@ interface = public
     paste = next(env_dir.rglob("barbican-api-paste.ini"))
     keystone.catalog("key-manager", "barbican", url)
     log = work / "uwsgi.log"
-    proc = _uwsgi(env_dir, port, ["--paste", f"config:{paste}"], log, 1, {"HOME": str(home)})
-    _wait(url + "/", proc, log)
+    proc = uwsgi(env_dir, port, ["--paste", f"config:{paste}"], log, 1, {"HOME": str(home)})
+    wait_http(url + "/", proc, log)
     return Barbican(url, proc, env_dir / "bin" / "barbican")
 
 

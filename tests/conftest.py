@@ -11,6 +11,7 @@ import pytest
 
 from coriolis import harness
 from tests import plugin_providers as plugins
+from tests.openstack_cloud import openstack_cloud  # noqa: F401  (a session fixture)
 
 _MODULE_STARTED: dict[str, float] = {}
 

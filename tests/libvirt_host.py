@@ -76,19 +76,21 @@ def open_path(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def libvirt_host(root: Path | None = None) -> Iterator[LibvirtHost]:
+def libvirt_host(root: Path | None = None, prefix: str | None = None) -> Iterator[LibvirtHost]:
     """A ``LibvirtHost`` rooted in ``root``, by default in a new folder of /tmp (not pytest's
     ``tmp_path``: another pytest session on the machine makes ``/tmp/pytest-of-<user>`` 0700
     again, which stops qemu (``libvirt-qemu``) from reaching the images) removed at the end,
     with all it made. Fails the test when libvirtd cannot run here (``./dev setup`` installs
-    it: a missing daemon is never a skip)."""
+    it: a missing daemon is never a skip). ``prefix``: the start of every name it makes
+    (default ``ct<hex>``)."""
     why = libvirtd_available()
     if why:
         pytest.fail(why)
     own = root is None
     base = Path(tempfile.mkdtemp(prefix="coriolis-lv-")) if own else root
     assert base is not None
-    host = LibvirtHost(base / "host" if own else base)
+    where = base / "host" if own else base
+    host = LibvirtHost(where, prefix=prefix) if prefix else LibvirtHost(where)
     try:
         yield host
     finally:

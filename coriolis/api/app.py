@@ -7,10 +7,12 @@ from typing import Any
 from fastapi import FastAPI
 
 from coriolis import __version__
-from coriolis.api import errors, logger, openapi, secrets
+from coriolis.api import errors, logger, openapi, requestid, secrets
 from coriolis.api.auth import context_dependency
 from coriolis.api.limits import BodyLimit
 from coriolis.api.v1 import admin, endpoints, transfers
+from coriolis.dashboard import login as dashboard_login
+from coriolis.dashboard import routes as dashboard
 from coriolis.identity.external import KeystoneValidator
 from coriolis.identity.keystone import build_router as identity_router
 from coriolis.identity.tokens import TokenIssuer
@@ -24,10 +26,14 @@ def create_app(services: Services) -> FastAPI:
     errors.install(app)
     openapi.install(app)
     app.add_middleware(BodyLimit, max_bytes=services.settings.max_request_body_bytes)
+    # Added last: the outermost, so that every response (errors too) carries the id.
+    app.add_middleware(requestid.RequestIdMiddleware)
     validator: TokenValidator
+    login: dashboard_login.Login
     if services.settings.keystone:
         # A real Keystone is the only authority: no embedded identity routes.
         validator = KeystoneValidator(services.settings.keystone)
+        login = dashboard_login.keystone_login(services.settings.keystone["auth_url"])
     else:
         issuer = TokenIssuer(services.settings.token_key_file,
                              services.settings.token_ttl_seconds)
@@ -35,6 +41,7 @@ def create_app(services: Services) -> FastAPI:
         embedded = EmbeddedValidator(issuer, services.db)
         app.include_router(identity_router(services.db, issuer, embedded))
         validator = embedded
+        login = dashboard_login.embedded_login(services.db, issuer, embedded)
     app.state.token_validator = validator
     context = context_dependency(validator, services.db)
     routers = [module.build_router(services, context)
@@ -46,6 +53,7 @@ def create_app(services: Services) -> FastAPI:
             app.include_router(router, prefix=prefix)
     app.include_router(secrets.build_router(services, context))
     app.include_router(logger.build_router(services, validator))
+    dashboard.install(app, services, validator, login)
 
     @app.get("/", include_in_schema=False)
     def root() -> dict[str, Any]:

@@ -12,12 +12,19 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from coriolis import exceptions
+from coriolis.api import requestid
 from coriolis.api.schemas.transfers import UNION_TAGS
 
 LOG = logging.getLogger(__name__)
 FAULTS = {400: "badRequest", 401: "unauthorized", 403: "forbidden", 404: "itemNotFound",
           405: "badMethod", 409: "conflictingRequest", 413: "overLimit", 415: "badMediaType",
           501: "notImplemented", 503: "serviceUnavailable"}
+
+
+def _generic() -> str:
+    """The message of an unexpected failure: the request id names its log lines."""
+    rid = requestid.current()
+    return "The server could not complete the request" + (f" (request id {rid})" if rid else "")
 
 
 def error_response(code: int, message: str) -> JSONResponse:
@@ -51,7 +58,7 @@ def install(app: FastAPI) -> None:
         # for and carry nothing secret; any other 5xx is logged and answered generically.
         if exc.code >= 500 and exc.code != 503:
             LOG.error("%s %s failed: %s", request.method, request.url.path, exc)
-            return error_response(500, "The server could not complete the request")
+            return error_response(500, _generic())
         return error_response(exc.code, str(exc))
 
     @app.exception_handler(RequestValidationError)
@@ -65,4 +72,4 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         LOG.exception("%s %s crashed", request.method, request.url.path)
-        return error_response(500, "The server could not complete the request")
+        return error_response(500, _generic())

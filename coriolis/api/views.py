@@ -7,6 +7,7 @@ from typing import Any
 
 from coriolis import constants as c
 from coriolis.db import models
+from coriolis.scheduling import cron
 
 
 def ts(value: dt.datetime | None) -> str | None:
@@ -118,7 +119,20 @@ def schedule(row: models.ReplicaSchedule) -> dict[str, Any]:
             "enabled": row.enabled, "expiration_date": ts(row.expiration_date),
             "shutdown_instance": row.shutdown_instance, "auto_deploy": row.auto_deploy,
             "trust_id": row.trust_id,
-            "last_run_at": ts(row.last_run_at)}
+            "last_run_at": ts(row.last_run_at), "next_run_at": _next_run(row)}
+
+
+def _next_run(row: models.ReplicaSchedule) -> str | None:
+    """When the schedule runs next (UTC), or None: disabled, expired by then, or never."""
+    if not row.enabled:
+        return None
+    try:
+        when = cron.next_run(row.schedule or {}, models.utcnow())
+    except cron.CronError:
+        return None
+    if when is None or (row.expiration_date is not None and when >= row.expiration_date):
+        return None
+    return ts(when)
 
 
 MASK = "***"

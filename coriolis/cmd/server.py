@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from coriolis import __version__
+from coriolis.api.requestid import RequestIdFilter
 from coriolis.cmd import identity_admin, local_cloud, writer
 from coriolis.config import ConfigError, Settings
 
@@ -38,13 +39,15 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def _setup_logging(settings: Settings, verbose: bool, name: str = "coriolis") -> None:
     settings.make_data_dir()
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Lines written while handling an API request start with its id ([req-...]).
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(request_prefix)s%(message)s")
     root = logging.getLogger()
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     for handler in (logging.StreamHandler(sys.stderr),
                     logging.FileHandler(settings.data_dir / f"{name}.log")):
         handler.setFormatter(fmt)
+        handler.addFilter(RequestIdFilter())
         root.addHandler(handler)
 
 
@@ -91,6 +94,7 @@ def _serve_api(services: Services) -> None:
         print(f"Credentials written to {openrc}; to use the CLI:\n  source {openrc}")
     print(f"Coriolis API listening on {url}", flush=True)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    app.state.uvicorn = server  # long-lived responses (the dashboard's streams) end at exit
 
     async def serve() -> None:
         # Sync routes and dependencies run on anyio's default thread limiter.

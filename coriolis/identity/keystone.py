@@ -70,34 +70,41 @@ def _parse(model: type[_Model], body: bytes) -> _Model:
         raise _bad(describe(exc.errors())) from None
 
 
+def issue(db: Any, issuer: TokenIssuer, validator: EmbeddedValidator, *,
+          user_name: str | None = None, user_id: str | None = None,
+          password: str | None = None, token: str | None = None,
+          project_id: str | None = None, project_name: str | None = None
+          ) -> tuple[str, TokenData]:
+    """A project-scoped token of the embedded identity, from a password (the user by name or
+    id) or from a still valid token: ``(token, data)``. ``InvalidInput`` (400) without a
+    password or project; ``Unauthorized`` (401) for wrong credentials, an unknown project, or
+    a user without a role on it."""
+    with db.reader() as session:
+        if token is not None:
+            previous = validator.validate(token)
+            user = session.get(users.models.User, previous.user_id)
+            if user is None:
+                raise exceptions.Unauthorized("The token's user no longer exists")
+        else:
+            if password is None:
+                raise _bad("auth: a password is required")
+            user = users.authenticate(session, password=password, name=user_name,
+                                      user_id=user_id)
+        if not (project_id or project_name):
+            raise _bad("auth.scope: a project scope is required")
+        try:
+            project = users.find_project(session, project_id=project_id, name=project_name)
+        except exceptions.NotFound as exc:
+            raise exceptions.Unauthorized(str(exc)) from None
+        roles = users.roles_in(session, user, project)
+        if not roles:
+            raise exceptions.Unauthorized(
+                f"User {user.name} has no role on project {project.name}")
+        return issuer.issue(user.id, user.name, project.id, project.name, roles)
+
+
 def build_router(db: Any, issuer: TokenIssuer, validator: EmbeddedValidator) -> APIRouter:
     router = APIRouter(prefix="/identity", include_in_schema=False)
-
-    def issue(user_name: str | None, user_id: str | None, password: str | None,
-              token: str | None, project_id: str | None,
-              project_name: str | None) -> tuple[str, TokenData]:
-        with db.reader() as session:
-            if token is not None:
-                previous = validator.validate(token)
-                user = session.get(users.models.User, previous.user_id)
-                if user is None:
-                    raise exceptions.Unauthorized("The token's user no longer exists")
-            else:
-                if password is None:
-                    raise _bad("auth: a password is required")
-                user = users.authenticate(session, password=password, name=user_name,
-                                          user_id=user_id)
-            if not (project_id or project_name):
-                raise _bad("auth.scope: a project scope is required")
-            try:
-                project = users.find_project(session, project_id=project_id, name=project_name)
-            except exceptions.NotFound as exc:
-                raise exceptions.Unauthorized(str(exc)) from None
-            roles = users.roles_in(session, user, project)
-            if not roles:
-                raise exceptions.Unauthorized(
-                    f"User {user.name} has no role on project {project.name}")
-            return issuer.issue(user.id, user.name, project.id, project.name, roles)
 
     @router.get("")
     @router.get("/")
@@ -134,7 +141,9 @@ def build_router(db: Any, issuer: TokenIssuer, validator: EmbeddedValidator) -> 
         else:
             raise _bad("auth.identity.methods: only password and token are supported")
         project = auth.scope.project if auth.scope and auth.scope.project else V3Project()
-        token_id, data = issue(user_name, user_id, password, token, project.id, project.name)
+        token_id, data = issue(db, issuer, validator, user_name=user_name, user_id=user_id,
+                               password=password, token=token, project_id=project.id,
+                               project_name=project.name)
         return JSONResponse(_v3_body(request, data, methods), status_code=201,
                             headers={"X-Subject-Token": token_id})
 
@@ -168,11 +177,12 @@ def build_router(db: Any, issuer: TokenIssuer, validator: EmbeddedValidator) -> 
     async def v2_issue(request: Request) -> dict[str, Any]:
         auth = _parse(V2AuthRequest, await request.body()).auth
         creds = auth.passwordCredentials
-        token_id, data = issue(creds.username if creds else None,
-                               creds.userId if creds else None,
-                               creds.password if creds else None,
-                               auth.token.id if auth.token else None, auth.tenantId,
-                               auth.tenantName)
+        token_id, data = issue(db, issuer, validator,
+                               user_name=creds.username if creds else None,
+                               user_id=creds.userId if creds else None,
+                               password=creds.password if creds else None,
+                               token=auth.token.id if auth.token else None,
+                               project_id=auth.tenantId, project_name=auth.tenantName)
         url = _catalog_url(request, data.project_id)
         return {"access": {
             "token": {"id": token_id, "expires": _iso(data.expires_at),

@@ -58,6 +58,12 @@ CREATE_PARALLELISM = 4
 CRASH_CREATE_MINION = "CREATE_MINION_MACHINE"
 
 
+SLOW_OPERATIONS = frozenset({"set_up_pool_shared_resources", "create_minion",
+                             "power_on_minion"})
+"""Provider calls that may build an image or boot a machine (a libvirt minion under TCG)."""
+SLOW_CALL_TIMEOUT = 1800.0
+
+
 class _Superseded(Exception):
     """The pool's operation changed (a forced deallocation) while a step ran."""
 
@@ -126,7 +132,10 @@ class PoolManager:
                 raise exceptions.InvalidState(f"the endpoint of minion pool {which} is gone")
             ref = self.conductor._endpoint_ref(endpoint, dict(pool.environment_options or {}))
             host = self.conductor._choose_worker(session, [endpoint])
-        return self.bus.call(operation, ref, timeout=self.call_timeout, host=host, **kwargs)
+        timeout = self.call_timeout
+        if operation in SLOW_OPERATIONS:
+            timeout = max(timeout, SLOW_CALL_TIMEOUT)
+        return self.bus.call(operation, ref, timeout=timeout, host=host, **kwargs)
 
     # ============================================================================ API
     def _check_definition(self, session: Session, project_id: str,

@@ -355,6 +355,17 @@ class OSMorphingProvider(abc.ABC):
         return None
 
 
+def require_linux_destination_pool(provider: str, why: str, pool_platform: str,
+                                   os_type: str) -> None:
+    """``InvalidInput`` naming ``platform`` or ``os_type`` unless the pool is a Linux
+    destination pool (the only kind ``provider``'s minions make, ``why`` says why)."""
+    if pool_platform != "destination":
+        raise exceptions.InvalidInput(
+            f"platform: {why}; a {provider} pool must be a 'destination' pool")
+    if os_type != "linux":
+        raise exceptions.InvalidInput(f"os_type: {provider} minions run Linux ('linux')")
+
+
 class MinionPoolProvider(abc.ABC):
     """Helper machines of the platform (issue 17 fills this interface in): a minion runs the
     writer agent, the reader side or the morphing appliance, with a transfer's volumes

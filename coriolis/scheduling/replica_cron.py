@@ -1,7 +1,8 @@
 """Replica schedules: run a replica execution when a schedule's fields match the UTC time.
 
 Semantics as upstream: each field (minute, hour, dom, month, dow) is an exact value or absent
-(any); ``dow`` 0 is Monday. A schedule fires at most once per matching minute, never when
+(any), or cron syntax (``*/5``, ``1-5``, ``0,30``: ``coriolis.scheduling.cron``); ``dow`` 0 is
+Monday. A schedule fires at most once per matching minute, never when
 disabled or expired, and never while the replica already has an execution running.
 """
 
@@ -19,15 +20,19 @@ from coriolis.context import RequestContext
 from coriolis.db import models
 from coriolis.db.session import Database
 from coriolis.periodic import Periodic
+from coriolis.scheduling import cron
 
 LOG = logging.getLogger(__name__)
 
 
 def matches(schedule: dict[str, Any], now: dt.datetime) -> bool:
-    values = {"minute": now.minute, "hour": now.hour, "dom": now.day, "month": now.month,
-              "dow": now.weekday()}
-    return all(schedule.get(key) is None or schedule[key] == value
-               for key, value in values.items())
+    """Whether the minute ``now`` (UTC) matches; fields in cron syntax (``cron``). A
+    schedule stored before that syntax, or otherwise invalid, never matches."""
+    try:
+        return cron.matches(schedule, now)
+    except cron.CronError:
+        LOG.warning("schedule %s is not valid; it never runs", schedule)
+        return False
 
 
 class ReplicaCron:

@@ -46,6 +46,7 @@ from coriolis.transfer.wire import RangeSet
 LOG = logging.getLogger(__name__)
 MAX_CHUNK = 64 * 1024 * 1024
 IDLE_SECONDS = 300.0
+DEVICE_WAIT_SECONDS = 20.0
 _ACK = struct.Struct(">QQ")  # start, end of a durable range
 _ID_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-_")
 
@@ -234,6 +235,13 @@ class WriterAgent:
         """Open (or re-open, after a crash of either side) a transfer; a re-open issues a new
         token, so a sender that was presumed dead can write no more."""
         self._check_id(transfer_id)
+        self._inside_roots("path", request.path)
+        if request.path.startswith("/dev/"):
+            # A disk just hot-plugged into this machine (a minion) gets its /dev name from
+            # udev a moment later.
+            deadline = time.monotonic() + DEVICE_WAIT_SECONDS
+            while not os.path.exists(request.path) and time.monotonic() < deadline:
+                time.sleep(0.1)
         path = self._inside_roots("path", request.path)
         journal = self._inside_roots("journal", request.journal) if request.journal else None
         if not os.path.exists(path):

@@ -24,11 +24,18 @@ class HttpRangeReader:
     signature) otherwise."""
 
     def __init__(self, url: str, size: int, fingerprint: str | None = None,
-                 connections: int = 4, timeout: float = 60.0) -> None:
+                 connections: int = 4, timeout: float = 60.0, *,
+                 headers: dict[str, str] | None = None,
+                 ssl_context: ssl.SSLContext | None = None, name: str | None = None) -> None:
+        """``headers``: sent with every GET (a platform reader's session cookie: never
+        logged, never in an error). ``ssl_context``: how the server is verified when no
+        ``fingerprint`` is pinned (default: the system's CAs). ``name``: how errors name
+        the disk (default: the URL without its query)."""
         self.url, self._size = url, int(size)
+        self._headers = dict(headers or {})
         parsed = urllib3.util.parse_url(url)
-        self._name = f"{parsed.scheme}://{parsed.netloc}{parsed.path or ''}"
-        kwargs: dict = {}
+        self._name = name or f"{parsed.scheme}://{parsed.netloc}{parsed.path or ''}"
+        kwargs: dict = {"ssl_context": ssl_context} if ssl_context is not None else {}
         if fingerprint:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
             context.check_hostname = False  # the pinned fingerprint identifies the server
@@ -56,7 +63,8 @@ class HttpRangeReader:
                 time.sleep(0.2 * 2 ** attempt)
             try:
                 response = self._pool.request(
-                    "GET", self.url, headers={"Range": f"bytes={offset}-{offset + length - 1}"})
+                    "GET", self.url, headers={**self._headers,
+                             "Range": f"bytes={offset}-{offset + length - 1}"})
             except urllib3.exceptions.SSLError as exc:
                 raise exceptions.ProviderError(
                     f"{self._name}: TLS failed (a pinned fingerprint that does not match?): "

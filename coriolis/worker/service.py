@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from coriolis import constants as c
 from coriolis import exceptions, task_types
 from coriolis.bus.base import EndpointRef, TaskEventSink, TaskMessage
 from coriolis.config import Settings
@@ -64,7 +65,8 @@ class Worker:
             # fail: a 400 naming the operation, never a 500. The message keeps to the error's
             # kind (an OSError's reason, not its file name), as the values may be secrets.
             LOG.exception("%s on a %s endpoint failed", operation, endpoint.platform)
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else ""
+            reason = (exc.strerror if isinstance(exc, OSError) and exc.strerror
+                      else redact(str(exc), endpoint.connection_info)[:300])
             raise exceptions.InvalidInput(
                 f"connection_info/environment: the {endpoint.platform} provider could not "
                 f"{operation.replace('_', ' ')}: {type(exc).__name__}"
@@ -79,6 +81,12 @@ class Worker:
             _report(sink.task_canceled, message.task_id, forced=False)
             return
         sink.task_started(message.task_id, self.host, os.getpid())
+        who = f"task {message.task_id} ({message.task_type}, {message.instance})"
+        LOG.info("%s started on %s", who, self.host)
+        started = time.monotonic()
+        # Every phase reports from its first second: an event when it starts.
+        _report(sink.task_event, message.task_id, c.TASK_EVENT_INFO,
+                f"{message.task_type} started on {self.host}")
         runner = TASK_RUNNERS.get(message.task_type)
         try:
             if runner is None:
@@ -92,17 +100,40 @@ class Worker:
                 result = runner(ctx)
             faults.finished(message.task_type)
         except exceptions.TaskCanceled:
+            LOG.info("%s cancelled after %.1f s", who, time.monotonic() - started)
             _report(sink.task_canceled, message.task_id, forced=False)
         except exceptions.CoriolisError as exc:
+            LOG.warning("%s failed after %.1f s: %s", who, time.monotonic() - started, exc)
             _report(sink.task_failed, message.task_id, str(exc))
         except Exception as exc:  # a bug or an unexpected provider error: keep the message
-            LOG.exception("task %s (%s) crashed", message.task_id, message.task_type)
-            _report(sink.task_failed, message.task_id, f"{type(exc).__name__}: {exc}")
+            LOG.exception("%s crashed after %.1f s", who, time.monotonic() - started)
+            _report(sink.task_failed, message.task_id, redact(
+                f"{type(exc).__name__}: {exc}", message.origin.connection_info,
+                message.destination.connection_info))
         else:
+            LOG.info("%s finished in %.1f s", who, time.monotonic() - started)
             _report(sink.task_completed, message.task_id, result or {})
 
 
 REPORT_ATTEMPTS = 5
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return [value] if isinstance(value, str) else []
+
+
+def redact(text: str, *connection_infos: Any) -> str:
+    """``text`` with every string value of the connection infos (4 characters or more: a
+    password, token, key, or a user name or path the user gave) replaced by ``***``, so
+    that a provider's error can reach the user with its reason."""
+    for secret in sorted({s for info in connection_infos for s in _strings(info)
+                          if len(s) >= 4}, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
 
 
 def _report(send: Callable[..., None], *args: Any, **kwargs: Any) -> None:

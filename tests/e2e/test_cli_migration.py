@@ -60,7 +60,7 @@ def test_providers_and_schemas(server: RunningServer) -> None:
     assert local and "Replica Source" in local[0]["Supported Actions"]
     schemas = server.cli("provider", "schema", "list", "local", "connection", "-f", "json").json()
     assert schemas[0]["Schema Type"] == "connection_info_schema"
-    assert "path" in json.loads(schemas[0]["Schema"])["properties"]
+    assert "path" in schemas[0]["Schema"]["properties"]
 
 
 def test_endpoint_crud_and_listings(server: RunningServer, endpoints: dict[str, str]) -> None:
@@ -73,7 +73,7 @@ def test_endpoint_crud_and_listings(server: RunningServer, endpoints: dict[str, 
     instances = server.cli("endpoint", "instance", "list", "src", "-f", "json").json()
     assert {i["Name"] for i in instances} == {"vm1", "vm2", "vm3"}
     vm2 = server.cli("endpoint", "instance", "show", "src", "vm2", "-f", "json").json()
-    assert len(json.loads(vm2["Disks"])) == 2
+    assert len(vm2["Disks"]) == 2
 
     nets = server.cli("endpoint", "network", "list", "dst", "-f", "json").json()
     assert [n["Name"] for n in nets] == ["prod"]
@@ -81,7 +81,7 @@ def test_endpoint_crud_and_listings(server: RunningServer, endpoints: dict[str, 
     assert sorted(s["Name"] for s in storage) == ["bulk", "fast"]
     opts = server.cli("endpoint", "destination", "options", "list", "dst", "-f", "json").json()
     backend_opt = [o for o in opts if o["Option Name"] == "storage_backend"][0]
-    assert sorted(json.loads(backend_opt["Possible Values"])) == ["bulk", "fast"]
+    assert sorted(backend_opt["Possible Values"]) == ["bulk", "fast"]
     src_opts = server.cli("endpoint", "source", "options", "list", "src", "-f", "json").json()
     assert "snapshot" in {o["Option Name"] for o in src_opts}
 

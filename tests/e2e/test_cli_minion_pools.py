@@ -249,8 +249,9 @@ def test_three_migrations_share_two_minions(server: RunningServer, cloud: dict[s
     refused = migrate(server, "vm0", pool_id, check=False)
     assert refused.returncode != 0 and pool_id in refused.stderr \
         and "not ALLOCATED" in refused.stderr, refused.stderr
-    server.cli("minion", "pool", "allocate", pool_id)
-    assert wait_settled(server, pool_id)["Pool Status"] == "ALLOCATED"
+    # --wait returns the settled pool
+    assert server.cli("minion", "pool", "allocate", pool_id, "--wait", "--wait-interval", "0.5",
+                      "-f", "value", "-c", "Pool Status").stdout.strip() == "ALLOCATED"
     from concurrent.futures import ThreadPoolExecutor
     with ThreadPoolExecutor(3) as ex:
         created = list(ex.map(lambda i: migrate(server, f"vm{i}", pool_id).json(), range(3)))
@@ -280,8 +281,8 @@ def test_three_migrations_share_two_minions(server: RunningServer, cloud: dict[s
     # The data went through the minions' agents: their logs show the writes.
     logs = [(d / "agent.log").read_text() for d in minion_dirs(cloud, pool_id)]
     assert all("/v1/transfers" in log for log in logs), [log[-2000:] for log in logs]
-    server.cli("minion", "pool", "deallocate", pool_id)
-    assert wait_settled(server, pool_id)["Pool Status"] == "DEALLOCATED"
+    assert server.cli("minion", "pool", "deallocate", pool_id, "--wait", "-f", "value", "-c",
+                      "Pool Status").stdout.strip() == "DEALLOCATED"
     server.cli("minion", "pool", "delete", pool_id)
 
 
@@ -320,8 +321,10 @@ def test_deallocate_in_use_needs_force_which_cancels(server: RunningServer,
     pool_id = new_pool(server, cloud, "busy")
     created = migrate(server, "big", pool_id, mib_per_s=4).json()
     running = server.wait_for(["migration", "show", created["id"]],
-                              lambda d: "task_type: REPLICATE_DISKS\ninstance: big\nstatus: "
-                              "RUNNING" in d["tasks"], timeout=60)
+                              lambda d: any(t["task_type"] == "REPLICATE_DISKS"
+                                            and t["instance"] == "big"
+                                            and t["status"] == "RUNNING"
+                                            for t in d["tasks"]), timeout=60)
     assert running["status"] == "RUNNING"
     waiting = migrate(server, "vm0", pool_id).json()
     assert waiting["status"] == "AWAITING_MINION_ALLOCATIONS"
@@ -378,7 +381,7 @@ def test_replica_uses_its_destination_pool(server: RunningServer, cloud: dict[st
         and "not ALLOCATED" in refused.stderr, refused.stderr
     shown = server.cli("replica", "show", replica["id"], "-f", "json").json()
     assert shown["destination_minion_pool_id"] == pool_id
-    server.cli("replica", "delete", replica["id"])
+    server.cli("replica", "delete", replica["id"], "--delete-disks")
     for pool in (pool_id, other):
         if show(server, pool)["Pool Status"] != "DEALLOCATED":
             server.cli("minion", "pool", "deallocate", pool)

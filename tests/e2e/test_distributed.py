@@ -26,6 +26,7 @@ from coriolis.harness import (
     stop_server,
 )
 from tests.e2e.test_cli_writer_agent import FINAL, copy_progress, disk_files, same
+from tests.e2e.test_dashboard import dashboard_client, disk_values, read_stream
 
 pytestmark = pytest.mark.e2e
 POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432"
@@ -164,7 +165,7 @@ def test_tasks_land_only_where_the_region_rules_allow(cluster: Cluster, setup: d
     assert ("VALIDATE_MIGRATION_DESTINATION_INPUTS", "w2", "COMPLETED") in rows
     assert ("REPLICATE_DISKS", None, "FAILED_TO_SCHEDULE") in rows
     assert re.search(r"endpoint 'src-r1' \(local\) in regions \[r1\] and endpoint 'dst-r2' "
-                     r"\(local\) in regions \[r2\]", done["tasks"]), done["tasks"]
+                     r"\(local\) in regions \[r2\]", json.dumps(done["tasks"])), done["tasks"]
 
     # A listing follows the same rules: no enabled worker in r2 once w2 is disabled.
     api.cli("service", "update", setup["services"]["w2"], "--disabled")
@@ -181,7 +182,7 @@ def _copy_started(db: Engine, migration: str, fraction: float, api: RunningServe
                   ) -> str:
     """Wait until the disk copy has done ``fraction`` of the disk; return its worker."""
     def far_enough(m: dict) -> bool:
-        found = re.findall(r"Disk disk0: ([\d.]+) of ([\d.]+) MiB", m["tasks"])
+        found = re.findall(r"Disk disk0: ([\d.]+) of ([\d.]+) MiB", json.dumps(m["tasks"]))
         return bool(found) and float(found[-1][0]) >= float(found[-1][1]) * fraction
 
     api.wait_for(["migration", "show", migration], far_enough, timeout=90)
@@ -253,6 +254,24 @@ def test_conductor_restarted_mid_execution_the_execution_completes(
     for a, b in zip(disk_files(setup["src"], "big2"), disk_files(setup["dst"], "big2"),
                     strict=True):
         assert same(a, b)
+
+
+def test_dashboard_streams_what_the_conductor_stores(cluster: Cluster, setup: dict) -> None:
+    """The dashboard of the ``api`` process: its live stream follows a migration whose tasks
+    run on the workers and whose progress the separate conductor stores."""
+    api = _api(cluster)
+    local_cloud("add-instance", str(setup["src"]), "dash1", "--disk-size", "48M",
+                "--allocated", "1.0", "--network", "lan", "--seed", "23")
+    endpoint(api, "d-src", {"path": str(setup["src"])})
+    endpoint(api, "d-dst", {"path": str(setup["dst"]), "writer": _always(setup["agent"])})
+    migration = migrate(api, "d-src", "d-dst", "dash1",
+                        {"transfer_compression": "none", "transfer_bandwidth_limit_mib": 16})
+    with dashboard_client(api) as http:
+        events = read_stream(http, migration)
+    assert events[-1] == ("done", "COMPLETED"), events[-1]
+    seen = [v for event, html in events if event == "execution" for v in disk_values(html)]
+    assert seen and seen[-1] == 100 and any(v < 100 for v in seen), seen
+    assert any("dash1 deployed" in html for _, html in events)
 
 
 def _always(agent: RunningWriter) -> dict:

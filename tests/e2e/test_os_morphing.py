@@ -178,6 +178,30 @@ def wait_for_serial(dom: Any, log: Path, timeout: float) -> str:
     return log.read_text(errors="replace") if log.exists() else text
 
 
+def assert_boots_under_libvirt(host: LibvirtHost, name: str, mac: str, network: str,
+                               timeout: float = 600) -> None:
+    """The libvirt domain ``name`` (started by the deploy) has virtio disks and NICs and
+    reaches multi-user: root by UUID on /dev/vda1, the NIC named ``ens192`` with ``mac``
+    and a DHCP address of the host's ``network``, no VMware agent."""
+    dom = host.conn.lookupByName(name)
+    xml = ET.fromstring(dom.XMLDesc(0))
+    assert {t.get("bus") for t in xml.findall("./devices/disk/target")} == {"virtio"}
+    assert [m.get("type") for m in xml.findall("./devices/interface/model")] == ["virtio"]
+    log = Path(xml.find("./devices/serial/log").get("file"))  # type: ignore[union-attr]
+    try:
+        serial = wait_for_serial(dom, log, timeout=timeout)
+    finally:
+        log.unlink(missing_ok=True)
+    report = probe(serial)
+    assert report["multi-user"] == "active"
+    assert report["root-source"] == "/dev/vda1"
+    assert "root=UUID=" in report["cmdline"] and report["fstab-root"].startswith("UUID=")
+    nic = report["nic"].split()
+    assert nic[:2] == ["ens192", mac], report
+    assert len(nic) == 3 and nic[2].startswith(host.network_subnet(network) or "?"), report
+    assert "not-installed" in report["open-vm-tools"]
+
+
 def test_deployed_replica_boots_under_libvirt_and_its_volumes_stay_as_copied(
         server: RunningServer, setup: dict, lv_host: LibvirtHost) -> None:
     """A local → libvirt replica deployed with morphing: the deploy morphs the new domain's
@@ -214,23 +238,7 @@ def test_deployed_replica_boots_under_libvirt_and_its_volumes_stay_as_copied(
     assert "fstab: /dev/sda1 → UUID=" in "\n".join(
         task_events(server, done["id"], "OS_MORPHING"))
 
-    dom = host.conn.lookupByName(name)
-    xml = ET.fromstring(dom.XMLDesc(0))
-    assert {t.get("bus") for t in xml.findall("./devices/disk/target")} == {"virtio"}
-    assert [m.get("type") for m in xml.findall("./devices/interface/model")] == ["virtio"]
-    log = Path(xml.find("./devices/serial/log").get("file"))
-    try:
-        serial = wait_for_serial(dom, log, timeout=600)
-    finally:
-        log.unlink(missing_ok=True)
-    report = probe(serial)
-    assert report["multi-user"] == "active"
-    assert report["root-source"] == "/dev/vda1"
-    assert "root=UUID=" in report["cmdline"] and report["fstab-root"].startswith("UUID=")
-    nic = report["nic"].split()
-    assert nic[:2] == ["ens192", SOURCE_MAC], report
-    assert len(nic) == 3 and nic[2].startswith(host.network_subnet("kvm")), report
-    assert "not-installed" in report["open-vm-tools"]
+    assert_boots_under_libvirt(host, name, SOURCE_MAC, "kvm")
     assert subprocess.run(["qemu-img", "compare", "-q", "-U", str(setup["source_disk"]),
                            str(volume)]).returncode == 0
 

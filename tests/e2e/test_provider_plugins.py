@@ -67,7 +67,7 @@ def test_schemas_only_for_what_a_provider_has(server: RunningServer) -> None:
     400 naming the capability."""
     def schema(platform: str, kind: str) -> dict:
         rows = server.cli("provider", "schema", "list", platform, kind, "-f", "json").json()
-        return json.loads(rows[0]["Schema"])
+        return rows[0]["Schema"]
 
     local = schema("local", "destination")["properties"]
     # The transfer options come with every import provider, from transfer/options.py.

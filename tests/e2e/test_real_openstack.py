@@ -105,6 +105,30 @@ def test_revoked_expired_and_forged_keystone_tokens_are_401(cloud: Cloud) -> Non
     assert status("not-a-token") == 401
 
 
+def test_dashboard_logs_in_through_keystone(cloud: Cloud) -> None:
+    """The web dashboard's login asks the same Keystone and scopes its pages to the project
+    of the token it gets (tests/e2e/test_dashboard.py drives the rest in Chromium)."""
+    cloud.cli("alice", "projA", "endpoint", "create", "--name", "dash-a", "--provider",
+              "local", "--connection", json.dumps({"path": str(cloud.src)}))
+    login = f"{cloud.server.url}/dashboard/login"
+    with requests.Session() as alice:
+        wrong = alice.post(login, data={"username": "alice", "password": "bob-pw",
+                                        "project": "projA"}, allow_redirects=False, timeout=30)
+        assert wrong.status_code == 401 and "bob-pw" not in wrong.text
+        answer = alice.post(login, data={"username": "alice", "password": "alice-pw",
+                                         "project": "projA", "domain": "Default"},
+                            allow_redirects=False, timeout=30)
+        assert answer.status_code == 303, answer.text
+        page = alice.get(f"{cloud.server.url}/dashboard/data/endpoints", timeout=30)
+        assert page.status_code == 200 and "dash-a" in page.text
+    with requests.Session() as bob:
+        assert bob.post(login, data={"username": "bob", "password": "bob-pw",
+                                     "project": "projB"}, allow_redirects=False,
+                        timeout=30).status_code == 303
+        page = bob.get(f"{cloud.server.url}/dashboard/data/endpoints", timeout=30)
+        assert page.status_code == 200 and "dash-a" not in page.text
+
+
 def test_connection_info_in_real_barbican(cloud: Cloud) -> None:
     payload = json.dumps({"path": str(cloud.src)})
     stored = cloud.barbican.cli(cloud.keystone, "alice", "alice-pw", "projA", "secret",

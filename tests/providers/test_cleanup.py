@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from coriolis.providers.base import BaseProvider, Capability
-from tests.providers.backends import Backend, Instance, sample_disk
+from tests.providers.backends import Backend, Instance
 from tests.providers.conftest import need
 from tests.providers.test_writer import Volumes, storage_choice
 
@@ -22,8 +22,8 @@ def test_source_resources(provider: BaseProvider, backend: Backend, transfer_id:
     need(provider, Capability.EXPORT)
     p: Any = provider
     info, env = backend.connection_info(), backend.source_env()
-    instance = backend.create_instance(Instance("kit-src", (sample_disk(backend.formats[-1],
-                                                                        40),)))
+    instance = backend.create_instance(
+        Instance("kit-src", (backend.sample_disk(backend.formats[-1], 40),)))
     with_instance = backend.inventory()
     export_info = p.get_instance(info, env, instance)
     p.deploy_source_resources(info, env, export_info, transfer_id=transfer_id)
@@ -46,7 +46,7 @@ def test_disks_and_target_resources(provider: BaseProvider, backend: Backend, st
     need(provider, Capability.IMPORT)
     env = backend.destination_env(storage_choice(backend, storage))
     before = backend.inventory()
-    disks = (sample_disk("raw", 41),)
+    disks = (backend.sample_disk("raw", 41),)
     Volumes(provider, backend, env, disks, transfer_id)  # its volumes_info lost
     volumes = Volumes(provider, backend, env, disks, transfer_id)
     target = volumes.deploy()
@@ -64,7 +64,8 @@ def destination_volumes(provider: BaseProvider, backend: Backend,
     """One volume on the default storage; deleted (twice) after, and then nothing may be
     left on the backend."""
     before = backend.inventory()
-    volumes = Volumes(provider, backend, backend.destination_env(), (sample_disk("raw", 42),),
+    volumes = Volumes(provider, backend, backend.destination_env(),
+                      (backend.sample_disk("raw", 42),),
                       transfer_id)
     try:
         yield volumes

@@ -10,7 +10,7 @@ import pytest
 
 from coriolis import exceptions
 from coriolis.providers.base import BaseProvider, Capability
-from tests.providers.backends import Backend, Instance, sample_disk
+from tests.providers.backends import Backend, Instance
 from tests.providers.conftest import need
 from tests.providers.kit import assert_no_secret
 from tests.providers.test_writer import Volumes, export_info_for
@@ -39,7 +39,8 @@ def test_bad_source_disk(provider: BaseProvider, backend: Backend, transfer_id: 
     need(provider, Capability.EXPORT)
     p: Any = provider
     info, env = backend.connection_info(), backend.source_env()
-    instance = backend.create_instance(Instance("kit-baddisk", (sample_disk("raw", 50),)))
+    instance = backend.create_instance(
+        Instance("kit-baddisk", (backend.sample_disk("raw", 50),)))
     with_instance = backend.inventory()
     export_info = p.get_instance(info, env, instance)
     disk = export_info["devices"]["disks"][0]
@@ -65,7 +66,7 @@ def test_bad_destination_inputs(provider: BaseProvider, backend: Backend, case: 
     need(provider, Capability.IMPORT)
     p: Any = provider
     env = backend.destination_env()
-    export_info = export_info_for("kit-dst", (sample_disk("raw", 51),))
+    export_info = export_info_for("kit-dst", (backend.sample_disk("raw", 51),))
     if case == "unmapped network":
         export_info["devices"]["nics"][0]["network_name"] = name = "kit-no-such-lan"
     elif case == "unknown mapped network":
@@ -81,7 +82,8 @@ def test_missing_target_volume(provider: BaseProvider, backend: Backend,
                                transfer_id: str) -> None:
     """Target resources of volumes that were deleted: an error naming the volume."""
     need(provider, Capability.IMPORT)
-    volumes = Volumes(provider, backend, backend.destination_env(), (sample_disk("raw", 52),),
+    volumes = Volumes(provider, backend, backend.destination_env(),
+                      (backend.sample_disk("raw", 52),),
                       transfer_id)
     volumes.delete()
     volume = volumes.volumes[0]

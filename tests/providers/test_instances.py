@@ -7,7 +7,7 @@ import pytest
 
 from coriolis import exceptions
 from coriolis.providers.base import BaseProvider, Capability
-from tests.providers.backends import Backend, Instance, sample_disk
+from tests.providers.backends import Backend, Instance
 from tests.providers.conftest import need
 from tests.providers.kit import SUMMARY, assert_no_secret, check_export_info, check_shape
 
@@ -15,7 +15,8 @@ from tests.providers.kit import SUMMARY, assert_no_secret, check_export_info, ch
 def test_listing_tolerates_a_malformed_instance(provider: BaseProvider,
                                                 backend: Backend) -> None:
     need(provider, Capability.INSTANCES)
-    good = backend.create_instance(Instance("kit-good", (sample_disk(backend.formats[0], 1),)))
+    good = backend.create_instance(
+        Instance("kit-good", (backend.sample_disk(backend.formats[0], 1),)))
     bad = backend.create_malformed_instance("kit-broken")
     listed = provider.list_instances(backend.connection_info(), backend.source_env())
     by_id = {i.get("id"): i for i in listed}
@@ -30,7 +31,7 @@ def test_listing_tolerates_a_malformed_instance(provider: BaseProvider,
 
 def test_get_instance_shape(provider: BaseProvider, backend: Backend) -> None:
     need(provider, Capability.INSTANCES)
-    disks = tuple(sample_disk(fmt, i) for i, fmt in enumerate(backend.formats))
+    disks = tuple(backend.sample_disk(fmt, i) for i, fmt in enumerate(backend.formats))
     instance = backend.create_instance(Instance("kit-shape", disks, network="lan"))
     info = provider.get_instance(backend.connection_info(), backend.source_env(), instance)
     check_export_info(info)

@@ -7,7 +7,7 @@ import pytest
 
 from coriolis.providers.base import BaseProvider, Capability
 from coriolis.transfer import locations
-from tests.providers.backends import Backend, Instance, sample_disk
+from tests.providers.backends import Backend, Instance
 from tests.providers.conftest import need
 from tests.providers.kit import assert_no_secret, check_extents, open_reader, read_all
 
@@ -18,7 +18,8 @@ def test_reader_returns_the_source(provider: BaseProvider, backend: Backend, fmt
     need(provider, Capability.EXPORT)
     if fmt not in backend.formats:
         pytest.skip(f"the {provider.platform} backend fixture makes no {fmt} disks")
-    disks = (sample_disk(fmt, 10), sample_disk(fmt, 11, size=3 * 1024 * 1024))
+    disks = (backend.sample_disk(fmt, 10),
+             backend.sample_disk(fmt, 11, size=3 * 1024 * 1024))
     info = backend.connection_info()
     env = backend.source_env()
     before = backend.inventory()

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from coriolis.providers.base import BaseProvider, Capability
-from tests.providers.backends import JSON, Backend, sample_disk
+from tests.providers.backends import JSON, Backend
 from tests.providers.conftest import need
 from tests.providers.test_writer import Volumes, noise, storage_choice
 
@@ -29,7 +29,8 @@ def test_restore_rolls_back_and_delete_commits(provider: BaseProvider, backend: 
     need(provider, Capability.REPLICA_IMPORT)
     p: Any = provider  # the replica import interface, checked above
     env = backend.destination_env(storage_choice(backend, storage))
-    disks = (sample_disk("raw", 30), sample_disk("raw", 31, size=2 * 1024 * 1024))
+    disks = (backend.sample_disk("raw", 30),
+             backend.sample_disk("raw", 31, size=2 * 1024 * 1024))
     first = [d.image() for d in disks]
     second = [bytearray(image) for image in first]
     for image, new in zip(second, [noise(len(i) // 4, 7) for i in first], strict=True):

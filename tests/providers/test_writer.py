@@ -10,7 +10,7 @@ import pytest
 
 from coriolis.providers.base import BaseProvider, Capability
 from coriolis.transfer import locations
-from tests.providers.backends import JSON, Backend, Disk, sample_disk
+from tests.providers.backends import JSON, Backend, Disk
 from tests.providers.conftest import need
 from tests.providers.kit import (
     VOLUME,
@@ -117,7 +117,8 @@ def test_write_round_trip(provider: BaseProvider, backend: Backend, storage: int
                           transfer_id: str) -> None:
     need(provider, Capability.IMPORT)
     env = backend.destination_env(storage_choice(backend, storage))
-    disks = (sample_disk("raw", 20), sample_disk("raw", 21, size=2 * 1024 * 1024))
+    disks = (backend.sample_disk("raw", 20),
+             backend.sample_disk("raw", 21, size=2 * 1024 * 1024))
     before = backend.inventory()
     volumes = Volumes(provider, backend, env, disks, transfer_id)
     try:

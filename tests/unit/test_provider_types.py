@@ -72,7 +72,11 @@ def test_local_bits() -> None:
 @pytest.mark.usefixtures("plugin_providers")
 def test_plugin_providers_are_found_with_their_capabilities() -> None:
     found = registry.platforms()
-    assert set(found) == {"local", "libvirt", "srconly", "dstonly", "nomorph"}
+    assert set(found) == {"local", "libvirt", "vmware_vsphere", "openstack", "srconly",
+                          "dstonly", "nomorph"}
+    assert base.capabilities(registry.get_provider("vmware_vsphere")) == {
+        Capability.ENDPOINT, Capability.INSTANCES, Capability.NETWORKS, Capability.STORAGE,
+        Capability.SOURCE_OPTIONS, Capability.EXPORT, Capability.REPLICA_EXPORT}
     assert found["srconly"] & c.PROVIDER_TYPE_EXPORT
     assert not found["srconly"] & (c.PROVIDER_TYPE_IMPORT | c.PROVIDER_TYPE_REPLICA_EXPORT
                                    | c.PROVIDER_TYPE_ENDPOINT_STORAGE)

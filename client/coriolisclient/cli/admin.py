@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
+import functools
 from typing import Any
 
-from coriolisclient.cli import utils
+from coriolisclient.cli import utils, watch
 from coriolisclient.cli.base import Command, Lister, ShowOne
 from coriolisclient.v1.admin import SCHEMA_TYPES
 
@@ -40,7 +40,7 @@ class ListProviderSchemas(Lister):
         schemas = self.client.providers.schemas_list(
             args.platform, SCHEMA_TYPES[args.type]).provider_schemas
         return (("Schema Type", "Schema") if schemas else ()), (
-            (s["type"], json.dumps(s["schema"], indent=4)) for s in schemas)
+            (s["type"], utils.format_json(s["schema"], indent=4)) for s in schemas)
 
 
 # --- regions -----------------------------------------------------------------------------------
@@ -241,13 +241,20 @@ def _pool_action(doc: str, call: Any, force: bool = False) -> type[ShowOne]:
 
         def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
             parser = super().get_parser(prog_name)
-            parser.add_argument("id")
+            parser.add_argument("id", help="The minion pool's id")
             if force:
-                parser.add_argument("--force", action="store_true")
+                parser.add_argument("--force", action="store_true",
+                                    help="Deallocate even if machines are in use or the "
+                                         "pool is in an error state")
+            watch.add_wait_options(parser)
             return parser
 
         def take_action(self, args: argparse.Namespace) -> Any:
-            return pool_show(call(self.client.minion_pools, args))
+            pool = call(self.client.minion_pools, args)
+            if args.wait:
+                pool = watch.follow(functools.partial(self.client.minion_pools.wait, pool.id),
+                                    lambda p: p.status, args)
+            return pool_show(pool)
 
     return PoolAction
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
 from coriolisclient import exceptions
@@ -16,8 +15,11 @@ LIST_COLUMNS = ("ID", "Name", "Type", "Description", "Mapped Region IDs")
 
 
 def endpoint_show(obj: Any) -> tuple[tuple[str, ...], tuple[Any, ...]]:
-    return SHOW_FIELDS, (obj.id, obj.name, obj.type, obj.description or "", obj.connection_info,
-                         obj.mapped_regions, obj.created_at, obj.updated_at)
+    """The endpoint's fields; secrets in ``connection_info`` (passwords, tokens, keys)
+    are shown as ``***``."""
+    return SHOW_FIELDS, (obj.id, obj.name, obj.type, obj.description or "",
+                         utils.mask_secrets(obj.connection_info), obj.mapped_regions,
+                         obj.created_at, obj.updated_at)
 
 
 def add_connection(parser: argparse.ArgumentParser, required: bool) -> None:
@@ -53,8 +55,14 @@ class CreateEndpoint(ShowOne):
         endpoint = self.client.endpoints.create(args.name, args.provider, get_connection(args),
                                                 args.description, args.regions)
         if not args.skip_validation:
-            valid, message = self.client.endpoints.validate_connection(endpoint.id)
+            # A failed validation leaves nothing behind: the endpoint just made is deleted.
+            try:
+                valid, message = self.client.endpoints.validate_connection(endpoint.id)
+            except Exception:
+                self.client.endpoints.delete(endpoint.id)
+                raise
             if not valid:
+                self.client.endpoints.delete(endpoint.id)
                 raise exceptions.EndpointConnectionValidationFailed(message)
         return endpoint_show(endpoint)
 
@@ -184,7 +192,7 @@ class ShowInstance(ShowOne):
         return fields, (
             i.id, i.name, info.get("instance_name"), info.get("flavor_name"), i.memory_mb,
             i.num_cpu, i.os_type, info.get("firmware_type") or "UNKNOWN",
-            *(json.dumps(devices.get(k, []), indent=2) for k in
+            *(utils.format_json(devices.get(k, [])) for k in
               ("controllers", "disks", "nics", "cdroms", "floppies", "serial_ports")))
 
 
@@ -229,7 +237,7 @@ def options_command(manager: str, doc: str) -> type[Lister]:
                 self.endpoint_id(args.endpoint), utils.get_json_pair(args, "environment"),
                 args.options), key=lambda o: o.name)
             return (("Option Name", "Possible Values", "Configuration Default") if rows
-                    else ()), ((o.name, json.dumps(o.to_dict().get("values"), indent=2),
+                    else ()), ((o.name, utils.format_json(o.to_dict().get("values")),
                                 o.to_dict().get("config_default")) for o in rows)
 
     return ListOptions

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import os
+import re
 from typing import Any
 
-from coriolisclient.cli import utils
+from coriolisclient.cli import utils, watch
 from coriolisclient.cli.base import Command, Lister, ShowOne
 
 MIGRATION_FIELDS = (
@@ -25,7 +27,7 @@ REPLICA_FIELDS = (
 EXECUTION_FIELDS = ("id", "replica_id", "status", "created", "last_updated", "instances",
                     "tasks")
 SCHEDULE_FIELDS = ("id", "replica_id", "schedule", "created", "last_updated", "enabled",
-                   "expires", "shutdown_instance")
+                   "expires", "shutdown_instance", "next_run")
 
 
 def _storage_columns(obj: Any) -> list[Any]:
@@ -59,7 +61,7 @@ def migration_show(obj: Any, deployment: bool = False,
         utils.format_json(d.get("transfer_result"))]
     if instances_data:
         fields.append("instances_data")
-        values.append(obj.info)
+        values.append(utils.format_json(obj.info))
     return tuple(fields), values
 
 
@@ -74,7 +76,7 @@ def replica_show(obj: Any, instances_data: bool = False) -> tuple[tuple[str, ...
     fields: tuple[str, ...] = REPLICA_FIELDS
     if instances_data:
         fields = (*fields, "instances-data")
-        values.append(obj.info)
+        values.append(utils.format_json(obj.info))
     return fields, values
 
 
@@ -87,8 +89,9 @@ def execution_show(obj: Any) -> tuple[tuple[str, ...], list[Any]]:
 
 def schedule_show(obj: Any, transfer: bool = False) -> tuple[tuple[str, ...], list[Any]]:
     """A schedule's fields; a transfer's (the newer generation) adds ``auto_deploy``."""
-    values = [obj.id, obj.replica_id, obj.schedule, obj.created_at, obj.updated_at,
-              obj.enabled, obj.expiration_date, obj.shutdown_instance]
+    values = [obj.id, obj.replica_id, utils.format_json(obj.schedule), obj.created_at,
+              obj.updated_at, obj.enabled, obj.expiration_date, obj.shutdown_instance,
+              obj._info.get("next_run_at")]
     if not transfer:
         return SCHEDULE_FIELDS, values
     return (*SCHEDULE_FIELDS, "auto_deploy"), [*values, obj._info.get("auto_deploy", False)]
@@ -122,7 +125,8 @@ def _transfer_args(cmd: Any, args: argparse.Namespace) -> dict[str, Any]:
     return {
         "origin_endpoint_id": cmd.endpoint_id(args.origin_endpoint),
         "destination_endpoint_id": cmd.endpoint_id(args.destination_endpoint),
-        "source_environment": utils.get_json_pair(args, "source-environment", required=True),
+        # Optional (the seed README's); '{}' is a valid empty one.
+        "source_environment": utils.get_json_pair(args, "source-environment"),
         "destination_environment": utils.get_json_pair(args, "destination-environment",
                                                        required=True),
         "instances": args.instances,
@@ -147,6 +151,7 @@ class CreateMigration(ShowOne):
                             help="Number of disk syncs before the final one (1-10)")
         parser.add_argument("--shutdown-instances", action="store_true",
                             help="Shut the instances down before the last sync")
+        watch.add_wait_options(parser)
         return parser
 
     def take_action(self, args: argparse.Namespace) -> Any:
@@ -154,7 +159,19 @@ class CreateMigration(ShowOne):
             **_transfer_args(self, args), skip_os_morphing=args.skip_os_morphing,
             replication_count=args.replication_count,
             shutdown_instances=args.shutdown_instances)
-        return migration_show(migration)
+        return migration_show(_maybe_wait(self.client.migrations, migration, args))
+
+
+def _status(resource: Any) -> Any:
+    return resource.last_execution_status
+
+
+def _maybe_wait(manager: Any, obj: Any, args: argparse.Namespace) -> Any:
+    """``obj`` (a migration or deployment just started), or with ``--wait`` its final
+    state once it completed (a CLIError with the failing task's reason otherwise)."""
+    if not getattr(args, "wait", False):
+        return obj
+    return watch.follow(functools.partial(manager.wait, obj.id), _status, args)
 
 
 def _add_deploy_options(parser: argparse.ArgumentParser) -> None:
@@ -163,10 +180,12 @@ def _add_deploy_options(parser: argparse.ArgumentParser) -> None:
                         help="Deploy even without a completed execution")
     parser.add_argument("--dont-clone-disks", action="store_true",
                         help="Use the replica's disks instead of copies")
-    parser.add_argument("--skip-os-morphing", action="store_true")
+    parser.add_argument("--skip-os-morphing", action="store_true",
+                        help="Do not adapt the guest OS to the destination")
     utils.add_user_scripts(parser)
     # The seed README's spellings; sent as upstream's create bodies name them.
     utils.add_pools(parser)
+    watch.add_wait_options(parser)
 
 
 def _deploy(manager: Any, args: argparse.Namespace, newer: bool = False) -> Any:
@@ -190,14 +209,16 @@ class DeployReplica(ShowOne):
         return parser
 
     def take_action(self, args: argparse.Namespace) -> Any:
-        return migration_show(_deploy(self.client.migrations, args))
+        return migration_show(_maybe_wait(self.client.migrations,
+                                          _deploy(self.client.migrations, args), args))
 
 
 class CreateDeployment(DeployReplica):
     """Deploy a replica into instances"""
 
     def take_action(self, args: argparse.Namespace) -> Any:
-        return migration_show(_deploy(self.client.deployments, args, newer=True),
+        deployment = _deploy(self.client.deployments, args, newer=True)
+        return migration_show(_maybe_wait(self.client.deployments, deployment, args),
                               deployment=True)
 
 
@@ -215,6 +236,23 @@ def _show_command(manager: str, deployment: bool, doc: str) -> type[ShowOne]:
             return migration_show(obj, deployment, args.show_instances_data)
 
     return Show
+
+
+def _wait_command(manager: str, deployment: bool, doc: str) -> type[ShowOne]:
+    class Wait(ShowOne):
+        __doc__ = doc
+
+        def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
+            parser = _id_parser(self, prog_name, "id")
+            watch.add_wait_options(parser, default=True)
+            return parser
+
+        def take_action(self, args: argparse.Namespace) -> Any:
+            args.wait = True
+            mgr = getattr(self.client, manager)
+            return migration_show(_maybe_wait(mgr, mgr.get(args.id), args), deployment)
+
+    return Wait
 
 
 def _list_command(manager: str, deployment: bool, doc: str) -> type[Lister]:
@@ -238,20 +276,36 @@ def _list_command(manager: str, deployment: bool, doc: str) -> type[Lister]:
     return List
 
 
-def _id_command(doc: str, names: tuple[str, ...], call: Any, force: bool = False
-                ) -> type[Command]:
+def _id_command(doc: str, names: tuple[str, ...], call: Any, force: bool = False,
+                wait: Any = None) -> type[Command]:
+    """A command on ids ``names`` running ``call(client, args)``; ``force`` adds --force,
+    ``wait`` (``wait(client, args, **options)``: a manager's ``wait``) adds --wait: a cancel
+    then waits for the operation to end, exit 0 once CANCELED (or COMPLETED first)."""
     class IdCommand(Command):
         __doc__ = doc
 
         def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
             parser = _id_parser(self, prog_name, *names)
+            for name in names:
+                next(a for a in parser._actions if a.dest == name).help = (
+                    f"The {name}'s id" if name != "id" else "Its id")
             if force:
                 parser.add_argument("--force", action="store_true",
                                     help="Stop running tasks now")
+            if wait is not None:
+                watch.add_wait_options(parser)
             return parser
 
         def take_action(self, args: argparse.Namespace) -> None:
             call(self.client, args)
+            if wait is not None and args.wait:
+                try:
+                    watch.follow(functools.partial(wait, self.client, args),
+                                 lambda r: getattr(r, "last_execution_status", None)
+                                 or getattr(r, "status", None), args)
+                except utils.CLIError as exc:
+                    if " ended in CANCELED" not in str(exc):
+                        raise
 
     return IdCommand
 
@@ -371,6 +425,34 @@ class DeleteReplicaDisks(_Generation, ShowOne):
         return execution_show(self.gen("transfers").delete_disks(args.id))
 
 
+class DeleteReplica(_Generation, Command):
+    """Delete a replica; refused while it holds destination disks unless --delete-disks"""
+
+    def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
+        parser = _id_parser(self, prog_name, "id")
+        parser.add_argument("--delete-disks", action="store_true",
+                            help="Delete its destination disks (and their manifests) first, "
+                                 "waiting for that, then the replica")
+        watch.add_wait_options(parser, default=True)
+        return parser
+
+    def take_action(self, args: argparse.Namespace) -> None:
+        transfers = self.gen("transfers")
+        info = transfers.get(args.id).to_dict().get("info") or {}
+        holding = sorted(i for i, data in info.items() if (data or {}).get("volumes_info"))
+        if holding:
+            kind = self.label.lower()
+            if not args.delete_disks:
+                raise utils.CLIError(
+                    f"{self.label} {args.id} holds destination disks of {', '.join(holding)};"
+                    f" add --delete-disks to delete them with it (or run `coriolis {kind} "
+                    f"disks delete {args.id}` first)")
+            execution = transfers.delete_disks(args.id)
+            watch.follow(functools.partial(self.gen("executions").wait, args.id,
+                                           execution.id), lambda r: r.status, args)
+        transfers.delete(args.id)
+
+
 class ListReplicas(_Generation, Lister):
     """List replicas"""
 
@@ -404,12 +486,32 @@ class ExecuteReplica(_Generation, ShowOne):
             parser.add_argument("--auto-deploy", action="store_true",
                                 help="Deploy the transfer once the execution completes "
                                      "(with its clone-disks/skip-os-morphing defaults)")
+        watch.add_wait_options(parser)
         return parser
 
     def take_action(self, args: argparse.Namespace) -> Any:
         extra = {"auto_deploy": True} if getattr(args, "auto_deploy", False) else {}
-        return execution_show(self.gen("executions").create(
-            args.replica, args.shutdown_instances, **extra))
+        execution = self.gen("executions").create(args.replica, args.shutdown_instances,
+                                                  **extra)
+        if args.wait:
+            execution = watch.follow(functools.partial(
+                self.gen("executions").wait, args.replica, execution.id),
+                lambda r: r.status, args)
+        return execution_show(execution)
+
+
+class WaitExecution(_Generation, ShowOne):
+    """Wait for a replica execution to end, showing its progress (exit 1 unless it
+    completes)"""
+
+    def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
+        parser = _id_parser(self, prog_name, "replica", "id")
+        watch.add_wait_options(parser, default=True)
+        return parser
+
+    def take_action(self, args: argparse.Namespace) -> Any:
+        return execution_show(watch.follow(functools.partial(
+            self.gen("executions").wait, args.replica, args.id), lambda r: r.status, args))
 
 
 class ListExecutions(_Generation, Lister):
@@ -435,25 +537,41 @@ class ShowExecution(_Generation, ShowOne):
 
 
 # --- schedules ---------------------------------------------------------------------------------
+CRON_PART = re.compile(r"^(\*|\d+(-\d+)?)(/\d+)?$")
+
+
 def _add_schedule_fields(parser: argparse.ArgumentParser) -> None:
-    def bounded(low: int, high: int) -> Any:
-        def parse(value: str) -> int:
-            number = int(value)
-            if not low <= number <= high:
-                raise argparse.ArgumentTypeError(f"must be between {low} and {high}")
-            return number
+    """The seed's field flags; each an exact value or cron syntax (``*``, ``*/N``,
+    ``A-B``, ``A-B/N``, comma-separated lists), checked by the server against the
+    field's range; exact values are checked here too."""
+    def field(low: int, high: int) -> Any:
+        def parse(value: str) -> int | str:
+            text = value.strip()
+            if text.isdigit():
+                number = int(text)
+                if not low <= number <= high:
+                    raise argparse.ArgumentTypeError(f"must be between {low} and {high}")
+                return number
+            if not all(CRON_PART.match(p) for p in text.replace(" ", "").split(",")):
+                raise argparse.ArgumentTypeError(
+                    f"'{value}' is neither a number nor cron syntax (*, */N, A-B, A-B/N, "
+                    "lists of those)")
+            return text
         return parse
 
-    for short, long, key, low, high in (("-M", "--minute", "minute", 0, 59),
-                                        ("-H", "--hour", "hour", 0, 23),
-                                        ("-d", "--day-of-month", "dom", 1, 31),
-                                        ("-m", "--month", "month", 1, 12),
-                                        ("-w", "--day-of-week", "dow", 0, 6)):
-        parser.add_argument(short, long, dest=key, type=bounded(low, high),
-                            metavar=f"[{low}-{high}]")
+    for short, long, key, low, high, what in (
+            ("-M", "--minute", "minute", 0, 59, "Minute"),
+            ("-H", "--hour", "hour", 0, 23, "Hour (UTC)"),
+            ("-d", "--day-of-month", "dom", 1, 31, "Day of the month"),
+            ("-m", "--month", "month", 1, 12, "Month"),
+            ("-w", "--day-of-week", "dow", 0, 6, "Day of the week, 0 = Monday")):
+        parser.add_argument(short, long, dest=key, type=field(low, high),
+                            metavar=f"[{low}-{high}|CRON]",
+                            help=f"{what}: a value, or cron syntax such as '*/5', '1-5', "
+                                 "'0,30'; not given: any")
 
 
-def _schedule(args: argparse.Namespace) -> dict[str, int]:
+def _schedule(args: argparse.Namespace) -> dict[str, int | str]:
     return {k: getattr(args, k) for k in ("minute", "hour", "dom", "month", "dow")
             if getattr(args, k) is not None}
 
@@ -535,9 +653,10 @@ class ListSchedules(_Generation, Lister):
     def take_action(self, args: argparse.Namespace) -> Any:
         rows = utils.by_created(self.gen("schedules").list(args.replica,
                                                                    args.hide_expired))
-        return ((f"{self.label} ID", "ID", "Schedule", "Created", "Expires") if rows
-                else ()), (
-            (s.replica_id, s.id, s.schedule, s.created_at, s.expiration_date) for s in rows)
+        return ((f"{self.label} ID", "ID", "Schedule", "Created", "Expires", "Next Run")
+                if rows else ()), (
+            (s.replica_id, s.id, utils.format_json(s.schedule, indent=None), s.created_at,
+             s.expiration_date, s._info.get("next_run_at")) for s in rows)
 
 
 class ShowSchedule(_Generation, ShowOne):
@@ -551,26 +670,40 @@ class ShowSchedule(_Generation, ShowOne):
                              self.label == "Transfer")
 
 
+def _wait_on(manager: str, *names: str) -> Any:
+    """``wait(client, args, **options)``: ``manager.wait`` on the ids in ``args.<names>``."""
+    def wait(client: Any, args: argparse.Namespace, **options: Any) -> Any:
+        return getattr(client, manager).wait(*(getattr(args, n) for n in names), **options)
+    return wait
+
+
 COMMANDS = {
     "migration create": CreateMigration,
     "migration deploy replica": DeployReplica,
     "migration show": _show_command("migrations", False, "Show a migration"),
     "migration list": _list_command("migrations", False, "List migrations"),
+    "migration wait": _wait_command(
+        "migrations", False, "Wait for a migration to end, showing its progress (exit 1 "
+        "unless it completes)"),
     "migration cancel": _id_command("Cancel a migration", ("id",),
-                                    lambda c, a: c.migrations.cancel(a.id, a.force), True),
+                                    lambda c, a: c.migrations.cancel(a.id, a.force), True,
+                                    _wait_on("migrations", "id")),
     "migration delete": _id_command("Delete a migration", ("id",),
                                     lambda c, a: c.migrations.delete(a.id)),
     "deployment create": CreateDeployment,
     "deployment show": _show_command("deployments", True, "Show a deployment"),
     "deployment list": _list_command("deployments", True, "List deployments"),
+    "deployment wait": _wait_command(
+        "deployments", True, "Wait for a deployment to end, showing its progress (exit 1 "
+        "unless it completes)"),
     "deployment cancel": _id_command("Cancel a deployment", ("id",),
-                                     lambda c, a: c.deployments.cancel(a.id, a.force), True),
+                                     lambda c, a: c.deployments.cancel(a.id, a.force), True,
+                                     _wait_on("deployments", "id")),
     "deployment delete": _id_command("Delete a deployment", ("id",),
                                      lambda c, a: c.deployments.delete(a.id)),
     "replica create": CreateReplica,
     "replica update": UpdateReplica,
-    "replica delete": _id_command("Delete a replica", ("id",),
-                                  lambda c, a: c.replicas.delete(a.id)),
+    "replica delete": DeleteReplica,
     "replica disks delete": DeleteReplicaDisks,
     "replica list": ListReplicas,
     "replica show": ShowReplica,
@@ -579,7 +712,9 @@ COMMANDS = {
     "replica execution show": ShowExecution,
     "replica execution cancel": _id_command(
         "Cancel a replica execution", ("replica", "id"),
-        lambda c, a: c.replica_executions.cancel(a.replica, a.id, a.force), True),
+        lambda c, a: c.replica_executions.cancel(a.replica, a.id, a.force), True,
+        _wait_on("replica_executions", "replica", "id")),
+    "replica execution wait": WaitExecution,
     "replica execution delete": _id_command(
         "Delete a replica execution", ("replica", "id"),
         lambda c, a: c.replica_executions.delete(a.replica, a.id)),
@@ -603,8 +738,9 @@ COMMANDS.update({
     "transfer create": _transfer_command(CreateTransfer, "Create a transfer"),
     "transfer update": _transfer_command(UpdateReplica,
                                          "Update a transfer (runs as an execution)"),
-    "transfer delete": _id_command("Delete a transfer", ("id",),
-                                   lambda c, a: c.transfers.delete(a.id)),
+    "transfer delete": _transfer_command(
+        DeleteReplica, "Delete a transfer; refused while it holds destination disks unless "
+        "--delete-disks"),
     "transfer disks delete": _transfer_command(DeleteReplicaDisks,
                                                "Delete a transfer's destination disks"),
     "transfer list": _transfer_command(ListReplicas, "List transfers"),
@@ -615,7 +751,11 @@ COMMANDS.update({
     "transfer execution show": _transfer_command(ShowExecution, "Show a transfer execution"),
     "transfer execution cancel": _id_command(
         "Cancel a transfer execution", ("transfer", "id"),
-        lambda c, a: c.transfer_executions.cancel(a.transfer, a.id, a.force), True),
+        lambda c, a: c.transfer_executions.cancel(a.transfer, a.id, a.force), True,
+        _wait_on("transfer_executions", "transfer", "id")),
+    "transfer execution wait": _transfer_command(
+        WaitExecution, "Wait for a transfer execution to end, showing its progress (exit 1 "
+        "unless it completes)"),
     "transfer execution delete": _id_command(
         "Delete a transfer execution", ("transfer", "id"),
         lambda c, a: c.transfer_executions.delete(a.transfer, a.id)),

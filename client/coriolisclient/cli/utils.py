@@ -6,6 +6,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import re
 from typing import Any
 
 OS_LIST = ("bsd", "linux", "osx", "solaris", "windows", "other", "unknown")
@@ -149,8 +150,43 @@ def parse_utc(value: str) -> dt.datetime:
 
 
 # --- formatting --------------------------------------------------------------------------------
-def format_json(value: Any) -> str:
-    return json.dumps(value if value is not None else {}, indent=2)
+class Structured(str):
+    """A field's text for table, value, shell and csv output (indented JSON, rendered
+    tasks) that keeps the structure it shows in ``data``: ``-f json|yaml`` print that
+    instead (``base.structured``), so nested fields are real lists and objects there."""
+
+    data: Any
+
+    def __new__(cls, text: str, data: Any) -> Structured:
+        obj = super().__new__(cls, text)
+        obj.data = data
+        return obj
+
+
+def format_json(value: Any, indent: int | None = 2) -> Structured:
+    value = value if value is not None else {}
+    return Structured(json.dumps(value, indent=indent), value)
+
+
+SECRET_KEY = re.compile(r"pass|secret|token|private|credential|api_?key|^key$", re.I)
+
+
+def _is_secret(key: str, value: Any) -> bool:
+    """A secret-looking key with a scalar value; a reference (``secret_ref``: a Barbican
+    URL) is not the secret itself."""
+    return (bool(SECRET_KEY.search(key)) and not key.endswith("_ref")
+            and value not in (None, "") and not isinstance(value, (dict, list)))
+
+
+def mask_secrets(value: Any) -> Any:
+    """``value`` with the values of secret-looking keys (password, secret, token, private
+    key, credentials, api key) replaced by ``***`` at any depth (not ``*_ref`` references)."""
+    if isinstance(value, dict):
+        return {k: "***" if _is_secret(str(k), v) else mask_secrets(v)
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [mask_secrets(v) for v in value]
+    return value
 
 
 def format_mapping(mapping: dict[str, str]) -> str:
@@ -167,10 +203,13 @@ def parse_storage_mappings(mappings: dict[str, Any] | None
 
 
 def format_progress_update(update: dict[str, Any]) -> str:
+    """``<time> [<pct>%] <message>``; the time is the update's last change (``updated_at``:
+    a disk's update keeps moving), else its creation."""
+    when = update.get("updated_at") or update.get("created_at")
     current, total = update.get("current_step"), update.get("total_steps")
     if current and total:
-        return f"{update.get('created_at')} [{current * 100 / total:.0f}%] {update.get('message')}"
-    return f"{update.get('created_at')} {update.get('message')}"
+        return f"{when} [{current * 100 / total:.0f}%] {update.get('message')}"
+    return f"{when} {update.get('message')}"
 
 
 def format_task(task: dict[str, Any]) -> str:
@@ -186,8 +225,10 @@ def format_task(task: dict[str, Any]) -> str:
     return os.linesep.join([*lines, progress])
 
 
-def format_tasks(tasks: list[dict[str, Any]]) -> str:
-    return (os.linesep * 2).join(format_task(t) for t in tasks)
+def format_tasks(tasks: list[dict[str, Any]]) -> Structured:
+    """The tasks as text blocks (upstream's rendering); ``-f json|yaml`` get the list of
+    task objects (with their progress updates and events)."""
+    return Structured((os.linesep * 2).join(format_task(t) for t in tasks), list(tasks))
 
 
 def by_created(items: list[Any]) -> list[Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from coriolisclient import base
+from coriolisclient.v1 import waiter
 
 # Managers define a method named `list`, which shadows the builtin in annotations.
 Resources = list[base.Resource]
@@ -102,6 +103,16 @@ class MinionPoolManager(_CrudManager):
 
     def deallocate_minion_pool(self, pool: Any, force: bool = False) -> base.Resource:
         return self._action(pool, {"deallocate": {"force": force}})
+
+    def wait(self, pool: Any, interval: float = 2.0, timeout: float | None = None,
+             on_update: Any = None) -> base.Resource:
+        """Poll until the pool settles (ALLOCATED or DEALLOCATED) and return it; raises
+        ``waiter.OperationFailed`` on ERROR (with the pool's last error event) or
+        ``waiter.WaitTimeout`` after ``timeout`` seconds."""
+        return waiter.wait(lambda: self.get(pool), lambda p: p.status,
+                           f"minion pool {base.getid(pool)}", waiter.POOL_FINAL,
+                           waiter.POOL_SUCCESS, interval, timeout, on_update,
+                           waiter.pool_reason)
 
 
 class DiagnosticsManager(base.Manager):

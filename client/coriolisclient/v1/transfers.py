@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from coriolisclient import base
+from coriolisclient.v1 import waiter
 
 # Managers define a method named `list`, which shadows the builtin in annotations.
 Resources = list[base.Resource]
@@ -73,6 +74,16 @@ class _ActionManager(base.Manager):
     def cancel(self, obj: Any, force: bool = False) -> None:
         self._post(f"/{self.collection}/{base.getid(obj)}/actions",
                    {"cancel": {"force": force}}, None)
+
+    def wait(self, obj: Any, interval: float = 2.0, timeout: float | None = None,
+             on_update: Any = None) -> base.Resource:
+        """Poll until the migration (deployment) is COMPLETED and return it; raises
+        ``waiter.OperationFailed`` (ERROR, CANCELED...: the failing task's reason) or
+        ``waiter.WaitTimeout`` after ``timeout`` seconds. ``on_update(resource)`` sees each
+        poll (every ``interval`` seconds)."""
+        return waiter.wait(lambda: self.get(obj), lambda r: r.last_execution_status,
+                           f"{self.key} {base.getid(obj)}", interval=interval,
+                           timeout=timeout, on_update=on_update)
 
     def create_from_replica(self, replica_id: str, clone_disks: bool = True,
                             force: bool = False, skip_os_morphing: bool = False,
@@ -177,6 +188,15 @@ class ReplicaExecutionManager(base.Manager):
         data = self._post(f"/{self.collection}/{base.getid(replica)}/executions",
                           {"execution": self._execution_body(shutdown_instances)}, None)
         return base.Resource(None, data["execution"], loaded=True)
+
+    def wait(self, replica: Any, execution: Any, interval: float = 2.0,
+             timeout: float | None = None, on_update: Any = None) -> base.Resource:
+        """Poll until the execution is COMPLETED and return it; raises
+        ``waiter.OperationFailed`` with the failing task's reason, or ``waiter.WaitTimeout``
+        after ``timeout`` seconds."""
+        return waiter.wait(lambda: self.get(replica, execution), lambda r: r.status,
+                           f"execution {base.getid(execution)}", interval=interval,
+                           timeout=timeout, on_update=on_update)
 
     def _execution_body(self, shutdown_instances: bool) -> dict[str, Any]:
         return {"shutdown_instances": shutdown_instances}

@@ -5,7 +5,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Discriminator, Field, Tag, field_validator, model_validator
+from pydantic import (
+    Discriminator,
+    Field,
+    Tag,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from coriolis.api.schemas.common import (
     ABSENT,
@@ -17,6 +24,7 @@ from coriolis.api.schemas.common import (
     LongName,
     Script,
 )
+from coriolis.scheduling import cron
 
 # c.VALID_OS_TYPES, spelled out for the type checker.
 OsType = Literal["bsd", "linux", "osx", "solaris", "windows"]
@@ -206,13 +214,24 @@ class ReplicaAction(Body):
 
 
 class Cron(Body):
-    """UTC fields of a schedule; those not given match every value."""
+    """UTC fields of a schedule; those not given match every value. Each is an exact
+    value (upstream's ints) or cron syntax: ``*``, ``*/N``, ``A-B``, ``A-B/N``, lists
+    (``coriolis.scheduling.cron``); dow 0 is Monday."""
 
-    minute: Annotated[int, Field(ge=0, le=59)] | None = None
-    hour: Annotated[int, Field(ge=0, le=23)] | None = None
-    dom: Annotated[int, Field(ge=1, le=31)] | None = None
-    month: Annotated[int, Field(ge=1, le=12)] | None = None
-    dow: Annotated[int, Field(ge=0, le=6)] | None = None
+    minute: int | str | None = None
+    hour: int | str | None = None
+    dom: int | str | None = None
+    month: int | str | None = None
+    dow: int | str | None = None
+
+    @field_validator("minute", "hour", "dom", "month", "dow")
+    @classmethod
+    def _cron_syntax(cls, value: int | str | None, info: ValidationInfo) -> int | str | None:
+        try:
+            cron.values(str(info.field_name), value)
+        except cron.CronError as exc:
+            raise ValueError(str(exc).split(": ", 1)[-1]) from None
+        return value
 
 
 class ScheduleUpdate(Body):

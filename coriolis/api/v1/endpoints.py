@@ -84,6 +84,19 @@ def pool_options(endpoint: models.Endpoint, platform: str,
     return options
 
 
+def _check_unique_name(session: Session, project_id: str, name: str | None,
+                       own_id: str | None = None) -> None:
+    """Endpoint names are unique per project (the CLI resolves names to ids): a 409
+    naming the endpoint that has ``name`` already."""
+    if name is None:
+        return
+    other = session.scalar(select(models.Endpoint.id).where(
+        models.Endpoint.project_id == project_id, models.Endpoint.name == name,
+        models.Endpoint.id != (own_id or "")))
+    if other is not None:
+        raise exceptions.Conflict(f"name: an endpoint named '{name}' exists already ({other})")
+
+
 def build_router(services: Services, context: Any) -> APIRouter:
     router = APIRouter()
     db, box, conductor = services.db, services.box, services.conductor
@@ -114,6 +127,7 @@ def build_router(services: Services, context: Any) -> APIRouter:
         with db.session() as session:
             conn = _check_connection_info(session, services, ctx, data.type,
                                           data.connection_info)
+            _check_unique_name(session, ctx.project_id, data.name)  # bad input first (400)
             row = models.Endpoint(project_id=ctx.project_id, user_id=ctx.user_id,
                                   name=data.name, type=data.type,
                                   description=data.description,
@@ -131,6 +145,7 @@ def build_router(services: Services, context: Any) -> APIRouter:
         with db.session() as session:
             row = transfers.get_endpoint(session, ctx.project_id, endpoint_id)
             if "name" in given:
+                _check_unique_name(session, ctx.project_id, data.name, row.id)
                 row.name = data.name
             if "description" in given:
                 row.description = data.description
@@ -151,10 +166,13 @@ def build_router(services: Services, context: Any) -> APIRouter:
                 (models.TransferAction.origin_endpoint_id == endpoint_id)
                 | (models.TransferAction.destination_endpoint_id == endpoint_id))).all()
             live = [a for a in users if not a.deleted]
-            if live:
-                raise exceptions.InvalidState(
-                    f"Endpoint {endpoint_id} is used by {len(live)} migration(s)/replica(s); "
-                    "delete them first")
+            pools = session.scalars(select(models.MinionPool.id).where(
+                models.MinionPool.endpoint_id == endpoint_id)).all()
+            if live or pools:
+                names = [f"{a.type} {a.id}" for a in live] + [f"minion pool {p}" for p in pools]
+                raise exceptions.Conflict(
+                    f"Endpoint {endpoint_id} is used by {', '.join(names)}; delete "
+                    f"{'it' if len(names) == 1 else 'them'} first")
             # Deleted (hidden) migrations and replicas of this endpoint go with it: they
             # still reference it (a 500 from the foreign key, found by schemathesis).
             for action in users:

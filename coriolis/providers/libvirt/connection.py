@@ -104,6 +104,15 @@ def load_libvirt() -> ModuleType:
         return module
 
 
+def lookup_domain(conn: Any, name: str) -> Any | None:
+    """The domain ``name`` of ``conn``, None when there is none."""
+    libvirt = load_libvirt()
+    try:
+        return conn.lookupByName(name)
+    except libvirt.libvirtError:
+        return None
+
+
 def _parts(connection_info: JSON) -> tuple[str, Any]:
     """The transport of ``connection_info["uri"]`` and its ``urlsplit``; ``InvalidInput``
     naming ``connection_info.uri`` for anything but a ``qemu`` URI of a known transport."""

@@ -38,8 +38,13 @@ from coriolis.providers.base import (
     OSMorphingProvider,
     ReplicaImportProvider,
 )
-from coriolis.providers.libvirt import define_xml, metadata, volumes
-from coriolis.providers.libvirt.connection import connect, load_libvirt, require_local
+from coriolis.providers.libvirt import define_xml, metadata, minions, volumes
+from coriolis.providers.libvirt.connection import (
+    connect,
+    load_libvirt,
+    lookup_domain,
+    require_local,
+)
 from coriolis.providers.local import replica_disks
 from coriolis.transfer import locations
 from coriolis.transfer.locations import PathLocation
@@ -83,12 +88,7 @@ def _target_name(env: JSON, export_info: JSON) -> str:
     return str(env.get("instance_name") or export_info["name"])
 
 
-def _domain(conn: Any, name: str) -> Any | None:
-    libvirt = load_libvirt()
-    try:
-        return conn.lookupByName(name)
-    except libvirt.libvirtError:
-        return None
+_domain = lookup_domain
 
 
 def _domain_type(conn: Any, env: JSON) -> str:
@@ -315,8 +315,10 @@ class LibvirtDestination(DestinationOptionsProvider, ReplicaImportProvider, OSMo
 
     def delete_target_resources(self, connection_info: JSON, env: JSON,
                                 target_resources: JSON) -> None:
-        """Nothing to undo: the locations are the volumes' own files."""
-        return None
+        """The volumes a minion had attached for the transfer are detached from it
+        (``minions.detach_minion_disks``); otherwise nothing to undo: the locations are the
+        volumes' own files."""
+        minions.detach_minion_disks(connection_info, target_resources)
 
     # Replica volumes are files of dir pools: the snapshot / commit / roll-back of the local
     # provider's replica_disks works on them as they are (side files beside the volumes).

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from coriolis import exceptions
-from coriolis.providers.base import JSON
+from coriolis.providers.base import JSON, require_linux_destination_pool
 from coriolis.providers.local import replica_disks
 from coriolis.providers.local.cloud import LocalCloud
 from coriolis.transfer import locations
@@ -140,12 +140,9 @@ class LocalMinionPools:
 
     def validate_minion_pool_options(self, connection_info: JSON, env: JSON,
                                      pool_platform: str, os_type: str) -> None:
-        if pool_platform != "destination":
-            raise exceptions.InvalidInput(
-                "platform: local minions are writer agents, which serve destination disks "
-                "only; a local pool must be a 'destination' pool")
-        if os_type != "linux":
-            raise exceptions.InvalidInput("os_type: local minions run Linux ('linux')")
+        require_linux_destination_pool(
+            "local", "local minions are writer agents, which serve destination disks only",
+            pool_platform, os_type)
         LocalCloud(connection_info).validate()
 
     def set_up_pool_shared_resources(self, connection_info: JSON, env: JSON,

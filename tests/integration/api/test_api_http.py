@@ -203,9 +203,12 @@ def test_local_clouds_are_confined_to_the_projects_root(admin: tuple[str, str],
     local_cloud("init", str(b_dst), "--network", "lan")
     (b_root / "link-out").symlink_to(a_cloud)
 
-    def create(path: str) -> requests.Response:
+    made: list[str] = []
+
+    def create(path: str) -> requests.Response:  # names are unique per project
+        made.append(path)
         return call("POST", f"{url_b}/endpoints", token_b, json={"endpoint": {
-            "name": "b", "type": "local", "connection_info": {"path": path}}})
+            "name": f"b{len(made)}", "type": "local", "connection_info": {"path": path}}})
 
     for path in (str(a_cloud), "/", "relative/dir", f"{b_root}/../{a_cloud.parent.name}/a-cloud",
                  str(b_root / "link-out")):

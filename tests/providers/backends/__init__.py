@@ -44,7 +44,10 @@ class Disk:
         return bytes(out)
 
 
-def sample_disk(fmt: str, seed: int, size: int = 6 * MiB + 12 * KiB + 512) -> Disk:
+DEFAULT_SIZE = 6 * MiB + 12 * KiB + 512
+
+
+def sample_disk(fmt: str, seed: int, size: int = DEFAULT_SIZE) -> Disk:
     """A small disk (``size`` of 2 MiB or more) with holes and data: data at the start, in
     the first half, one piece aligned to nothing in the middle, at the very end, and a range
     of written zeroes in the last quarter."""
@@ -77,6 +80,8 @@ class Backend(abc.ABC):
     """The source disk formats ``create_instance`` can make."""
     storage: ClassVar[tuple[str | None, ...]] = (None,)
     """The destination storage choices the write checks run on (``destination_env``)."""
+    disk_size_unit: ClassVar[int] = 512
+    """The platform keeps disk sizes in multiples of this many bytes (vSphere: 1 KiB)."""
 
     @classmethod
     def start_session(cls, root: Path) -> dict[str, str]:
@@ -134,6 +139,12 @@ class Backend(abc.ABC):
         """Names of everything that exists on the backend (instances, volumes, snapshots,
         helper files, attachments): the kit takes it before a check and requires the same
         after every cleanup."""
+
+    def sample_disk(self, fmt: str, seed: int, size: int | None = None) -> Disk:
+        """``sample_disk`` with its size rounded up to ``disk_size_unit``."""
+        size = size or DEFAULT_SIZE
+        unit = self.disk_size_unit
+        return sample_disk(fmt, seed, -(-size // unit) * unit)
 
     def close(self) -> None:
         """Tear down what ``__init__`` brought up."""

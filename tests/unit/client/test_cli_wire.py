@@ -173,9 +173,10 @@ def test_server_error_is_reported_without_traceback(api: Recorder,
 @pytest.mark.parametrize("argv, message", [
     (["endpoint", "create", "--name", "x", "--provider", "local", "--connection", "{bad"],
      "--connection is not valid JSON"),
+    # --source-environment is optional ('{}' too); an empty destination one is not.
     (["migration", "create", "--origin-endpoint", EP1, "--destination-endpoint", EP2,
       "--instance", "vm1", "--source-environment", "{}", "--destination-environment", "{}",
-      "--network-map", "{}"], "--source-environment[-file] is required"),
+      "--network-map", "{}"], "--destination-environment[-file] is required"),
     (["replica", "schedule", "create", "r1"], "at least one of"),
 ])
 def test_client_side_validation(api: Recorder, capsys: pytest.CaptureFixture[str],

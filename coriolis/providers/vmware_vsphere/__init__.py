@@ -1,0 +1,1 @@
+"""The ``vmware_vsphere`` provider: vCenter and ESXi as a source (pyVmomi)."""
