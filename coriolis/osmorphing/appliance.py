@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
+from coriolis.osmorphing import fstab
 from coriolis.osmorphing.guest import MorphingFailed, OsInfo
 from coriolis.system_modules import load_system_module
 
@@ -149,15 +150,38 @@ def _os_info(g: Any, root: str) -> OsInfo:
 
 def _mount(g: Any, os_info: OsInfo) -> None:
     """Mount the guest's file systems as its fstab does, shortest mount point first. The root
-    must mount; another that does not is left out (its files are not morphed)."""
-    for mountpoint, device in sorted(os_info.mountpoints.items(), key=lambda m: len(m[0])):
-        try:
-            g.mount(device, mountpoint)
-        except RuntimeError as exc:
-            if mountpoint == "/":
-                raise MorphingFailed(
-                    f"the root file system of {os_info.product} ({device}) cannot be mounted: "
-                    f"{exc}") from None
+    must mount; another that does not is left out (its files are not morphed). Entries naming
+    a disk by id or path are resolved here (``fstab.resolve_hardware_names``; recorded in
+    ``os_info.fstab_devices``), since inspection leaves most of them unmounted."""
+    mountpoints = dict(os_info.mountpoints)
+    if fstab.names_hardware(mountpoints.get("/", "/dev/disk/by-")):
+        mountpoints["/"] = os_info.root  # the file system inspection found the OS on
+    _mount_one(g, os_info, mountpoints["/"], "/")
+    if g.is_file("/etc/fstab"):
+        entries = fstab.parse(bytes(g.read_file("/etc/fstab")).decode("utf-8", "replace"))
+        by_hardware = {e.mountpoint for e in entries if fstab.names_hardware(e.spec)} - {"/"}
+        claimed = {m: d for m, d in mountpoints.items() if m not in by_hardware}
+        os_info.fstab_devices = fstab.resolve_hardware_names(entries, g.list_filesystems(),
+                                                             claimed)
+        for entry in entries:
+            if entry.mountpoint in by_hardware:
+                mountpoints.pop(entry.mountpoint, None)
+                device = os_info.fstab_devices.get(entry.spec)
+                if device and entry.mountpoint.startswith("/") and entry.fstype != "swap":
+                    mountpoints[entry.mountpoint] = device
+    for mountpoint, device in sorted(mountpoints.items(), key=lambda m: len(m[0])):
+        if mountpoint != "/":
+            _mount_one(g, os_info, device, mountpoint)
+
+
+def _mount_one(g: Any, os_info: OsInfo, device: str, mountpoint: str) -> None:
+    try:
+        g.mount(device, mountpoint)
+    except RuntimeError as exc:
+        if mountpoint == "/":
+            raise MorphingFailed(
+                f"the root file system of {os_info.product} ({device}) cannot be mounted: "
+                f"{exc}") from None
 
 
 @contextlib.contextmanager
