@@ -31,6 +31,7 @@ class Partition:
     uuid: str  # ext4/swap: a UUID; vfat: XXXX-XXXX
     files: dict[str, str] = field(default_factory=dict)  # path in the file system -> text
     executables: tuple[str, ...] = ()  # of ``files``, those made executable
+    last_mounted: str = ""  # ext4: the superblock's "last mounted on"
 
 
 def userland(stubs: list[str]) -> tuple[dict[str, str], tuple[str, ...]]:
@@ -62,6 +63,9 @@ def _make_fs(part: Partition, image: Path, tree: Path) -> None:
     if part.fstype == "ext4":
         subprocess.run(["mkfs.ext4", "-q", "-F", "-U", part.uuid, "-d", str(tree), str(image),
                         f"{size}k"], check=True, capture_output=True)
+        if part.last_mounted:
+            subprocess.run(["tune2fs", "-M", part.last_mounted, str(image)], check=True,
+                           capture_output=True)
     elif part.fstype == "swap":
         image.write_bytes(b"\0" * part.size_mib * MIB)
         subprocess.run(["mkswap", "-U", part.uuid, str(image)], check=True,
@@ -77,8 +81,8 @@ def _make_fs(part: Partition, image: Path, tree: Path) -> None:
 
 def build(path: Path, partitions: list[Partition], *, root_index: int) -> Path:
     """A raw GPT disk at ``path`` holding ``partitions`` in order (partition N is
-    ``partitions[N-1]``); the one at ``root_index`` (0-based) gets the host files a shell
-    needs."""
+    ``partitions[N-1]``); the one at ``root_index`` (0-based; -1: none) gets the host files a
+    shell needs."""
     total = _FIRST + sum(p.size_mib for p in partitions) * MIB + MIB
     with path.open("wb") as f:
         f.truncate(total)

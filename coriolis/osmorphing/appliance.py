@@ -133,7 +133,14 @@ class GuestfsGuest:
         return len(self.disks)
 
     def installed_packages(self) -> set[str]:
-        return {app["app2_name"] for app in self.g.inspect_list_applications2(self.os.root)}
+        """Names of the installed packages; ``MorphingFailed`` when the guest's package
+        database cannot be read."""
+        try:
+            apps = self.g.inspect_list_applications2(self.os.root)
+        except RuntimeError as exc:
+            raise MorphingFailed(f"the package database of {self.os.product} could not be "
+                                 f"read: {exc}") from None
+        return {app["app2_name"] for app in apps}
 
 
 def _names(disks: list[GuestDisk]) -> str:
@@ -161,8 +168,8 @@ def _mount(g: Any, os_info: OsInfo) -> None:
         entries = fstab.parse(bytes(g.read_file("/etc/fstab")).decode("utf-8", "replace"))
         by_hardware = {e.mountpoint for e in entries if fstab.names_hardware(e.spec)} - {"/"}
         claimed = {m: d for m, d in mountpoints.items() if m not in by_hardware}
-        os_info.fstab_devices = fstab.resolve_hardware_names(entries, g.list_filesystems(),
-                                                             claimed)
+        os_info.fstab_devices = fstab.resolve_hardware_names(
+            entries, g.list_filesystems(), claimed, lambda device: _last_mounted(g, device))
         for entry in entries:
             if entry.mountpoint in by_hardware:
                 mountpoints.pop(entry.mountpoint, None)
@@ -172,6 +179,15 @@ def _mount(g: Any, os_info: OsInfo) -> None:
     for mountpoint, device in sorted(mountpoints.items(), key=lambda m: len(m[0])):
         if mountpoint != "/":
             _mount_one(g, os_info, device, mountpoint)
+
+
+def _last_mounted(g: Any, device: str) -> str:
+    """Where an ext2/3/4 file system was last mounted (its superblock), "" if unknown."""
+    try:
+        value = str(g.tune2fs_l(device).get("Last mounted on", ""))
+    except RuntimeError:
+        return ""
+    return "" if value == "<not available>" else value
 
 
 def _mount_one(g: Any, os_info: OsInfo, device: str, mountpoint: str) -> None:

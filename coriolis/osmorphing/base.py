@@ -129,7 +129,11 @@ class LinuxMorpher:
                                   tool, tagged_vlans=self.profile.tagged_vlans)
 
     def remove_agents(self) -> None:
-        installed = self.guest.installed_packages()
+        try:
+            installed = self.guest.installed_packages()
+        except MorphingFailed as exc:
+            self.log(f"agents: none removed: {exc}")
+            return
         found = [p for p in self.profile.agents_to_remove() if p in installed]
         if not found:
             self.log("agents: no agent of another platform installed")

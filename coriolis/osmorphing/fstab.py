@@ -6,15 +6,17 @@ Neither name exists on the destination (virtio disks have other serials and addr
 an entry stops the boot. libguestfs' inspection resolves a ``by-id`` name only on a guest of
 one disk and a ``by-path`` name never, so the file system is not even mounted while the guest
 is morphed. Here each is matched to the one file system of the instance's disks that fits it
-(its partition number, from ``-partN``, its fstab type, and no other entry mounting it); an
-entry that fits none or several is refused by name, unless ``nofail`` or ``noauto`` says the
-guest boots without it. Sources: fstab(5); udev's persistent storage rules
+(its partition number, from ``-partN``, its fstab type, and no other entry mounting it; among
+several, the one whose ext2/3/4 superblock says it was last mounted on the entry's mount
+point); an entry that fits none or several is refused by name, unless ``nofail`` or ``noauto``
+says the guest boots without it. Sources: fstab(5); udev's persistent storage rules
 (``60-persistent-storage.rules``: the ``-partN`` suffix).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from coriolis.osmorphing.guest import MorphingFailed
@@ -64,14 +66,18 @@ def _partition_number(device: str) -> int | None:
 
 
 def resolve_hardware_names(entries: list[FstabEntry], filesystems: dict[str, str],
-                           claimed: dict[str, str]) -> dict[str, str]:
+                           claimed: dict[str, str],
+                           last_mounted: Callable[[str], str] = lambda _d: "") \
+        -> dict[str, str]:
     """``spec -> appliance device`` for the entries naming a disk by id or path.
 
     ``filesystems``: the appliance's devices and their file system types (libguestfs
     ``list_filesystems``: ``{"/dev/sda1": "ext4", "/dev/sdb": "xfs", ...}``); ``claimed``:
     mount point -> device of the entries already resolved (root and ``UUID=`` ones), never
-    candidates. Raises ``MorphingFailed`` naming the entry when a required one fits no file
-    system or several; an optional one is then left out of the result."""
+    candidates; ``last_mounted(device)``: where an ext file system was last mounted ("" if
+    unknown), which settles between several candidates. Raises ``MorphingFailed`` naming
+    the entry when a required one fits no file system or several; an optional one is then
+    left out of the result."""
     taken = set(claimed.values())
     resolved: dict[str, str] = {}
     for entry in entries:
@@ -87,6 +93,9 @@ def resolve_hardware_names(entries: list[FstabEntry], filesystems: dict[str, str
             dev for dev, fstype in filesystems.items()
             if _partition_number(dev) == number and dev not in taken
             and (wanted is None or fstype == wanted))
+        if len(candidates) > 1:
+            same = [d for d in candidates if last_mounted(d) == entry.mountpoint]
+            candidates = same if len(same) == 1 else candidates
         if len(candidates) == 1:
             resolved[entry.spec] = candidates[0]
             taken.add(candidates[0])
