@@ -623,16 +623,17 @@ def configure_network(guest: Guest, log: EventLog, nics: list[DestinationNic],
     virtuals = tool.virtual_interfaces()
     by_mac = {**_persistent_net_names(guest),
               **{s.mac: s.name for s in sources if s.mac and s.name}}
-    by_order = [s.name for s in sources if s.name]
-    names: list[str | None] = []
+    # By the source MAC first; the NICs it leaves take the names nobody took, in order.
+    names: list[str | None] = [
+        by_mac.get(_norm_mac(source_macs[i] if i < len(source_macs) else None) or "")
+        for i in range(len(nics))]
+    names = [n if n not in names[:i] else None for i, n in enumerate(names)]
+    free = [n for n in dict.fromkeys(s.name for s in sources if s.name) if n not in names]
     for i, nic in enumerate(nics):
-        source_mac = _norm_mac(source_macs[i] if i < len(source_macs) else None)
-        name = by_mac.get(source_mac or "") or (by_order[i] if i < len(by_order) else None)
-        if name in names:
-            name = None
-        if name is None and not (tool.matches_by_mac and nic.mac):
-            name = f"eth{i}"
-        names.append(name)
+        if names[i] is None and free:
+            names[i] = free.pop(0)
+        if names[i] is None and not (tool.matches_by_mac and nic.mac):
+            names[i] = f"eth{i}"
     kept = bonds.plan(virtuals, names, can_rebuild=tool.rebuilds_virtual,
                       tagged_vlans=tagged_vlans, log=log)
     if sources or virtuals:

@@ -11,6 +11,7 @@ update-initramfs, dracut or grub2-mkconfig would write, and nothing here boots.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -30,7 +31,7 @@ DPKG_STATUS = ("Package: netplan.io\nStatus: install ok installed\nVersion: 0.10
                "Architecture: amd64\n\n")
 
 
-def morph(disks: list[Path], profile: dict[str, object], **extra: object) -> list[str]:
+def morph(disks: list[Path], profile: dict[str, object], **extra: Any) -> list[str]:
     events: list[str] = []
     request = MorphRequest(disks=[GuestDisk(str(d), "raw", f"disk{i}")
                                   for i, d in enumerate(disks)],
