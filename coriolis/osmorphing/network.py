@@ -23,86 +23,14 @@ import yaml
 from coriolis.osmorphing import bonds
 from coriolis.osmorphing.bonds import BOND, BRIDGE, VLAN, VirtualInterface
 from coriolis.osmorphing.guest import EventLog, Guest
+from coriolis.osmorphing.nettool import DISABLED, NetworkTool, SourceInterface, norm_mac
+from coriolis.osmorphing.network_rh import Ifcfg, NetworkManagerKeyfile, Wicked
 from coriolis.osmorphing.profile import DestinationNic
 
-DISABLED = ".coriolis-disabled"
+__all__ = ["DISABLED", "Ifcfg", "Ifupdown", "Netplan", "NetworkManagerKeyfile", "NetworkTool",
+           "SourceInterface", "Wicked", "choose_tool", "configure_network"]
 LINK_DIR = "/etc/systemd/network"
 PERSISTENT_NET_RULES = "/etc/udev/rules.d/70-persistent-net.rules"
-
-
-@dataclass
-class SourceInterface:
-    name: str | None  # None: the configuration does not name it (matched by pattern or MAC)
-    mac: str | None
-    file: str
-
-
-def _norm_mac(mac: str | None) -> str | None:
-    return mac.strip().strip("'\"").lower() if mac else None
-
-
-def _kv_file(text: str) -> dict[str, str]:
-    """KEY=value lines (ifcfg, wicked), quotes removed."""
-    values = {}
-    for line in text.splitlines():
-        match = re.match(r"^\s*([A-Za-z_][A-Za-z0-9_]*)=(.*)$", line)
-        if match:
-            values[match.group(1)] = match.group(2).strip().strip("'\"")
-    return values
-
-
-class NetworkTool:
-    """One guest network configuration tool: how to find the source interfaces, disable
-    them and configure the destination ones."""
-
-    name = ""
-    matches_by_mac = False  # can configure a NIC by MAC alone, leaving its name to the guest
-    rebuilds_virtual = True  # writes bonds and VLANs (configure_bond, configure_vlan)
-
-    def __init__(self, guest: Guest, log: EventLog) -> None:
-        self.guest = guest
-        self.log = log
-
-    def in_use(self) -> bool:
-        return bool(self.source_interfaces() or self.virtual_interfaces())
-
-    def source_interfaces(self) -> list[SourceInterface]:
-        """The physical (Ethernet) interfaces the guest configures."""
-        raise NotImplementedError
-
-    def virtual_interfaces(self) -> list[VirtualInterface]:
-        """The bonds, VLANs and bridges the guest configures."""
-        return []
-
-    def disable_sources(self, interfaces: list[SourceInterface],
-                        virtuals: Sequence[VirtualInterface] = ()) -> None:
-        for file in sorted({i.file for i in interfaces} | {v.file for v in virtuals}):
-            self._disable_file(file)
-
-    def configure(self, name: str | None, mac: str | None) -> None:
-        """DHCP on one NIC; ``name`` None (only when ``matches_by_mac``): by MAC."""
-        raise NotImplementedError
-
-    def configure_bond(self, bond: VirtualInterface, members: list[tuple[str, str | None]]) \
-            -> None:
-        """The bond with DHCP over ``members`` (name, MAC), which get no addresses."""
-        raise NotImplementedError
-
-    def configure_vlan(self, vlan: VirtualInterface) -> None:
-        raise NotImplementedError
-
-    def _disable_file(self, path: str) -> None:
-        target = self._disabled_name(path)
-        self.guest.rename(path, target)
-        self.log(f"network: {path} (source interfaces) kept as {target}")
-
-    def _disabled_name(self, path: str) -> str:
-        return path + DISABLED
-
-    def _files(self, folder: str, pattern: str) -> list[str]:
-        if not self.guest.is_dir(folder):
-            return []
-        return [f"{folder}/{n}" for n in self.guest.listdir(folder) if re.fullmatch(pattern, n)]
 
 
 @dataclass
@@ -274,7 +202,7 @@ class Netplan(NetworkTool):
             for key, conf in (net.get("ethernets") or {}).items():
                 conf = conf or {}
                 mac = (conf.get("match") or {}).get("macaddress")
-                found.append(SourceInterface(self._name(key, conf), _norm_mac(mac), file))
+                found.append(SourceInterface(self._name(key, conf), norm_mac(mac), file))
         return found
 
     def virtual_interfaces(self) -> list[VirtualInterface]:
@@ -331,264 +259,6 @@ class Netplan(NetworkTool):
         self.log(f"network: {self.OUT}: VLAN {vlan.name} configured with DHCP")
 
 
-def _ini(text: str) -> dict[str, dict[str, str]]:
-    """A keyfile's sections: {section: {key: value}}."""
-    sections: dict[str, dict[str, str]] = {}
-    current = sections.setdefault("", {})
-    for line in text.splitlines():
-        line = line.strip()
-        if line.startswith("[") and line.endswith("]"):
-            current = sections.setdefault(line[1:-1], {})
-        elif "=" in line and not line.startswith(("#", ";")):
-            key, _, value = line.partition("=")
-            current[key.strip()] = value.strip()
-    return sections
-
-
-class NetworkManagerKeyfile(NetworkTool):
-    """NetworkManager keyfiles (/etc/NetworkManager/system-connections). Source:
-    nm-settings-keyfile(5), nm-settings-nmcli(5) (``master``/``controller``, ``slave-type``/
-    ``port-type``, the ``[bond]`` and ``[vlan]`` settings)."""
-
-    name = "NetworkManager"
-    matches_by_mac = True
-    DIR = "/etc/NetworkManager/system-connections"
-    _ETHERNET = ("ethernet", "802-3-ethernet")
-
-    def _connections(self) -> list[tuple[str, dict[str, dict[str, str]]]]:
-        return [(f, _ini(self.guest.read_text(f)))
-                for f in self._files(self.DIR, r".+\.nmconnection|[^.]+")]
-
-    def source_interfaces(self) -> list[SourceInterface]:
-        found = []
-        for file, conf in self._connections():
-            conn = conf.get("connection", {})
-            if conn.get("type") not in self._ETHERNET:
-                continue
-            mac = conf.get("ethernet", conf.get("802-3-ethernet", {})).get("mac-address")
-            found.append(SourceInterface(conn.get("interface-name") or None, _norm_mac(mac),
-                                         file))
-        return found
-
-    def virtual_interfaces(self) -> list[VirtualInterface]:
-        conns = self._connections()
-        # master=/controller= names the bond by interface name, connection id or UUID.
-        aliases = {}
-        for _, conf in conns:
-            conn = conf.get("connection", {})
-            for alias in (conn.get("id"), conn.get("uuid"), conn.get("interface-name")):
-                if alias:
-                    aliases[alias] = conn.get("interface-name") or conn.get("id", "")
-        found = []
-        kinds = {"bond": BOND, "vlan": VLAN, "bridge": BRIDGE}
-        for file, conf in conns:
-            conn = conf.get("connection", {})
-            kind = kinds.get(conn.get("type", ""))
-            if kind is None:
-                continue
-            name = conn.get("interface-name") or conn.get("id", "")
-            ipv4 = conf.get("ipv4", {})
-            addressing = ", ".join(v for k, v in sorted(ipv4.items())
-                                   if k.startswith("address")) or ipv4.get("method", "")
-            if kind == VLAN:
-                vlan = conf.get("vlan", {})
-                parent = aliases.get(vlan.get("parent", ""), vlan.get("parent", ""))
-                found.append(VirtualInterface(VLAN, name, file, [parent],
-                                              int(vlan.get("id", "0")), addressing))
-                continue
-            members = []
-            for _, other in conns:
-                oc = other.get("connection", {})
-                master = oc.get("master") or oc.get("controller")
-                if master and aliases.get(master) == name and oc.get("type") in self._ETHERNET:
-                    members.append(oc.get("interface-name") or f"{oc.get('id')} (unnamed)")
-            found.append(VirtualInterface(kind, name, file, members, addressing=addressing,
-                                          options=conf.get("bond", {})))
-        return found
-
-    def _disabled_name(self, path: str) -> str:
-        # NetworkManager reads every file of its folder whatever its name: move them out.
-        folder = self.DIR + DISABLED
-        self.guest.mkdir_p(folder)
-        return f"{folder}/{path.rsplit('/', 1)[1]}"
-
-    def _write(self, key: str, sections: dict[str, dict[str, str]], what: str) -> None:
-        path = f"{self.DIR}/coriolis-{key}.nmconnection"
-        lines = []
-        for section, values in sections.items():
-            lines += [f"[{section}]", *(f"{k}={v}" for k, v in values.items()), ""]
-        self.guest.mkdir_p(self.DIR)
-        self.guest.write_text(path, "\n".join(lines))
-        self.guest.run(f"chmod 600 '{path}'")  # NetworkManager ignores keyfiles others can read
-        self.log(f"network: {path}: {what}")
-
-    @staticmethod
-    def _nic(name: str | None, mac: str | None, **connection: str) \
-            -> dict[str, dict[str, str]]:
-        conn = {"id": name or f"coriolis {mac}", "type": "ethernet",
-                **({"interface-name": name} if name else {}), **connection}
-        return {"connection": conn, **({"ethernet": {"mac-address": mac}} if mac else {})}
-
-    _DHCP = {"ipv4": {"method": "auto"}, "ipv6": {"method": "auto"}}
-
-    def configure(self, name: str | None, mac: str | None) -> None:
-        key = name or (mac or "").replace(":", "")
-        self._write(key, {**self._nic(name, mac), **self._DHCP},
-                    f"{name or f'the NIC with MAC {mac} (named by the guest)'} configured "
-                    "with DHCP")
-
-    def configure_bond(self, bond: VirtualInterface, members: list[tuple[str, str | None]]) \
-            -> None:
-        for name, mac in members:
-            self._write(name, self._nic(name, mac, master=bond.name, **{"slave-type": "bond"}),
-                        f"{name} is a port of bond {bond.name}")
-        self._write(bond.name, {"connection": {"id": bond.name, "type": "bond",
-                                               "interface-name": bond.name},
-                                "bond": dict(bond.options or {}), **self._DHCP},
-                    f"bond {bond.name} configured with DHCP")
-
-    def configure_vlan(self, vlan: VirtualInterface) -> None:
-        self._write(vlan.name, {"connection": {"id": vlan.name, "type": "vlan",
-                                               "interface-name": vlan.name},
-                                "vlan": {"id": str(vlan.vlan_id), "parent": vlan.members[0]},
-                                **self._DHCP},
-                    f"VLAN {vlan.name} configured with DHCP")
-
-
-class Ifcfg(NetworkTool):
-    """RHEL-family /etc/sysconfig/network-scripts/ifcfg-NAME (initscripts and NetworkManager's
-    ifcfg-rh plugin). Source: nm-settings-ifcfg-rh(5), the initscripts documentation
-    (``TYPE=Bond``, ``BONDING_OPTS``, ``MASTER``/``SLAVE``, ``VLAN=yes``/``PHYSDEV``)."""
-
-    name = "ifcfg"
-    DIR = "/etc/sysconfig/network-scripts"
-
-    def _configs(self) -> list[tuple[str, str, dict[str, str]]]:
-        """(file, interface name, values) of every ifcfg file but the loopback's."""
-        found = []
-        for file in self._files(self.DIR, r"ifcfg-(?!lo$).+"):
-            values = _kv_file(self.guest.read_text(file))
-            found.append((file, values.get("DEVICE") or file.rsplit("ifcfg-", 1)[1], values))
-        return found
-
-    def _kind(self, values: dict[str, str]) -> str | None:
-        if values.get("TYPE") == "Bond" or values.get("BONDING_MASTER") == "yes":
-            return BOND
-        if values.get("VLAN") == "yes" or values.get("TYPE") == "Vlan":
-            return VLAN
-        if values.get("TYPE") == "Bridge":
-            return BRIDGE
-        return None if values.get("TYPE", "Ethernet") == "Ethernet" else "other"
-
-    def source_interfaces(self) -> list[SourceInterface]:
-        return [SourceInterface(name, _norm_mac(values.get("HWADDR")), file)
-                for file, name, values in self._configs() if self._kind(values) is None]
-
-    def virtual_interfaces(self) -> list[VirtualInterface]:
-        configs = self._configs()
-        found = []
-        for file, name, values in configs:
-            kind = self._kind(values)
-            if kind not in (BOND, VLAN, BRIDGE):
-                continue
-            addressing = values.get("BOOTPROTO", "none") + "".join(
-                f" {values[k]}" for k in ("IPADDR", "PREFIX", "NETMASK") if k in values)
-            if kind == VLAN:
-                parent = values.get("PHYSDEV") or name.rsplit(".", 1)[0]
-                vid = values.get("VLAN_ID") or name.rsplit(".", 1)[-1]
-                found.append(VirtualInterface(VLAN, name, file, [parent],
-                                              int(vid) if vid.isdigit() else None, addressing))
-                continue
-            key = "MASTER" if kind == BOND else "BRIDGE"
-            members = [n for _, n, v in configs if v.get(key) == name]
-            found.append(VirtualInterface(kind, name, file, members, addressing=addressing,
-                                          options=values.get("BONDING_OPTS")))
-        return found
-
-    def _disabled_name(self, path: str) -> str:
-        folder, base = path.rsplit("/", 1)
-        return f"{folder}/coriolis-disabled.{base}"  # no longer ifcfg-*: not read
-
-    def _text(self, name: str, mac: str | None) -> str:
-        lines = [f"DEVICE={name}", f"NAME={name}", "TYPE=Ethernet", "BOOTPROTO=dhcp",
-                 "ONBOOT=yes", "IPV6INIT=yes", "NM_CONTROLLED=yes"]
-        return "\n".join(lines + ([f"HWADDR={mac}"] if mac else [])) + "\n"
-
-    def _write(self, name: str, text: str, what: str) -> None:
-        path = f"{self.DIR}/ifcfg-{name}"
-        self.guest.mkdir_p(self.DIR)
-        self.guest.write_text(path, text)
-        self.log(f"network: {path}: {what}")
-
-    def configure(self, name: str | None, mac: str | None) -> None:
-        self._write(str(name), self._text(str(name), mac), f"{name} configured with DHCP")
-
-    def configure_bond(self, bond: VirtualInterface, members: list[tuple[str, str | None]]) \
-            -> None:
-        for name, mac in members:
-            self._write(name, "\n".join([f"DEVICE={name}", f"NAME={name}", "TYPE=Ethernet",
-                                         "ONBOOT=yes", f"MASTER={bond.name}", "SLAVE=yes",
-                                         "NM_CONTROLLED=yes",
-                                         *([f"HWADDR={mac}"] if mac else [])]) + "\n",
-                        f"{name} is a port of bond {bond.name}")
-        options = [f'BONDING_OPTS="{bond.options}"'] if bond.options else []
-        self._write(bond.name, "\n".join([f"DEVICE={bond.name}", f"NAME={bond.name}",
-                                          "TYPE=Bond", "BONDING_MASTER=yes", *options,
-                                          "BOOTPROTO=dhcp", "ONBOOT=yes", "IPV6INIT=yes",
-                                          "NM_CONTROLLED=yes"]) + "\n",
-                    f"bond {bond.name} configured with DHCP")
-
-    def configure_vlan(self, vlan: VirtualInterface) -> None:
-        self._write(vlan.name, "\n".join([f"DEVICE={vlan.name}", f"NAME={vlan.name}",
-                                          "VLAN=yes", "TYPE=Vlan", f"PHYSDEV={vlan.members[0]}",
-                                          f"VLAN_ID={vlan.vlan_id}", "BOOTPROTO=dhcp",
-                                          "ONBOOT=yes", "NM_CONTROLLED=yes"]) + "\n",
-                    f"VLAN {vlan.name} configured with DHCP")
-
-
-class Wicked(Ifcfg):
-    """SUSE's /etc/sysconfig/network/ifcfg-NAME (quoted values; the name is the file's).
-    Bonds (``BONDING_MASTER``), VLANs (``ETHERDEVICE``) and bridges (``BRIDGE``) are found
-    and dropped, each said in an event: not rebuilt for wicked."""
-
-    name = "wicked"
-    DIR = "/etc/sysconfig/network"
-    rebuilds_virtual = False
-
-    def _kind(self, values: dict[str, str]) -> str | None:
-        if values.get("BONDING_MASTER") == "yes":
-            return BOND
-        if values.get("ETHERDEVICE"):
-            return VLAN
-        if values.get("BRIDGE") == "yes":
-            return BRIDGE
-        return None
-
-    def virtual_interfaces(self) -> list[VirtualInterface]:
-        found = []
-        for file, name, values in self._configs():
-            kind = self._kind(values)
-            addressing = values.get("BOOTPROTO", "") + (f" {values['IPADDR']}"
-                                                       if "IPADDR" in values else "")
-            if kind == BOND:
-                members = [v for k, v in sorted(values.items()) if k.startswith("BONDING_SLAVE")]
-            elif kind == BRIDGE:
-                members = values.get("BRIDGE_PORTS", "").split()
-            elif kind == VLAN:
-                members = [values["ETHERDEVICE"]]
-            else:
-                continue
-            vid = values.get("VLAN_ID")
-            found.append(VirtualInterface(kind, name, file, members,
-                                          int(vid) if vid and vid.isdigit() else None,
-                                          addressing.strip()))
-        return found
-
-    def _text(self, name: str, mac: str | None) -> str:
-        # The name comes from the .link file; LLADDR would set the MAC, not match it.
-        return "BOOTPROTO='dhcp'\nSTARTMODE='auto'\nNAME=''\n"
-
-
 def _persistent_net_names(guest: Guest) -> dict[str, str]:
     """MAC → name from old udev persistent-net rules."""
     if not guest.exists(PERSISTENT_NET_RULES):
@@ -625,7 +295,7 @@ def configure_network(guest: Guest, log: EventLog, nics: list[DestinationNic],
               **{s.mac: s.name for s in sources if s.mac and s.name}}
     # By the source MAC first; the NICs it leaves take the names nobody took, in order.
     names: list[str | None] = [
-        by_mac.get(_norm_mac(source_macs[i] if i < len(source_macs) else None) or "")
+        by_mac.get(norm_mac(source_macs[i] if i < len(source_macs) else None) or "")
         for i in range(len(nics))]
     names = [n if n not in names[:i] else None for i, n in enumerate(names)]
     free = [n for n in dict.fromkeys(s.name for s in sources if s.name) if n not in names]
@@ -644,7 +314,7 @@ def configure_network(guest: Guest, log: EventLog, nics: list[DestinationNic],
             f"{PERSISTENT_NET_RULES}{DISABLED}")
     macs = {}
     for nic, name in zip(nics, names, strict=True):
-        mac = _norm_mac(nic.mac)
+        mac = norm_mac(nic.mac)
         if name is None:
             log(f"network: the source configuration names no interface for the NIC with MAC "
                 f"{mac}; the guest names it")

@@ -6,16 +6,19 @@ such layouts in the real appliance."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import yaml
 
+from coriolis.exceptions import InvalidInput
 from coriolis.osmorphing import network
 from coriolis.osmorphing.fstab import parse, resolve_hardware_names
 from coriolis.osmorphing.guest import DirectoryGuest, MorphingFailed, OsInfo
 from coriolis.osmorphing.profile import DestinationNic, DestinationProfile
 from coriolis.osmorphing.redhat import EL_EFI_VENDORS, RedHatMorpher
+from coriolis.providers.local.cloud import LocalCloud
 
 ROOT_UUID = "11111111-aaaa-4bbb-8ccc-000000000002"
 MACS = ["52:54:00:aa:bb:01", "52:54:00:aa:bb:02"]
@@ -244,3 +247,13 @@ def test_wicked_bonds_are_dropped_with_an_event(tmp_path: Path) -> None:
     assert "network: dropped bond bond0 (bond over eth0; static 10.0.0.5/24; " \
            f"{net}/ifcfg-bond0): this guest's network tool is not rebuilt with bonds by OS " \
            "morphing" in events
+
+
+def test_a_local_cloud_says_whether_its_networks_carry_vlans(tmp_path: Path) -> None:
+    (tmp_path / "cloud.json").write_text(json.dumps({"guest": {"tagged_vlans": True}}))
+    profile = DestinationProfile.from_json(LocalCloud({"path": str(tmp_path)}).guest_profile())
+    assert profile.tagged_vlans is True
+    assert DestinationProfile.from_json({}).tagged_vlans is False
+    (tmp_path / "cloud.json").write_text(json.dumps({"guest": {"tagged_vlans": "yes"}}))
+    with pytest.raises(InvalidInput, match="guest.tagged_vlans must be true or false"):
+        LocalCloud({"path": str(tmp_path)}).guest_profile()
