@@ -161,7 +161,7 @@ def _mount(g: Any, os_info: OsInfo) -> None:
     a disk by id or path are resolved here (``fstab.resolve_hardware_names``; recorded in
     ``os_info.fstab_devices``), since inspection leaves most of them unmounted."""
     mountpoints = dict(os_info.mountpoints)
-    if fstab.names_hardware(mountpoints.get("/", "/dev/disk/by-")):
+    if "/" not in mountpoints or fstab.names_hardware(mountpoints["/"]):
         mountpoints["/"] = os_info.root  # the file system inspection found the OS on
     _mount_one(g, os_info, mountpoints["/"], "/")
     if g.is_file("/etc/fstab"):
