@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from coriolis.osmorphing.appliance import GuestDisk
+from coriolis.osmorphing.guest import MorphingFailed
 from coriolis.osmorphing.isolated import MorphRequest, morph_in_child
 from tests import small_guests as sg
 from tests.small_guests import Partition
@@ -165,3 +166,24 @@ def test_uefi_centos7_bond_and_vlan(tmp_path: Path) -> None:
     assert any(e.startswith("network: dropped VLAN bond0.100 (VLAN 100 on bond0; none "
                             "10.99.0.5 24;") and e.endswith("(profile tagged_vlans)")
                for e in events), events
+
+
+def test_an_ambiguous_disk_id_is_refused_before_anything_changes(tmp_path: Path) -> None:
+    """/data by a disk id whose partition 1 could be either disk's (both ext4, neither says
+    where it was last mounted): refused by name, the guest as it was."""
+    files, stubs = sg.userland(["/usr/sbin/update-initramfs"])
+    fstab = (f"UUID={U}02 / ext4 defaults 0 1\n"
+             f"/dev/disk/by-id/{OTHER}-part1 /data ext4 defaults 0 2\n")
+    files |= {"/etc/os-release": 'ID=debian\nVERSION_ID="12"\nPRETTY_NAME="Debian 12"\n',
+              "/etc/debian_version": "12.5\n", "/var/lib/dpkg/status": DPKG_STATUS,
+              "/etc/fstab": fstab, "/data/.mountpoint": ""}
+    disk0 = [Partition("ext4", 8, U + "01"), Partition("ext4", 16, U + "02", files, stubs)]
+    disk1 = [Partition("ext4", 8, U + "11")]
+    img0 = sg.build(tmp_path / "disk0.raw", disk0, root_index=1)
+    img1 = sg.build(tmp_path / "disk1.raw", disk1, root_index=-1)
+    with pytest.raises(MorphingFailed) as refused:
+        morph([img0, img1], {"nics": []})
+    assert f"/etc/fstab mounts /data from /dev/disk/by-id/{OTHER}-part1" in str(refused.value)
+    assert "2 fit (/dev/sda1, /dev/sdb1)" in str(refused.value)
+    assert sg.read(img0, disk0, 2, "/etc/fstab") == fstab
+    assert sg.read(img0, disk0, 2, sg.CALLS) == ""
