@@ -42,6 +42,7 @@ NIC_MODELS = ("virtio", "e1000", "rtl8139")
 GUEST_DEFAULTS: dict[str, Any] = {
     "disk_bus": "virtio", "nic_model": "virtio", "serial_console": "ttyS0",
     "cloud_init_datasources": ["NoCloud", "None"], "keep_agents_of": [], "required_packages": [],
+    "tagged_vlans": False,  # the cloud's networks carry 802.1Q-tagged frames: VLANs are kept
 }
 
 
@@ -186,6 +187,8 @@ class LocalCloud:
             raise exceptions.InvalidInput(
                 f"cloud.json: guest.disk_bus must be one of {', '.join(DISK_BUSES)} and "
                 f"guest.nic_model one of {', '.join(NIC_MODELS)}")
+        if not isinstance(profile["tagged_vlans"], bool):
+            raise exceptions.InvalidInput("cloud.json: guest.tagged_vlans must be true or false")
         return profile
 
     def backend(self, name: str) -> StorageBackend:
