@@ -23,6 +23,7 @@ from types import ModuleType
 from typing import Any
 
 from coriolis.osmorphing.guest import MorphingFailed, OsInfo
+from coriolis.osmorphing.windows import checks as windows_checks
 from coriolis.system_modules import load_system_module
 
 _STATUS = "__coriolis_exit_status="
@@ -134,6 +135,12 @@ class GuestfsGuest:
     def installed_packages(self) -> set[str]:
         return {app["app2_name"] for app in self.g.inspect_list_applications2(self.os.root)}
 
+    def make_writable(self) -> None:
+        """Mount the guest's file systems again for writing (Windows guests are opened
+        read-only)."""
+        self.g.umount_all()
+        _mount(self.g, self.os)
+
 
 def _names(disks: list[GuestDisk]) -> str:
     return ", ".join(f"{d.name} [{d.format}]" for d in disks)
@@ -147,12 +154,16 @@ def _os_info(g: Any, root: str) -> OsInfo:
                   mountpoints=dict(g.inspect_get_mountpoints(root)))
 
 
-def _mount(g: Any, os_info: OsInfo) -> None:
+def _mount(g: Any, os_info: OsInfo, readonly: bool = False) -> None:
     """Mount the guest's file systems as its fstab does, shortest mount point first. The root
-    must mount; another that does not is left out (its files are not morphed)."""
+    must mount; another that does not is left out (its files are not morphed). A Windows
+    volume ntfs-3g will not write to (hibernated, dirty) is refused first."""
+    if os_info.type == "windows":
+        windows_checks.refuse_unsafe_ntfs(g, os_info.product,
+                                          sorted(set(os_info.mountpoints.values())))
     for mountpoint, device in sorted(os_info.mountpoints.items(), key=lambda m: len(m[0])):
         try:
-            g.mount(device, mountpoint)
+            (g.mount_ro if readonly else g.mount)(device, mountpoint)
         except RuntimeError as exc:
             if mountpoint == "/":
                 raise MorphingFailed(
@@ -175,9 +186,12 @@ def open_guest(disks: list[GuestDisk],
         except RuntimeError as exc:
             raise MorphingFailed(f"the libguestfs appliance did not start: {exc}") from None
         launched()
+        windows_checks.refuse_unsafe_disks(g, [d.name for d in disks])
         roots = g.inspect_os()
         if not roots:
             found = sorted(g.list_filesystems().items())
+            windows_checks.refuse_unsafe_ntfs(g, _names(disks),
+                                              [dev for dev, fs in found if fs == "ntfs"])
             described = ", ".join(f"{dev} {fs}" for dev, fs in found) or "no file systems"
             raise MorphingFailed(
                 f"no operating system found on {_names(disks)}; file systems there: "
@@ -187,7 +201,9 @@ def open_guest(disks: list[GuestDisk],
                 f"several operating systems found on {_names(disks)} (roots "
                 f"{', '.join(roots)}); OS morphing handles one per instance")
         os_info = _os_info(g, roots[0])
-        _mount(g, os_info)
+        # Windows is read first and written only once the morpher has nothing to refuse
+        # (GuestfsGuest.make_writable): even mounting NTFS for writing changes it.
+        _mount(g, os_info, readonly=os_info.type == "windows")
         yield GuestfsGuest(g, os_info, disks)
         g.sync()
         g.umount_all()

@@ -41,6 +41,8 @@ class DestinationProfile:
     # Packages the destination wants in the guest (installed only if the guest has them
     # already: the appliance has no network, so missing ones are reported, not fetched).
     required_packages: list[str] = field(default_factory=list)
+    # Windows: carry the source's static IPs to the new NICs (a first-boot script by MAC).
+    keep_static_ips: bool = False
 
     @property
     def modules(self) -> tuple[str, ...]:
@@ -59,4 +61,5 @@ class DestinationProfile:
                    cloud_init_datasources=list(value.get("cloud_init_datasources", [])),
                    serial_console=value.get("serial_console", "ttyS0"),
                    keep_agents_of=list(value.get("keep_agents_of", [])),
-                   required_packages=list(value.get("required_packages", [])))
+                   required_packages=list(value.get("required_packages", [])),
+                   keep_static_ips=bool(value.get("keep_static_ips", False)))

@@ -1,0 +1,111 @@
+"""Windows morphing parts that need no appliance: virtio-win lookup and refusals, the
+Windows → virtio-win folder table, the hive writer (read back with Perl's Win::Hivex, the
+hivex library's own binding, when it is installed), first-boot scripts."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from coriolis import windows_image
+from coriolis.osmorphing.guest import MorphingFailed
+from coriolis.osmorphing.windows import firstboot, registry, virtio
+from coriolis.osmorphing.windows.inspect import WindowsInfo
+from coriolis.osmorphing.windows.morpher import _static_ip_script
+
+
+def info(product: str = "Windows Server 2019 Standard", variant: str = "Server",
+         version: tuple[int, int, int] = (10, 0, 17763), arch: str = "x86_64") -> WindowsInfo:
+    return WindowsInfo(product, variant, *version, arch=arch, systemroot="/Windows",
+                       current_control_set="ControlSet001")
+
+
+@pytest.mark.parametrize("variant,version,folder", [
+    ("Server", (10, 0, 17763), "2k19"), ("Server", (10, 0, 20348), "2k22"),
+    ("Server", (10, 0, 14393), "2k16"), ("Client", (10, 0, 19045), "w10"),
+    ("Client", (10, 0, 22631), "w11"), ("Server", (6, 3, 9600), "2k12R2"),
+    ("Client", (6, 1, 7601), "w7"),
+])
+def test_virtio_win_folder_of_each_windows(variant: str, version: tuple[int, int, int],
+                                           folder: str) -> None:
+    assert info(variant=variant, version=version).virtio_os_dir() == folder
+
+
+def test_needed_drivers_follow_disk_bus_and_nic_model() -> None:
+    assert virtio.needed_drivers("virtio", "virtio") == ["viostor", "netkvm"]
+    assert virtio.needed_drivers("scsi", "e1000") == ["vioscsi"]
+    assert virtio.needed_drivers("sata", "e1000") == []
+
+
+def test_found_drivers_and_the_others_of_the_tree(tmp_path: Path) -> None:
+    tree = windows_image.make_virtio_win_tree(tmp_path)
+    needed, others = virtio.resolve(info(), ["viostor", "netkvm"], tree)
+    assert [(d.name, d.folder) for d in needed] == [
+        ("viostor", tree / "viostor/2k19/amd64"), ("netkvm", tree / "NetKVM/2k19/amd64")]
+    assert [d.name for d in others] == ["balloon", "vioscsi"]
+    assert [f.name for f in needed[1].files()] == ["netkvm.cat", "netkvm.inf", "netkvm.sys"]
+
+
+def test_a_missing_driver_is_refused_by_name(tmp_path: Path) -> None:
+    tree = windows_image.make_virtio_win_tree(tmp_path, os_dirs=("2k19",),
+                                              drivers=("viostor",))
+    (tree / "viostor/2k19/amd64/viostor.cat").unlink()  # incomplete: not found either
+    with pytest.raises(MorphingFailed) as failed:
+        virtio.resolve(info(), ["viostor", "netkvm"], tree)
+    message = str(failed.value)
+    assert "viostor (virtio-blk disks; looked for " \
+        f"{tree}/viostor/2k19/amd64/viostor.inf, .sys and .cat)" in message
+    assert f"netkvm (virtio-net NICs; looked for {tree}/NetKVM/2k19/amd64/netkvm.inf" in message
+
+
+def test_no_virtio_win_given_is_refused_with_the_setting_to_use() -> None:
+    with pytest.raises(MorphingFailed, match="needs the virtio drivers viostor, netkvm for "
+                       "Windows Server 2019 Standard, and no virtio-win is given: set "
+                       "CORIOLIS_VIRTIO_WIN"):
+        virtio.resolve(info(), ["viostor", "netkvm"], None)
+    assert virtio.resolve(info(), [], None) == ([], [])  # nothing needed, nothing asked
+
+
+@pytest.mark.skipif(not shutil.which("perl"), reason="perl not installed")
+def test_empty_hive_opens_and_grows_with_hivex(tmp_path: Path) -> None:
+    hive = tmp_path / "SYSTEM"
+    hive.write_bytes(registry.empty_hive("CMI-CreateHive-SYSTEM"))
+    script = ('use Win::Hivex; my $h = Win::Hivex->open($ARGV[0], write => 1); '
+              'my $r = $h->root(); print $h->node_name($r), "\\n"; '
+              'my $c = $h->node_add_child($r, "Select"); '
+              '$h->node_set_value($c, {key => "Current", t => 4, value => pack("V", 1)}); '
+              '$h->commit(undef); my $h2 = Win::Hivex->open($ARGV[0]); '
+              'my $s = $h2->node_get_child($h2->root(), "Select"); '
+              'print unpack("V", $h2->value_value($h2->node_get_value($s, "Current"))), "\\n";')
+    result = subprocess.run(["perl", "-e", script, str(hive)], capture_output=True, text=True)
+    if "Can't locate Win/Hivex.pm" in result.stderr:
+        pytest.skip("libwin-hivex-perl not installed")
+    assert result.stdout == "CMI-CreateHive-SYSTEM\n1\n", result.stderr
+
+
+def test_registry_values_encode_and_decode() -> None:
+    assert registry.decode(registry.REG_SZ, registry.utf16z("viostor")) == "viostor"
+    assert registry.decode(registry.REG_DWORD, registry.dword(0x10)) == 0x10
+    assert registry.decode(registry.REG_MULTI_SZ, registry.multi_sz(["a", "b"])) == ["a", "b"]
+
+
+def test_static_ip_script_sets_each_address_on_the_nic_with_the_new_mac() -> None:
+    script = _static_ip_script([{
+        "old_mac": "00:50:56:8a:11:22", "new_mac": "52:54:00:aa:bb:01",
+        "addresses": ["10.0.0.5", "10.0.1.5"], "masks": ["255.255.0.0", "255.255.255.128"],
+        "gateways": ["10.0.0.1"], "dns": ["10.0.0.2"]}])
+    assert "Where-Object MacAddress -eq '52-54-00-AA-BB-01'" in script
+    assert "-IPAddress 10.0.0.5 -PrefixLength 16 -DefaultGateway 10.0.0.1\n" in script
+    assert "-IPAddress 10.0.1.5 -PrefixLength 25\n" in script
+    assert "-ServerAddresses '10.0.0.2'" in script
+
+
+def test_first_boot_runner_runs_scripts_in_order_and_removes_its_service() -> None:
+    text = firstboot.crlf(firstboot.RUNNER).decode()
+    assert "\r\n" in text and "\n" not in text.replace("\r\n", "")
+    assert "dir /b /on" in text and f"sc.exe delete {firstboot.SERVICE}" in text
+    assert firstboot.image_path() == ('%SystemRoot%\\System32\\cmd.exe /c start "" /b '
+                                      '"C:\\Program Files\\Coriolis\\Firstboot\\firstboot.cmd"')
