@@ -56,9 +56,10 @@ def test_a_missing_driver_is_refused_by_name(tmp_path: Path) -> None:
     with pytest.raises(MorphingFailed) as failed:
         virtio.resolve(info(), ["viostor", "netkvm"], tree)
     message = str(failed.value)
-    assert "viostor (virtio-blk disks; looked for " \
-        f"{tree}/viostor/2k19/amd64/viostor.inf, .sys and .cat)" in message
-    assert f"netkvm (virtio-net NICs; looked for {tree}/NetKVM/2k19/amd64/netkvm.inf" in message
+    assert f"CORIOLIS_VIRTIO_WIN={tree} does not have for Windows Server 2019 Standard " \
+        "(2k19, amd64): viostor (virtio-blk disks; looked for viostor/2k19/amd64/viostor.inf, " \
+        ".sys and .cat); netkvm (virtio-net NICs; looked for NetKVM/2k19/amd64/netkvm.inf" \
+        in message
 
 
 def test_no_virtio_win_given_is_refused_with_the_setting_to_use() -> None:
@@ -67,6 +68,42 @@ def test_no_virtio_win_given_is_refused_with_the_setting_to_use() -> None:
                        "CORIOLIS_VIRTIO_WIN"):
         virtio.resolve(info(), ["viostor", "netkvm"], None)
     assert virtio.resolve(info(), [], None) == ([], [])  # nothing needed, nothing asked
+
+
+def iso_of(tree: Path, iso_path: Path) -> Path:
+    """An ISO 9660 image with Joliet names of ``tree``, as virtio-win.iso is made."""
+    import pycdlib
+
+    iso = pycdlib.PyCdlib()
+    iso.new(interchange_level=4, joliet=3)
+    for path in sorted(tree.rglob("*")):
+        rel = "/" + path.relative_to(tree).as_posix()
+        if path.is_dir():
+            iso.add_directory(rel.upper(), joliet_path=rel)
+        else:
+            iso.add_file(str(path), rel.upper() + ";1", joliet_path=rel)
+    iso.write(str(iso_path))
+    iso.close()
+    return iso_path
+
+
+def test_drivers_are_read_from_a_virtio_win_iso(tmp_path: Path) -> None:
+    tree = windows_image.make_virtio_win_tree(tmp_path / "tree")
+    iso = iso_of(tree, tmp_path / "virtio-win.iso")
+    with virtio.opened(iso, info(variant="Client", version=(10, 0, 19045))) as root:
+        assert root is not None and root != iso
+        needed, others = virtio.resolve(info(variant="Client", version=(10, 0, 19045)),
+                                        ["vioscsi"], root, iso)
+        assert [(d.name, [f.name for f in d.files()]) for d in needed] == [
+            ("vioscsi", ["vioscsi.cat", "vioscsi.inf", "vioscsi.sys"])]
+        assert needed[0].files()[2].read_bytes() == (
+            tree / "vioscsi/w10/amd64/vioscsi.sys").read_bytes()
+        assert sorted(p.name for p in root.glob("*/*")) == ["w10"] * 4  # only w10
+    assert not root.exists()  # the extracted copy is gone
+    (tmp_path / "not.iso").write_text("nope")
+    with pytest.raises(MorphingFailed, match="not.iso is not a readable ISO 9660 image"):
+        with virtio.opened(tmp_path / "not.iso", info()):
+            pass
 
 
 @pytest.mark.skipif(not shutil.which("perl"), reason="perl not installed")

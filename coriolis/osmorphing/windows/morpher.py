@@ -19,6 +19,7 @@ import ipaddress
 import os
 import re
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from coriolis.osmorphing.guest import EventLog, MorphingFailed
@@ -69,12 +70,17 @@ class WindowsMorpher:
                  f"on {self.profile.disk_bus}, NICs {self.profile.nic_model})")
         # Everything that can refuse is decided before the first change.
         needed = virtio.needed_drivers(self.profile.disk_bus, self.profile.nic_model)
-        root = virtio.virtio_win_root()
-        drivers, others = virtio.resolve(info, needed, root)
+        setting = virtio.virtio_win_root()
+        with virtio.opened(setting if needed else None, info) as root:
+            self._morph(info, needed, setting, root)
+
+    def _morph(self, info: WindowsInfo, needed: list[str], setting: Path | None,
+               root: Path | None) -> None:
+        drivers, others = virtio.resolve(info, needed, root, setting)
         cloudbase = self._cloudbase_init_msi()
         self.guest.make_writable()
         if needed:
-            self.log(f"virtio-win {root}: found {', '.join(d.name for d in drivers)} "
+            self.log(f"virtio-win {setting}: found {', '.join(d.name for d in drivers)} "
                      f"(needed) for {info.virtio_os_dir()}/{info.virtio_arch()}"
                      + (f"; also {', '.join(d.name for d in others)}" if others else ""))
         else:

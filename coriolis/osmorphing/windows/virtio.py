@@ -1,16 +1,20 @@
 """The virtio-win drivers the operator gives, and which of them a destination needs.
 
 The server setting ``CORIOLIS_VIRTIO_WIN`` (an environment variable of the worker, or of the
-helper that runs the morphing) names a virtio-win tree: the ISO's contents, copied or mounted
-(Fedora's virtio-win ISO: ``DRIVER/OSDIR/ARCH/``, e.g. ``viostor/2k19/amd64/viostor.inf``,
-``.sys``, ``.cat``; https://github.com/virtio-win/virtio-win-pkg-scripts). Folder names are
-matched case-insensitively. A driver counts as found when its folder for the guest's Windows
-and architecture holds its ``.inf``, ``.sys`` and ``.cat``.
+helper that runs the morphing) names the virtio-win ISO (``virtio-win.iso``; read with pycdlib,
+its Rock Ridge or Joliet names) or a folder holding its contents. Its layout is
+``DRIVER/OSDIR/ARCH/`` (``viostor/2k19/amd64/viostor.inf``, ``.sys``, ``.cat``;
+https://github.com/virtio-win/virtio-win-pkg-scripts). Folder names are matched
+case-insensitively. A driver counts as found when its folder for the guest's Windows and
+architecture holds its ``.inf``, ``.sys`` and ``.cat``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,10 +80,49 @@ def virtio_win_root() -> Path | None:
     return Path(value) if value else None
 
 
-def resolve(info: WindowsInfo, needed: list[str], root: Path | None) -> tuple[
-        list[Driver], list[Driver]]:
-    """(the needed drivers, the other drivers of the tree for this guest); ``MorphingFailed``
-    naming every needed driver that is missing, and where it was looked for."""
+@contextlib.contextmanager
+def opened(setting: Path | None, info: WindowsInfo) -> Iterator[Path | None]:
+    """The virtio-win tree of the setting: the folder itself, or, for an ISO, the guest's
+    drivers (``*/OSDIR/ARCH/*``) extracted into a temporary folder for the block."""
+    if setting is None or not setting.is_file():
+        yield setting
+        return
+    with tempfile.TemporaryDirectory(prefix="virtio-win-") as tmp:
+        _extract(setting, Path(tmp), info)
+        yield Path(tmp)
+
+
+def _extract(iso_path: Path, target: Path, info: WindowsInfo) -> None:
+    import pycdlib  # only when an ISO is given
+    from pycdlib.pycdlibexception import PyCdlibException
+
+    iso = pycdlib.PyCdlib()
+    try:
+        iso.open(str(iso_path))
+    except (PyCdlibException, OSError) as exc:
+        raise MorphingFailed(f"{SETTING}={iso_path} is not a readable ISO 9660 image "
+                             f"(virtio-win.iso): {exc}") from None
+    try:
+        facade = (iso.get_rock_ridge_facade() if iso.has_rock_ridge() else
+                  iso.get_joliet_facade() if iso.has_joliet() else iso.get_iso9660_facade())
+        wanted = (info.virtio_os_dir().lower(), info.virtio_arch().lower())
+        for folder, _, files in facade.walk("/"):
+            parts = [p for p in folder.split("/") if p]
+            if len(parts) != 3 or (parts[1].lower(), parts[2].lower()) != wanted:
+                continue
+            local = target.joinpath(*parts)
+            local.mkdir(parents=True, exist_ok=True)
+            for name in files:
+                facade.get_file_from_iso(str(local / name.split(";")[0]), f"{folder}/{name}")
+    finally:
+        iso.close()
+
+
+def resolve(info: WindowsInfo, needed: list[str], root: Path | None,
+            shown: Path | None = None) -> tuple[list[Driver], list[Driver]]:
+    """(the needed drivers, the other drivers of the tree ``root`` for this guest);
+    ``MorphingFailed`` naming every needed driver that is missing, and where it was looked
+    for (in ``shown``, the setting's value, when ``root`` is an ISO's extracted copy)."""
     if not needed:
         return [], []
     if root is None:
@@ -92,20 +135,20 @@ def resolve(info: WindowsInfo, needed: list[str], root: Path | None) -> tuple[
     except ValueError as exc:
         raise MorphingFailed(str(exc)) from None
     if not root.is_dir():
-        raise MorphingFailed(f"{SETTING}={root} is not a folder; it must hold the contents of "
-                             "virtio-win.iso")
+        raise MorphingFailed(f"{SETTING}={root} is neither the virtio-win ISO nor a folder "
+                             "holding its contents")
     drivers, missing = [], []
     for name in needed:
         folder_name, what, _ = DRIVERS[name]
         folder = find(root, info, folder_name)
         if folder is None or not has_driver(folder, name):
-            missing.append(f"{name} ({what}; looked for {root}/{folder_name}/{os_dir}/"
+            missing.append(f"{name} ({what}; looked for {folder_name}/{os_dir}/"
                            f"{info.virtio_arch()}/{name}.inf, .sys and .cat)")
         else:
             drivers.append(Driver(name, folder))
     if missing:
         raise MorphingFailed(
-            f"the destination needs drivers that {SETTING}={root} does not have for "
+            f"the destination needs drivers that {SETTING}={shown or root} does not have for "
             f"{info.product} ({os_dir}, {info.virtio_arch()}): {'; '.join(missing)}. Use a "
             "virtio-win release that supports this Windows")
     others = []
