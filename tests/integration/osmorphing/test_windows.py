@@ -65,9 +65,12 @@ def test_server_2019_morphed_for_virtio_and_every_change_read_back(
     before = sha256(base)
     disk = overlay(base, tmp_path)
     monkeypatch.setenv("CORIOLIS_VIRTIO_WIN", str(virtio_win))
-    monkeypatch.delenv("CORIOLIS_CLOUDBASE_INIT_MSI", raising=False)
-    profile = {"platform": "libvirt", "disk_bus": "virtio", "nic_model": "virtio",
-               "nics": [{"mac": NEW_MAC}], "keep_static_ips": True}
+    msi = tmp_path / "CloudbaseInitSetup_x64.msi"
+    msi.write_bytes(b"stand-in cloudbase-init installer\n")
+    monkeypatch.setenv("CORIOLIS_CLOUDBASE_INIT_MSI", str(msi))
+    profile = {"platform": "openstack", "disk_bus": "virtio", "nic_model": "virtio",
+               "nics": [{"mac": NEW_MAC}], "keep_static_ips": True,
+               "cloud_init_datasources": ["OpenStack"]}
     events = morph(disk, profile, {"global": {"windows": "#ps1\nWrite-Output hello\n"}},
                    [windows_image.SOURCE_MAC])
     text = "\n".join(events)
@@ -79,6 +82,8 @@ def test_server_2019_morphed_for_virtio_and_every_change_read_back(
     assert "boot: viostor (virtio-blk disks) is a boot-start driver" in text
     assert "VMware Tools (vmware) will be uninstalled at the first boot" in text
     assert f"static 192.168.50.10 → the NIC with MAC {NEW_MAC}" in text
+    assert "cloudbase-init: CloudbaseInitSetup_x64.msi copied; installed at the first boot" \
+        in text
     assert sha256(base) == before  # the source disk is unchanged
 
     g = new_handle()
@@ -130,15 +135,19 @@ def test_server_2019_morphed_for_virtio_and_every_change_read_back(
         scripts = {n: bytes(g.read_file(f"{folder}/scripts/{n}")).decode()
                    for n in g.ls(f"{folder}/scripts")}
         assert sorted(scripts) == ["01-install-virtio-drivers.cmd", "02-remove-vmware.cmd",
-                                   "03-static-ips.ps1", "04-user-global-windows.ps1"]
+                                   "03-cloudbase-init.cmd", "04-static-ips.ps1",
+                                   "05-user-global-windows.ps1"]
         assert "pnputil.exe /add-driver" in scripts["01-install-virtio-drivers.cmd"]
         assert f"msiexec.exe /x {windows_image.VMWARE_TOOLS_CODE} /qn" in \
             scripts["02-remove-vmware.cmd"]
-        static = scripts["03-static-ips.ps1"]
+        assert bytes(g.read_file(f"{folder}/{msi.name}")) == msi.read_bytes()
+        assert f'msiexec.exe /i "{firstboot.WINDOWS_FOLDER}\\{msi.name}" /qn' in \
+            scripts["03-cloudbase-init.cmd"]
+        static = scripts["04-static-ips.ps1"]
         assert "MacAddress -eq '52-54-00-AA-BB-01'" in static
         assert "-IPAddress 192.168.50.10 -PrefixLength 24 -DefaultGateway 192.168.50.1" in static
         assert "-ServerAddresses '192.168.50.2','192.168.50.3'" in static
-        assert scripts["04-user-global-windows.ps1"] == "#ps1\r\nWrite-Output hello\r\n"
+        assert scripts["05-user-global-windows.ps1"] == "#ps1\r\nWrite-Output hello\r\n"
     finally:
         g.close()
 
