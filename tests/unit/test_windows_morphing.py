@@ -4,6 +4,7 @@ hivex library's own binding, when it is installed), first-boot scripts."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -12,9 +13,11 @@ import pytest
 
 from coriolis import windows_image
 from coriolis.osmorphing.guest import MorphingFailed
+from coriolis.osmorphing.profile import DestinationProfile
 from coriolis.osmorphing.windows import firstboot, registry, virtio
 from coriolis.osmorphing.windows.inspect import WindowsInfo
 from coriolis.osmorphing.windows.morpher import _static_ip_script
+from coriolis.providers.local.cloud import LocalCloud
 
 
 def info(product: str = "Windows Server 2019 Standard", variant: str = "Server",
@@ -146,3 +149,10 @@ def test_first_boot_runner_runs_scripts_in_order_and_removes_its_service() -> No
     assert "dir /b /on" in text and f"sc.exe delete {firstboot.SERVICE}" in text
     assert firstboot.image_path() == ('%SystemRoot%\\System32\\cmd.exe /c start "" /b '
                                       '"C:\\Program Files\\Coriolis\\Firstboot\\firstboot.cmd"')
+
+
+def test_a_local_cloud_asks_for_static_ips_in_its_guest_profile(tmp_path: Path) -> None:
+    cloud = LocalCloud({"path": str(tmp_path)})
+    assert DestinationProfile.from_json(cloud.guest_profile()).keep_static_ips is False
+    (tmp_path / "cloud.json").write_text(json.dumps({"guest": {"keep_static_ips": True}}))
+    assert DestinationProfile.from_json(cloud.guest_profile()).keep_static_ips is True

@@ -42,6 +42,7 @@ NIC_MODELS = ("virtio", "e1000", "rtl8139")
 GUEST_DEFAULTS: dict[str, Any] = {
     "disk_bus": "virtio", "nic_model": "virtio", "serial_console": "ttyS0",
     "cloud_init_datasources": ["NoCloud", "None"], "keep_agents_of": [], "required_packages": [],
+    "keep_static_ips": False,  # Windows: the source's static IPs on the new NICs
 }
 
 
