@@ -5,6 +5,7 @@ hivex library's own binding, when it is installed), first-boot scripts."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -16,7 +17,7 @@ from coriolis.osmorphing.guest import MorphingFailed
 from coriolis.osmorphing.profile import DestinationProfile
 from coriolis.osmorphing.windows import firstboot, registry, virtio
 from coriolis.osmorphing.windows.inspect import WindowsInfo
-from coriolis.osmorphing.windows.morpher import _static_ip_script
+from coriolis.osmorphing.windows.morpher import FOREIGN_TOOLS, WindowsMorpher, _static_ip_script
 from coriolis.providers.local.cloud import LocalCloud
 
 
@@ -156,3 +157,25 @@ def test_a_local_cloud_asks_for_static_ips_in_its_guest_profile(tmp_path: Path) 
     assert DestinationProfile.from_json(cloud.guest_profile()).keep_static_ips is False
     (tmp_path / "cloud.json").write_text(json.dumps({"guest": {"keep_static_ips": True}}))
     assert DestinationProfile.from_json(cloud.guest_profile()).keep_static_ips is True
+
+
+@pytest.mark.parametrize("display,platform", [
+    ("VMware Tools", "vmware"), ("Citrix XenServer Windows Management Agent", "xen"),
+    ("XenServer PV Tools", "xen"), ("Citrix Hypervisor PV Tools", "xen"),
+    ("AWS PV Drivers", "aws"), ("Amazon SSM Agent", "aws"), ("Amazon EC2Launch", "aws"),
+    ("Windows Azure VM Agent - 2.7.41491.1102", "azure"), ("Google Compute Engine Tools", "gce"),
+    ("XCP-ng Windows PV Tools", "xen"), ("Mozilla Firefox", None), ("VMware Horizon Client", None),
+])
+def test_tools_of_other_platforms_are_recognised_by_name(display: str,
+                                                         platform: str | None) -> None:
+    found = [p for p, pattern in FOREIGN_TOOLS.items() if re.search(pattern, display, re.I)]
+    assert found == ([platform] if platform else [])
+
+
+def test_uninstall_commands() -> None:
+    msi = {"app2_name": "{6A3D1E5F-0C1B-4F5A-9E2D-7B3C4A5D6E7F}", "app2_uninstall": "x"}
+    assert WindowsMorpher._uninstall_command(msi) == \
+        "msiexec.exe /x {6A3D1E5F-0C1B-4F5A-9E2D-7B3C4A5D6E7F} /qn /norestart"
+    other = {"app2_name": "Amazon SSM Agent", "app2_uninstall": '"C:\\x\\uninst.exe" /S'}
+    assert WindowsMorpher._uninstall_command(other) == '"C:\\x\\uninst.exe" /S'
+    assert WindowsMorpher._uninstall_command({"app2_name": "none"}) is None

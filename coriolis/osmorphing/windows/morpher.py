@@ -37,7 +37,7 @@ CLOUDBASE_INIT_SETTING = "CORIOLIS_CLOUDBASE_INIT_MSI"
 FOREIGN_TOOLS: dict[str, str] = {
     "vmware": r"^VMware Tools",
     "hyperv": r"^(Hyper-V Integration|Microsoft Hyper-V Integration)",
-    "xen": r"^(Citrix XenServer|XenServer|Citrix Hypervisor).*(Tools|PV)|^Xen PV|^XCP-ng",
+    "xen": r"^(Citrix XenServer|XenServer|Citrix Hypervisor|XCP-ng).*(Tools|PV|Agent)|^Xen PV",
     "aws": r"^(AWS PV Drivers|Amazon SSM Agent|EC2ConfigService|Amazon EC2Launch|"
            r"AWS NVMe|Amazon Elastic Network Adapter)",
     "azure": r"^Windows Azure (VM|Guest) Agent",
