@@ -179,3 +179,10 @@ def test_uninstall_commands() -> None:
     other = {"app2_name": "Amazon SSM Agent", "app2_uninstall": '"C:\\x\\uninst.exe" /S'}
     assert WindowsMorpher._uninstall_command(other) == '"C:\\x\\uninst.exe" /S'
     assert WindowsMorpher._uninstall_command({"app2_name": "none"}) is None
+
+
+def test_driver_install_script_has_both_pnputil_syntaxes() -> None:
+    script = WindowsMorpher._pnputil_script()
+    assert 'pnputil.exe /add-driver "%SystemRoot%\\Drivers\\VirtIO\\*.inf" /subdirs /install' \
+        in script
+    assert 'do pnputil.exe -i -a "%%I"' in script

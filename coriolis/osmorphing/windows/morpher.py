@@ -187,9 +187,12 @@ class WindowsMorpher:
         software.set_sz(key, "DevicePath", value, expand=True)
         self.log(f"drivers: DevicePath = {value}")
 
-    def _pnputil_script(self) -> str:
-        return ("pnputil.exe /add-driver \"%SystemRoot%\\Drivers\\VirtIO\\*.inf\" /subdirs "
-                "/install\r\nexit /b 0\r\n")
+    @staticmethod
+    def _pnputil_script() -> str:
+        """pnputil's Windows 10/2016 syntax, else the older one (Windows 7 to 8.1)."""
+        store = "%SystemRoot%\\Drivers\\VirtIO"
+        return (f'pnputil.exe /add-driver "{store}\\*.inf" /subdirs /install || '
+                f'for /r "{store}" %%I in (*.inf) do pnputil.exe -i -a "%%I"\r\nexit /b 0\r\n')
 
     # --- the source platform's tools ---------------------------------------------------------
     def remove_tools(self) -> None:
