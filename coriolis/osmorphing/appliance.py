@@ -24,6 +24,7 @@ from typing import Any
 
 from coriolis.osmorphing import fstab
 from coriolis.osmorphing.guest import MorphingFailed, OsInfo
+from coriolis.osmorphing.windows import checks as windows_checks
 from coriolis.system_modules import load_system_module
 
 _STATUS = "__coriolis_exit_status="
@@ -142,6 +143,12 @@ class GuestfsGuest:
                                  f"read: {exc}") from None
         return {app["app2_name"] for app in apps}
 
+    def make_writable(self) -> None:
+        """Mount the guest's file systems again for writing (Windows guests are opened
+        read-only)."""
+        self.g.umount_all()
+        _mount(self.g, self.os)
+
 
 def _names(disks: list[GuestDisk]) -> str:
     return ", ".join(f"{d.name} [{d.format}]" for d in disks)
@@ -155,15 +162,20 @@ def _os_info(g: Any, root: str) -> OsInfo:
                   mountpoints=dict(g.inspect_get_mountpoints(root)))
 
 
-def _mount(g: Any, os_info: OsInfo) -> None:
+def _mount(g: Any, os_info: OsInfo, readonly: bool = False) -> None:
     """Mount the guest's file systems as its fstab does, shortest mount point first. The root
     must mount; another that does not is left out (its files are not morphed). Entries naming
     a disk by id or path are resolved here (``fstab.resolve_hardware_names``; recorded in
-    ``os_info.fstab_devices``), since inspection leaves most of them unmounted."""
+    ``os_info.fstab_devices``), since inspection leaves most of them unmounted. A Windows
+    volume ntfs-3g will not write to (hibernated, dirty) is refused first; ``readonly``
+    mounts everything read-only."""
+    if os_info.type == "windows":
+        windows_checks.refuse_unsafe_ntfs(g, os_info.product,
+                                          sorted(set(os_info.mountpoints.values())))
     mountpoints = dict(os_info.mountpoints)
     if "/" not in mountpoints or fstab.names_hardware(mountpoints["/"]):
         mountpoints["/"] = os_info.root  # the file system inspection found the OS on
-    _mount_one(g, os_info, mountpoints["/"], "/")
+    _mount_one(g, os_info, mountpoints["/"], "/", readonly)
     if g.is_file("/etc/fstab"):
         entries = fstab.parse(bytes(g.read_file("/etc/fstab")).decode("utf-8", "replace"))
         by_hardware = {e.mountpoint for e in entries if fstab.names_hardware(e.spec)} - {"/"}
@@ -178,7 +190,7 @@ def _mount(g: Any, os_info: OsInfo) -> None:
                     mountpoints[entry.mountpoint] = device
     for mountpoint, device in sorted(mountpoints.items(), key=lambda m: len(m[0])):
         if mountpoint != "/":
-            _mount_one(g, os_info, device, mountpoint)
+            _mount_one(g, os_info, device, mountpoint, readonly)
 
 
 def _last_mounted(g: Any, device: str) -> str:
@@ -190,9 +202,10 @@ def _last_mounted(g: Any, device: str) -> str:
     return "" if value == "<not available>" else value
 
 
-def _mount_one(g: Any, os_info: OsInfo, device: str, mountpoint: str) -> None:
+def _mount_one(g: Any, os_info: OsInfo, device: str, mountpoint: str,
+               readonly: bool = False) -> None:
     try:
-        g.mount(device, mountpoint)
+        (g.mount_ro if readonly else g.mount)(device, mountpoint)
     except RuntimeError as exc:
         if mountpoint == "/":
             raise MorphingFailed(
@@ -215,9 +228,12 @@ def open_guest(disks: list[GuestDisk],
         except RuntimeError as exc:
             raise MorphingFailed(f"the libguestfs appliance did not start: {exc}") from None
         launched()
+        windows_checks.refuse_unsafe_disks(g, [d.name for d in disks])
         roots = g.inspect_os()
         if not roots:
             found = sorted(g.list_filesystems().items())
+            windows_checks.refuse_unsafe_ntfs(g, _names(disks),
+                                              [dev for dev, fs in found if fs == "ntfs"])
             described = ", ".join(f"{dev} {fs}" for dev, fs in found) or "no file systems"
             raise MorphingFailed(
                 f"no operating system found on {_names(disks)}; file systems there: "
@@ -227,7 +243,9 @@ def open_guest(disks: list[GuestDisk],
                 f"several operating systems found on {_names(disks)} (roots "
                 f"{', '.join(roots)}); OS morphing handles one per instance")
         os_info = _os_info(g, roots[0])
-        _mount(g, os_info)
+        # Windows is read first and written only once the morpher has nothing to refuse
+        # (GuestfsGuest.make_writable): even mounting NTFS for writing changes it.
+        _mount(g, os_info, readonly=os_info.type == "windows")
         yield GuestfsGuest(g, os_info, disks)
         g.sync()
         g.umount_all()

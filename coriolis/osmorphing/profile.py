@@ -44,6 +44,8 @@ class DestinationProfile:
     # The destination's networks carry 802.1Q-tagged frames to the NICs, so the guest's VLANs
     # are rebuilt (coriolis.osmorphing.bonds); False: they are dropped, each said in an event.
     tagged_vlans: bool = False
+    # Windows: carry the source's static IPs to the new NICs (a first-boot script by MAC).
+    keep_static_ips: bool = False
 
     @property
     def modules(self) -> tuple[str, ...]:
@@ -63,4 +65,5 @@ class DestinationProfile:
                    serial_console=value.get("serial_console", "ttyS0"),
                    keep_agents_of=list(value.get("keep_agents_of", [])),
                    required_packages=list(value.get("required_packages", [])),
-                   tagged_vlans=bool(value.get("tagged_vlans", False)))
+                   tagged_vlans=bool(value.get("tagged_vlans", False)),
+                   keep_static_ips=bool(value.get("keep_static_ips", False)))

@@ -43,6 +43,7 @@ GUEST_DEFAULTS: dict[str, Any] = {
     "disk_bus": "virtio", "nic_model": "virtio", "serial_console": "ttyS0",
     "cloud_init_datasources": ["NoCloud", "None"], "keep_agents_of": [], "required_packages": [],
     "tagged_vlans": False,  # the cloud's networks carry 802.1Q-tagged frames: VLANs are kept
+    "keep_static_ips": False,  # Windows: the source's static IPs on the new NICs
 }
 
 
