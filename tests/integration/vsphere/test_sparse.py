@@ -11,7 +11,6 @@ packaged tool writes them, so no test here holds one."""
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -21,26 +20,21 @@ from coriolis.providers.vmware_vsphere import connection as conn
 from coriolis.providers.vmware_vsphere import inventory
 from coriolis.providers.vmware_vsphere.provider import VSphereProvider
 from coriolis.transfer.locations import PlatformLocation, from_json
-from tests.vcsim_host import create_vm, put, session, snapshot_names, vcsim_server
+from tests.vcsim_host import (
+    create_vm,
+    delta_chain,
+    put,
+    qemu,
+    session,
+    snapshot_names,
+    vcsim_server,
+    vmdk_raw,
+    vmdk_write,
+)
 
 MiB = 1024 * 1024
 SIZE = 64 * MiB
 __all__ = ["vcsim_server"]
-
-
-def qemu(*args: str) -> None:
-    subprocess.run(args, check=True, capture_output=True)
-
-
-def write(image: Path, *writes: tuple[int, int, int]) -> None:
-    """Pattern writes (byte, offset, length) into a vmdk through qemu-io."""
-    qemu("qemu-io", "-f", "vmdk", *(a for b, o, n in writes
-                                    for a in ("-c", f"write -P {b} {o} {n}")), str(image))
-
-
-def raw_of(image: Path, out: Path) -> bytes:
-    qemu("qemu-img", "convert", "-f", "vmdk", "-O", "raw", str(image), str(out))
-    return out.read_bytes()
 
 
 def export_all(server: vcsim.Vcsim, name: str, files: list[Path],
@@ -88,10 +82,10 @@ def test_sparse_disk_reads_bit_identical_fetching_only_its_grains(
     scratch = tmp_path / "src.vmdk"
     qemu("qemu-img", "create", "-f", "vmdk", "-o", "subformat=monolithicSparse",
          str(scratch), str(SIZE))
-    write(scratch, (0x11, 0, MiB), (0x22, 20 * MiB, 64 * 1024), (0x33, SIZE - 4096, 4096))
+    vmdk_write(scratch, (0x11, 0, MiB), (0x22, 20 * MiB, 64 * 1024), (0x33, SIZE - 4096, 4096))
     qemu("qemu-img", "convert", "-f", "vmdk", "-O", "vmdk", "-o", f"subformat={subformat}",
          str(scratch), str(image))
-    expected = raw_of(image, tmp_path / "expected.raw")
+    expected = vmdk_raw(image, tmp_path / "expected.raw")
     data, allocated, fetched, params = export_all(vcsim_server, name, [image])
     with session(vcsim_server) as si:
         made.append(inventory.find_vm(si, name))
@@ -111,16 +105,9 @@ def test_delta_chain_under_a_user_snapshot_reads_through_its_parent(
     parentFileNameHint and its own sparse extent, over a parent descriptor and extent. The
     export reads the child's grains over the parent's, and the user's snapshot stays."""
     name = "vs-chain"
-    base, child = tmp_path / f"{name}_0-base.vmdk", tmp_path / f"{name}_0.vmdk"
-    qemu("qemu-img", "create", "-f", "vmdk", "-o", "subformat=twoGbMaxExtentSparse",
-         str(base), str(SIZE))
-    write(base, (0x41, 0, 2 * MiB), (0x42, 30 * MiB, MiB))
-    qemu("qemu-img", "create", "-f", "vmdk", "-o", "subformat=twoGbMaxExtentSparse",
-         "-b", base.name, "-F", "vmdk", str(child))
-    write(child, (0x43, MiB, 128 * 1024), (0x44, 40 * MiB, 64 * 1024))
-    expected = raw_of(child, tmp_path / "expected.raw")
-    files = [child, tmp_path / f"{name}_0-s001.vmdk", base,
-             tmp_path / f"{name}_0-base-s001.vmdk"]
+    files = delta_chain(tmp_path, f"{name}_0", SIZE, [(0x41, 0, 2 * MiB), (0x42, 30 * MiB, MiB)],
+                        [(0x43, MiB, 128 * 1024), (0x44, 40 * MiB, 64 * 1024)])
+    expected = vmdk_raw(files[0], tmp_path / "expected.raw")
     data, allocated, fetched, params = export_all(vcsim_server, name, files,
                                                   snapshot_first=True)
     with session(vcsim_server) as si:
@@ -128,7 +115,8 @@ def test_delta_chain_under_a_user_snapshot_reads_through_its_parent(
         made.append(vm)
         assert snapshot_names(si, vm) == ["mine"]
     assert data == expected
-    assert sorted(params["chain"]["text"]) == [f"{name}/{base.name}", f"{name}/{child.name}"]
+    assert sorted(params["chain"]["text"]) == [f"{name}/{name}_0-base.vmdk",
+                                               f"{name}/{name}_0.vmdk"]
     assert allocated <= 3 * MiB + 64 * 1024 + 128 * 1024
     assert 0 < fetched <= 2 * sum(f.stat().st_size for f in files) + MiB
 
