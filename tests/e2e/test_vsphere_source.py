@@ -136,23 +136,28 @@ def test_connection_secret(server: RunningServer, vcsim_server: vcsim.Vcsim) -> 
     assert "DC0_H0_VM0" in {i["Name"] for i in listed}
 
 
-def test_migration_to_local_is_bit_identical(server: RunningServer, vcsim_server: vcsim.Vcsim,
-                                             setup: dict) -> None:
-    data = os.urandom(5 * MiB) + bytes(2 * MiB) + os.urandom(MiB // 2)
-    make_vm(vcsim_server, setup, "vs-mig", 12 * MiB, data, user_snapshot=True)
+def migrate_to_local(server: RunningServer, setup: dict, name: str) -> bytes:
+    """Migrate VM ``name`` to the local endpoint ``vs-dst`` through the CLI; its copied
+    disk's bytes."""
     created = server.cli(
         "migration", "create", "--origin-endpoint", "vs-src", "--destination-endpoint",
-        "vs-dst", "--instance", "vs-mig", "--source-environment", SOURCE_ENV,
+        "vs-dst", "--instance", name, "--source-environment", SOURCE_ENV,
         "--destination-environment", '{"storage_backend": "pool"}',
         "--network-map", json.dumps({PORTGROUP: "lan"}),
         "--skip-os-morphing", "-f", "json").json()
     done = server.wait_for(["migration", "show", created["id"]],
                            lambda m: m["status"] in FINAL)
     assert done["status"] == "COMPLETED", done["tasks"]
-    folder = setup["dst"] / "instances" / "vs-mig"
+    folder = setup["dst"] / "instances" / name
     desc = json.loads((folder / "instance.json").read_text())
-    copy = (folder / desc["disks"][0]["file"]).resolve()
-    assert raw_bytes(copy, "raw") == data + bytes(12 * MiB - len(data))
+    return raw_bytes((folder / desc["disks"][0]["file"]).resolve(), "raw")
+
+
+def test_migration_to_local_is_bit_identical(server: RunningServer, vcsim_server: vcsim.Vcsim,
+                                             setup: dict) -> None:
+    data = os.urandom(5 * MiB) + bytes(2 * MiB) + os.urandom(MiB // 2)
+    make_vm(vcsim_server, setup, "vs-mig", 12 * MiB, data, user_snapshot=True)
+    assert migrate_to_local(server, setup, "vs-mig") == data + bytes(12 * MiB - len(data))
     # the transfer's snapshot is gone, the user's is untouched
     assert snapshots(vcsim_server, "vs-mig") == ["before-upgrade"]
 
@@ -176,18 +181,7 @@ def test_migration_of_a_snapshot_delta_chain_is_bit_identical(
         conn.wait_task(si, vm.CreateSnapshot_Task(name="before-upgrade", description="",
                                                   memory=False, quiesce=False), "snap")
     expected = vmdk_raw(files[0], tmp_path / "expected.raw")
-    created = server.cli(
-        "migration", "create", "--origin-endpoint", "vs-src", "--destination-endpoint",
-        "vs-dst", "--instance", "vs-delta", "--source-environment", SOURCE_ENV,
-        "--destination-environment", '{"storage_backend": "pool"}',
-        "--network-map", json.dumps({PORTGROUP: "lan"}),
-        "--skip-os-morphing", "-f", "json").json()
-    done = server.wait_for(["migration", "show", created["id"]],
-                           lambda m: m["status"] in FINAL)
-    assert done["status"] == "COMPLETED", done["tasks"]
-    folder = setup["dst"] / "instances" / "vs-delta"
-    desc = json.loads((folder / "instance.json").read_text())
-    assert raw_bytes((folder / desc["disks"][0]["file"]).resolve(), "raw") == expected
+    assert migrate_to_local(server, setup, "vs-delta") == expected
     assert snapshots(vcsim_server, "vs-delta") == ["before-upgrade"]
 
 
