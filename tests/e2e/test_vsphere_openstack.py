@@ -21,7 +21,7 @@ from coriolis import vcsim
 from coriolis.harness import start_server, stop_server
 from coriolis.providers.openstack.connection import connect
 from coriolis.providers.vmware_vsphere import inventory
-from tests.e2e.test_openstack_cloud import same, volume_file
+from tests.e2e.test_openstack_cloud import migrated_server, same, volume_file
 from tests.vcsim_host import (
     PORTGROUP,
     create_vm,
@@ -109,13 +109,9 @@ def test_vcsim_to_openstack_bit_identical_with_the_mapped_network(
     assert done["status"] == "COMPLETED", done["tasks"]
     with connect(ci) as conn:
         [srv] = [s for s in conn.compute.servers(details=True) if s.name == "vsos-vm"]
+        vols = [conn.block_storage.get_volume(a["id"]) for a in srv.attached_volumes]
         try:
-            assert srv.status == "ACTIVE"
-            assert srv.flavor.original_name == FLAVOR
-            ports = list(conn.network.ports(device_id=srv.id))
-            assert [p.mac_address for p in ports] == [MAC]
-            assert conn.network.get_network(ports[0].network_id).name == NET
-            vols = [conn.block_storage.get_volume(a["id"]) for a in srv.attached_volumes]
+            migrated_server(conn, "vsos-vm", FLAVOR, MAC, NET)
             by_disk = {v.metadata.get("coriolis_disk"): v for v in vols}
             assert set(by_disk) == set(expected)
             for disk, raw in expected.items():

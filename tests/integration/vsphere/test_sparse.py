@@ -160,6 +160,17 @@ def test_a_delta_whose_parent_cannot_be_read_is_named(
     assert all(part in message for part in expected), message
 
 
+def test_a_missing_sparse_extent_is_named(vcsim_server: vcsim.Vcsim, made: list) -> None:
+    """The descriptor is there, its sparse extent is not: nbdkit's 404 is reported as the
+    missing file, without the session cookie."""
+    message = deploy_error(vcsim_server, made, "vs-noext", {
+        "vs-noext_0.vmdk": b'# Disk DescriptorFile\nversion=1\nCID=1\nparentCID=ffffffff\n'
+                           b'createType="twoGbMaxExtentSparse"\n'
+                           b'RW 2048 SPARSE "vs-noext_0-s001.vmdk"\n'})
+    assert "[LocalDS_0] vs-noext/vs-noext_0-s001.vmdk: missing on its datastore" in message
+    assert "vmware_soap_session" not in message
+
+
 def test_a_raw_device_mapping_extent_is_refused_by_name(vcsim_server: vcsim.Vcsim,
                                                         made: list) -> None:
     message = deploy_error(vcsim_server, made, "vs-rdm", {
