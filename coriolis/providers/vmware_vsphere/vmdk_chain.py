@@ -201,7 +201,10 @@ class Mirror:
         while True:
             if proc.poll() is not None:
                 err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-                reason = err.strip().splitlines()[-1] if err.strip() else f"exit {proc.returncode}"
+                # nbdkit's own error (the curl plugin's) says more than nbdfuse's last line
+                lines = [line for line in err.splitlines() if line.strip()]
+                curl = [line for line in lines if "curl" in line and "error" in line]
+                reason = (curl or lines or [f"exit {proc.returncode}"])[-1]
                 if "404" in err:
                     reason = "missing on its datastore"
                 raise exceptions.ProviderError(

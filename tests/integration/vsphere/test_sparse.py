@@ -38,11 +38,13 @@ __all__ = ["vcsim_server"]
 
 
 def export_all(server: vcsim.Vcsim, name: str, files: list[Path],
-               snapshot_first: bool = False) -> tuple[bytes, int, int, dict]:
-    """A VM ``name`` whose disk 0 is ``files[0]`` (the other files beside it), exported:
-    (every byte its reader reads, the bytes of its data extents, bytes fetched over HTTP,
-    the location's params). The transfer's snapshot is gone afterwards."""
-    provider, ci = VSphereProvider(), server.connection_info()
+               snapshot_first: bool = False, tls: dict | None = None
+               ) -> tuple[bytes, int, int, dict]:
+    """A VM ``name`` whose disk 0 is ``files[0]`` (the other files beside it), exported
+    (with ``tls`` in the connection info): (every byte its reader reads, the bytes of its
+    data extents, bytes fetched over HTTP, the location's params). The transfer's snapshot
+    is gone afterwards."""
+    provider, ci = VSphereProvider(), server.connection_info(**(tls or {}))
     with session(server) as si:
         vm = create_vm(si, name, [SIZE])
         for file in files:
@@ -74,10 +76,16 @@ def export_all(server: vcsim.Vcsim, name: str, files: list[Path],
                     if s.startswith("coriolis")] == []
 
 
-@pytest.mark.parametrize("subformat", ["monolithicSparse", "streamOptimized"])
+@pytest.mark.parametrize("subformat, tls", [
+    ("monolithicSparse", "allow_untrusted"),
+    ("streamOptimized", "allow_untrusted"),
+    # nbdkit curl checks vcsim's certificate against the endpoint's CA bundle (cainfo)
+    ("monolithicSparse", "ca_bundle"),
+])
 def test_sparse_disk_reads_bit_identical_fetching_only_its_grains(
-        vcsim_server: vcsim.Vcsim, made: list, tmp_path: Path, subformat: str) -> None:
-    name = f"vs-{subformat.lower()[:8]}"
+        vcsim_server: vcsim.Vcsim, made: list, tmp_path: Path, subformat: str,
+        tls: str) -> None:
+    name = f"vs-{subformat.lower()[:8]}-{tls[:2]}"
     image = tmp_path / f"{name}_0.vmdk"
     scratch = tmp_path / "src.vmdk"
     qemu("qemu-img", "create", "-f", "vmdk", "-o", "subformat=monolithicSparse",
@@ -86,7 +94,9 @@ def test_sparse_disk_reads_bit_identical_fetching_only_its_grains(
     qemu("qemu-img", "convert", "-f", "vmdk", "-O", "vmdk", "-o", f"subformat={subformat}",
          str(scratch), str(image))
     expected = vmdk_raw(image, tmp_path / "expected.raw")
-    data, allocated, fetched, params = export_all(vcsim_server, name, [image])
+    strict = {"allow_untrusted": False, "ca_bundle": vcsim_server.cert_file.read_text()}
+    data, allocated, fetched, params = export_all(
+        vcsim_server, name, [image], tls=strict if tls == "ca_bundle" else None)
     with session(vcsim_server) as si:
         made.append(inventory.find_vm(si, name))
     assert params["layout"] == "vmdk" and "path" not in params
