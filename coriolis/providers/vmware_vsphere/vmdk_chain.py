@@ -10,7 +10,9 @@ laid out like its datastore (``<root>/<datastore>/<path>``):
 - every other file (a sparse or flat extent, a sparse file with an embedded descriptor) is a
   read-only ``nbdfuse`` mount of ``nbdkit``'s curl plugin, which answers each read with a
   ranged GET on ``/folder`` (the session cookie passed as ``cookie=+FILE`` from a 0600 file
-  that is deleted once nbdkit has read it: never on a command line).
+  that is deleted once nbdkit has read it: never on a command line). The mount keeps its
+  page cache across opens (``kernel_cache``: the snapshot froze the file), so what
+  ``qemu-img map`` read is not fetched again by ``qemu-nbd``.
 
 qemu's vmdk driver (``qemu-img``, ``qemu-nbd``) then opens the top descriptor there and
 follows extents and parents by their own relative names; it reads grain directories and
@@ -176,7 +178,7 @@ class Mirror:
         name = posixpath.basename(path)
         tls = (["sslverify=false"] if self._tls.get("sslverify") == "false" else []) + \
             ([f"cainfo={self.root / 'ca.pem'}"] if self._tls.get("ca_bundle") else [])
-        cmd = ["nbdfuse", "-r", str(mountpoint / name), "--command",
+        cmd = ["nbdfuse", "-r", "-o", "kernel_cache", str(mountpoint / name), "--command",
                "nbdkit", "-s", "-r", "--filter=stats", "curl", f"url={self._url_of(path)}",
                f"cookie=+{cookie_file}", "timeout=120", f"statsfile={statsfile}", *tls]
         try:

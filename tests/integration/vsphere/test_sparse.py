@@ -37,6 +37,11 @@ SIZE = 64 * MiB
 __all__ = ["vcsim_server"]
 
 
+def within_rounding(size: int) -> int:
+    """``size`` plus what nbdkit's stats filter may add by printing 3 significant digits."""
+    return int(size * 1.005) + 1
+
+
 def export_all(server: vcsim.Vcsim, name: str, files: list[Path],
                snapshot_first: bool = False, tls: dict | None = None
                ) -> tuple[bytes, int, int, dict]:
@@ -103,10 +108,9 @@ def test_sparse_disk_reads_bit_identical_fetching_only_its_grains(
     assert data == expected
     # the grains written (64 KiB grains: 1 MiB + 64 KiB + 64 KiB), not the 64 MiB disk
     assert allocated <= MiB + 2 * 64 * 1024
-    # what crossed HTTP: those grains plus headers and grain tables (read by qemu-img map
-    # and again by qemu-nbd, with the kernel's readahead: about twice the file here), never
-    # the whole 64 MiB disk
-    assert 0 < fetched <= 2 * image.stat().st_size + MiB, (fetched, image.stat().st_size)
+    # what crossed HTTP: each byte of the VMDK file once (its grains, header and tables;
+    # nbdkit's stats round to 3 digits), never the whole 64 MiB disk
+    assert 0 < fetched <= within_rounding(image.stat().st_size), (fetched, image.stat().st_size)
 
 
 def test_delta_chain_under_a_user_snapshot_reads_through_its_parent(
@@ -128,7 +132,7 @@ def test_delta_chain_under_a_user_snapshot_reads_through_its_parent(
     assert sorted(params["chain"]["text"]) == [f"{name}/{name}_0-base.vmdk",
                                                f"{name}/{name}_0.vmdk"]
     assert allocated <= 3 * MiB + 64 * 1024 + 128 * 1024
-    assert 0 < fetched <= 2 * sum(f.stat().st_size for f in files) + MiB
+    assert 0 < fetched <= within_rounding(sum(f.stat().st_size for f in files))
 
 
 def deploy_error(server: vcsim.Vcsim, made: list, name: str, files: dict[str, bytes]) -> str:
