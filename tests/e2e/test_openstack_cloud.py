@@ -118,6 +118,19 @@ def migrate(server: RunningServer, origin: str, dest: str, instance: str,
                            lambda m: m["status"] in FINAL, timeout=900)
 
 
+def migrated_server(conn: Any, name: str, flavor: str, mac: str, network: str
+                    ) -> tuple[Any, list[Any]]:
+    """The Nova server ``name`` and its Cinder volumes, checked ACTIVE with ``flavor`` and
+    one port on ``network`` keeping ``mac``."""
+    [srv] = [s for s in conn.compute.servers(details=True) if s.name == name]
+    assert srv.status == "ACTIVE"
+    assert srv.flavor.original_name == flavor
+    ports = list(conn.network.ports(device_id=srv.id))
+    assert [p.mac_address for p in ports] == [mac]
+    assert conn.network.get_network(ports[0].network_id).name == network
+    return srv, [conn.block_storage.get_volume(a["id"]) for a in srv.attached_volumes]
+
+
 def test_local_to_openstack_and_back_bit_identical(osc: dict[str, Any]) -> None:
     server, ci = osc["server"], osc["ci"]
     before = inventory(ci)
@@ -126,13 +139,7 @@ def test_local_to_openstack_and_back_bit_identical(osc: dict[str, Any]) -> None:
                     "preserve_mac_addresses": True}, {"lan": NET})
     assert done["status"] == "COMPLETED", done["tasks"]
     with connect(ci) as conn:
-        [srv] = [s for s in conn.compute.servers(details=True) if s.name == "osprov-vm1"]
-        assert srv.status == "ACTIVE"
-        assert srv.flavor.original_name == FLAVOR
-        ports = list(conn.network.ports(device_id=srv.id))
-        assert [p.mac_address for p in ports] == [MAC]
-        assert conn.network.get_network(ports[0].network_id).name == NET
-        vols = [conn.block_storage.get_volume(a["id"]) for a in srv.attached_volumes]
+        srv, vols = migrated_server(conn, "osprov-vm1", FLAVOR, MAC, NET)
     assert len(vols) == 2 and all(v.size == 1 for v in vols)
     by_disk = {v.metadata.get("coriolis_disk"): v for v in vols}
     cloud = LocalCloud({"path": str(osc["src"])})
