@@ -27,7 +27,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from coriolis import constants as c
@@ -52,7 +52,8 @@ OP_ALLOCATE, OP_DEALLOCATE, OP_FORCE_DEALLOCATE, OP_DELETE = (
     "allocate", "deallocate", "force_deallocate", "delete")
 # Machines that count towards the pool's size (not being removed or broken).
 LIVE_MACHINE_STATUSES = frozenset({c.MINION_STATUS_ALLOCATING, c.MINION_STATUS_AVAILABLE,
-                                   c.MINION_STATUS_IN_USE, c.MINION_STATUS_HEALTHCHECKING})
+                                   c.MINION_STATUS_IN_USE, c.MINION_STATUS_HEALTHCHECKING,
+                                   c.MINION_STATUS_POWERING_OFF})
 CREATE_PARALLELISM = 4
 # The fault-injection name (``worker.faults``) of the point after a minion was made.
 CRASH_CREATE_MINION = "CREATE_MINION_MACHINE"
@@ -543,13 +544,19 @@ class PoolManager:
         pool = session.get(models.MinionPool, action.destination_minion_pool_id)
         if pool is None or pool.status != c.POOL_STATUS_ALLOCATED or pool.operation:
             return None
-        free = [m for m in pool.machines if m.allocation_status == c.MINION_STATUS_AVAILABLE
+        # Locked until the caller commits (PostgreSQL): the upkeep's conditional updates
+        # (``_claim``) wait for them and then see them taken.
+        machines = list(session.scalars(select(models.MinionMachine).where(
+            models.MinionMachine.pool_id == pool.id).order_by(models.MinionMachine.id)
+            .with_for_update()))
+        free = [m for m in machines if m.allocation_status == c.MINION_STATUS_AVAILABLE
                 and m.power_status == c.MINION_POWER_ON and m.id not in self._machine_locks]
         if len(free) < len(instances):
-            live = sum(1 for m in pool.machines if m.allocation_status in LIVE_MACHINE_STATUSES)
-            busy = sum(1 for m in pool.machines
-                       if m.allocation_status == c.MINION_STATUS_ALLOCATING)
-            asleep = [m.id for m in pool.machines
+            live = sum(1 for m in machines if m.allocation_status in LIVE_MACHINE_STATUSES)
+            # Being made, or being health-checked (free again in a moment).
+            busy = sum(1 for m in machines if m.allocation_status in (
+                c.MINION_STATUS_ALLOCATING, c.MINION_STATUS_HEALTHCHECKING))
+            asleep = [m.id for m in machines
                       if m.allocation_status == c.MINION_STATUS_AVAILABLE
                       and m.power_status == c.MINION_POWER_OFF]
             missing = len(instances) - len(free) - busy
@@ -658,10 +665,13 @@ class PoolManager:
                          if m.allocation_status == c.MINION_STATUS_AVAILABLE]
             live = [m for m in pool.machines if m.allocation_status in LIVE_MACHINE_STATUSES]
         now = self.clock()
-        dead = []
+        dead, checked = [], []
         if healthcheck:
             for machine_id, _, power, props, secret in available:
-                if power != c.MINION_POWER_ON:
+                # Out of circulation while checked: no transfer takes it meanwhile (nor
+                # does the check then mark dead, and delete, a machine a transfer holds).
+                if power != c.MINION_POWER_ON or not self._claim(
+                        machine_id, c.MINION_STATUS_HEALTHCHECKING):
                     continue
                 try:
                     self._call(pool_id, "healthcheck_minion", pool_id=pool_id,
@@ -671,7 +681,12 @@ class PoolManager:
                 except Exception as exc:
                     dead.append(machine_id)
                     self._mark(pool_id, machine_id, c.MINION_STATUS_ERROR,
-                               f"Minion {machine_id} failed its health check: {_reason(exc)}")
+                               f"Minion {machine_id} failed its health check: {_reason(exc)}",
+                               expect=c.MINION_STATUS_HEALTHCHECKING)
+                    continue
+                checked.append(machine_id)
+                self._mark(pool_id, machine_id, c.MINION_STATUS_AVAILABLE, None,
+                           expect=c.MINION_STATUS_HEALTHCHECKING)
         for machine_id in dead:
             self._delete_machine(pool_id, machine_id, force=True)
         idle = [(m, used) for m, used, power, _, _ in available
@@ -679,22 +694,42 @@ class PoolManager:
         for machine_id, action in pool_upkeep.retention(
                 idle, now, idle_limit, strategy, len(live) - len(dead) - minimum):
             if action == "delete":
+                if not self._claim(machine_id, c.MINION_STATUS_DEALLOCATING):
+                    continue  # a transfer took it since
                 self._mark(pool_id, machine_id, c.MINION_STATUS_DEALLOCATING,
                            f"Minion {machine_id} idle for over {idle_limit} s: deleted")
                 self._delete_machine(pool_id, machine_id, force=True)
-            else:
+            elif self._claim(machine_id, c.MINION_STATUS_POWERING_OFF):
                 self._power_off(pool_id, machine_id, idle_limit)
-        if self._fill(pool_id, None) or dead:
+                checked.append(machine_id)  # asleep now: a waiting transfer may wake it
+        if self._fill(pool_id, None) or dead or checked:
             self.conductor.dispatch_after_pool_change()
 
-    def _mark(self, pool_id: str, machine_id: str, status: str, message: str) -> None:
+    def _claim(self, machine_id: str, status: str) -> bool:
+        """Take an AVAILABLE, powered-on machine out of circulation (``status``:
+        HEALTHCHECKING, POWERING_OFF or DEALLOCATING) in one conditional update, so that a
+        transfer's reservation (``reserve``, which locks the rows it takes) and the upkeep
+        never both act on it. False when it is no longer AVAILABLE (a transfer took it)."""
+        with self._lock, self.db.session() as session:
+            result = session.execute(update(models.MinionMachine).where(
+                models.MinionMachine.id == machine_id,
+                models.MinionMachine.allocation_status == c.MINION_STATUS_AVAILABLE,
+                models.MinionMachine.power_status == c.MINION_POWER_ON,
+            ).values(allocation_status=status))
+            return bool(getattr(result, "rowcount", 0) == 1)
+
+    def _mark(self, pool_id: str, machine_id: str, status: str, message: str | None,
+              expect: str | None = None) -> None:
+        """Set a machine's allocation status (only if it is ``expect``, when given), with
+        ``message`` as a pool event."""
         with self._lock, self.db.session() as session:
             machine = session.get(models.MinionMachine, machine_id)
-            if machine is None:
+            if machine is None or (expect is not None and machine.allocation_status != expect):
                 return
             machine.allocation_status = status
-            self.event(session, machine.pool, message,
-                       "WARNING" if status == c.MINION_STATUS_ERROR else "INFO")
+            if message:
+                self.event(session, machine.pool, message,
+                           "WARNING" if status == c.MINION_STATUS_ERROR else "INFO")
 
     def _power_off(self, pool_id: str, machine_id: str, idle_limit: int) -> None:
         with self.db.reader() as session:
@@ -712,7 +747,7 @@ class PoolManager:
             message = f"Minion {machine_id} could not be powered off: {_reason(exc)}"
         with self._lock, self.db.session() as session:
             machine = session.get(models.MinionMachine, machine_id)
-            if machine is None:
+            if machine is None or machine.allocation_status != c.MINION_STATUS_POWERING_OFF:
                 return
             machine.provider_properties, machine.power_status = props, power
             machine.allocation_status = status

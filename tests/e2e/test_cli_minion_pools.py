@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from coriolis.harness import RunningServer, local_cloud
+from coriolis.harness import RunningServer, local_cloud, transfer_summary
 
 pytestmark = pytest.mark.e2e
 SERVER_BIN = str(Path(sys.executable).parent / "coriolis-server")
@@ -260,7 +260,8 @@ def test_three_migrations_share_two_minions(server: RunningServer, cloud: dict[s
     done = [server.wait_for(["migration", "show", m["id"]],
                             lambda d: d["status"] in {"COMPLETED", "ERROR", "CANCELED"},
                             timeout=180) for m in created]
-    assert all(d["status"] == "COMPLETED" for d in done), [d["tasks"] for d in done]
+    assert all(d["status"] == "COMPLETED" for d in done), \
+        "\n".join(transfer_summary(d) for d in done)
     data = show(server, pool_id)
     events = data["Events"].splitlines()
     # Never more than two in use; the third was reserved only after a release.
