@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, update
@@ -36,11 +37,11 @@ from coriolis.context import RequestContext
 from coriolis.db import models, transfers
 from coriolis.db.session import Database
 from coriolis.engine import validation
+from coriolis.minions.steps import STEP_OF_OPERATION
 from coriolis.providers import registry
 from coriolis.providers.base import Capability, MinionPoolProvider, missing_capability
-from coriolis.scheduling import pool_upkeep
+from coriolis.scheduling import placement, pool_upkeep
 from coriolis.secrets.box import SecretBox
-from coriolis.worker import faults
 
 if TYPE_CHECKING:
     from coriolis.bus.base import TaskBus
@@ -48,21 +49,29 @@ if TYPE_CHECKING:
 
 LOG = logging.getLogger(__name__)
 
-OP_ALLOCATE, OP_DEALLOCATE, OP_FORCE_DEALLOCATE, OP_DELETE = (
-    "allocate", "deallocate", "force_deallocate", "delete")
+OP_ALLOCATE, OP_REFRESH, OP_DEALLOCATE, OP_FORCE_DEALLOCATE, OP_DELETE = (
+    "allocate", "refresh", "deallocate", "force_deallocate", "delete")
+# Statuses a crash may leave a machine in while the upkeep held it (``_claim``).
+CLAIMED_STATUSES = (c.MINION_STATUS_HEALTHCHECKING, c.MINION_STATUS_POWERING_OFF)
 # Machines that count towards the pool's size (not being removed or broken).
 LIVE_MACHINE_STATUSES = frozenset({c.MINION_STATUS_ALLOCATING, c.MINION_STATUS_AVAILABLE,
                                    c.MINION_STATUS_IN_USE, c.MINION_STATUS_HEALTHCHECKING,
                                    c.MINION_STATUS_POWERING_OFF})
 CREATE_PARALLELISM = 4
-# The fault-injection name (``worker.faults``) of the point after a minion was made.
-CRASH_CREATE_MINION = "CREATE_MINION_MACHINE"
 
 
 SLOW_OPERATIONS = frozenset({"set_up_pool_shared_resources", "create_minion",
                              "power_on_minion"})
 """Provider calls that may build an image or boot a machine (a libvirt minion under TCG)."""
 SLOW_CALL_TIMEOUT = 1800.0
+WORKER_WATCH_INTERVAL = 2.0
+"""Seconds between two looks at the heart-beat of the worker running a pool step."""
+
+
+def serving(pool: models.MinionPool) -> bool:
+    """Whether transfers may take the pool's machines: ALLOCATED, or being refreshed."""
+    return (pool.status, pool.operation) in ((c.POOL_STATUS_ALLOCATED, None),
+                                             (c.POOL_STATUS_MAINTENANCE, OP_REFRESH))
 
 
 class _Superseded(Exception):
@@ -81,10 +90,17 @@ class PoolManager:
         self._machine_locks: dict[str, threading.Lock] = {}
         self._growing: set[str] = set()
         self._grow_lock = threading.Lock()
+        # The bus calls of pool steps, each watched for its worker's death (``_call``).
+        self._calls = ThreadPoolExecutor(16, thread_name_prefix="pool-call")
 
     # ============================================================================ life cycle
     def start(self) -> None:
-        """Run again the operations a previous process left unfinished."""
+        """Run again the operations a previous process left unfinished; machines it was
+        checking or powering off are AVAILABLE again (the next upkeep retires them again)."""
+        with self._lock, self.db.session() as session:
+            session.execute(update(models.MinionMachine).where(
+                models.MinionMachine.allocation_status.in_(CLAIMED_STATUSES)
+            ).values(allocation_status=c.MINION_STATUS_AVAILABLE))
         with self.db.reader() as session:
             ids = list(session.scalars(select(models.MinionPool.id).where(
                 models.MinionPool.operation.is_not(None))))
@@ -122,21 +138,47 @@ class PoolManager:
                    + (f": {detail}" if detail else ""), level)
 
     def _call(self, which: str, operation: str, /, **kwargs: Any) -> Any:
-        """Provider ``operation`` for pool ``which``'s endpoint, on a worker that may reach
-        it."""
-        with self.db.reader() as session:
-            pool = session.get(models.MinionPool, which)
-            if pool is None:
-                raise exceptions.NotFound(f"Minion pool {which} could not be found")
-            endpoint = session.get(models.Endpoint, pool.endpoint_id)
-            if endpoint is None:
-                raise exceptions.InvalidState(f"the endpoint of minion pool {which} is gone")
-            ref = self.conductor._endpoint_ref(endpoint, dict(pool.environment_options or {}))
-            host = self.conductor._choose_worker(session, [endpoint])
+        """Provider ``operation`` (a step of ``minions.steps``) for pool ``which``'s
+        endpoint, on a worker that may reach it (its regions). A worker that stops
+        heart-beating while it runs the step (its process died) is given up: the step, safe
+        to repeat, is sent to another eligible worker."""
         timeout = self.call_timeout
         if operation in SLOW_OPERATIONS:
             timeout = max(timeout, SLOW_CALL_TIMEOUT)
-        return self.bus.call(operation, ref, timeout=timeout, host=host, **kwargs)
+        deadline = time.monotonic() + timeout
+        while True:
+            with self.db.reader() as session:
+                pool = session.get(models.MinionPool, which)
+                if pool is None:
+                    raise exceptions.NotFound(f"Minion pool {which} could not be found")
+                endpoint = session.get(models.Endpoint, pool.endpoint_id)
+                if endpoint is None:
+                    raise exceptions.InvalidState(f"the endpoint of minion pool {which} is "
+                                                  "gone")
+                ref = self.conductor._endpoint_ref(endpoint,
+                                                   dict(pool.environment_options or {}))
+                host = self.conductor._choose_worker(session, [endpoint])
+            left = max(1.0, deadline - time.monotonic())
+            future = self._calls.submit(self.bus.call, operation, ref, timeout=left, host=host,
+                                        **kwargs)
+            while True:
+                try:
+                    return future.result(WORKER_WATCH_INTERVAL)
+                except FutureTimeout:
+                    pass
+                if not self._worker_alive(host):
+                    break
+            LOG.warning("minion pool %s: worker %s stopped heart-beating during %s; sending it "
+                        "to another worker", which, host, STEP_OF_OPERATION.get(operation))
+            if time.monotonic() > deadline:
+                raise exceptions.ProviderError(
+                    f"{STEP_OF_OPERATION.get(operation, operation)}: no worker finished it "
+                    f"within {timeout:g} s")
+
+    def _worker_alive(self, host: str) -> bool:
+        with self.db.reader() as session:
+            return host in {s.host for s in placement.live_workers(
+                session, self.conductor.worker_down_after, self.conductor.local_host)}
 
     # ============================================================================ API
     def _check_definition(self, session: Session, project_id: str,
@@ -313,15 +355,33 @@ class PoolManager:
                 LOG.exception("cancelling execution %s failed", execution_id)
 
     def refresh(self, ctx: RequestContext, pool_id: str) -> None:
-        """Only while ALLOCATED: health-check the machines, replace the dead, refill to the
-        minimum (synchronously)."""
-        with self.db.reader() as session:
+        """Only while ALLOCATED (409 otherwise): in the background, as the pool's stored
+        operation (run again after a restart), ALLOCATED → IN_MAINTENANCE: health-check the
+        machines, replace the dead, apply the retention strategy, refill to the minimum →
+        ALLOCATED. Transfers keep taking the machines not being checked meanwhile."""
+        with self._lock, self.db.session() as session:
             pool = self.get(session, ctx.project_id, pool_id)
             self._refuse_unless(pool, {c.POOL_STATUS_ALLOCATED}, "refreshed",
                                 "allocate it first")
-        self.upkeep_pool(pool_id, healthcheck=True)
+            pool.operation = OP_REFRESH
+            self.event(session, pool, "Refresh requested")
+            self._set_status(session, pool, c.POOL_STATUS_MAINTENANCE)
+        self._spawn(pool_id)
+
+    def _refresh(self, pool_id: str) -> None:
+        self.upkeep_pool(pool_id, healthcheck=True, op=OP_REFRESH)
+        self._finish(pool_id, OP_REFRESH)
 
     # ============================================================================ flows
+    def _finish(self, pool_id: str, op: str) -> None:
+        """Operation ``op`` (allocate, refresh) ended: ALLOCATED, unless superseded."""
+        with self._lock, self.db.session() as session:
+            pool = session.get(models.MinionPool, pool_id)
+            if pool is None or pool.operation != op:
+                raise _Superseded()
+            pool.operation = None
+            self._set_status(session, pool, c.POOL_STATUS_ALLOCATED)
+
     def _spawn(self, pool_id: str) -> None:
         with self._lock:
             thread = self._threads.get(pool_id)
@@ -351,6 +411,8 @@ class PoolManager:
             try:
                 if op == OP_ALLOCATE:
                     self._allocate(pool_id)
+                elif op == OP_REFRESH:
+                    self._refresh(pool_id)
                 else:
                     self._deallocate(pool_id, op)
             except _Superseded:
@@ -392,12 +454,7 @@ class PoolManager:
             pool.shared_resources = shared
         self._step(pool_id, op, c.POOL_STATUS_ALLOCATING_MACHINES)
         self._fill(pool_id, op)
-        with self._lock, self.db.session() as session:
-            pool = session.get(models.MinionPool, pool_id)
-            if pool is None or pool.operation != op:
-                raise _Superseded()
-            pool.operation = None
-            self._set_status(session, pool, c.POOL_STATUS_ALLOCATED)
+        self._finish(pool_id, op)
 
     def _fill(self, pool_id: str, op: str | None, target: int | None = None) -> int:
         """Make machines until the pool has ``target`` (its minimum) live ones; a machine
@@ -442,8 +499,6 @@ class PoolManager:
                 shared = pool.shared_resources
             made = self._call(pool_id, "create_minion", pool_id=pool_id,
                               machine_id=machine_id, shared_resources=shared)
-            # Crash tests: die with the minion made but not recorded (worker.faults).
-            faults.crash_point(CRASH_CREATE_MINION)
         except Exception as exc:
             LOG.exception("minion %s of pool %s could not be made", machine_id, pool_id)
             with self._lock, self.db.session() as session:
@@ -542,7 +597,7 @@ class PoolManager:
         nothing changes and, if the pool may grow, machines are made in the background.
         None when the pool can no longer give any (gone, or no longer ALLOCATED)."""
         pool = session.get(models.MinionPool, action.destination_minion_pool_id)
-        if pool is None or pool.status != c.POOL_STATUS_ALLOCATED or pool.operation:
+        if pool is None or not serving(pool):
             return None
         # Locked until the caller commits (PostgreSQL): the upkeep's conditional updates
         # (``_claim``) wait for them and then see them taken.
@@ -648,14 +703,15 @@ class PoolManager:
             time.sleep(0.2)
 
     # ============================================================================ upkeep
-    def upkeep_pool(self, pool_id: str, healthcheck: bool) -> None:
+    def upkeep_pool(self, pool_id: str, healthcheck: bool, op: str | None = None) -> None:
         """One pool's upkeep (``scheduling.pool_upkeep``): health-check the available
         machines and replace the dead ones, apply the retention strategy to those idle
         longer than ``minion_max_idle_time``, refill to the minimum. Only ALLOCATED pools
-        with no operation running."""
+        with no operation running (``op``: that of the caller, a refresh)."""
         with self.db.reader() as session:
             pool = session.get(models.MinionPool, pool_id)
-            if pool is None or pool.status != c.POOL_STATUS_ALLOCATED or pool.operation:
+            if pool is None or pool.operation != op or pool.status not in (
+                    c.POOL_STATUS_ALLOCATED, c.POOL_STATUS_MAINTENANCE):
                 return
             idle_limit = pool.minion_max_idle_time
             strategy = pool.minion_retention_strategy

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
-from coriolis import constants as c
 from coriolis import exceptions
 from coriolis.db import models
+from coriolis.minions.manager import serving
 
 MINION_KEY_REF = "coriolis_minion.key"
 """Where a task's destination connection info carries the reserved minion's agent key (the
@@ -49,7 +49,7 @@ def check_transfer_pools(session: Session, project_id: str, origin: models.Endpo
                 and pool.os_type != "linux":
             raise exceptions.InvalidInput(f"{what} is a {pool.os_type} pool; transfer pools "
                                           "must be 'linux'")
-        if pool.status != c.POOL_STATUS_ALLOCATED or pool.operation:
+        if not serving(pool):
             raise exceptions.InvalidInput(f"{what} is {pool.operation or pool.status}, not "
                                           "ALLOCATED (allocate it first)")
         if pool.maximum_minions < count:

@@ -134,6 +134,9 @@ def test_upstream_spellings_skip_allocation_refresh(server: RunningServer,
     old = machines(data)[0]
     os.kill(old["provider_properties"]["pid"], 9)
     data = server.cli("minion", "pool", "refresh", pool_id, "-f", "json").json()
+    assert data["Pool Status"] == "IN_MAINTENANCE"  # in the background, not in the request
+    data = wait_settled(server, pool_id)
+    assert data["Pool Status"] == "ALLOCATED", data["Events"]
     new = machines(data)
     assert len(new) == 1 and new[0]["id"] != old["id"], data["Events"]
     assert "failed its health check" in data["Events"]
@@ -302,7 +305,8 @@ def test_dead_minion_is_replaced_and_serves(server: RunningServer, cloud: dict[s
     dead = machines(show(server, pool_id))[0]
     os.kill(dead["provider_properties"]["pid"], 9)
     # The upkeep's health check (refresh runs it now): marked, removed, replaced.
-    data = server.cli("minion", "pool", "refresh", pool_id, "-f", "json").json()
+    server.cli("minion", "pool", "refresh", pool_id)
+    data = wait_settled(server, pool_id)
     assert f"Minion {dead['id']} failed its health check" in data["Events"]
     assert f"Minion {dead['id']} removed" in data["Events"]
     (new,) = machines(data)
@@ -436,7 +440,7 @@ def test_allocation_resumes_after_a_crash(tmp_path_factory: pytest.TempPathFacto
     from coriolis.harness import start_server, stop_server
 
     data_dir = tmp_path_factory.mktemp("pool-crash") / "data"
-    srv = start_server(data_dir, env={"CORIOLIS_TEST_CRASH_AT": "CREATE_MINION_MACHINE:during"})
+    srv = start_server(data_dir, env={"CORIOLIS_TEST_CRASH_AT": "CREATE_MINION_MACHINE:after"})
     try:
         dst = srv.cloud_dir("crash-dst")
         local_cloud("init", str(dst), "--network", "lan")

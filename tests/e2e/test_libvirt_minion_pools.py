@@ -163,7 +163,7 @@ def test_libvirt_pool_serves_migrations_heals_and_cleans_up(
     # Destroy a minion's domain: the health check (refresh runs it) marks it; it is replaced.
     dead = minions[0]
     host.conn.lookupByName(dead["provider_properties"]["domain"]).destroy()
-    data = server.cli("minion", "pool", "refresh", pool_id, "-f", "json").json()
+    server.cli("minion", "pool", "refresh", pool_id)
     data = wait_settled(server, pool_id)
     assert f"Minion {dead['id']} failed its health check" in data["Events"], data["Events"]
     now = machines(data)
