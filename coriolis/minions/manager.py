@@ -588,54 +588,73 @@ class PoolManager:
                 session.delete(pool)
 
     # ============================================================================ transfers
-    def reserve(self, session: Session, action: models.TransferAction,
+    def reserve(self, session: Session, action: models.TransferAction, execution_type: str,
                 instances: list[str]) -> bool | None:
-        """In the caller's (the conductor's) transaction: one AVAILABLE, powered-on machine
-        of the action's destination pool for each of ``instances``, all or none. On
+        """In the caller's (the conductor's) transaction: the minions an execution of
+        ``execution_type`` needs (``minions.transfers.minion_needs``: one AVAILABLE,
+        powered-on machine of each pool per instance it serves there), all or none. On
         success the machines are IN_USE by the action and each instance's info names its
-        machine (``destination_minion``: machine and pool ids, no secret); otherwise
-        nothing changes and, if the pool may grow, machines are made in the background.
-        None when the pool can no longer give any (gone, or no longer ALLOCATED)."""
-        pool = session.get(models.MinionPool, action.destination_minion_pool_id)
-        if pool is None or not serving(pool):
-            return None
-        # Locked until the caller commits (PostgreSQL): the upkeep's conditional updates
-        # (``_claim``) wait for them and then see them taken.
-        machines = list(session.scalars(select(models.MinionMachine).where(
-            models.MinionMachine.pool_id == pool.id).order_by(models.MinionMachine.id)
-            .with_for_update()))
-        free = [m for m in machines if m.allocation_status == c.MINION_STATUS_AVAILABLE
-                and m.power_status == c.MINION_POWER_ON and m.id not in self._machine_locks]
-        if len(free) < len(instances):
-            live = sum(1 for m in machines if m.allocation_status in LIVE_MACHINE_STATUSES)
-            # Being made, or being health-checked (free again in a moment).
-            busy = sum(1 for m in machines if m.allocation_status in (
-                c.MINION_STATUS_ALLOCATING, c.MINION_STATUS_HEALTHCHECKING))
-            asleep = [m.id for m in machines
-                      if m.allocation_status == c.MINION_STATUS_AVAILABLE
-                      and m.power_status == c.MINION_POWER_OFF]
-            missing = len(instances) - len(free) - busy
-            wake = asleep[:max(0, missing)]
-            target = min(pool.maximum_minions, live + missing - len(wake))
-            if wake or target > live:
-                self._grow(pool.id, target, wake)
+        machine per role (``destination_minion``, ``osmorphing_minion``: machine and pool
+        ids, no secret); otherwise nothing changes and the pools short of machines grow (or
+        wake powered-off ones) in the background. None when a pool can no longer give any
+        (gone, or no longer ALLOCATED)."""
+        from coriolis.minions.transfers import minion_needs
+
+        plan = []
+        short = False
+        for pool_id, wanted in sorted(minion_needs(action, execution_type, instances).items()):
+            pool = session.get(models.MinionPool, pool_id)
+            if pool is None or not serving(pool):
+                return None
+            # Locked until the caller commits (PostgreSQL): the upkeep's conditional updates
+            # (``_claim``) wait for them and then see them taken.
+            machines = list(session.scalars(select(models.MinionMachine).where(
+                models.MinionMachine.pool_id == pool.id).order_by(models.MinionMachine.id)
+                .with_for_update()))
+            free = [m for m in machines if m.allocation_status == c.MINION_STATUS_AVAILABLE
+                    and m.power_status == c.MINION_POWER_ON
+                    and m.id not in self._machine_locks]
+            if len(free) < len(wanted):
+                self._grow_for(pool, machines, len(wanted) - len(free))
+                short = True
+                continue
+            plan.append((pool, list(zip(sorted(wanted.items()), free, strict=False))))
+        if short:
             return False
         info = dict(action.info or {})
         now = self.clock()
-        for instance, machine in zip(instances, free, strict=False):
-            machine.allocation_status = c.MINION_STATUS_IN_USE
-            machine.allocated_action, machine.allocated_instance = action.id, instance
-            machine.last_used_at = now
-            info[instance] = {**(info.get(instance) or {}), "destination_minion": {
-                "machine_id": machine.id, "pool_id": pool.id}}
-            session.add(models.MinionPoolEvent(
-                pool_id=pool.id, index=len(pool.events), level="INFO",
-                message=f"Minion {machine.id} reserved for {action.type} {action.id} "
-                        f"({instance})"))
-            session.flush()
-            session.refresh(pool, ["events"])
+        for pool, pairs in plan:
+            for (instance, roles), machine in pairs:
+                machine.allocation_status = c.MINION_STATUS_IN_USE
+                machine.allocated_action, machine.allocated_instance = action.id, instance
+                machine.last_used_at = now
+                held = {"machine_id": machine.id, "pool_id": pool.id}
+                info[instance] = {**(info.get(instance) or {}),
+                                  **{role: held for role in roles}}
+                session.add(models.MinionPoolEvent(
+                    pool_id=pool.id, index=len(pool.events), level="INFO",
+                    message=f"Minion {machine.id} reserved for {action.type} {action.id} "
+                            f"({instance}: {', '.join(r.split('_')[0] for r in roles)})"))
+                session.flush()
+                session.refresh(pool, ["events"])
         action.info = info
         return True
+
+    def _grow_for(self, pool: models.MinionPool, machines: list[models.MinionMachine],
+                  missing: int) -> None:
+        """``missing`` more free machines wanted of ``pool``: wake powered-off ones, make
+        new ones up to its maximum (in the background)."""
+        live = sum(1 for m in machines if m.allocation_status in LIVE_MACHINE_STATUSES)
+        # Being made, or being health-checked (free again in a moment).
+        busy = sum(1 for m in machines if m.allocation_status in (
+            c.MINION_STATUS_ALLOCATING, c.MINION_STATUS_HEALTHCHECKING))
+        asleep = [m.id for m in machines if m.allocation_status == c.MINION_STATUS_AVAILABLE
+                  and m.power_status == c.MINION_POWER_OFF]
+        missing -= busy
+        wake = asleep[:max(0, missing)]
+        target = min(pool.maximum_minions, live + missing - len(wake))
+        if wake or target > live:
+            self._grow(pool.id, target, wake)
 
     def release(self, session: Session, action: models.TransferAction) -> int:
         """In the caller's transaction: the action's machines become AVAILABLE again (their
@@ -655,7 +674,7 @@ class PoolManager:
             session.flush()
             session.refresh(pool, ["events"])
         action.info = {name: {k: v for k, v in (info or {}).items()
-                              if k != "destination_minion"}
+                              if k not in ("destination_minion", "osmorphing_minion")}
                        for name, info in (action.info or {}).items()}
         return len(machines)
 

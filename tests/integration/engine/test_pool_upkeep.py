@@ -100,7 +100,7 @@ def try_reserve(env: dict, pool_id: str) -> bool | None:
             destination_minion_pool_id=pool_id, instances=["vm"], info={"vm": {}})
         session.add(action)
         session.flush()
-        return svc.pools.reserve(session, action, ["vm"])
+        return svc.pools.reserve(session, action, c.EXECUTION_TYPE_MIGRATION, ["vm"])
 
 
 def test_delete_retention_keeps_the_minimum_and_refills(env: dict) -> None:
