@@ -350,11 +350,13 @@ class Conductor:
         _refuse_if_uncommitted(replica)
         origin_ep = transfers.get_endpoint(session, project_id,
                                            replica.origin_endpoint_id)
+        # The replica's OS-morphing pools, with those the deploy names instead.
+        morph_pools = {**(replica.instance_osmorphing_minion_pool_mappings or {}),
+                       **validation.pool_mappings(body, replica.instances)}
         check_transfer_pools(session, project_id, origin_ep,
                              transfers.get_endpoint(session, project_id,
                                                     replica.destination_endpoint_id),
-                             replica.instances, None, None,
-                             validation.pool_mappings(body, replica.instances))
+                             replica.instances, None, None, morph_pools)
         force = validation.boolean(body, "force", False)
         completed = any(e.type == c.EXECUTION_TYPE_REPLICA_EXECUTION
                         and e.status == c.EXECUTION_STATUS_COMPLETED
@@ -382,8 +384,7 @@ class Conductor:
             origin_minion_pool_id=body.get("origin_minion_pool_id"),
             destination_minion_pool_id=body.get("destination_minion_pool_id"),
             skip_os_morphing=skip,
-            instance_osmorphing_minion_pool_mappings=validation.pool_mappings(
-                body, replica.instances),
+            instance_osmorphing_minion_pool_mappings=morph_pools,
             info={i: {k: copy.deepcopy(v) for k, v in (replica.info.get(i) or {}).items()
                       if k in _REPLICA_INFO_KEYS} for i in replica.instances},
         )
