@@ -812,7 +812,7 @@ def crash_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cl
     arm.write_text("")
     try:
         cluster = start_cluster(work / "data", f"{POSTGRES}/{name}", BROKER,
-                                f"test-{uuid.uuid4().hex[:8]}", ["w1", "w2", "w3"],
+                                f"test-{uuid.uuid4().hex[:8]}", ["w1", "w2", "w3", "w4"],
                                 {"CORIOLIS_HEARTBEAT_INTERVAL": "1",
                                  "CORIOLIS_WORKER_DOWN_AFTER": "4", ENV: f"@{arm}",
                                  "CORIOLIS_LOCAL_ROOT": str(work / "clouds")})
@@ -863,6 +863,45 @@ def test_scale_out_worker_killed_in_a_task_another_runs_it_again(
         assert same(a, b)
     assert sorted(p.name for p in (dst / "instances" / "vm").iterdir()) == ["instance.json"]
     assert not list((src / ".coriolis").rglob("*"))
+    for name in dead:
+        cluster.parts.pop(name)
+
+
+def test_scale_out_worker_killed_in_a_pool_step_another_runs_it(
+        crash_cluster: tuple[Cluster, Path]) -> None:
+    """The worker making a pool's minion dies (SIGKILL) as the step starts: once it stops
+    heart-beating, the pool manager sends the step to another worker (not waiting for the
+    call's timeout) and the pool is ALLOCATED with a running minion; deallocation leaves
+    no agent."""
+    cluster, arm = crash_cluster
+    api = cluster.api
+    assert api is not None
+    dst = arm.parent / "clouds" / "pool-dst"
+    local_cloud("init", str(dst), "--network", "lan")
+    api.cli("endpoint", "create", "--name", "p-dst", "--provider", "local",
+            "--connection", json.dumps({"path": str(dst)}))
+    arm.write_text("CREATE_MINION_MACHINE:during")
+    started = time.monotonic()
+    pool_id = api.cli(
+        "minion", "pool", "create", "--pool-endpoint", "p-dst", "--pool-platform",
+        "destination", "--pool-os-type", "linux", "--environment-options", '{"verbose": true}',
+        "--minimum-minions", "1", "scaled", "-f", "json").json()["ID"]
+    data = api.wait_for(["minion", "pool", "show", pool_id],
+                        lambda d: d["Pool Status"] in ("ALLOCATED", "ERROR"), timeout=110)
+    assert data["Pool Status"] == "ALLOCATED", data["Events"]
+    assert time.monotonic() - started < 110  # far below the step's 1800 s call timeout
+    assert arm.read_text() == ""
+    dead = [n for n, p in cluster.parts.items() if p.process.poll() is not None]
+    assert [cluster.parts[n].process.returncode for n in dead] == [-signal.SIGKILL]
+    value = data["Minion Machines"]
+    (machine,) = json.loads(value) if isinstance(value, str) else value
+    folder = dst / ".coriolis" / "minions"
+    assert _agents(folder) == {machine["provider_properties"]["pid"]}
+    api.cli("minion", "pool", "deallocate", pool_id)
+    api.wait_for(["minion", "pool", "show", pool_id],
+                 lambda d: d["Pool Status"] == "DEALLOCATED", timeout=60)
+    assert _agents(folder) == set()
+    api.cli("minion", "pool", "delete", pool_id)
     for name in dead:
         cluster.parts.pop(name)
 
