@@ -26,7 +26,8 @@ costs a few seconds, mostly restarts.
 
 The guard test (no server) builds every graph with every option combination and fails when one
 of their task types is not killed during and after by some row: a task type added to a graph
-needs a row here.
+needs a row here. The same holds for the steps of minion pool operations
+(coriolis/minions/steps.py), killed during and after by the pool test's stages.
 """
 
 from __future__ import annotations
