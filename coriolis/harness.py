@@ -123,7 +123,8 @@ class RunningServer:
                 return data
             time.sleep(0.5)
         raise AssertionError(f"timed out after {timeout:g} s waiting on {args}: "
-                             f"{_summary(data)}\nserver log, last lines:\n{self.log_tail()}"
+                             f"{transfer_summary(data)}\nserver log, last lines:\n"
+                             f"{self.log_tail()}"
                              f"\nlast={data}")
 
     def log_tail(self, lines: int = 40) -> str:
@@ -143,14 +144,24 @@ def tail(path: Path, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def _summary(data: Any) -> str:
-    """A transfer's status and its tasks' (type, instance, status), short enough to survive
-    a truncated CI log."""
+def transfer_summary(data: Any) -> str:
+    """A transfer's status, its tasks' ``type/instance=status`` and the exception details of
+    those that have some (a failed task's error), short enough to survive a truncated CI
+    log. ``data``: a ``migration|replica show -f json`` answer (tasks as the CLI renders them
+    or as a list of task objects)."""
     if not isinstance(data, dict):
         return repr(data)[:300]
-    tasks = parse_tasks(data["tasks"]) if isinstance(data.get("tasks"), str) else []
-    return f"status={data.get('status')} tasks=" + ", ".join(
-        f"{t.get('task_type')}/{t.get('instance')}={t.get('status')}" for t in tasks)
+    raw = data.get("tasks")
+    tasks = parse_tasks(raw) if isinstance(raw, (str, list)) and raw else []
+    parts = []
+    for t in tasks:
+        text = f"{t.get('task_type')}/{t.get('instance')}={t.get('status')}"
+        details = (t.get("exception_details") or "").strip()
+        if details and details != "None":
+            text += f" ({details[-400:]})"
+        parts.append(text)
+    status = data.get("last_execution_status") or data.get("status")
+    return f"id={data.get('id')} status={status} tasks=" + ", ".join(parts)
 
 
 def _spawn(cmd: list[str], ready: re.Pattern[str], log_path: Path,

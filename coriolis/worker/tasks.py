@@ -13,12 +13,12 @@ from typing import Any
 from coriolis import constants as c
 from coriolis import exceptions, task_types
 from coriolis.bus.base import EndpointRef, TaskEventSink, TaskMessage
-from coriolis.minions.transfers import MINION_KEY_REF
+from coriolis.minions.transfers import KEY_REFS, MINION_KEY_REF, ROLE_OSMORPHING
 from coriolis.osmorphing import appliance
 from coriolis.osmorphing.helper import helper_address, job_id_for, morph_on_helper
 from coriolis.osmorphing.isolated import MorphRequest, morph_in_child
 from coriolis.providers import registry
-from coriolis.providers.base import missing_capability
+from coriolis.providers.base import MinionOsMorphingProvider, missing_capability
 from coriolis.task_types import Side
 from coriolis.transfer import locations
 from coriolis.transfer.copy import copy_disk
@@ -407,9 +407,22 @@ def delete_disks(ctx: TaskContext) -> JSON:
 
 def deploy_os_morphing_resources(ctx: TaskContext) -> JSON:
     """A worker without libguestfs says so when the appliance would run here (no
-    ``helper``), undoing what the provider just made."""
-    resources = ctx.destination.deploy_os_morphing_resources(
-        ctx.dest_conn, ctx.dest_env, ctx.require("instance_deployment_info"))
+    ``helper``), undoing what the provider just made. With an OS-morphing minion reserved
+    (``task_info["osmorphing_minion"]``), the minion is the helper."""
+    minion = ctx.info.get(ROLE_OSMORPHING)
+    if minion:
+        if not isinstance(ctx.destination, MinionOsMorphingProvider):
+            raise exceptions.ProviderError(
+                f"the {ctx.message.destination.platform} provider cannot morph guests on pool "
+                "minions")
+        ctx.event(f"the guest is morphed on minion {minion['machine_id']} of pool "
+                  f"{minion['pool_id']}")
+        resources = ctx.destination.minion_os_morphing_resources(
+            ctx.dest_conn, ctx.dest_env, ctx.require("instance_deployment_info"), minion,
+            KEY_REFS[ROLE_OSMORPHING])
+    else:
+        resources = ctx.destination.deploy_os_morphing_resources(
+            ctx.dest_conn, ctx.dest_env, ctx.require("instance_deployment_info"))
     if not resources.get("helper"):
         try:
             appliance.load_guestfs()
