@@ -60,6 +60,8 @@ class RunningServer:
 
     def cli(self, *args: str, check: bool = True, env: dict[str, str] | None = None) -> CliResult:
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
+        # Tokens the CLI keeps between commands stay with this server, not in ~/.cache.
+        full_env["CORIOLIS_TOKEN_CACHE_DIR"] = str(self.token_cache_dir)
         full_env.update(self.env)
         if env:
             full_env.update(env)
@@ -72,6 +74,11 @@ class RunningServer:
                 f"coriolis {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}"
             )
         return result
+
+    @property
+    def token_cache_dir(self) -> Path:
+        """Where the CLI run by ``cli`` keeps its tokens (``CORIOLIS_TOKEN_CACHE_DIR``)."""
+        return self.data_dir.parent / f"{self.data_dir.name}-tokens"
 
     @functools.cached_property
     def project_id(self) -> str:
