@@ -23,10 +23,9 @@ from pathlib import Path
 
 from keystoneauth1 import session as ks_session
 from keystoneauth1.identity import v3
-from sqlalchemy import create_engine, text
 
 from coriolis.cmd.local_cloud import add_instance, init_cloud
-from coriolis.harness import start_cluster
+from coriolis.harness import scratch_database, start_cluster
 from coriolisclient import client
 
 FINAL = {"COMPLETED", "ERROR", "CANCELED", "DEADLOCKED"}
@@ -42,11 +41,12 @@ def main() -> None:
     parser.add_argument("--transport-url", default="amqp://guest:guest@127.0.0.1:5672//")
     args = parser.parse_args()
 
+    with scratch_database(args.database_admin_url, "coriolis_load") as database_url:
+        run(args, database_url)
+
+
+def run(args: argparse.Namespace, database_url: str) -> None:
     work = Path(tempfile.mkdtemp(prefix="coriolis-load-"))
-    name = f"coriolis_load_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(f"{args.database_admin_url}/postgres", isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f"CREATE DATABASE {name}"))
     cluster = None
     try:
         clouds = work / "clouds"  # the local cloud root of every project of this cluster
@@ -55,7 +55,7 @@ def main() -> None:
         for i in range(args.count):
             add_instance(clouds / "src", f"vm{i}", disk_size="4M", network="lan", seed=i)
         cluster = start_cluster(
-            work / "data", f"{args.database_admin_url}/{name}", args.transport_url,
+            work / "data", database_url, args.transport_url,
             f"load-{uuid.uuid4().hex[:6]}", [f"w{i}" for i in range(args.workers)],
             {"CORIOLIS_HEARTBEAT_INTERVAL": "2", "CORIOLIS_LOCAL_ROOT": str(clouds)},
             max_tasks=args.max_tasks)
@@ -118,9 +118,6 @@ def main() -> None:
     finally:
         if cluster is not None:
             cluster.stop()
-        with admin.connect() as conn:
-            conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        admin.dispose()
         shutil.rmtree(work, ignore_errors=True)
 
 

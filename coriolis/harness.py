@@ -6,6 +6,7 @@ Used by the end-to-end tests, the demo (scripts/demo.py) and the benchmarks."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import os
@@ -16,7 +17,8 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -316,6 +318,24 @@ def start_cluster(data_dir: Path, database_url: str, transport_url: str, namespa
         cluster.stop()
         raise
     return cluster
+
+
+@contextlib.contextmanager
+def scratch_database(admin_url: str, prefix: str) -> Iterator[str]:
+    """A fresh PostgreSQL database named ``prefix_<random>`` on the server of ``admin_url``
+    (``postgresql+psycopg://USER@HOST:PORT``), dropped on exit; yields its URL."""
+    from sqlalchemy import create_engine, text
+
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(f"{admin_url}/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    try:
+        yield f"{admin_url}/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        admin.dispose()
 
 
 def local_cloud(*args: str) -> str:

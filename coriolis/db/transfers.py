@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+from sqlalchemy import JSON, Row, Text, TypeDecorator, cast, select
 from sqlalchemy.orm import Session
 
 from coriolis import exceptions
@@ -36,6 +40,42 @@ def list_actions(session: Session, project_id: str, action_type: str,
     if replica_deploys is True:
         query = query.where(models.TransferAction.replica_id.is_not(None))
     return list(session.scalars(query.order_by(models.TransferAction.created_at)))
+
+
+class RawJSON(TypeDecorator[Any]):
+    """A JSON column read as its stored text and handed on as ``orjson.Fragment``: serialised
+    again as it is by ``orjson.dumps``, never parsed."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_result_value(self, value: Any, dialect: Any) -> Any:
+        return None if value is None else orjson.Fragment(value)
+
+
+def list_summaries(session: Session, project_id: str, action_type: str) -> list[Row[Any]]:
+    """``list_actions`` for the list views: rows (a tuple with ``_fields``, the column
+    names) of every column but ``info`` (each instance's task info, the largest by far), in
+    one query, without ORM objects or their relationships, oldest first. JSON columns are
+    ``orjson.Fragment`` (see ``RawJSON``): only ``orjson.dumps`` can write them out."""
+    table = models.TransferAction.__table__
+    columns = [cast(col, RawJSON()).label(col.name) if isinstance(col.type, JSON) else col
+               for col in table.c if col.name != "info"]
+    query = select(*columns).where(
+        table.c.project_id == project_id, table.c.type == action_type,
+        table.c.deleted.is_(False)).order_by(table.c.created_at)
+    return list(session.execute(query))
+
+
+def replica_scenarios(session: Session, replica_ids: Iterable[str]) -> dict[str, str | None]:
+    """``{replica id: its scenario}`` for the existing ones among ``replica_ids``, in one
+    query."""
+    ids = set(replica_ids)
+    if not ids:
+        return {}
+    action = models.TransferAction
+    return dict(session.execute(  # type: ignore[arg-type]
+        select(action.id, action.scenario).where(action.id.in_(ids))).all())
 
 
 def get_execution(session: Session, project_id: str, execution_id: str,
