@@ -86,7 +86,7 @@ def build_router(services: Services, context: Any) -> APIRouter:
         def show(action_id: str, ctx: RequestContext = Depends(context)) -> dict[str, Any]:
             with db.reader() as session:
                 row = transfers.get_action(session, ctx.project_id, action_id,
-                                           c.ACTION_TYPE_MIGRATION)
+                                           c.ACTION_TYPE_MIGRATION, with_tasks=True)
                 return {key: migration_view(session, row)}
 
         @router.post(f"/{collection}", name=f"create_{key}")
@@ -133,13 +133,16 @@ def build_router(services: Services, context: Any) -> APIRouter:
     transfer_routes("deployments", "deployment", DeploymentRequest)
 
     # --- replicas ----------------------------------------------------------------------------
-    def replica_row(session: Any, ctx: RequestContext, replica_id: str) -> models.TransferAction:
-        return transfers.get_action(session, ctx.project_id, replica_id, c.ACTION_TYPE_REPLICA)
+    def replica_row(session: Any, ctx: RequestContext, replica_id: str,
+                    with_tasks: bool = False) -> models.TransferAction:
+        return transfers.get_action(session, ctx.project_id, replica_id, c.ACTION_TYPE_REPLICA,
+                                    with_tasks)
 
     def execution_view(execution_id: str, ctx: RequestContext) -> dict[str, Any]:
         with db.reader() as session:
             return {"execution": views.execution(
-                transfers.get_execution(session, ctx.project_id, execution_id))}
+                transfers.get_execution(session, ctx.project_id, execution_id,
+                                        with_tasks=True))}
 
     def replica_routes(collection: str, key: str, request_model: type[BaseModel],
                        update_model: type[BaseModel], execution_model: type[BaseModel]) -> None:
@@ -161,7 +164,7 @@ def build_router(services: Services, context: Any) -> APIRouter:
         @router.get(f"/{collection}/{{replica_id}}")
         def show_replica(replica_id: str, ctx: RequestContext = Depends(context)) -> dict[str, Any]:
             with db.reader() as session:
-                return {key: views.replica(replica_row(session, ctx, replica_id))}
+                return {key: views.replica(replica_row(session, ctx, replica_id, True))}
 
         @router.post(f"/{collection}")
         def create_replica(body: request_model,  # type: ignore[valid-type]
