@@ -10,8 +10,9 @@ an all-in-one server with two endpoints:
   ``--size`` disks, ``--data`` of it random data, one after another; a sample counts only when
   a migration was RUNNING both before and after it.
 
-Printed: the median, min and max of ``--runs`` samples of each, in seconds, and the load
-average (the machine is shared).
+Printed: the median, min and max of ``--runs`` samples of each, in seconds, how much of it
+the server spent answering (its access log), the command's own CPU time (user + system: what
+the machine's load changes least), and the load average (the machine is shared).
 
     .venv/bin/python benchmarks/cli_speed.py [--runs 9] [--size 4G] [--data 2G] [--no-copy]
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -33,13 +35,17 @@ from coriolis.cmd.local_cloud import add_instance, init_cloud, parse_size
 from coriolis.harness import CLI, bench_parser, start_server, stop_server
 
 
-def timed(cmd: list[str], env: dict[str, str]) -> float:
+def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the command: user + system)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     elapsed = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed: {proc.stderr}")
-    return elapsed
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    return elapsed, cpu
 
 
 ACCESS_RE = re.compile(r"\] (GET|POST) (\S+) \d+ ([\d.]+) ms")
@@ -53,10 +59,11 @@ class Sampler:
         self.log = log
         self.offset = log.stat().st_size
         self.walls: dict[str, list[float]] = {}
+        self.cpus: dict[str, list[float]] = {}
         self.servers: dict[str, list[float]] = {}
 
     def measure(self, label: str, cmd: list[str], env: dict[str, str]) -> None:
-        wall = timed(cmd, env)
+        wall, cpu = timed(cmd, env)
         time.sleep(0.05)  # the access line is written after the answer
         with open(self.log, "rb") as f:
             f.seek(self.offset)
@@ -65,10 +72,12 @@ class Sampler:
         server = sum(float(m.group(3)) / 1000
                      for m in ACCESS_RE.finditer(text.decode(errors="replace")))
         self.walls.setdefault(label, []).append(wall)
+        self.cpus.setdefault(label, []).append(cpu)
         self.servers.setdefault(label, []).append(server)
 
     def discard_last(self, label: str) -> None:
         self.walls[label].pop()
+        self.cpus[label].pop()
         self.servers[label].pop()
 
     def report(self, label: str, title: str) -> None:
@@ -78,7 +87,8 @@ class Sampler:
             return
         print(f"{title:<34} median {statistics.median(walls):.3f} s "
               f"(min {min(walls):.3f}, max {max(walls):.3f}, n={len(walls)}); "
-              f"of which in the server {statistics.median(servers):.3f} s")
+              f"of which in the server {statistics.median(servers):.3f} s; "
+              f"CPU of the command {statistics.median(self.cpus[label]):.3f} s")
 
 
 class CopyLoad:
