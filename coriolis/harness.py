@@ -6,6 +6,7 @@ Used by the end-to-end tests, the demo (scripts/demo.py) and the benchmarks."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import os
@@ -16,7 +17,8 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -60,6 +62,8 @@ class RunningServer:
 
     def cli(self, *args: str, check: bool = True, env: dict[str, str] | None = None) -> CliResult:
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
+        # Tokens the CLI keeps between commands stay with this server, not in ~/.cache.
+        full_env["CORIOLIS_TOKEN_CACHE_DIR"] = str(self.token_cache_dir)
         full_env.update(self.env)
         if env:
             full_env.update(env)
@@ -72,6 +76,11 @@ class RunningServer:
                 f"coriolis {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}"
             )
         return result
+
+    @property
+    def token_cache_dir(self) -> Path:
+        """Where the CLI run by ``cli`` keeps its tokens (``CORIOLIS_TOKEN_CACHE_DIR``)."""
+        return self.data_dir.parent / f"{self.data_dir.name}-tokens"
 
     @functools.cached_property
     def project_id(self) -> str:
@@ -320,6 +329,24 @@ def start_cluster(data_dir: Path, database_url: str, transport_url: str, namespa
         cluster.stop()
         raise
     return cluster
+
+
+@contextlib.contextmanager
+def scratch_database(admin_url: str, prefix: str) -> Iterator[str]:
+    """A fresh PostgreSQL database named ``prefix_<random>`` on the server of ``admin_url``
+    (``postgresql+psycopg://USER@HOST:PORT``), dropped on exit; yields its URL."""
+    from sqlalchemy import create_engine, text
+
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(f"{admin_url}/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    try:
+        yield f"{admin_url}/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        admin.dispose()
 
 
 def local_cloud(*args: str) -> str:
