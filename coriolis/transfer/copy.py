@@ -52,6 +52,8 @@ def _zero_hash(length: int) -> int:
 
 
 def is_zero(data: Data | memoryview) -> bool:
+    if isinstance(data, memoryview):  # comparing a memoryview is per item: 100x slower
+        data = data.tobytes()
     if len(data) <= len(_ZEROS):
         return data == _ZEROS[: len(data)]
     return data == bytes(len(data))
@@ -161,6 +163,19 @@ def _window_jobs(extents: list[Extent], chunk: int, size: int) -> Iterator[_Job]
         yield _Job(zero_from, size - zero_from, True)
 
 
+def _hole_blocks(job: _Job, block: int) -> set[int]:
+    """Indexes (from the job's first block) of the job's blocks that no data piece
+    touches."""
+    if not job.pieces:
+        return set()
+    count = (job.length + block - 1) // block
+    touched: set[int] = set()
+    for offset, length in job.pieces:
+        touched.update(range((offset - job.offset) // block,
+                             (offset + length - 1 - job.offset) // block + 1))
+    return set(range(count)) - touched
+
+
 def _changed_jobs(extents: list[Extent], block: int, chunk: int, size: int) -> Iterator[_Job]:
     """Jobs over changed ranges only, widened to whole manifest blocks, at most ``chunk``."""
     ranges: list[list[int]] = []
@@ -222,10 +237,13 @@ def copy_disk(
         return bool(cancel and cancel())
 
     def write_verified(offset: int, data: Data) -> None:
+        if not verify:
+            writer.write(offset, data)
+            return
         expected = xxhash.xxh3_64_intdigest(data)
         for _attempt in range(VERIFY_ATTEMPTS):
             writer.write(offset, data)
-            if not verify or xxhash.xxh3_64_intdigest(writer.read(offset, len(data))) == expected:
+            if xxhash.xxh3_64_intdigest(writer.read(offset, len(data))) == expected:
                 return
         raise exceptions.ProviderError(
             f"chunk at offset {offset} failed its checksum {VERIFY_ATTEMPTS} times")
@@ -276,7 +294,12 @@ def copy_disk(
                 changed = [(first + i, ZERO) for i, h in enumerate(known) if h != ZERO]
         else:
             view = memoryview(data)
+            holes = _hole_blocks(job, block)
             for i in range(count):
+                if i in holes:  # nothing allocated in this block: it reads as zeroes
+                    if manifest.get(first + i) != ZERO:
+                        changed.append((first + i, ZERO))
+                    continue
                 piece = view[i * block:(i + 1) * block]
                 desired = block_hash(piece)
                 if desired == _zero_hash(len(piece)) and is_zero(piece):
