@@ -27,6 +27,7 @@ from coriolis.cmd.local_cloud import parse_size
 from coriolis.harness import RunningServer, bench_parser, local_cloud, start_server, stop_server
 
 BLOCK = 64 * 1024
+TASK_SPANS = False
 
 
 def execute(server: RunningServer, replica: str) -> tuple[float, dict]:
@@ -40,6 +41,13 @@ def execute(server: RunningServer, replica: str) -> tuple[float, dict]:
     # add up to a second of noise).
     elapsed = (dt.datetime.fromisoformat(done["last_updated"])
                - dt.datetime.fromisoformat(done["created"])).total_seconds()
+    if TASK_SPANS:  # --tasks: when each task began and ended, after the execution began
+        began = dt.datetime.fromisoformat(done["created"])
+        for task in done.get("tasks") or []:
+            spans = [(dt.datetime.fromisoformat(task[k]) - began).total_seconds()
+                     for k in ("created", "last_updated") if task.get(k)]
+            print(f"    {task.get('task_type', '?'):45s} "
+                  + " -> ".join(f"{v:6.2f}" for v in spans), flush=True)
     shown = server.cli("replica", "show", replica, "--show-instances-data", "-f", "json").json()
     return elapsed, shown["instances-data"]["vm"]["volumes_info"][0]
 
@@ -102,7 +110,11 @@ def main() -> None:
     parser = bench_parser(__doc__, runs=3, size="2G")
     parser.add_argument("--format", default="raw", choices=("raw", "qcow2"),
                         help="source disk format (qcow2: native change tracking)")
+    parser.add_argument("--tasks", action="store_true",
+                        help="print each execution's task spans (server timestamps)")
     args = parser.parse_args()
+    global TASK_SPANS
+    TASK_SPANS = args.tasks
     results = []
     for run in range(args.runs):
         work = Path(tempfile.mkdtemp(prefix="coriolis-bench-"))
