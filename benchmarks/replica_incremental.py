@@ -41,13 +41,17 @@ def execute(server: RunningServer, replica: str) -> tuple[float, dict]:
     # add up to a second of noise).
     elapsed = (dt.datetime.fromisoformat(done["last_updated"])
                - dt.datetime.fromisoformat(done["created"])).total_seconds()
-    if TASK_SPANS:  # --tasks: when each task began and ended, after the execution began
-        began = dt.datetime.fromisoformat(done["created"])
-        for task in done.get("tasks") or []:
-            spans = [(dt.datetime.fromisoformat(task[k]) - began).total_seconds()
-                     for k in ("created", "last_updated") if task.get(k)]
-            print(f"    {task.get('task_type', '?'):45s} "
-                  + " -> ".join(f"{v:6.2f}" for v in spans), flush=True)
+    if TASK_SPANS:  # --tasks: each task's span after the execution began (server's DB)
+        import sqlite3
+
+        with sqlite3.connect(server.data_dir / "coriolis.db") as db:
+            rows = db.execute("SELECT task_type, created_at, updated_at FROM tasks WHERE "
+                              "execution_id = ? ORDER BY created_at", (ex["id"],)).fetchall()
+        began = min(dt.datetime.fromisoformat(r[1]) for r in rows)
+        for task_type, created, updated in rows:
+            first = (dt.datetime.fromisoformat(created) - began).total_seconds()
+            last = (dt.datetime.fromisoformat(updated or created) - began).total_seconds()
+            print(f"    {task_type:45s} {first:6.2f} -> {last:6.2f}", flush=True)
     shown = server.cli("replica", "show", replica, "--show-instances-data", "-f", "json").json()
     return elapsed, shown["instances-data"]["vm"]["volumes_info"][0]
 
