@@ -22,7 +22,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import random
 import shutil
 import statistics
 import subprocess
@@ -31,24 +30,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from coriolis.bench_layouts import spread, write_layout
 from coriolis.cmd.local_cloud import parse_size
 from coriolis.harness import RunningServer, bench_parser, local_cloud, start_server, stop_server
 
 MiB = 2**20
-
-
-def write_layout(path: Path, size: int, data: int) -> int:
-    """1 MiB pieces of random bytes spread evenly over ``size``; returns the bytes written."""
-    pieces = data // MiB
-    stride = size // pieces // MiB * MiB
-    pool = random.Random(1).randbytes(64 * MiB)
-    with open(path, "wb") as f:
-        f.truncate(size)
-        for i in range(pieces):
-            f.seek(i * stride)
-            start = (i * 4096 * 7) % (len(pool) - MiB)
-            f.write(pool[start:start + MiB])
-    return pieces * MiB
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -132,7 +118,7 @@ def main() -> None:
         local_cloud("init", str(src_cloud))
         local_cloud("init", str(dst_cloud))
         raw = work / "layout.raw"
-        allocated = write_layout(raw, size, data)
+        allocated = write_layout(raw, size, spread(size, data))
         if args.format == "qcow2":
             source = work / "layout.qcow2"
             subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw),

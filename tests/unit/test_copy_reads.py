@@ -5,22 +5,22 @@ sparse files (raw: SEEK_DATA/SEEK_HOLE) and a real qcow2 image served by qemu-nb
 
 from __future__ import annotations
 
-import random
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from coriolis.bench_layouts import LAYOUTS, every_other_mib, write_layout
 from coriolis.transfer.base import Data, DiskReader, Extent
 from coriolis.transfer.copy import copy_disk
 from coriolis.transfer.files import RawFileWriter
 from coriolis.transfer.images import open_image_reader
 from coriolis.transfer.manifest import BlockManifest
 
-KiB, MiB = 1024, 1024 * 1024
+MiB = 1024 * 1024
 SIZE = 64 * MiB
-BLOCK = 64 * KiB  # the worker's manifest block (worker.tasks.MANIFEST_BLOCK)
+BLOCK = 64 * 1024  # the worker's manifest block (worker.tasks.MANIFEST_BLOCK)
 
 
 class CountingReader:
@@ -49,35 +49,7 @@ class CountingReader:
 
 
 def _write(path: Path, pieces: list[tuple[int, int]]) -> None:
-    rng = random.Random(len(pieces))
-    with open(path, "wb") as f:
-        f.truncate(SIZE)
-        for offset, length in pieces:
-            f.seek(offset)
-            f.write(rng.randbytes(length))
-
-
-def every_other_mib() -> list[tuple[int, int]]:
-    return [(o, MiB) for o in range(0, SIZE, 2 * MiB)]
-
-
-def scattered_64k() -> list[tuple[int, int]]:
-    """64 KiB pieces at random 4 KiB-aligned offsets: most straddle two manifest blocks."""
-    rng = random.Random(3)
-    return [(rng.randrange(0, (SIZE - 64 * KiB) // 4096) * 4096, 64 * KiB) for _ in range(200)]
-
-
-def contiguous() -> list[tuple[int, int]]:
-    return [(5 * MiB + 12 * KiB, 20 * MiB)]
-
-
-def full() -> list[tuple[int, int]]:
-    return [(0, SIZE)]
-
-
-LAYOUTS: dict[str, Callable[[], list[tuple[int, int]]]] = {
-    "1MiB-every-2MiB": every_other_mib, "64KiB-scattered": scattered_64k,
-    "contiguous": contiguous, "full": full}
+    write_layout(path, SIZE, pieces)
 
 
 def _copy(src: Path, fmt: str, dst: Path, manifest: BlockManifest | None,
@@ -103,7 +75,7 @@ def _copy(src: Path, fmt: str, dst: Path, manifest: BlockManifest | None,
 def test_bytes_read_are_the_allocated_bytes(tmp_path: Path, layout: str,
                                             with_manifest: bool) -> None:
     src, dst = tmp_path / "src.raw", tmp_path / "dst.raw"
-    _write(src, LAYOUTS[layout]())
+    _write(src, LAYOUTS[layout](SIZE))
     manifest = BlockManifest(BLOCK, SIZE) if with_manifest else None
     read, allocated, seen = _copy(src, "raw", dst, manifest)
     assert allocated > 0
@@ -117,7 +89,7 @@ def test_bytes_read_are_the_allocated_bytes(tmp_path: Path, layout: str,
 
 def test_qcow2_reads_only_its_allocated_clusters(tmp_path: Path) -> None:
     raw, src, dst = tmp_path / "src.raw", tmp_path / "src.qcow2", tmp_path / "dst.raw"
-    _write(raw, every_other_mib())
+    _write(raw, every_other_mib(SIZE))
     subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw), str(src)],
                    check=True)
     read, allocated, _ = _copy(src, "qcow2", dst, BlockManifest(BLOCK, SIZE))
