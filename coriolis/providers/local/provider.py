@@ -323,7 +323,8 @@ class LocalProvider(LocalMinionPools, BaseProvider, InstancesProvider, NetworksP
             except BaseException:
                 shutil.rmtree(folder, ignore_errors=True)
                 raise
-            resources.update({"snapshot_dir": str(folder), "snapshots": snapshots})
+            resources.update({"snapshot_dir": str(folder), "snapshots": snapshots,
+                              "point_in_time": True})
             files.update(snapshots)
         bases = tuple(str(b) for b in cloud.read_bases(name))
         resources["disks"] = {

@@ -192,8 +192,9 @@ class OpenStackSource(InstancesProvider, ReplicaExportProvider):
         _refuse_image_disks(export_info)
         ci = connection_info
         names = self._names(export_info, transfer_id)
+        # Point in time either way: a Cinder snapshot, or a stopped server's volume.
         resources: JSON = {"disks": {}, "cbt": {}, "volumes": {}, "snapshots": {},
-                           "events": [NO_CBT] if tracking_id else []}
+                           "events": [NO_CBT] if tracking_id else [], "point_in_time": True}
         with connect(ci) as conn:
             self._remove(conn, ci, names.values())
             stopped = _is_stopped(conn, export_info["id"])

@@ -390,6 +390,7 @@ class VSphereSource(ReplicaExportProvider):
             if tracking_id and change_id:
                 cbt[disk["id"]] = {"token": change_id}
         return {"disks": disks, "cbt": cbt, "vm": vm._moId, "snapshot": snapshot._moId,
+                "point_in_time": True,
                 "snapshot_name": name}
 
     def delete_source_resources(self, connection_info: JSON, env: JSON,
