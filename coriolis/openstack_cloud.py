@@ -13,8 +13,10 @@ What is real and what stands in (see docs/reference: platform-backends.md, OpenS
   would write) with the largest ``agent_down_time`` (24 days), so ports bind (``binding:vif_type``
   ``ovs``) and stay ``DOWN``. Neutron's own ``test`` mechanism driver was tried first: its
   assertions fail when Nova binds an existing port (``context.original`` is set).
-- Nova's compute runs ``fake.FakeDriver``: servers reach ACTIVE and volumes get attached in
-  Cinder's and Nova's bookkeeping, but no guest runs.
+- Nova's compute runs ``fake.FakeDriver`` (``coriolis.openstack_fake_compute``: the same
+  with a ``createImage`` snapshot that uploads the server's base image into the new Glance
+  image, as a guest that never wrote its disk would give): servers reach ACTIVE and volumes
+  get attached in Cinder's and Nova's bookkeeping, but no guest runs.
 
 Notes that cost time to find out: every WSGI service takes its configuration file through
 uWSGI's ``--pyargv`` (or its ``OS_*_CONFIG_DIR``); Glance needs ``--http-raw-body`` for chunked
@@ -376,7 +378,7 @@ network_vlan_ranges = physnet1:100:199
     vconf.write_text(default + f"""state_path = {vdir}
 instances_path = {vdir}/instances
 host = {COMPUTE_HOST}
-compute_driver = fake.FakeDriver
+compute_driver = coriolis_fake_compute.SnapshotFakeDriver
 my_ip = 127.0.0.1
 [api]
 auth_strategy = keystone
@@ -407,6 +409,12 @@ send_service_user_token = true
 helper_command = {bin_}/privsep-helper --config-file {vconf}
 """ + common)
     (vdir / "api-paste.ini").symlink_to(etc / "nova" / "api-paste.ini")
+    # nova-compute loads the fake driver with a snapshot that uploads from this folder: Nova
+    # imports drivers only as nova.virt.<name>, which a finder in sitecustomize provides.
+    (vdir / "driver").mkdir()
+    shutil.copyfile(Path(__file__).with_name("openstack_fake_compute.py"),
+                    vdir / "driver" / "coriolis_fake_compute.py")
+    (vdir / "driver" / "sitecustomize.py").write_text(_DRIVER_FINDER)
 
     # Schemas, each service's in its own thread (subprocesses: mostly imports and SQLite).
     def steps(log: str, *argvs: list[str]) -> Callable[[], None]:
@@ -457,12 +465,27 @@ helper_command = {bin_}/privsep-helper --config-file {vconf}
                        ("nova-conductor", vconf), ("nova-scheduler", vconf),
                        ("nova-compute", vconf)):
         procs[name] = _spawn([str(bin_ / name), "--config-file", str(conf), "--log-file",
-                              str(logs / f"{name}.log")], logs / f"{name}.out")
+                              str(logs / f"{name}.log")], logs / f"{name}.out",
+                             {"PYTHONPATH": str(vdir / "driver")}
+                             if name == "nova-compute" else None)
     for name, url in (("glance", urls["image"]), ("cinder-api", urls["volumev3"]),
                       ("placement", urls["placement"]), ("neutron", urls["network"]),
                       ("nova-api", urls["compute"])):
         ops.wait_http(url, procs[name], logs / f"{name}.log", timeout=120)
 
+
+_DRIVER_FINDER = """
+import importlib.abc, importlib.util, os, sys
+
+class _Finder(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name != "nova.virt.coriolis_fake_compute":
+            return None
+        return importlib.util.spec_from_file_location(
+            name, os.path.join(os.path.dirname(__file__), "coriolis_fake_compute.py"))
+
+sys.meta_path.insert(0, _Finder())
+"""
 
 # Neutron's migrations need ALTER TABLE that SQLite lacks: create the schema from the models
 # (as Neutron's own functional tests do), then stamp the migration heads.
