@@ -10,6 +10,7 @@ fails on the host, Nova deletes the image. Sources: Nova API ``createImage`` ser
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from coriolis import exceptions
@@ -21,32 +22,48 @@ def find_named(conn: Any, name: str) -> list[Any]:
     return [i for i in conn.image.images(name=name) if i.name == name]
 
 
-def wait_active(conn: Any, ci: JSON, image: Any, what: str) -> Any:
+def wait_active(conn: Any, ci: JSON, image: Any, what: str,
+                server_id: str | None = None) -> Any:
     """The image once ``active``. ``ProviderError`` naming ``what`` and the image when it
-    goes ``killed``, is removed (Nova deletes the image of a failed snapshot), or is not
-    active within the endpoint's timeout (then its status says how far the upload got)."""
-    from openstack import exceptions as os_exc
-    try:
-        return conn.image.wait_for_status(image, status="active",
-                                          failures=["killed", "deleted"], interval=1,
-                                          wait=timeout_of(ci))
-    except os_exc.NotFoundException:
-        status = None
-    except os_exc.ResourceFailure:
+    goes ``killed`` or ``deleted``, is removed (Nova deletes the image of some failed
+    snapshots), is still not active once Nova has finished the snapshot (the server
+    ``server_id`` has no task state: the compute host uploads before that, so it uploaded
+    nothing), or is not active within the endpoint's timeout."""
+    deadline = time.monotonic() + timeout_of(ci)
+    while True:
         status = _status(conn, image.id)
-    except os_exc.ResourceTimeout:
-        status = _status(conn, image.id)
-        if status is not None and status not in ("killed", "deleted"):
+        if status == "active":
+            return conn.image.get_image(image.id)
+        if status is None:
+            raise exceptions.ProviderError(
+                f"{what}: Nova removed Glance image {image.id}: the snapshot failed on the "
+                "compute host (see the server's instance actions)")
+        if status in ("killed", "deleted"):
+            raise exceptions.ProviderError(
+                f"{what}: Glance image {image.id} of the instance went to status '{status}'")
+        if server_id and _snapshot_over(conn, server_id):
+            status = _status(conn, image.id)
+            if status != "active":
+                raise exceptions.ProviderError(
+                    f"{what}: Nova finished the snapshot but Glance image {image.id} of the "
+                    f"instance is '{status}': the compute host uploaded nothing (see the "
+                    "server's instance actions)")
+            continue
+        if time.monotonic() > deadline:
             raise exceptions.ProviderError(
                 f"{what}: Glance image {image.id} of the instance is '{status}', not "
                 f"active, after {timeout_of(ci)} s: the compute host did not upload the "
-                "snapshot") from None
-    if status is None:
-        raise exceptions.ProviderError(
-            f"{what}: Nova removed Glance image {image.id}: the snapshot failed on the "
-            "compute host (see the server's instance actions)")
-    raise exceptions.ProviderError(
-        f"{what}: Glance image {image.id} of the instance went to status '{status}'")
+                "snapshot")
+        time.sleep(1)
+
+
+def _snapshot_over(conn: Any, server_id: str) -> bool:
+    """Whether the server has no task (its snapshot, if any, is over on the host)."""
+    from openstack import exceptions as os_exc
+    try:
+        return conn.compute.get_server(server_id).task_state is None
+    except os_exc.NotFoundException:
+        return True
 
 
 def _status(conn: Any, image_id: str) -> str | None:

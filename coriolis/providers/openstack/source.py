@@ -280,7 +280,7 @@ class OpenStackSource(InstancesProvider, ReplicaExportProvider):
             raise http_error(exc, f"cannot make a Glance image of the {what}", ci) from None
         resources["images"][disk["id"]] = image.id
         crash_point()
-        image = images.wait_active(conn, ci, image, what)
+        image = images.wait_active(conn, ci, image, what, export_info["id"])
         size = max(volumes.gib(disk["size_bytes"]), int(image.min_disk or 0),
                    volumes.gib(image.virtual_size or image.size or 0))
         return volumes.create_volume(conn, ci, f"{what}, from Glance image {image.id}",

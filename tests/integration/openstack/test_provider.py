@@ -284,8 +284,9 @@ def test_image_backed_server_through_a_glance_image(ci: dict[str, Any],
 
 def test_image_backed_server_whose_snapshot_fails(ci: dict[str, Any],
                                                   openstack_cloud: Any) -> None:
-    """The compute host cannot make the snapshot (here: the base image it reads is gone):
-    Nova deletes the image; the error names the instance and the image; nothing stays."""
+    """The compute host cannot make the snapshot (here: the base image it reads is gone; Nova
+    takes that for a deleted snapshot and ends the task, the image staying ``queued``): the
+    error, once Nova has finished, names the instance and the image; nothing stays."""
     provider = OpenStackProvider()
     server, base = _image_server(openstack_cloud, "osprov-imgfail", b"\x01" * MiB)
     try:
@@ -297,6 +298,7 @@ def test_image_backed_server_whose_snapshot_fails(ci: dict[str, Any],
             provider.deploy_source_resources(ci, {}, info, transfer_id="t-imgfail")
         assert "instance 'osprov-imgfail'" in str(err.value)
         assert "Glance image" in str(err.value)
+        assert "the compute host uploaded nothing" in str(err.value), str(err.value)
         assert inventory(ci) == before
     finally:
         _remove_server(openstack_cloud, server, base)
