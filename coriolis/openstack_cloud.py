@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from coriolis import leftovers as owned_folders
 from coriolis import openstack_services as ops
 
 CONSTRAINTS = Path(__file__).with_name("openstack-upper-constraints.txt")
@@ -182,59 +183,14 @@ def _wait_until(what: str, check: Callable[[], bool], timeout: float,
     raise RuntimeError(f"{what} not ready in {timeout:.0f} s")
 
 
-OWNER_FILE = "owner"  # "<pid> <start time>" of the process that started a cloud
-
-
-def _process_token(pid: int) -> str | None:
-    """``"<pid> <start time in clock ticks>"`` (``/proc/PID/stat`` field 22), which names
-    one process even after its pid is reused; None when no such process runs."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return f"{pid} {stat.rsplit(')', 1)[1].split()[19]}"
-
-
-def _processes_naming(path: Path) -> list[int]:
-    """Pids of the processes whose command line or environment names ``path``."""
-    needle = str(path).encode()
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        with contextlib.suppress(OSError):
-            if needle in (proc / "cmdline").read_bytes() or \
-                    needle in (proc / "environ").read_bytes():
-                found.append(int(proc.name))
-    return found
-
-
 def reap_stale_clouds(base: Path | None = None) -> list[Path]:
     """Remove the clouds under ``base`` (default: the temporary directory) whose starting
-    process is gone, e.g. a test run killed before its fixture's teardown: SIGKILL every
-    process naming the cloud's directory, unmount what is mounted under it, delete its
-    RabbitMQ virtual host and the directory. Clouds of running processes, and directories
-    without an owner file, are left alone. Returns the directories removed."""
-    reaped = []
-    for work in sorted(Path(base or tempfile.gettempdir()).glob("coriolis-openstack-*")):
-        try:
-            owner = (work / OWNER_FILE).read_text().strip()
-        except OSError:
-            continue
-        if _process_token(int(owner.split()[0])) == owner:
-            continue
-        for pid in _processes_naming(work):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        for line in reversed(Path("/proc/mounts").read_text().splitlines()):
-            if str(work) in line.split()[1]:
-                with contextlib.suppress(subprocess.CalledProcessError):
-                    _umount(Path(line.split()[1]))
-        with contextlib.suppress(Exception):
-            _rabbitmqctl("delete_vhost", work.name)
-        shutil.rmtree(work, ignore_errors=True)
-        reaped.append(work)
-    return reaped
+    process is gone, e.g. a test run killed before its fixture's teardown: every process
+    naming the cloud's directory killed, what is mounted under it unmounted, its RabbitMQ
+    virtual host and the directory deleted (``coriolis.leftovers``). Returns the directories
+    removed."""
+    return owned_folders.reap("coriolis-openstack-*", _umount, base,
+                              also=lambda work: _rabbitmqctl("delete_vhost", work.name))
 
 
 def start_cloud(base: Path | None = None) -> OpenStackCloud:
@@ -248,7 +204,7 @@ def start_cloud(base: Path | None = None) -> OpenStackCloud:
     env_dir = cloud_venv()
     reap_stale_clouds(base)
     work = Path(tempfile.mkdtemp(prefix="coriolis-openstack-", dir=base))
-    (work / OWNER_FILE).write_text(f"{_process_token(os.getpid())}\n")
+    owned_folders.claim(work)
     logs = work / "logs"
     logs.mkdir()
     vhost = work.name  # one RabbitMQ virtual host per cloud, named after its directory

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from coriolis.openstack_cloud import OWNER_FILE, _process_token, reap_stale_clouds
+from coriolis.leftovers import OWNER_FILE, process_token
+from coriolis.openstack_cloud import reap_stale_clouds
 
 
 @pytest.fixture
@@ -45,7 +46,7 @@ def test_a_cloud_whose_starter_died_is_reaped(
     starter = subprocess.Popen(["true"])
     starter.wait()
     stale = cloud_dir(tmp_path, "stale", f"{starter.pid} 12345")
-    live = cloud_dir(tmp_path, "live", _process_token(os.getpid()))
+    live = cloud_dir(tmp_path, "live", process_token(os.getpid()))
     legacy = cloud_dir(tmp_path, "legacy", None)
     stale_services = [service(spawned, stale / "etc" / f"{n}.conf") for n in ("nova", "cinder")]
     others = [service(spawned, d / "etc" / "nova.conf") for d in (live, legacy)]
@@ -61,9 +62,36 @@ def test_a_cloud_whose_starter_died_is_reaped(
 def test_a_reused_pid_does_not_keep_a_stale_cloud(tmp_path: Path) -> None:
     """The owner file names the process by pid and start time: another process that got the
     same pid later does not count as the starter."""
-    token = _process_token(os.getpid())
+    token = process_token(os.getpid())
     assert token is not None
     pid, started = token.split()
     stale = cloud_dir(tmp_path, "reused", f"{pid} {int(started) - 1}")
     assert reap_stale_clouds(tmp_path) == [stale]
     assert not stale.exists()
+
+
+def test_a_dead_readers_vmdk_mirror_is_unmounted_and_removed(
+        tmp_path: Path, spawned: list[subprocess.Popen[bytes]]) -> None:
+    """The same for the vSphere sparse reader's mirrors, with a real mount under the folder
+    (a tmpfs standing in for nbdfuse's FUSE mount, which ``fusermount3 -u -z`` also
+    unmounts)."""
+    from coriolis.providers.vmware_vsphere.vmdk_chain import reap_stale_mirrors
+
+    starter = subprocess.Popen(["true"])
+    starter.wait()
+    mirror = tmp_path / "coriolis-vmdk-dead"
+    point = mirror / "mnt" / "0"
+    point.mkdir(parents=True)
+    (mirror / OWNER_FILE).write_text(f"{starter.pid} 1\n")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(point)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        reader = service(spawned, point / "disk-flat.vmdk")
+        assert reap_stale_mirrors(tmp_path) == [mirror]
+        assert reader.wait(timeout=10) == -9
+        assert str(point) not in Path("/proc/mounts").read_text()
+        assert not mirror.exists()
+    finally:
+        subprocess.run(["umount", "-l", str(point)], capture_output=True)

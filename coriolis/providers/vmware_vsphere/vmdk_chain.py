@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from coriolis import exceptions
+from coriolis import leftovers as owned_folders
 from coriolis.transfer.base import Data, Extent
 from coriolis.transfer.nbd import NbdImageReader
 
@@ -141,6 +142,18 @@ def _stats_bytes(statsfile: Path) -> int:
     return 0
 
 
+def _fuse_unmount(mountpoint: Path) -> None:
+    subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], capture_output=True,
+                   check=True)
+
+
+def reap_stale_mirrors(base: Path | None = None) -> list[Path]:
+    """Remove the mirrors (under ``base``, default the temporary directory) of processes that
+    died while reading, e.g. a killed worker: their nbdfuse/nbdkit processes killed, their
+    FUSE mounts lazily unmounted, their folders deleted. Returns the folders removed."""
+    return owned_folders.reap("coriolis-vmdk-*", _fuse_unmount, base)
+
+
 class Mirror:
     """The private local folder a chain is opened from (0700), with a mount per binary
     file. ``url_of(path)`` is the file's ``/folder`` URL, ``curl_args`` nbdkit curl's TLS
@@ -148,7 +161,9 @@ class Mirror:
 
     def __init__(self, datastore: str, url_of: Callable[[str], str], cookie: str,
                  tls: dict[str, str], what: str) -> None:
+        reap_stale_mirrors()
         self.root = Path(tempfile.mkdtemp(prefix="coriolis-vmdk-"))
+        owned_folders.claim(self.root)
         self._datastore, self._url_of, self._what = datastore, url_of, what
         self._cookie, self._tls = cookie, tls
         self._mounts: list[tuple[Path, subprocess.Popen[bytes]]] = []
@@ -225,8 +240,8 @@ class Mirror:
         stats when it exits)."""
         for mountpoint, proc in self._mounts:
             if proc.poll() is None:
-                subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)],
-                               capture_output=True)
+                with contextlib.suppress(subprocess.CalledProcessError):
+                    _fuse_unmount(mountpoint)
                 try:
                     proc.wait(timeout=15)
                 except subprocess.TimeoutExpired:
