@@ -2,11 +2,14 @@
 scheduler and WORKERS worker processes (PostgreSQL, RabbitMQ), all on this machine.
 
 Printed: the time from the first request until every migration is final, how many completed,
-and the latency of `GET /migrations/{id}` and `GET /endpoints`, sampled by a separate thread
-all along (p50, p99, max). Uses a fresh database and its own broker namespace, removed after.
+and the latency of `GET /migrations/{id}` and `GET /endpoints`, alternately, requested at
+RATE per second (an open loop: a request starts every 1/RATE s whether the previous ones
+answered or not) all along (p50, p99, max, and the rate achieved). Uses a fresh database and
+its own broker namespace, removed after.
 
     .venv/bin/python benchmarks/distributed_load.py [--count 100] [--workers 3]
-        [--max-tasks 8] [--database-admin-url postgresql+psycopg://postgres@127.0.0.1:5432]
+        [--max-tasks 8] [--rate 100]
+        [--database-admin-url postgresql+psycopg://postgres@127.0.0.1:5432]
 """
 
 from __future__ import annotations
@@ -20,15 +23,18 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
+import requests
+import requests.adapters
 from keystoneauth1 import session as ks_session
 from keystoneauth1.identity import v3
-from sqlalchemy import create_engine, text
 
 from coriolis.cmd.local_cloud import add_instance, init_cloud
-from coriolis.harness import start_cluster
+from coriolis.harness import scratch_database, start_cluster
 from coriolisclient import client
 
+POOL = 32  # threads (and HTTP connections) of the request sampler
 FINAL = {"COMPLETED", "ERROR", "CANCELED", "DEADLOCKED"}
 
 
@@ -37,16 +43,19 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=100)
     parser.add_argument("--workers", type=int, default=3)
     parser.add_argument("--max-tasks", type=int, default=8)
+    parser.add_argument("--rate", type=float, default=100.0,
+                        help="API requests per second while the migrations run")
     parser.add_argument("--database-admin-url",
                         default="postgresql+psycopg://postgres@127.0.0.1:5432")
     parser.add_argument("--transport-url", default="amqp://guest:guest@127.0.0.1:5672//")
     args = parser.parse_args()
 
+    with scratch_database(args.database_admin_url, "coriolis_load") as database_url:
+        run(args, database_url)
+
+
+def run(args: argparse.Namespace, database_url: str) -> None:
     work = Path(tempfile.mkdtemp(prefix="coriolis-load-"))
-    name = f"coriolis_load_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(f"{args.database_admin_url}/postgres", isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f"CREATE DATABASE {name}"))
     cluster = None
     try:
         clouds = work / "clouds"  # the local cloud root of every project of this cluster
@@ -55,7 +64,7 @@ def main() -> None:
         for i in range(args.count):
             add_instance(clouds / "src", f"vm{i}", disk_size="4M", network="lan", seed=i)
         cluster = start_cluster(
-            work / "data", f"{args.database_admin_url}/{name}", args.transport_url,
+            work / "data", database_url, args.transport_url,
             f"load-{uuid.uuid4().hex[:6]}", [f"w{i}" for i in range(args.workers)],
             {"CORIOLIS_HEARTBEAT_INTERVAL": "2", "CORIOLIS_LOCAL_ROOT": str(clouds)},
             max_tasks=args.max_tasks)
@@ -64,7 +73,9 @@ def main() -> None:
         auth = v3.Password(auth_url=env["OS_AUTH_URL"], username=env["OS_USERNAME"],
                            password=env["OS_PASSWORD"], project_name=env["OS_PROJECT_NAME"],
                            user_domain_name="Default", project_domain_name="Default")
-        api = client.Client(session=ks_session.Session(auth=auth))
+        http = requests.Session()  # a connection per sampling thread, kept
+        http.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=POOL))
+        api = client.Client(session=ks_session.Session(auth=auth, session=http))
         src = api.endpoints.create("src", "local", {"path": str(clouds / "src")}, "").id
         dst = api.endpoints.create("dst", "local", {"path": str(clouds / "dst")}, "").id
 
@@ -72,14 +83,25 @@ def main() -> None:
         stop = threading.Event()
         ids: list[str] = []
 
+        calls = (lambda: api.endpoints.list(), lambda: ids and api.migrations.get(ids[-1]))
+
+        def timed(call: Any) -> None:
+            started = time.monotonic()
+            call()
+            latencies.append(time.monotonic() - started)
+
+        sampled: list[float] = []
+
         def sample() -> None:
-            while not stop.is_set():
-                for call in (lambda: api.endpoints.list(),
-                             lambda: ids and api.migrations.get(ids[-1])):
-                    started = time.monotonic()
-                    call()
-                    latencies.append(time.monotonic() - started)
-                stop.wait(0.05)
+            interval, due, n = 1 / args.rate, time.monotonic(), 0
+            sampled.append(due)
+            with ThreadPoolExecutor(max_workers=POOL) as pool:
+                while not stop.is_set():
+                    pool.submit(timed, calls[n % len(calls)])
+                    n += 1
+                    due += interval
+                    stop.wait(max(0.0, due - time.monotonic()))
+            sampled.append(time.monotonic())
 
         def create(i: int) -> str:
             return str(api.migrations.create(
@@ -106,7 +128,8 @@ def main() -> None:
         print(f"{args.count} migrations, {args.workers} workers x {args.max_tasks} tasks: "
               f"all created in {created:.1f} s, all final in {elapsed:.1f} s; "
               f"{completed} COMPLETED")
-        print(f"API latency while loaded ({len(latencies)} requests): "
+        print(f"API latency while loaded ({len(latencies)} requests, "
+              f"{len(latencies) / (sampled[1] - sampled[0]):.0f} per second): "
               f"p50 {statistics.median(latencies) * 1000:.0f} ms, "
               f"p99 {latencies[int(len(latencies) * 0.99) - 1] * 1000:.0f} ms, "
               f"max {latencies[-1] * 1000:.0f} ms")
@@ -118,9 +141,6 @@ def main() -> None:
     finally:
         if cluster is not None:
             cluster.stop()
-        with admin.connect() as conn:
-            conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        admin.dispose()
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -27,6 +27,7 @@ from coriolis.cmd.local_cloud import parse_size
 from coriolis.harness import RunningServer, bench_parser, local_cloud, start_server, stop_server
 
 BLOCK = 64 * 1024
+TASK_SPANS = False
 
 
 def execute(server: RunningServer, replica: str) -> tuple[float, dict]:
@@ -40,6 +41,17 @@ def execute(server: RunningServer, replica: str) -> tuple[float, dict]:
     # add up to a second of noise).
     elapsed = (dt.datetime.fromisoformat(done["last_updated"])
                - dt.datetime.fromisoformat(done["created"])).total_seconds()
+    if TASK_SPANS:  # --tasks: each task's span after the execution began (server's DB)
+        import sqlite3
+
+        with sqlite3.connect(server.data_dir / "coriolis.db") as db:
+            rows = db.execute("SELECT task_type, created_at, updated_at FROM tasks WHERE "
+                              "execution_id = ? ORDER BY created_at", (ex["id"],)).fetchall()
+        began = min(dt.datetime.fromisoformat(r[1]) for r in rows)
+        for task_type, created, updated in rows:
+            first = (dt.datetime.fromisoformat(created) - began).total_seconds()
+            last = (dt.datetime.fromisoformat(updated or created) - began).total_seconds()
+            print(f"    {task_type:45s} {first:6.2f} -> {last:6.2f}", flush=True)
     shown = server.cli("replica", "show", replica, "--show-instances-data", "-f", "json").json()
     return elapsed, shown["instances-data"]["vm"]["volumes_info"][0]
 
@@ -102,7 +114,11 @@ def main() -> None:
     parser = bench_parser(__doc__, runs=3, size="2G")
     parser.add_argument("--format", default="raw", choices=("raw", "qcow2"),
                         help="source disk format (qcow2: native change tracking)")
+    parser.add_argument("--tasks", action="store_true",
+                        help="print each execution's task spans (server timestamps)")
     args = parser.parse_args()
+    global TASK_SPANS
+    TASK_SPANS = args.tasks
     results = []
     for run in range(args.runs):
         work = Path(tempfile.mkdtemp(prefix="coriolis-bench-"))

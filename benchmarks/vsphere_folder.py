@@ -4,7 +4,11 @@ against `curl` downloading the same flat VMDK into a file. vcsim is built and st
 ``coriolis.vcsim``; the VM's disk (SIZE of random data) is PUT through /folder first.
 Printed: median wall times, MiB/s, and our throughput ÷ curl's (goal ≥ 0.8).
 
-    .venv/bin/python -m benchmarks.vsphere_folder [--runs 3] [--size 512M]
+With ``--layout sparse`` the disk is a monolithicSparse VMDK of the same (fully allocated)
+data, read through qemu's vmdk driver over the nbdkit curl mounts (``vmdk_chain``); curl
+downloads that VMDK file.
+
+    .venv/bin/python -m benchmarks.vsphere_folder [--runs 3] [--size 512M] [--layout sparse]
 """
 
 from __future__ import annotations
@@ -24,11 +28,13 @@ from coriolis.providers.vmware_vsphere.provider import VSphereProvider
 from coriolis.transfer.copy import copy_disk
 from coriolis.transfer.files import RawFileWriter
 from coriolis.transfer.locations import from_json
-from tests.vcsim_host import create_vm, session, write_disk
+from tests.vcsim_host import create_vm, put, session, write_disk
 
 
 def main() -> None:
-    args = bench_parser(__doc__ or "", runs=3, size="512M").parse_args()
+    parser = bench_parser(__doc__ or "", runs=3, size="512M")
+    parser.add_argument("--layout", choices=("flat", "sparse"), default="flat")
+    args = parser.parse_args()
     size = parse_size(args.size)
     with tempfile.TemporaryDirectory(prefix="vs-bench-") as tmp:
         work = Path(tmp)
@@ -41,6 +47,12 @@ def main() -> None:
             with session(server) as si:
                 create_vm(si, "vs-bench", [size])
                 write_disk(server, si, "vs-bench", 0, source)
+                if args.layout == "sparse":
+                    sparse = work / "vs-bench_0.vmdk"
+                    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "vmdk", "-o",
+                                    "subformat=monolithicSparse", str(source), str(sparse)],
+                                   check=True)
+                    put(server, si, "vs-bench/vs-bench_0.vmdk", sparse)
             provider, ci = VSphereProvider(), server.connection_info()
             info = provider.get_instance(ci, {}, "vs-bench")
             resources = provider.deploy_source_resources(ci, {}, info, transfer_id="bench")
@@ -60,7 +72,9 @@ def main() -> None:
 
             with session(server) as si:
                 cookie = conn.session_cookie(si)
-                url = conn.folder_url(ci, "DC0", "LocalDS_0", loc.params["path"])  # type: ignore
+                params = loc.params  # type: ignore[attr-defined]
+                file = params["chain"]["top"] if args.layout == "sparse" else params["path"]
+                url = conn.folder_url(ci, "DC0", "LocalDS_0", file)
                 curl_out = work / "curl.raw"
 
                 def curl() -> None:
@@ -80,7 +94,7 @@ def main() -> None:
             server.stop()
     mib = size / (1 << 20)
     ours_t, curl_t = statistics.median(times["ours"]), statistics.median(times["curl"])
-    print(f"size {mib:.0f} MiB, runs {args.runs}")
+    print(f"size {mib:.0f} MiB, layout {args.layout}, runs {args.runs}")
     print(f"ours  {ours_t:.2f} s  {mib / ours_t:.0f} MiB/s")
     print(f"curl  {curl_t:.2f} s  {mib / curl_t:.0f} MiB/s")
     print(f"ratio (ours throughput / curl's) {curl_t / ours_t:.2f} (goal >= 0.8)")

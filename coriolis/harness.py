@@ -6,6 +6,7 @@ Used by the end-to-end tests, the demo (scripts/demo.py) and the benchmarks."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import os
@@ -16,7 +17,8 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -60,6 +62,8 @@ class RunningServer:
 
     def cli(self, *args: str, check: bool = True, env: dict[str, str] | None = None) -> CliResult:
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
+        # Tokens the CLI keeps between commands stay with this server, not in ~/.cache.
+        full_env["CORIOLIS_TOKEN_CACHE_DIR"] = str(self.token_cache_dir)
         full_env.update(self.env)
         if env:
             full_env.update(env)
@@ -72,6 +76,11 @@ class RunningServer:
                 f"coriolis {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}"
             )
         return result
+
+    @property
+    def token_cache_dir(self) -> Path:
+        """Where the CLI run by ``cli`` keeps its tokens (``CORIOLIS_TOKEN_CACHE_DIR``)."""
+        return self.data_dir.parent / f"{self.data_dir.name}-tokens"
 
     @functools.cached_property
     def project_id(self) -> str:
@@ -123,7 +132,8 @@ class RunningServer:
                 return data
             time.sleep(0.5)
         raise AssertionError(f"timed out after {timeout:g} s waiting on {args}: "
-                             f"{_summary(data)}\nserver log, last lines:\n{self.log_tail()}"
+                             f"{transfer_summary(data)}\nserver log, last lines:\n"
+                             f"{self.log_tail()}"
                              f"\nlast={data}")
 
     def log_tail(self, lines: int = 40) -> str:
@@ -143,14 +153,24 @@ def tail(path: Path, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def _summary(data: Any) -> str:
-    """A transfer's status and its tasks' (type, instance, status), short enough to survive
-    a truncated CI log."""
+def transfer_summary(data: Any) -> str:
+    """A transfer's status, its tasks' ``type/instance=status`` and the exception details of
+    those that have some (a failed task's error), short enough to survive a truncated CI
+    log. ``data``: a ``migration|replica show -f json`` answer (tasks as the CLI renders them
+    or as a list of task objects)."""
     if not isinstance(data, dict):
         return repr(data)[:300]
-    tasks = parse_tasks(data["tasks"]) if isinstance(data.get("tasks"), str) else []
-    return f"status={data.get('status')} tasks=" + ", ".join(
-        f"{t.get('task_type')}/{t.get('instance')}={t.get('status')}" for t in tasks)
+    raw = data.get("tasks")
+    tasks = parse_tasks(raw) if isinstance(raw, (str, list)) and raw else []
+    parts = []
+    for t in tasks:
+        text = f"{t.get('task_type')}/{t.get('instance')}={t.get('status')}"
+        details = (t.get("exception_details") or "").strip()
+        if details and details != "None":
+            text += f" ({details[-400:]})"
+        parts.append(text)
+    status = data.get("last_execution_status") or data.get("status")
+    return f"id={data.get('id')} status={status} tasks=" + ", ".join(parts)
 
 
 def _spawn(cmd: list[str], ready: re.Pattern[str], log_path: Path,
@@ -309,6 +329,24 @@ def start_cluster(data_dir: Path, database_url: str, transport_url: str, namespa
         cluster.stop()
         raise
     return cluster
+
+
+@contextlib.contextmanager
+def scratch_database(admin_url: str, prefix: str) -> Iterator[str]:
+    """A fresh PostgreSQL database named ``prefix_<random>`` on the server of ``admin_url``
+    (``postgresql+psycopg://USER@HOST:PORT``), dropped on exit; yields its URL."""
+    from sqlalchemy import create_engine, text
+
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(f"{admin_url}/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    try:
+        yield f"{admin_url}/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        admin.dispose()
 
 
 def local_cloud(*args: str) -> str:

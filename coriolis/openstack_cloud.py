@@ -13,8 +13,10 @@ What is real and what stands in (see docs/reference: platform-backends.md, OpenS
   would write) with the largest ``agent_down_time`` (24 days), so ports bind (``binding:vif_type``
   ``ovs``) and stay ``DOWN``. Neutron's own ``test`` mechanism driver was tried first: its
   assertions fail when Nova binds an existing port (``context.original`` is set).
-- Nova's compute runs ``fake.FakeDriver``: servers reach ACTIVE and volumes get attached in
-  Cinder's and Nova's bookkeeping, but no guest runs.
+- Nova's compute runs ``fake.FakeDriver`` (``coriolis.openstack_fake_compute``: the same
+  with a ``createImage`` snapshot that uploads the server's base image into the new Glance
+  image, as a guest that never wrote its disk would give): servers reach ACTIVE and volumes
+  get attached in Cinder's and Nova's bookkeeping, but no guest runs.
 
 Notes that cost time to find out: every WSGI service takes its configuration file through
 uWSGI's ``--pyargv`` (or its ``OS_*_CONFIG_DIR``); Glance needs ``--http-raw-body`` for chunked
@@ -40,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from coriolis import leftovers as owned_folders
 from coriolis import openstack_services as ops
 
 CONSTRAINTS = Path(__file__).with_name("openstack-upper-constraints.txt")
@@ -180,14 +183,28 @@ def _wait_until(what: str, check: Callable[[], bool], timeout: float,
     raise RuntimeError(f"{what} not ready in {timeout:.0f} s")
 
 
+def reap_stale_clouds(base: Path | None = None) -> list[Path]:
+    """Remove the clouds under ``base`` (default: the temporary directory) whose starting
+    process is gone, e.g. a test run killed before its fixture's teardown: every process
+    naming the cloud's directory killed, what is mounted under it unmounted, its RabbitMQ
+    virtual host and the directory deleted (``coriolis.leftovers``). Returns the directories
+    removed."""
+    return owned_folders.reap("coriolis-openstack-*", _umount, base,
+                              also=lambda work: _rabbitmqctl("delete_vhost", work.name))
+
+
 def start_cloud(base: Path | None = None) -> OpenStackCloud:
     """Start the whole cloud in a new temporary directory (under ``base`` when given) and
     provision it: volume types, flavors ``m1.tiny`` (1 vCPU, 512 MiB, 1 GiB) and ``m1.small``
     (2 vCPU, 2 GiB, 10 GiB), networks, an image. Raises RuntimeError with the end of the
-    failing service's log. ``stop()`` undoes everything, also after a failed start."""
+    failing service's log. ``stop()`` undoes everything, also after a failed start; a cloud
+    whose starter died without ``stop()`` is removed by the next ``start_cloud``
+    (``reap_stale_clouds``)."""
     started = time.monotonic()
     env_dir = cloud_venv()
+    reap_stale_clouds(base)
     work = Path(tempfile.mkdtemp(prefix="coriolis-openstack-", dir=base))
+    owned_folders.claim(work)
     logs = work / "logs"
     logs.mkdir()
     vhost = work.name  # one RabbitMQ virtual host per cloud, named after its directory
@@ -376,7 +393,7 @@ network_vlan_ranges = physnet1:100:199
     vconf.write_text(default + f"""state_path = {vdir}
 instances_path = {vdir}/instances
 host = {COMPUTE_HOST}
-compute_driver = fake.FakeDriver
+compute_driver = coriolis_fake_compute.SnapshotFakeDriver
 my_ip = 127.0.0.1
 [api]
 auth_strategy = keystone
@@ -407,6 +424,15 @@ send_service_user_token = true
 helper_command = {bin_}/privsep-helper --config-file {vconf}
 """ + common)
     (vdir / "api-paste.ini").symlink_to(etc / "nova" / "api-paste.ini")
+    # Every service imports the sitecustomize of this folder (PYTHONPATH): it gives Nova the
+    # fake driver with a snapshot that uploads (Nova imports drivers only as
+    # nova.virt.<name>), and makes oslo.db begin SQLite transactions IMMEDIATE.
+    site = work / "site"
+    site.mkdir()
+    shutil.copyfile(Path(__file__).with_name("openstack_fake_compute.py"),
+                    site / "coriolis_fake_compute.py")
+    (site / "sitecustomize.py").write_text(_SITECUSTOMIZE)
+    site_env = {"PYTHONPATH": str(site)}
 
     # Schemas, each service's in its own thread (subprocesses: mostly imports and SQLite).
     def steps(log: str, *argvs: list[str]) -> Callable[[], None]:
@@ -439,7 +465,8 @@ helper_command = {bin_}/privsep-helper --config-file {vconf}
 
     # Services.
     def api(name: str, port: int, app: list[str], env: dict[str, str] | None = None) -> None:
-        procs[name] = ops.uwsgi(env_dir, port, app, logs / f"{name}.log", 4, env or {})
+        procs[name] = ops.uwsgi(env_dir, port, app, logs / f"{name}.log", 4,
+                                {**site_env, **(env or {})})
 
     api("glance", ports["image"], ["--module", "glance.wsgi.api:application",
                                    "--http-auto-chunked", "--http-raw-body",
@@ -457,12 +484,67 @@ helper_command = {bin_}/privsep-helper --config-file {vconf}
                        ("nova-conductor", vconf), ("nova-scheduler", vconf),
                        ("nova-compute", vconf)):
         procs[name] = _spawn([str(bin_ / name), "--config-file", str(conf), "--log-file",
-                              str(logs / f"{name}.log")], logs / f"{name}.out")
+                              str(logs / f"{name}.log")], logs / f"{name}.out", site_env)
     for name, url in (("glance", urls["image"]), ("cinder-api", urls["volumev3"]),
                       ("placement", urls["placement"]), ("neutron", urls["network"]),
                       ("nova-api", urls["compute"])):
         ops.wait_http(url, procs[name], logs / f"{name}.log", timeout=120)
 
+
+# SQLite in WAL mode with a busy timeout still fails at once with "database is locked" when a
+# transaction that began reading (oslo.db emits a plain, deferred BEGIN) then writes while
+# another connection has written since: the busy timeout cannot help that upgrade, and
+# Cinder's quota reservations and Nova's service reports failed so under load. Beginning
+# every transaction IMMEDIATE takes the write lock first, so the busy timeout applies.
+_SITECUSTOMIZE = """
+import importlib.abc, importlib.machinery, importlib.util, os, sys
+
+HERE = os.path.dirname(__file__)
+
+
+def _begin_immediate(engines):
+    import sqlalchemy
+    original = engines._init_events
+
+    def init_events(engine, *args, **kwargs):
+        if engine.dialect.name == "sqlite":
+            @sqlalchemy.event.listens_for(engine, "begin", insert=True)
+            def begin(conn):
+                if "in_transaction" not in conn.info:
+                    conn.execute(sqlalchemy.text("BEGIN IMMEDIATE"))
+                    conn.info["in_transaction"] = True
+        return original(engine, *args, **kwargs)
+
+    engines._init_events = init_events
+
+
+class _Then(importlib.abc.Loader):
+    def __init__(self, inner, after):
+        self.inner, self.after = inner, after
+
+    def create_module(self, spec):
+        return self.inner.create_module(spec)
+
+    def exec_module(self, module):
+        self.inner.exec_module(module)
+        self.after(module)
+
+
+class _Finder(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "nova.virt.coriolis_fake_compute":
+            return importlib.util.spec_from_file_location(
+                name, os.path.join(HERE, "coriolis_fake_compute.py"))
+        if name == "oslo_db.sqlalchemy.engines":
+            spec = importlib.machinery.PathFinder.find_spec(name, path)
+            if spec is not None and spec.loader is not None:
+                spec.loader = _Then(spec.loader, _begin_immediate)
+            return spec
+        return None
+
+
+sys.meta_path.insert(0, _Finder())
+"""
 
 # Neutron's migrations need ALTER TABLE that SQLite lacks: create the schema from the models
 # (as Neutron's own functional tests do), then stamp the migration heads.

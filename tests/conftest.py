@@ -16,6 +16,16 @@ from tests.openstack_cloud import openstack_cloud  # noqa: F401  (a session fixt
 _MODULE_STARTED: dict[str, float] = {}
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _token_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Tokens the CLI keeps between commands go to a folder of this run, not to the
+    user's ~/.cache/coriolis/tokens (coriolisclient.token_cache)."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("CORIOLIS_TOKEN_CACHE_DIR", str(tmp_path_factory.mktemp("tokens")))
+    yield
+    mp.undo()
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     _MODULE_STARTED.setdefault(item.nodeid.split("::")[0], time.time())
 

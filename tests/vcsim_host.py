@@ -7,6 +7,7 @@ since vcsim's own disk files are empty placeholders (../shared/reference/platfor
 from __future__ import annotations
 
 import contextlib
+import subprocess
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -136,3 +137,35 @@ def destroy_vm(si: Any, vm: Any) -> None:
 
 def snapshot_names(si: Any, vm: Any) -> list[str]:
     return sorted(tree.name for tree in snapshot_trees(si, vm))
+
+
+def qemu(*args: str) -> None:
+    subprocess.run(args, check=True, capture_output=True)
+
+
+def vmdk_write(image: Path, *writes: tuple[int, int, int]) -> None:
+    """Pattern writes ``(byte, offset, length)`` into a VMDK through qemu-io."""
+    qemu("qemu-io", "-f", "vmdk", *(a for b, o, n in writes
+                                    for a in ("-c", f"write -P {b} {o} {n}")), str(image))
+
+
+def vmdk_raw(image: Path, out: Path) -> bytes:
+    """Every byte of a VMDK (its chain included) as qemu reads it locally."""
+    qemu("qemu-img", "convert", "-f", "vmdk", "-O", "raw", str(image), str(out))
+    return out.read_bytes()
+
+
+def delta_chain(folder: Path, disk: str, size: int, base_writes: list[tuple[int, int, int]],
+                child_writes: list[tuple[int, int, int]]) -> list[Path]:
+    """The ESXi shape of a disk under a user snapshot, made by qemu-img: ``<disk>.vmdk``, a
+    text descriptor with ``parentFileNameHint="<disk>-base.vmdk"`` and its own sparse extent
+    ``<disk>-s001.vmdk``, over the parent descriptor and extent (twoGbMaxExtentSparse; no
+    packaged tool writes vmfsSparse or seSparse). The files, the top descriptor first."""
+    base, child = folder / f"{disk}-base.vmdk", folder / f"{disk}.vmdk"
+    qemu("qemu-img", "create", "-f", "vmdk", "-o", "subformat=twoGbMaxExtentSparse",
+         str(base), str(size))
+    vmdk_write(base, *base_writes)
+    qemu("qemu-img", "create", "-f", "vmdk", "-o", "subformat=twoGbMaxExtentSparse",
+         "-b", base.name, "-F", "vmdk", str(child))
+    vmdk_write(child, *child_writes)
+    return [child, folder / f"{disk}-s001.vmdk", base, folder / f"{disk}-base-s001.vmdk"]

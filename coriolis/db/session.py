@@ -21,10 +21,13 @@ connections again in overflow, since a thread may hold a reader inside a write s
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
+import orjson
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -41,6 +44,16 @@ class DatabaseBusy(exceptions.CoriolisError):
     """The write lock was not free within the busy timeout."""
 
     code = 503
+
+
+def json_loads(text: str | bytes) -> Any:
+    """The JSON columns' decoder: orjson (several times faster than ``json``; a list of
+    10 000 migrations decodes 70 000 columns), ``json`` for what orjson refuses (NaN,
+    integers beyond 64 bits)."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
@@ -76,7 +89,7 @@ class Database:
         self.url = url
         self.threads = threads
         self.sqlite = url.startswith("sqlite")
-        kwargs: dict = {}
+        kwargs: dict = {"json_deserializer": json_loads}
         if self.sqlite:
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": BUSY_TIMEOUT_S}
             if ":memory:" not in url and url.rstrip("/") != "sqlite:":  # a file: shareable

@@ -26,7 +26,7 @@ from coriolis.db import models, transfers
 from coriolis.db.session import Database
 from coriolis.engine import graphs, state, validation
 from coriolis.minions.manager import PoolManager
-from coriolis.minions.transfers import MINION_KEY_REF, check_transfer_pools
+from coriolis.minions.transfers import KEY_REFS, check_transfer_pools, minion_needs
 from coriolis.providers import registry
 from coriolis.providers.base import (
     OPERATION_CAPABILITY,
@@ -350,11 +350,13 @@ class Conductor:
         _refuse_if_uncommitted(replica)
         origin_ep = transfers.get_endpoint(session, project_id,
                                            replica.origin_endpoint_id)
+        # The replica's OS-morphing pools, with those the deploy names instead.
+        morph_pools = {**(replica.instance_osmorphing_minion_pool_mappings or {}),
+                       **validation.pool_mappings(body, replica.instances)}
         check_transfer_pools(session, project_id, origin_ep,
                              transfers.get_endpoint(session, project_id,
                                                     replica.destination_endpoint_id),
-                             replica.instances, None, None,
-                             validation.pool_mappings(body, replica.instances))
+                             replica.instances, None, None, morph_pools)
         force = validation.boolean(body, "force", False)
         completed = any(e.type == c.EXECUTION_TYPE_REPLICA_EXECUTION
                         and e.status == c.EXECUTION_STATUS_COMPLETED
@@ -382,8 +384,7 @@ class Conductor:
             origin_minion_pool_id=body.get("origin_minion_pool_id"),
             destination_minion_pool_id=body.get("destination_minion_pool_id"),
             skip_os_morphing=skip,
-            instance_osmorphing_minion_pool_mappings=validation.pool_mappings(
-                body, replica.instances),
+            instance_osmorphing_minion_pool_mappings=morph_pools,
             info={i: {k: copy.deepcopy(v) for k, v in (replica.info.get(i) or {}).items()
                       if k in _REPLICA_INFO_KEYS} for i in replica.instances},
         )
@@ -609,7 +610,7 @@ class Conductor:
                 index += 1
         action.last_execution_status = c.EXECUTION_STATUS_RUNNING
         session.flush()
-        if _uses_destination_pool(action, execution_type):
+        if minion_needs(action, execution_type, list(graph)):
             # Nothing runs before a minion per instance is reserved (dispatch_awaiting).
             self._set_execution(session, execution,
                                 c.EXECUTION_STATUS_AWAITING_MINION_ALLOCATIONS)
@@ -623,15 +624,15 @@ class Conductor:
         has them free, and runs."""
         action = execution.action
         instances = sorted({t.instance for t in execution.tasks})
-        reserved = self.pools.reserve(session, action, instances)
+        reserved = self.pools.reserve(session, action, execution.type, instances)
+        pools = ", ".join(sorted(minion_needs(action, execution.type, instances)))
         if reserved is None:
-            LOG.warning("execution %s: its minion pool %s can give no minions", execution.id,
-                        action.destination_minion_pool_id)
+            LOG.warning("execution %s: its minion pool(s) %s can give no minions",
+                        execution.id, pools)
             for task in execution.tasks:
                 if task.status in (c.TASK_STATUS_SCHEDULED, c.TASK_STATUS_ON_ERROR_ONLY):
                     self._set_task(session, task, c.TASK_STATUS_UNSCHEDULED,
-                                   f"minion pool {action.destination_minion_pool_id} is no "
-                                   "longer ALLOCATED")
+                                   f"minion pool(s) {pools}: one is no longer ALLOCATED")
             self._set_execution(session, execution, c.EXECUTION_STATUS_ERROR_ALLOCATING_MINIONS)
             return False
         if not reserved:
@@ -776,20 +777,22 @@ class Conductor:
 
     def _with_minion(self, session: Session, task_info: dict[str, Any],
                      dest_ref: EndpointRef) -> None:
-        """A task of an instance holding a destination minion gets its address in
-        ``task_info["destination_minion"]`` and its agent key in the destination connection
-        info at ``minions.manager.MINION_KEY_REF`` (sent, never stored)."""
-        held = task_info.get("destination_minion")
-        if not held:
-            return
-        secrets = self.pools.minion_secrets(session, held["machine_id"])
-        if not secrets:
-            task_info.pop("destination_minion", None)
-            return
-        task_info["destination_minion"] = {**held, "url": secrets["url"],
-                                           "fingerprint": secrets["fingerprint"]}
-        dest_ref.connection_info = {**dest_ref.connection_info,
-                                    MINION_KEY_REF.split(".")[0]: {"key": secrets["key"]}}
+        """A task of an instance holding minions gets each one's address in
+        ``task_info[role]`` (``destination_minion``, ``osmorphing_minion``) and its agent key
+        in the destination connection info at the role's ``minions.transfers.KEY_REFS``
+        (sent, never stored)."""
+        for role, key_ref in KEY_REFS.items():
+            held = task_info.get(role)
+            if not held:
+                continue
+            secrets = self.pools.minion_secrets(session, held["machine_id"])
+            if not secrets:
+                task_info.pop(role, None)
+                continue
+            task_info[role] = {**held, "url": secrets["url"],
+                               "fingerprint": secrets["fingerprint"]}
+            dest_ref.connection_info = {**dest_ref.connection_info,
+                                        key_ref.split(".")[0]: {"key": secrets["key"]}}
 
     # ============================================================================ worker events
     def _task_event(self, task_id: str, apply: Any, transition: bool = False) -> None:
@@ -874,13 +877,6 @@ class Conductor:
                            else c.TASK_STATUS_CANCELED, "Cancelled by the user")
             self._advance(session, task.execution)
         self._task_event(task_id, apply, transition=True)
-
-
-def _uses_destination_pool(action: models.TransferAction, execution_type: str) -> bool:
-    """Executions that write the destination disks do it through a minion of the
-    transfer's destination pool."""
-    return bool(action.destination_minion_pool_id) and execution_type in (
-        c.EXECUTION_TYPE_MIGRATION, c.EXECUTION_TYPE_REPLICA_EXECUTION)
 
 
 def _refuse_if_uncommitted(replica: models.TransferAction) -> None:

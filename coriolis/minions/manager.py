@@ -25,9 +25,10 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from coriolis import constants as c
@@ -36,11 +37,11 @@ from coriolis.context import RequestContext
 from coriolis.db import models, transfers
 from coriolis.db.session import Database
 from coriolis.engine import validation
+from coriolis.minions.steps import STEP_OF_OPERATION
 from coriolis.providers import registry
 from coriolis.providers.base import Capability, MinionPoolProvider, missing_capability
-from coriolis.scheduling import pool_upkeep
+from coriolis.scheduling import placement, pool_upkeep
 from coriolis.secrets.box import SecretBox
-from coriolis.worker import faults
 
 if TYPE_CHECKING:
     from coriolis.bus.base import TaskBus
@@ -48,20 +49,29 @@ if TYPE_CHECKING:
 
 LOG = logging.getLogger(__name__)
 
-OP_ALLOCATE, OP_DEALLOCATE, OP_FORCE_DEALLOCATE, OP_DELETE = (
-    "allocate", "deallocate", "force_deallocate", "delete")
+OP_ALLOCATE, OP_REFRESH, OP_DEALLOCATE, OP_FORCE_DEALLOCATE, OP_DELETE = (
+    "allocate", "refresh", "deallocate", "force_deallocate", "delete")
+# Statuses a crash may leave a machine in while the upkeep held it (``_claim``).
+CLAIMED_STATUSES = (c.MINION_STATUS_HEALTHCHECKING, c.MINION_STATUS_POWERING_OFF)
 # Machines that count towards the pool's size (not being removed or broken).
 LIVE_MACHINE_STATUSES = frozenset({c.MINION_STATUS_ALLOCATING, c.MINION_STATUS_AVAILABLE,
-                                   c.MINION_STATUS_IN_USE, c.MINION_STATUS_HEALTHCHECKING})
+                                   c.MINION_STATUS_IN_USE, c.MINION_STATUS_HEALTHCHECKING,
+                                   c.MINION_STATUS_POWERING_OFF})
 CREATE_PARALLELISM = 4
-# The fault-injection name (``worker.faults``) of the point after a minion was made.
-CRASH_CREATE_MINION = "CREATE_MINION_MACHINE"
 
 
 SLOW_OPERATIONS = frozenset({"set_up_pool_shared_resources", "create_minion",
                              "power_on_minion"})
 """Provider calls that may build an image or boot a machine (a libvirt minion under TCG)."""
 SLOW_CALL_TIMEOUT = 1800.0
+WORKER_WATCH_INTERVAL = 2.0
+"""Seconds between two looks at the heart-beat of the worker running a pool step."""
+
+
+def serving(pool: models.MinionPool) -> bool:
+    """Whether transfers may take the pool's machines: ALLOCATED, or being refreshed."""
+    return (pool.status, pool.operation) in ((c.POOL_STATUS_ALLOCATED, None),
+                                             (c.POOL_STATUS_MAINTENANCE, OP_REFRESH))
 
 
 class _Superseded(Exception):
@@ -80,10 +90,17 @@ class PoolManager:
         self._machine_locks: dict[str, threading.Lock] = {}
         self._growing: set[str] = set()
         self._grow_lock = threading.Lock()
+        # The bus calls of pool steps, each watched for its worker's death (``_call``).
+        self._calls = ThreadPoolExecutor(16, thread_name_prefix="pool-call")
 
     # ============================================================================ life cycle
     def start(self) -> None:
-        """Run again the operations a previous process left unfinished."""
+        """Run again the operations a previous process left unfinished; machines it was
+        checking or powering off are AVAILABLE again (the next upkeep retires them again)."""
+        with self._lock, self.db.session() as session:
+            session.execute(update(models.MinionMachine).where(
+                models.MinionMachine.allocation_status.in_(CLAIMED_STATUSES)
+            ).values(allocation_status=c.MINION_STATUS_AVAILABLE))
         with self.db.reader() as session:
             ids = list(session.scalars(select(models.MinionPool.id).where(
                 models.MinionPool.operation.is_not(None))))
@@ -121,21 +138,47 @@ class PoolManager:
                    + (f": {detail}" if detail else ""), level)
 
     def _call(self, which: str, operation: str, /, **kwargs: Any) -> Any:
-        """Provider ``operation`` for pool ``which``'s endpoint, on a worker that may reach
-        it."""
-        with self.db.reader() as session:
-            pool = session.get(models.MinionPool, which)
-            if pool is None:
-                raise exceptions.NotFound(f"Minion pool {which} could not be found")
-            endpoint = session.get(models.Endpoint, pool.endpoint_id)
-            if endpoint is None:
-                raise exceptions.InvalidState(f"the endpoint of minion pool {which} is gone")
-            ref = self.conductor._endpoint_ref(endpoint, dict(pool.environment_options or {}))
-            host = self.conductor._choose_worker(session, [endpoint])
+        """Provider ``operation`` (a step of ``minions.steps``) for pool ``which``'s
+        endpoint, on a worker that may reach it (its regions). A worker that stops
+        heart-beating while it runs the step (its process died) is given up: the step, safe
+        to repeat, is sent to another eligible worker."""
         timeout = self.call_timeout
         if operation in SLOW_OPERATIONS:
             timeout = max(timeout, SLOW_CALL_TIMEOUT)
-        return self.bus.call(operation, ref, timeout=timeout, host=host, **kwargs)
+        deadline = time.monotonic() + timeout
+        while True:
+            with self.db.reader() as session:
+                pool = session.get(models.MinionPool, which)
+                if pool is None:
+                    raise exceptions.NotFound(f"Minion pool {which} could not be found")
+                endpoint = session.get(models.Endpoint, pool.endpoint_id)
+                if endpoint is None:
+                    raise exceptions.InvalidState(f"the endpoint of minion pool {which} is "
+                                                  "gone")
+                ref = self.conductor._endpoint_ref(endpoint,
+                                                   dict(pool.environment_options or {}))
+                host = self.conductor._choose_worker(session, [endpoint])
+            left = max(1.0, deadline - time.monotonic())
+            future = self._calls.submit(self.bus.call, operation, ref, timeout=left, host=host,
+                                        **kwargs)
+            while True:
+                try:
+                    return future.result(WORKER_WATCH_INTERVAL)
+                except FutureTimeout:
+                    pass
+                if not self._worker_alive(host):
+                    break
+            LOG.warning("minion pool %s: worker %s stopped heart-beating during %s; sending it "
+                        "to another worker", which, host, STEP_OF_OPERATION.get(operation))
+            if time.monotonic() > deadline:
+                raise exceptions.ProviderError(
+                    f"{STEP_OF_OPERATION.get(operation, operation)}: no worker finished it "
+                    f"within {timeout:g} s")
+
+    def _worker_alive(self, host: str) -> bool:
+        with self.db.reader() as session:
+            return host in {s.host for s in placement.live_workers(
+                session, self.conductor.worker_down_after, self.conductor.local_host)}
 
     # ============================================================================ API
     def _check_definition(self, session: Session, project_id: str,
@@ -312,15 +355,33 @@ class PoolManager:
                 LOG.exception("cancelling execution %s failed", execution_id)
 
     def refresh(self, ctx: RequestContext, pool_id: str) -> None:
-        """Only while ALLOCATED: health-check the machines, replace the dead, refill to the
-        minimum (synchronously)."""
-        with self.db.reader() as session:
+        """Only while ALLOCATED (409 otherwise): in the background, as the pool's stored
+        operation (run again after a restart), ALLOCATED → IN_MAINTENANCE: health-check the
+        machines, replace the dead, apply the retention strategy, refill to the minimum →
+        ALLOCATED. Transfers keep taking the machines not being checked meanwhile."""
+        with self._lock, self.db.session() as session:
             pool = self.get(session, ctx.project_id, pool_id)
             self._refuse_unless(pool, {c.POOL_STATUS_ALLOCATED}, "refreshed",
                                 "allocate it first")
-        self.upkeep_pool(pool_id, healthcheck=True)
+            pool.operation = OP_REFRESH
+            self.event(session, pool, "Refresh requested")
+            self._set_status(session, pool, c.POOL_STATUS_MAINTENANCE)
+        self._spawn(pool_id)
+
+    def _refresh(self, pool_id: str) -> None:
+        self.upkeep_pool(pool_id, healthcheck=True, op=OP_REFRESH)
+        self._finish(pool_id, OP_REFRESH)
 
     # ============================================================================ flows
+    def _finish(self, pool_id: str, op: str) -> None:
+        """Operation ``op`` (allocate, refresh) ended: ALLOCATED, unless superseded."""
+        with self._lock, self.db.session() as session:
+            pool = session.get(models.MinionPool, pool_id)
+            if pool is None or pool.operation != op:
+                raise _Superseded()
+            pool.operation = None
+            self._set_status(session, pool, c.POOL_STATUS_ALLOCATED)
+
     def _spawn(self, pool_id: str) -> None:
         with self._lock:
             thread = self._threads.get(pool_id)
@@ -350,6 +411,8 @@ class PoolManager:
             try:
                 if op == OP_ALLOCATE:
                     self._allocate(pool_id)
+                elif op == OP_REFRESH:
+                    self._refresh(pool_id)
                 else:
                     self._deallocate(pool_id, op)
             except _Superseded:
@@ -391,12 +454,7 @@ class PoolManager:
             pool.shared_resources = shared
         self._step(pool_id, op, c.POOL_STATUS_ALLOCATING_MACHINES)
         self._fill(pool_id, op)
-        with self._lock, self.db.session() as session:
-            pool = session.get(models.MinionPool, pool_id)
-            if pool is None or pool.operation != op:
-                raise _Superseded()
-            pool.operation = None
-            self._set_status(session, pool, c.POOL_STATUS_ALLOCATED)
+        self._finish(pool_id, op)
 
     def _fill(self, pool_id: str, op: str | None, target: int | None = None) -> int:
         """Make machines until the pool has ``target`` (its minimum) live ones; a machine
@@ -441,8 +499,6 @@ class PoolManager:
                 shared = pool.shared_resources
             made = self._call(pool_id, "create_minion", pool_id=pool_id,
                               machine_id=machine_id, shared_resources=shared)
-            # Crash tests: die with the minion made but not recorded (worker.faults).
-            faults.crash_point(CRASH_CREATE_MINION)
         except Exception as exc:
             LOG.exception("minion %s of pool %s could not be made", machine_id, pool_id)
             with self._lock, self.db.session() as session:
@@ -532,48 +588,73 @@ class PoolManager:
                 session.delete(pool)
 
     # ============================================================================ transfers
-    def reserve(self, session: Session, action: models.TransferAction,
+    def reserve(self, session: Session, action: models.TransferAction, execution_type: str,
                 instances: list[str]) -> bool | None:
-        """In the caller's (the conductor's) transaction: one AVAILABLE, powered-on machine
-        of the action's destination pool for each of ``instances``, all or none. On
+        """In the caller's (the conductor's) transaction: the minions an execution of
+        ``execution_type`` needs (``minions.transfers.minion_needs``: one AVAILABLE,
+        powered-on machine of each pool per instance it serves there), all or none. On
         success the machines are IN_USE by the action and each instance's info names its
-        machine (``destination_minion``: machine and pool ids, no secret); otherwise
-        nothing changes and, if the pool may grow, machines are made in the background.
-        None when the pool can no longer give any (gone, or no longer ALLOCATED)."""
-        pool = session.get(models.MinionPool, action.destination_minion_pool_id)
-        if pool is None or pool.status != c.POOL_STATUS_ALLOCATED or pool.operation:
-            return None
-        free = [m for m in pool.machines if m.allocation_status == c.MINION_STATUS_AVAILABLE
-                and m.power_status == c.MINION_POWER_ON and m.id not in self._machine_locks]
-        if len(free) < len(instances):
-            live = sum(1 for m in pool.machines if m.allocation_status in LIVE_MACHINE_STATUSES)
-            busy = sum(1 for m in pool.machines
-                       if m.allocation_status == c.MINION_STATUS_ALLOCATING)
-            asleep = [m.id for m in pool.machines
-                      if m.allocation_status == c.MINION_STATUS_AVAILABLE
-                      and m.power_status == c.MINION_POWER_OFF]
-            missing = len(instances) - len(free) - busy
-            wake = asleep[:max(0, missing)]
-            target = min(pool.maximum_minions, live + missing - len(wake))
-            if wake or target > live:
-                self._grow(pool.id, target, wake)
+        machine per role (``destination_minion``, ``osmorphing_minion``: machine and pool
+        ids, no secret); otherwise nothing changes and the pools short of machines grow (or
+        wake powered-off ones) in the background. None when a pool can no longer give any
+        (gone, or no longer ALLOCATED)."""
+        from coriolis.minions.transfers import minion_needs
+
+        plan = []
+        short = False
+        for pool_id, wanted in sorted(minion_needs(action, execution_type, instances).items()):
+            pool = session.get(models.MinionPool, pool_id)
+            if pool is None or not serving(pool):
+                return None
+            # Locked until the caller commits (PostgreSQL): the upkeep's conditional updates
+            # (``_claim``) wait for them and then see them taken.
+            machines = list(session.scalars(select(models.MinionMachine).where(
+                models.MinionMachine.pool_id == pool.id).order_by(models.MinionMachine.id)
+                .with_for_update()))
+            free = [m for m in machines if m.allocation_status == c.MINION_STATUS_AVAILABLE
+                    and m.power_status == c.MINION_POWER_ON
+                    and m.id not in self._machine_locks]
+            if len(free) < len(wanted):
+                self._grow_for(pool, machines, len(wanted) - len(free))
+                short = True
+                continue
+            plan.append((pool, list(zip(sorted(wanted.items()), free, strict=False))))
+        if short:
             return False
         info = dict(action.info or {})
         now = self.clock()
-        for instance, machine in zip(instances, free, strict=False):
-            machine.allocation_status = c.MINION_STATUS_IN_USE
-            machine.allocated_action, machine.allocated_instance = action.id, instance
-            machine.last_used_at = now
-            info[instance] = {**(info.get(instance) or {}), "destination_minion": {
-                "machine_id": machine.id, "pool_id": pool.id}}
-            session.add(models.MinionPoolEvent(
-                pool_id=pool.id, index=len(pool.events), level="INFO",
-                message=f"Minion {machine.id} reserved for {action.type} {action.id} "
-                        f"({instance})"))
-            session.flush()
-            session.refresh(pool, ["events"])
+        for pool, pairs in plan:
+            for (instance, roles), machine in pairs:
+                machine.allocation_status = c.MINION_STATUS_IN_USE
+                machine.allocated_action, machine.allocated_instance = action.id, instance
+                machine.last_used_at = now
+                held = {"machine_id": machine.id, "pool_id": pool.id}
+                info[instance] = {**(info.get(instance) or {}),
+                                  **{role: held for role in roles}}
+                session.add(models.MinionPoolEvent(
+                    pool_id=pool.id, index=len(pool.events), level="INFO",
+                    message=f"Minion {machine.id} reserved for {action.type} {action.id} "
+                            f"({instance}: {', '.join(r.split('_')[0] for r in roles)})"))
+                session.flush()
+                session.refresh(pool, ["events"])
         action.info = info
         return True
+
+    def _grow_for(self, pool: models.MinionPool, machines: list[models.MinionMachine],
+                  missing: int) -> None:
+        """``missing`` more free machines wanted of ``pool``: wake powered-off ones, make
+        new ones up to its maximum (in the background)."""
+        live = sum(1 for m in machines if m.allocation_status in LIVE_MACHINE_STATUSES)
+        # Being made, or being health-checked (free again in a moment).
+        busy = sum(1 for m in machines if m.allocation_status in (
+            c.MINION_STATUS_ALLOCATING, c.MINION_STATUS_HEALTHCHECKING))
+        asleep = [m.id for m in machines if m.allocation_status == c.MINION_STATUS_AVAILABLE
+                  and m.power_status == c.MINION_POWER_OFF]
+        missing -= busy
+        wake = asleep[:max(0, missing)]
+        target = min(pool.maximum_minions, live + missing - len(wake))
+        if wake or target > live:
+            self._grow(pool.id, target, wake)
 
     def release(self, session: Session, action: models.TransferAction) -> int:
         """In the caller's transaction: the action's machines become AVAILABLE again (their
@@ -593,7 +674,7 @@ class PoolManager:
             session.flush()
             session.refresh(pool, ["events"])
         action.info = {name: {k: v for k, v in (info or {}).items()
-                              if k != "destination_minion"}
+                              if k not in ("destination_minion", "osmorphing_minion")}
                        for name, info in (action.info or {}).items()}
         return len(machines)
 
@@ -641,14 +722,15 @@ class PoolManager:
             time.sleep(0.2)
 
     # ============================================================================ upkeep
-    def upkeep_pool(self, pool_id: str, healthcheck: bool) -> None:
+    def upkeep_pool(self, pool_id: str, healthcheck: bool, op: str | None = None) -> None:
         """One pool's upkeep (``scheduling.pool_upkeep``): health-check the available
         machines and replace the dead ones, apply the retention strategy to those idle
         longer than ``minion_max_idle_time``, refill to the minimum. Only ALLOCATED pools
-        with no operation running."""
+        with no operation running (``op``: that of the caller, a refresh)."""
         with self.db.reader() as session:
             pool = session.get(models.MinionPool, pool_id)
-            if pool is None or pool.status != c.POOL_STATUS_ALLOCATED or pool.operation:
+            if pool is None or pool.operation != op or pool.status not in (
+                    c.POOL_STATUS_ALLOCATED, c.POOL_STATUS_MAINTENANCE):
                 return
             idle_limit = pool.minion_max_idle_time
             strategy = pool.minion_retention_strategy
@@ -658,10 +740,13 @@ class PoolManager:
                          if m.allocation_status == c.MINION_STATUS_AVAILABLE]
             live = [m for m in pool.machines if m.allocation_status in LIVE_MACHINE_STATUSES]
         now = self.clock()
-        dead = []
+        dead, checked = [], []
         if healthcheck:
             for machine_id, _, power, props, secret in available:
-                if power != c.MINION_POWER_ON:
+                # Out of circulation while checked: no transfer takes it meanwhile (nor
+                # does the check then mark dead, and delete, a machine a transfer holds).
+                if power != c.MINION_POWER_ON or not self._claim(
+                        machine_id, c.MINION_STATUS_HEALTHCHECKING):
                     continue
                 try:
                     self._call(pool_id, "healthcheck_minion", pool_id=pool_id,
@@ -671,7 +756,12 @@ class PoolManager:
                 except Exception as exc:
                     dead.append(machine_id)
                     self._mark(pool_id, machine_id, c.MINION_STATUS_ERROR,
-                               f"Minion {machine_id} failed its health check: {_reason(exc)}")
+                               f"Minion {machine_id} failed its health check: {_reason(exc)}",
+                               expect=c.MINION_STATUS_HEALTHCHECKING)
+                    continue
+                checked.append(machine_id)
+                self._mark(pool_id, machine_id, c.MINION_STATUS_AVAILABLE, None,
+                           expect=c.MINION_STATUS_HEALTHCHECKING)
         for machine_id in dead:
             self._delete_machine(pool_id, machine_id, force=True)
         idle = [(m, used) for m, used, power, _, _ in available
@@ -679,22 +769,42 @@ class PoolManager:
         for machine_id, action in pool_upkeep.retention(
                 idle, now, idle_limit, strategy, len(live) - len(dead) - minimum):
             if action == "delete":
+                if not self._claim(machine_id, c.MINION_STATUS_DEALLOCATING):
+                    continue  # a transfer took it since
                 self._mark(pool_id, machine_id, c.MINION_STATUS_DEALLOCATING,
                            f"Minion {machine_id} idle for over {idle_limit} s: deleted")
                 self._delete_machine(pool_id, machine_id, force=True)
-            else:
+            elif self._claim(machine_id, c.MINION_STATUS_POWERING_OFF):
                 self._power_off(pool_id, machine_id, idle_limit)
-        if self._fill(pool_id, None) or dead:
+                checked.append(machine_id)  # asleep now: a waiting transfer may wake it
+        if self._fill(pool_id, None) or dead or checked:
             self.conductor.dispatch_after_pool_change()
 
-    def _mark(self, pool_id: str, machine_id: str, status: str, message: str) -> None:
+    def _claim(self, machine_id: str, status: str) -> bool:
+        """Take an AVAILABLE, powered-on machine out of circulation (``status``:
+        HEALTHCHECKING, POWERING_OFF or DEALLOCATING) in one conditional update, so that a
+        transfer's reservation (``reserve``, which locks the rows it takes) and the upkeep
+        never both act on it. False when it is no longer AVAILABLE (a transfer took it)."""
+        with self._lock, self.db.session() as session:
+            result = session.execute(update(models.MinionMachine).where(
+                models.MinionMachine.id == machine_id,
+                models.MinionMachine.allocation_status == c.MINION_STATUS_AVAILABLE,
+                models.MinionMachine.power_status == c.MINION_POWER_ON,
+            ).values(allocation_status=status))
+            return bool(getattr(result, "rowcount", 0) == 1)
+
+    def _mark(self, pool_id: str, machine_id: str, status: str, message: str | None,
+              expect: str | None = None) -> None:
+        """Set a machine's allocation status (only if it is ``expect``, when given), with
+        ``message`` as a pool event."""
         with self._lock, self.db.session() as session:
             machine = session.get(models.MinionMachine, machine_id)
-            if machine is None:
+            if machine is None or (expect is not None and machine.allocation_status != expect):
                 return
             machine.allocation_status = status
-            self.event(session, machine.pool, message,
-                       "WARNING" if status == c.MINION_STATUS_ERROR else "INFO")
+            if message:
+                self.event(session, machine.pool, message,
+                           "WARNING" if status == c.MINION_STATUS_ERROR else "INFO")
 
     def _power_off(self, pool_id: str, machine_id: str, idle_limit: int) -> None:
         with self.db.reader() as session:
@@ -712,7 +822,7 @@ class PoolManager:
             message = f"Minion {machine_id} could not be powered off: {_reason(exc)}"
         with self._lock, self.db.session() as session:
             machine = session.get(models.MinionMachine, machine_id)
-            if machine is None:
+            if machine is None or machine.allocation_status != c.MINION_STATUS_POWERING_OFF:
                 return
             machine.provider_properties, machine.power_status = props, power
             machine.allocation_status = status

@@ -8,10 +8,43 @@ from sqlalchemy.orm import Session
 from coriolis import constants as c
 from coriolis import exceptions
 from coriolis.db import models
+from coriolis.minions.manager import serving
+from coriolis.providers import registry
+from coriolis.providers.base import MinionOsMorphingProvider
 
 MINION_KEY_REF = "coriolis_minion.key"
 """Where a task's destination connection info carries the reserved minion's agent key (the
 conductor puts it there when it sends the task; it is never stored with the transfer)."""
+OSMORPHING_KEY_REF = "coriolis_osmorphing_minion.key"
+"""The same for the instance's OS-morphing minion."""
+
+ROLE_DESTINATION, ROLE_OSMORPHING = "destination_minion", "osmorphing_minion"
+KEY_REFS = {ROLE_DESTINATION: MINION_KEY_REF, ROLE_OSMORPHING: OSMORPHING_KEY_REF}
+"""The roles a reserved minion plays for an instance (its key in the instance's task info:
+``{"machine_id", "pool_id"}``) and where its agent key travels."""
+
+
+def minion_needs(action: models.TransferAction, execution_type: str,
+                 instances: list[str]) -> dict[str, dict[str, list[str]]]:
+    """The minions an execution of ``action`` needs: ``{pool id: {instance: [roles]}}``.
+    Executions that write the destination disks (migration, replica execution) need one of
+    the destination pool per instance; those that morph the guest (migration, replica deploy,
+    unless ``skip_os_morphing``) one of each instance's OS-morphing pool. An instance needing
+    both of one pool gets one machine for both."""
+    needs: dict[str, dict[str, list[str]]] = {}
+    if action.destination_minion_pool_id and execution_type in (
+            c.EXECUTION_TYPE_MIGRATION, c.EXECUTION_TYPE_REPLICA_EXECUTION):
+        for name in instances:
+            needs.setdefault(action.destination_minion_pool_id, {}).setdefault(
+                name, []).append(ROLE_DESTINATION)
+    mapping = action.instance_osmorphing_minion_pool_mappings or {}
+    if mapping and not action.skip_os_morphing and execution_type in (
+            c.EXECUTION_TYPE_MIGRATION, c.EXECUTION_TYPE_REPLICA_DEPLOY):
+        for name in instances:
+            if mapping.get(name):
+                needs.setdefault(mapping[name], {}).setdefault(name, []).append(
+                    ROLE_OSMORPHING)
+    return needs
 
 
 def check_transfer_pools(session: Session, project_id: str, origin: models.Endpoint,
@@ -49,7 +82,7 @@ def check_transfer_pools(session: Session, project_id: str, origin: models.Endpo
                 and pool.os_type != "linux":
             raise exceptions.InvalidInput(f"{what} is a {pool.os_type} pool; transfer pools "
                                           "must be 'linux'")
-        if pool.status != c.POOL_STATUS_ALLOCATED or pool.operation:
+        if not serving(pool):
             raise exceptions.InvalidInput(f"{what} is {pool.operation or pool.status}, not "
                                           "ALLOCATED (allocate it first)")
         if pool.maximum_minions < count:
@@ -57,7 +90,10 @@ def check_transfer_pools(session: Session, project_id: str, origin: models.Endpo
                 f"{what} has at most {pool.maximum_minions} minion(s), fewer than the "
                 f"{count} instance(s) it would serve")
         if field_name == "instance_osmorphing_minion_pool_mappings":
-            # Refused rather than accepted and ignored.
-            raise exceptions.InvalidInput(
-                f"{what}: OS morphing on pool minions is not supported yet; without a "
-                "mapping the destination's own OS-morphing resources are used")
+            provider = registry.get_provider(endpoint.type)
+            if not isinstance(provider, MinionOsMorphingProvider):
+                # Refused rather than accepted and ignored.
+                raise exceptions.InvalidInput(
+                    f"{what}: the {endpoint.type} provider cannot morph guests on pool "
+                    "minions; without a mapping the destination's own OS-morphing resources "
+                    "are used")

@@ -22,7 +22,9 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
+from coriolis.osmorphing import fstab
 from coriolis.osmorphing.guest import MorphingFailed, OsInfo
+from coriolis.osmorphing.windows import checks as windows_checks
 from coriolis.system_modules import load_system_module
 
 _STATUS = "__coriolis_exit_status="
@@ -132,7 +134,20 @@ class GuestfsGuest:
         return len(self.disks)
 
     def installed_packages(self) -> set[str]:
-        return {app["app2_name"] for app in self.g.inspect_list_applications2(self.os.root)}
+        """Names of the installed packages; ``MorphingFailed`` when the guest's package
+        database cannot be read."""
+        try:
+            apps = self.g.inspect_list_applications2(self.os.root)
+        except RuntimeError as exc:
+            raise MorphingFailed(f"the package database of {self.os.product} could not be "
+                                 f"read: {exc}") from None
+        return {app["app2_name"] for app in apps}
+
+    def make_writable(self) -> None:
+        """Mount the guest's file systems again for writing (Windows guests are opened
+        read-only)."""
+        self.g.umount_all()
+        _mount(self.g, self.os)
 
 
 def _names(disks: list[GuestDisk]) -> str:
@@ -147,17 +162,55 @@ def _os_info(g: Any, root: str) -> OsInfo:
                   mountpoints=dict(g.inspect_get_mountpoints(root)))
 
 
-def _mount(g: Any, os_info: OsInfo) -> None:
+def _mount(g: Any, os_info: OsInfo, readonly: bool = False) -> None:
     """Mount the guest's file systems as its fstab does, shortest mount point first. The root
-    must mount; another that does not is left out (its files are not morphed)."""
-    for mountpoint, device in sorted(os_info.mountpoints.items(), key=lambda m: len(m[0])):
-        try:
-            g.mount(device, mountpoint)
-        except RuntimeError as exc:
-            if mountpoint == "/":
-                raise MorphingFailed(
-                    f"the root file system of {os_info.product} ({device}) cannot be mounted: "
-                    f"{exc}") from None
+    must mount; another that does not is left out (its files are not morphed). Entries naming
+    a disk by id or path are resolved here (``fstab.resolve_hardware_names``; recorded in
+    ``os_info.fstab_devices``), since inspection leaves most of them unmounted. A Windows
+    volume ntfs-3g will not write to (hibernated, dirty) is refused first; ``readonly``
+    mounts everything read-only."""
+    if os_info.type == "windows":
+        windows_checks.refuse_unsafe_ntfs(g, os_info.product,
+                                          sorted(set(os_info.mountpoints.values())))
+    mountpoints = dict(os_info.mountpoints)
+    if "/" not in mountpoints or fstab.names_hardware(mountpoints["/"]):
+        mountpoints["/"] = os_info.root  # the file system inspection found the OS on
+    _mount_one(g, os_info, mountpoints["/"], "/", readonly)
+    if g.is_file("/etc/fstab"):
+        entries = fstab.parse(bytes(g.read_file("/etc/fstab")).decode("utf-8", "replace"))
+        by_hardware = {e.mountpoint for e in entries if fstab.names_hardware(e.spec)} - {"/"}
+        claimed = {m: d for m, d in mountpoints.items() if m not in by_hardware}
+        os_info.fstab_devices = fstab.resolve_hardware_names(
+            entries, g.list_filesystems(), claimed, lambda device: _last_mounted(g, device))
+        for entry in entries:
+            if entry.mountpoint in by_hardware:
+                mountpoints.pop(entry.mountpoint, None)
+                device = os_info.fstab_devices.get(entry.spec)
+                if device and entry.mountpoint.startswith("/") and entry.fstype != "swap":
+                    mountpoints[entry.mountpoint] = device
+    for mountpoint, device in sorted(mountpoints.items(), key=lambda m: len(m[0])):
+        if mountpoint != "/":
+            _mount_one(g, os_info, device, mountpoint, readonly)
+
+
+def _last_mounted(g: Any, device: str) -> str:
+    """Where an ext2/3/4 file system was last mounted (its superblock), "" if unknown."""
+    try:
+        value = str(g.tune2fs_l(device).get("Last mounted on", ""))
+    except RuntimeError:
+        return ""
+    return "" if value == "<not available>" else value
+
+
+def _mount_one(g: Any, os_info: OsInfo, device: str, mountpoint: str,
+               readonly: bool = False) -> None:
+    try:
+        (g.mount_ro if readonly else g.mount)(device, mountpoint)
+    except RuntimeError as exc:
+        if mountpoint == "/":
+            raise MorphingFailed(
+                f"the root file system of {os_info.product} ({device}) cannot be mounted: "
+                f"{exc}") from None
 
 
 @contextlib.contextmanager
@@ -175,9 +228,12 @@ def open_guest(disks: list[GuestDisk],
         except RuntimeError as exc:
             raise MorphingFailed(f"the libguestfs appliance did not start: {exc}") from None
         launched()
+        windows_checks.refuse_unsafe_disks(g, [d.name for d in disks])
         roots = g.inspect_os()
         if not roots:
             found = sorted(g.list_filesystems().items())
+            windows_checks.refuse_unsafe_ntfs(g, _names(disks),
+                                              [dev for dev, fs in found if fs == "ntfs"])
             described = ", ".join(f"{dev} {fs}" for dev, fs in found) or "no file systems"
             raise MorphingFailed(
                 f"no operating system found on {_names(disks)}; file systems there: "
@@ -187,7 +243,9 @@ def open_guest(disks: list[GuestDisk],
                 f"several operating systems found on {_names(disks)} (roots "
                 f"{', '.join(roots)}); OS morphing handles one per instance")
         os_info = _os_info(g, roots[0])
-        _mount(g, os_info)
+        # Windows is read first and written only once the morpher has nothing to refuse
+        # (GuestfsGuest.make_writable): even mounting NTFS for writing changes it.
+        _mount(g, os_info, readonly=os_info.type == "windows")
         yield GuestfsGuest(g, os_info, disks)
         g.sync()
         g.umount_all()

@@ -9,7 +9,7 @@ import contextlib
 import re
 import shlex
 
-from coriolis.osmorphing import network
+from coriolis.osmorphing import fstab, network
 from coriolis.osmorphing.guest import EventLog, Guest, MorphingFailed, appliance_device
 from coriolis.osmorphing.profile import DestinationProfile
 
@@ -79,7 +79,9 @@ class LinuxMorpher:
     # --- steps ------------------------------------------------------------------------------
     def fix_fstab(self) -> None:
         """Mount by file-system UUID what the guest mounts by a device name, since device
-        names follow the source's disk bus (sda on SATA/SCSI, xvda on Xen, vda on virtio)."""
+        names follow the source's disk bus (sda on SATA/SCSI, xvda on Xen, vda on virtio), and
+        what it mounts by the source disk's id or path (``/dev/disk/by-id/...``,
+        ``/dev/disk/by-path/...``), which no destination disk has."""
         if not self.guest.exists("/etc/fstab"):
             self.log("fstab: the guest has no /etc/fstab")
             return
@@ -89,10 +91,14 @@ class LinuxMorpher:
             if len(fields) < 2 or fields[0].startswith("#") or not fields[0].startswith("/dev/"):
                 out.append(line)
                 continue
-            device = appliance_device(fields[0], self.guest.disk_count())
-            uuid = self.guest.filesystem_uuid(device) if device else ""
+            uuid = self.uuid_of(fields[0])
             if not uuid:
-                if device is not None or re.match(r"^/dev/([shv]|xv)d", fields[0]):
+                if fstab.names_hardware(fields[0]):
+                    self.log(f"fstab: {fields[0]} ({fields[1]}) fits no single file system of "
+                             "this instance's disks; left as it is (nofail or noauto: the "
+                             "guest boots without it)")
+                elif appliance_device(fields[0], self.guest.disk_count()) is not None \
+                        or re.match(r"^/dev/([shv]|xv)d", fields[0]):
                     self.log(f"fstab: {fields[0]} ({fields[1]}) has no file system UUID on this "
                              "instance's disks; left as it is")
                 out.append(line)
@@ -103,7 +109,14 @@ class LinuxMorpher:
         if changed:
             self.guest.write_text("/etc/fstab", "\n".join(out) + "\n")
         else:
-            self.log("fstab: nothing mounted by device name")
+            self.log("fstab: nothing mounted by device name, disk id or disk path")
+
+    def uuid_of(self, spec: str) -> str:
+        """The file-system UUID behind a guest device name (``/dev/sda1``, ``/dev/xvdb``,
+        ``/dev/disk/by-id/...-part2``); "" when it is none of this instance's file systems."""
+        device = self.guest.os.fstab_devices.get(spec) \
+            or appliance_device(spec, self.guest.disk_count())
+        return self.guest.filesystem_uuid(device) if device else ""
 
     def configure_network(self) -> None:
         if not self.profile.nics:
@@ -113,10 +126,14 @@ class LinuxMorpher:
                                    self.default_network_tool())
         self.log(f"network: the guest uses {tool.name}")
         network.configure_network(self.guest, self.log, self.profile.nics, self.source_macs,
-                                  tool)
+                                  tool, tagged_vlans=self.profile.tagged_vlans)
 
     def remove_agents(self) -> None:
-        installed = self.guest.installed_packages()
+        try:
+            installed = self.guest.installed_packages()
+        except MorphingFailed as exc:
+            self.log(f"agents: none removed: {exc}")
+            return
         found = [p for p in self.profile.agents_to_remove() if p in installed]
         if not found:
             self.log("agents: no agent of another platform installed")
@@ -184,8 +201,7 @@ class LinuxMorpher:
         key, _, value = arg.partition("=")
         if key != "resume" or not value.startswith("/dev/"):
             return arg
-        device = appliance_device(value, self.guest.disk_count())
-        uuid = self.guest.filesystem_uuid(device) if device else ""
+        uuid = self.uuid_of(value)
         return f"resume=UUID={uuid}" if uuid else arg
 
     def extra_steps(self) -> None:

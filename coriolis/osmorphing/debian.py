@@ -7,7 +7,6 @@ from collections.abc import Iterator
 
 from coriolis.osmorphing import network
 from coriolis.osmorphing.base import LinuxMorpher, quote_all
-from coriolis.osmorphing.guest import appliance_device
 
 INITRAMFS_MODULES = "/etc/initramfs-tools/modules"
 RESUME = "/etc/initramfs-tools/conf.d/resume"
@@ -49,8 +48,7 @@ class DebianMorpher(LinuxMorpher):
         text = self.guest.read_text(RESUME)
         for line in text.splitlines():
             if line.startswith("RESUME=/dev/"):
-                device = appliance_device(line.split("=", 1)[1].strip(), self.guest.disk_count())
-                uuid = self.guest.filesystem_uuid(device) if device else ""
+                uuid = self.uuid_of(line.split("=", 1)[1].strip())
                 if uuid:
                     self.guest.write_text(RESUME, text.replace(line, f"RESUME=UUID={uuid}"))
                     self.log(f"initramfs: resume {line.split('=', 1)[1]} → UUID={uuid}")

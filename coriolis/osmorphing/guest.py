@@ -30,6 +30,9 @@ class OsInfo:
     product: str
     root: str  # the appliance's device holding the root file system
     mountpoints: dict[str, str] = field(default_factory=dict)
+    # fstab specs naming a source disk by id or path -> the appliance device they are here
+    # (coriolis.osmorphing.fstab); empty when the guest has none.
+    fstab_devices: dict[str, str] = field(default_factory=dict)
 
     def describe(self) -> str:
         product = self.product if not self.product[:1].isdigit() \

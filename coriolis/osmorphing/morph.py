@@ -12,6 +12,7 @@ from coriolis.osmorphing.guest import EventLog, Guest, MorphingFailed, OsInfo
 from coriolis.osmorphing.profile import DestinationProfile
 from coriolis.osmorphing.redhat import RedHatMorpher
 from coriolis.osmorphing.suse import SuseMorpher
+from coriolis.osmorphing.windows.morpher import WindowsMorpher
 
 MORPHERS: dict[str, type[LinuxMorpher]] = {
     "debian": DebianMorpher, "ubuntu": DebianMorpher, "linuxmint": DebianMorpher,
@@ -21,26 +22,13 @@ MORPHERS: dict[str, type[LinuxMorpher]] = {
     "sles": SuseMorpher, "opensuse": SuseMorpher, "suse-based": SuseMorpher,
 }
 
-WINDOWS_NOT_SUPPORTED = (
-    "virtio storage and network driver injection (viostor, vioscsi, netkvm)",
-    "removal of the source platform's agents (VMware Tools, Hyper-V integration services)",
-    "network adapter settings for the new NICs",
-    "cloudbase-init configuration",
-)
-
 USER_SCRIPT_PATH = "/root/.coriolis-user-script"
 
 
 def morpher_for(os_info: OsInfo) -> type[LinuxMorpher]:
-    if os_info.type == "windows":
-        raise MorphingFailed(
-            f"{os_info.product} detected (Windows {os_info.major}.{os_info.minor}, "
-            f"{os_info.root}): OS morphing of Windows guests is not supported yet. Not done: "
-            f"{'; '.join(WINDOWS_NOT_SUPPORTED)}. Migrate it with --skip-os-morphing if it "
-            "already has the destination's drivers.")
     if os_info.type != "linux":
         raise MorphingFailed(f"{os_info.product}: guests of type '{os_info.type}' are not "
-                             "supported by OS morphing (Linux only)")
+                             "supported by OS morphing (Linux and Windows only)")
     morpher = MORPHERS.get(os_info.distro)
     if morpher is None:
         raise MorphingFailed(
@@ -83,6 +71,9 @@ def morph_guest(guest: Guest, profile: DestinationProfile, log: EventLog, *,
     """Morph an opened, mounted guest; ``user_scripts`` are (name, text) pairs run after the
     built-in steps, in order."""
     log(f"found {guest.os.describe()}")
+    if guest.os.type == "windows":  # user scripts become first-boot actions
+        WindowsMorpher(guest, profile, log, source_macs, user_scripts).morph()
+        return
     morpher_for(guest.os)(guest, profile, log, source_macs).morph()
     for name, script in user_scripts:
         run_user_script(guest, log, name, script)

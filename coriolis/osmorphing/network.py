@@ -3,86 +3,53 @@
 Every destination NIC gets DHCP. Its interface keeps the name the guest gave the matching
 source NIC (found by the source MAC where the guest's configuration records it, else by
 order), pinned to the destination MAC with a systemd ``.link`` file, so that whatever else in
-the guest names the interface still works. Configuration of the source interfaces is disabled
-(kept beside, renamed), never deleted.
+the guest names the interface still works. A source configuration that names no interface
+(a netplan entry matching ``en*``, a keyfile matching a MAC) leaves the name to the guest:
+tools that can match a NIC by MAC (netplan, NetworkManager) configure it so, with no ``.link``
+file. Bonds and VLANs are rebuilt over the destination NICs or dropped, each said in an event
+(``bonds``). Configuration of the source interfaces is disabled (kept beside, renamed), never
+deleted.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import yaml
 
+from coriolis.osmorphing import bonds
+from coriolis.osmorphing.bonds import BOND, BRIDGE, VLAN, VirtualInterface
 from coriolis.osmorphing.guest import EventLog, Guest
+from coriolis.osmorphing.nettool import DISABLED, NetworkTool, SourceInterface, norm_mac
+from coriolis.osmorphing.network_rh import Ifcfg, NetworkManagerKeyfile, Wicked
 from coriolis.osmorphing.profile import DestinationNic
 
-DISABLED = ".coriolis-disabled"
+__all__ = ["DISABLED", "Ifcfg", "Ifupdown", "Netplan", "NetworkManagerKeyfile", "NetworkTool",
+           "SourceInterface", "Wicked", "choose_tool", "configure_network"]
 LINK_DIR = "/etc/systemd/network"
 PERSISTENT_NET_RULES = "/etc/udev/rules.d/70-persistent-net.rules"
 
 
 @dataclass
-class SourceInterface:
+class _Stanza:
     name: str
-    mac: str | None
+    method: str  # dhcp, static, manual...
+    options: list[str]  # the stanza's option lines, stripped
     file: str
 
-
-def _norm_mac(mac: str | None) -> str | None:
-    return mac.strip().strip("'\"").lower() if mac else None
-
-
-def _kv_file(text: str) -> dict[str, str]:
-    """KEY=value lines (ifcfg, wicked), quotes removed."""
-    values = {}
-    for line in text.splitlines():
-        match = re.match(r"^\s*([A-Za-z_][A-Za-z0-9_]*)=(.*)$", line)
-        if match:
-            values[match.group(1)] = match.group(2).strip().strip("'\"")
-    return values
-
-
-class NetworkTool:
-    """One guest network configuration tool: how to find the source interfaces, disable
-    them and configure the destination ones."""
-
-    name = ""
-
-    def __init__(self, guest: Guest, log: EventLog) -> None:
-        self.guest = guest
-        self.log = log
-
-    def in_use(self) -> bool:
-        return bool(self.source_interfaces())
-
-    def source_interfaces(self) -> list[SourceInterface]:
-        raise NotImplementedError
-
-    def disable_sources(self, interfaces: list[SourceInterface]) -> None:
-        for file in sorted({i.file for i in interfaces}):
-            self._disable_file(file)
-
-    def configure(self, name: str, mac: str | None) -> None:
-        raise NotImplementedError
-
-    def _disable_file(self, path: str) -> None:
-        target = self._disabled_name(path)
-        self.guest.rename(path, target)
-        self.log(f"network: {path} (source interfaces) kept as {target}")
-
-    def _disabled_name(self, path: str) -> str:
-        return path + DISABLED
-
-    def _files(self, folder: str, pattern: str) -> list[str]:
-        if not self.guest.is_dir(folder):
-            return []
-        return [f"{folder}/{n}" for n in self.guest.listdir(folder) if re.fullmatch(pattern, n)]
+    def option(self, key: str) -> list[str]:
+        return next((line.split()[1:] for line in self.options
+                     if line.split()[0] == key), [])
 
 
 class Ifupdown(NetworkTool):
     """Debian's /etc/network/interfaces (and interfaces.d/): stanzas of source interfaces
-    are commented out in place, one ``auto NAME / iface NAME inet dhcp`` stanza per NIC."""
+    are commented out in place, one ``auto NAME / iface NAME inet dhcp`` stanza per NIC;
+    bonds (ifenslave ``bond-*`` options) and VLANs (``NAME.ID``, ``vlan-raw-device``) are
+    rebuilt as such stanzas. Source: interfaces(5), Debian's ifenslave and vlan packages."""
 
     name = "ifupdown"
     MAIN = "/etc/network/interfaces"
@@ -92,19 +59,72 @@ class Ifupdown(NetworkTool):
         files = [self.MAIN] if self.guest.exists(self.MAIN) else []
         return files + self._files("/etc/network/interfaces.d", r"[A-Za-z0-9_-]+")
 
-    def source_interfaces(self) -> list[SourceInterface]:
-        found: list[SourceInterface] = []
+    def _stanzas(self) -> list[_Stanza]:
+        found: list[_Stanza] = []
         for file in self._all_files():
+            current = None
             for line in self.guest.read_text(file).splitlines():
                 words = line.split()
-                if len(words) >= 2 and words[0] == "iface" and words[1] != "lo" \
-                        and words[1] not in [i.name for i in found]:
-                    found.append(SourceInterface(words[1], None, file))
+                if not words or words[0].startswith("#"):
+                    continue
+                if words[0].startswith(self._TOP):
+                    current = None
+                    if words[0] == "iface" and len(words) >= 4 and words[1] != "lo" \
+                            and words[1] not in [s.name for s in found]:
+                        current = _Stanza(words[1], words[3], [], file)
+                        found.append(current)
+                elif current is not None:
+                    current.options.append(" ".join(words))
         return found
 
-    def disable_sources(self, interfaces: list[SourceInterface]) -> None:
-        names = {i.name for i in interfaces}
-        for file in sorted({i.file for i in interfaces}):
+    @staticmethod
+    def _kind(stanza: _Stanza) -> str | None:
+        keys = {line.split()[0] for line in stanza.options}
+        if stanza.option("bond-slaves") or "bond-mode" in keys:
+            return BOND
+        if "bridge_ports" in keys or "bridge-ports" in keys:
+            return BRIDGE
+        if "vlan-raw-device" in keys or "vlan_raw_device" in keys \
+                or re.fullmatch(r".+\.\d+", stanza.name):
+            return VLAN
+        return None
+
+    def source_interfaces(self) -> list[SourceInterface]:
+        return [SourceInterface(s.name, None, s.file) for s in self._stanzas()
+                if self._kind(s) is None]
+
+    def virtual_interfaces(self) -> list[VirtualInterface]:
+        stanzas = self._stanzas()
+        found = []
+        for s in stanzas:
+            kind = self._kind(s)
+            address = " ".join(s.option("address"))
+            addressing = f"{s.method} {address}".strip()
+            if kind == BOND:
+                members = [m for m in s.option("bond-slaves") if m != "none"]
+                members += [o.name for o in stanzas if o.option("bond-master") == [s.name]
+                            and o.name not in members]
+                options = [line for line in s.options if line.startswith("bond-")
+                           and line.split()[0] not in ("bond-slaves", "bond-master")]
+                found.append(VirtualInterface(BOND, s.name, s.file, members,
+                                              addressing=addressing, options=options))
+            elif kind == VLAN:
+                parent = (s.option("vlan-raw-device") or s.option("vlan_raw_device")
+                          or [s.name.rsplit(".", 1)[0]])[0]
+                vid = re.search(r"(\d+)$", s.name)
+                found.append(VirtualInterface(VLAN, s.name, s.file, [parent],
+                                              int(vid.group(1)) if vid else None, addressing))
+            elif kind == BRIDGE:
+                ports = s.option("bridge_ports") or s.option("bridge-ports")
+                found.append(VirtualInterface(BRIDGE, s.name, s.file, ports,
+                                              addressing=addressing))
+        return found
+
+    def disable_sources(self, interfaces: list[SourceInterface],
+                        virtuals: Sequence[VirtualInterface] = ()) -> None:
+        names = {i.name for i in interfaces if i.name} | {v.name for v in virtuals}
+        files = {i.file for i in interfaces} | {v.file for v in virtuals}
+        for file in sorted(files):
             out, disabled = [], False
             for line in self.guest.read_text(file).splitlines():
                 words = line.split()
@@ -121,20 +141,40 @@ class Ifupdown(NetworkTool):
             self.guest.write_text(file, "\n".join(out) + "\n")
             self.log(f"network: {file}: stanzas of {', '.join(sorted(names))} commented out")
 
-    def configure(self, name: str, mac: str | None) -> None:
+    def _append(self, stanza: str, what: str) -> None:
         text = self.guest.read_text(self.MAIN) if self.guest.exists(self.MAIN) else ""
-        text = text.rstrip("\n") + f"\n\n# Added by Coriolis OS morphing\nauto {name}\n" \
-                                   f"iface {name} inet dhcp\n"
-        self.guest.write_text(self.MAIN, text)
-        self.log(f"network: {self.MAIN}: {name} configured with DHCP")
+        self.guest.write_text(self.MAIN, text.rstrip("\n") + "\n\n# Added by Coriolis OS "
+                                         f"morphing\n{stanza}")
+        self.log(f"network: {self.MAIN}: {what}")
+
+    def configure(self, name: str | None, mac: str | None) -> None:
+        self._append(f"auto {name}\niface {name} inet dhcp\n", f"{name} configured with DHCP")
+
+    def configure_bond(self, bond: VirtualInterface, members: list[tuple[str, str | None]]) \
+            -> None:
+        names = " ".join(n for n, _ in members)
+        lines = [f"    bond-slaves {names}", *(f"    {o}" for o in bond.options)]
+        self._append(f"auto {bond.name}\niface {bond.name} inet dhcp\n" + "\n".join(lines)
+                     + "\n", f"bond {bond.name} over {names} configured with DHCP")
+
+    def configure_vlan(self, vlan: VirtualInterface) -> None:
+        self._append(f"auto {vlan.name}\niface {vlan.name} inet dhcp\n"
+                     f"    vlan-raw-device {vlan.members[0]}\n",
+                     f"VLAN {vlan.name} configured with DHCP")
 
 
 class Netplan(NetworkTool):
+    """netplan YAML (/etc/netplan/*.yaml). An ``ethernets`` entry's id is its interface name
+    unless it has ``match:`` (then the name is ``set-name``, or a ``match: name`` without
+    wildcards; otherwise the guest names it); ``bonds`` and ``vlans`` ids are names, their
+    ``interfaces``/``link`` name ethernets by id. Source: netplan's YAML reference."""
+
     name = "netplan"
+    matches_by_mac = True
     DIR = "/etc/netplan"
     OUT = "/etc/netplan/50-coriolis.yaml"
 
-    def source_interfaces(self) -> list[SourceInterface]:
+    def _docs(self) -> list[tuple[str, dict[str, Any]]]:
         found = []
         for file in self._files(self.DIR, r".+\.ya?ml"):
             if file == self.OUT:
@@ -143,103 +183,80 @@ class Netplan(NetworkTool):
                 doc = yaml.safe_load(self.guest.read_text(file)) or {}
             except yaml.YAMLError:
                 continue
-            ethernets = ((doc.get("network") or {}).get("ethernets") or {}) \
-                if isinstance(doc, dict) else {}
-            for key, conf in ethernets.items():
+            if isinstance(doc, dict) and isinstance(doc.get("network"), dict):
+                found.append((file, doc["network"]))
+        return found
+
+    @staticmethod
+    def _name(key: str, conf: dict[str, Any]) -> str | None:
+        if conf.get("set-name"):
+            return str(conf["set-name"])
+        if "match" not in conf:
+            return key
+        pattern = str((conf.get("match") or {}).get("name") or "")
+        return pattern if pattern and not re.search(r"[*?\[]", pattern) else None
+
+    def source_interfaces(self) -> list[SourceInterface]:
+        found = []
+        for file, net in self._docs():
+            for key, conf in (net.get("ethernets") or {}).items():
                 conf = conf or {}
                 mac = (conf.get("match") or {}).get("macaddress")
-                found.append(SourceInterface(conf.get("set-name") or key, _norm_mac(mac), file))
+                found.append(SourceInterface(self._name(key, conf), norm_mac(mac), file))
         return found
 
-    def configure(self, name: str, mac: str | None) -> None:
-        doc: dict = {"network": {"version": 2, "ethernets": {}}}
+    def virtual_interfaces(self) -> list[VirtualInterface]:
+        found = []
+        for file, net in self._docs():
+            ids = {k: self._name(k, c or {}) for k, c in (net.get("ethernets") or {}).items()}
+            for kind, section in ((BOND, "bonds"), (VLAN, "vlans"), (BRIDGE, "bridges")):
+                for key, conf in (net.get(section) or {}).items():
+                    conf = conf or {}
+                    addressing = ", ".join(
+                        [str(a) for a in conf.get("addresses") or []]
+                        + (["dhcp4"] if conf.get("dhcp4") else []))
+                    links = conf.get("interfaces") or ([conf["link"]] if "link" in conf else [])
+                    members = [ids.get(i, i) or f"{i} (unnamed)" for i in links]
+                    found.append(VirtualInterface(
+                        kind, str(key), file, members, conf.get("id"), addressing,
+                        conf.get("parameters")))
+        return found
+
+    def _update(self, section: str, key: str, entry: dict[str, Any]) -> None:
+        doc: dict[str, Any] = {"network": {"version": 2}}
         if self.guest.exists(self.OUT):
             doc = yaml.safe_load(self.guest.read_text(self.OUT)) or doc
-        entry: dict = {"dhcp4": True}
-        if mac:
-            entry = {"match": {"macaddress": mac}, "set-name": name, "dhcp4": True}
-        doc["network"]["ethernets"][name] = entry
+        doc["network"].setdefault(section, {})[key] = entry
         self.guest.write_text(self.OUT, yaml.safe_dump(doc, sort_keys=False))
         self.guest.run(f"chmod 600 {self.OUT}")
-        self.log(f"network: {self.OUT}: {name} configured with DHCP")
 
+    @staticmethod
+    def _ethernet(name: str | None, mac: str | None) -> dict[str, Any]:
+        if not mac:
+            return {}
+        return {"match": {"macaddress": mac}, **({"set-name": name} if name else {})}
 
-class NetworkManagerKeyfile(NetworkTool):
-    name = "NetworkManager"
-    DIR = "/etc/NetworkManager/system-connections"
+    def configure(self, name: str | None, mac: str | None) -> None:
+        key = name or f"coriolis-{(mac or '').replace(':', '')}"
+        self._update("ethernets", key, {**self._ethernet(name, mac), "dhcp4": True})
+        what = name or f"the NIC with MAC {mac} (named by the guest)"
+        self.log(f"network: {self.OUT}: {what} configured with DHCP")
 
-    def source_interfaces(self) -> list[SourceInterface]:
-        found = []
-        for file in self._files(self.DIR, r".+\.nmconnection|[^.]+"):
-            text = self.guest.read_text(file)
-            if not re.search(r"^type=(ethernet|802-3-ethernet)\s*$", text, re.M):
-                continue
-            name = re.search(r"^interface-name=(\S+)", text, re.M)
-            mac = re.search(r"^mac-address=(\S+)", text, re.M)
-            found.append(SourceInterface(name.group(1) if name else "", _norm_mac(
-                mac.group(1) if mac else None), file))
-        return found
+    def configure_bond(self, bond: VirtualInterface, members: list[tuple[str, str | None]]) \
+            -> None:
+        for name, mac in members:
+            self._update("ethernets", name, self._ethernet(name, mac))
+        entry: dict[str, Any] = {"interfaces": [n for n, _ in members]}
+        if bond.options:
+            entry["parameters"] = bond.options
+        self._update("bonds", bond.name, {**entry, "dhcp4": True})
+        self.log(f"network: {self.OUT}: bond {bond.name} over "
+                 f"{', '.join(n for n, _ in members)} configured with DHCP")
 
-    def _disabled_name(self, path: str) -> str:
-        # NetworkManager reads every file of its folder whatever its name: move them out.
-        folder = self.DIR + DISABLED
-        self.guest.mkdir_p(folder)
-        return f"{folder}/{path.rsplit('/', 1)[1]}"
-
-    def configure(self, name: str, mac: str | None) -> None:
-        path = f"{self.DIR}/coriolis-{name}.nmconnection"
-        lines = ["[connection]", f"id={name}", "type=ethernet", f"interface-name={name}", ""]
-        if mac:
-            lines += ["[ethernet]", f"mac-address={mac}", ""]
-        lines += ["[ipv4]", "method=auto", "", "[ipv6]", "method=auto", ""]
-        self.guest.mkdir_p(self.DIR)
-        self.guest.write_text(path, "\n".join(lines))
-        self.guest.run(f"chmod 600 '{path}'")  # NetworkManager ignores keyfiles others can read
-        self.log(f"network: {path}: {name} configured with DHCP")
-
-
-class Ifcfg(NetworkTool):
-    """RHEL-family /etc/sysconfig/network-scripts/ifcfg-NAME (initscripts and NetworkManager's
-    ifcfg-rh plugin)."""
-
-    name = "ifcfg"
-    DIR = "/etc/sysconfig/network-scripts"
-
-    def source_interfaces(self) -> list[SourceInterface]:
-        found = []
-        for file in self._files(self.DIR, r"ifcfg-(?!lo$).+"):
-            values = _kv_file(self.guest.read_text(file))
-            if values.get("TYPE", "Ethernet") != "Ethernet":
-                continue
-            name = values.get("DEVICE") or file.rsplit("ifcfg-", 1)[1]
-            found.append(SourceInterface(name, _norm_mac(values.get("HWADDR")), file))
-        return found
-
-    def _disabled_name(self, path: str) -> str:
-        folder, base = path.rsplit("/", 1)
-        return f"{folder}/coriolis-disabled.{base}"  # no longer ifcfg-*: not read
-
-    def _text(self, name: str, mac: str | None) -> str:
-        lines = [f"DEVICE={name}", f"NAME={name}", "TYPE=Ethernet", "BOOTPROTO=dhcp",
-                 "ONBOOT=yes", "IPV6INIT=yes", "NM_CONTROLLED=yes"]
-        return "\n".join(lines + ([f"HWADDR={mac}"] if mac else [])) + "\n"
-
-    def configure(self, name: str, mac: str | None) -> None:
-        path = f"{self.DIR}/ifcfg-{name}"
-        self.guest.mkdir_p(self.DIR)
-        self.guest.write_text(path, self._text(name, mac))
-        self.log(f"network: {path}: {name} configured with DHCP")
-
-
-class Wicked(Ifcfg):
-    """SUSE's /etc/sysconfig/network/ifcfg-NAME (quoted values; the name is the file's)."""
-
-    name = "wicked"
-    DIR = "/etc/sysconfig/network"
-
-    def _text(self, name: str, mac: str | None) -> str:
-        # The name comes from the .link file; LLADDR would set the MAC, not match it.
-        return "BOOTPROTO='dhcp'\nSTARTMODE='auto'\nNAME=''\n"
+    def configure_vlan(self, vlan: VirtualInterface) -> None:
+        self._update("vlans", vlan.name, {"id": vlan.vlan_id, "link": vlan.members[0],
+                                          "dhcp4": True})
+        self.log(f"network: {self.OUT}: VLAN {vlan.name} configured with DHCP")
 
 
 def _persistent_net_names(guest: Guest) -> dict[str, str]:
@@ -267,30 +284,41 @@ def choose_tool(guest: Guest, log: EventLog, order: list[type[NetworkTool]],
 
 
 def configure_network(guest: Guest, log: EventLog, nics: list[DestinationNic],
-                      source_macs: list[str | None], tool: NetworkTool) -> list[str]:
+                      source_macs: list[str | None], tool: NetworkTool, *,
+                      tagged_vlans: bool = False) -> list[str | None]:
     """Disable the source interfaces' configuration and configure every destination NIC with
-    DHCP; returns the interface names given to the destination NICs."""
+    DHCP, rebuilding the source's bonds and VLANs over them where ``bonds.plan`` keeps them;
+    returns the interface names given to the destination NICs (None: left to the guest)."""
     sources = tool.source_interfaces()
+    virtuals = tool.virtual_interfaces()
     by_mac = {**_persistent_net_names(guest),
               **{s.mac: s.name for s in sources if s.mac and s.name}}
-    by_order = [s.name for s in sources if s.name]
-    names: list[str] = []
-    for i in range(len(nics)):
-        source_mac = _norm_mac(source_macs[i] if i < len(source_macs) else None)
-        name = (by_mac.get(source_mac or "") or (by_order[i] if i < len(by_order) else None)
-                or f"eth{i}")
-        if name in names:
-            name = f"eth{i}"
-        names.append(name)
-    if sources:
-        tool.disable_sources(sources)
+    # By the source MAC first; the NICs it leaves take the names nobody took, in order.
+    names: list[str | None] = [
+        by_mac.get(norm_mac(source_macs[i] if i < len(source_macs) else None) or "")
+        for i in range(len(nics))]
+    names = [n if n not in names[:i] else None for i, n in enumerate(names)]
+    free = [n for n in dict.fromkeys(s.name for s in sources if s.name) if n not in names]
+    for i, nic in enumerate(nics):
+        if names[i] is None and free:
+            names[i] = free.pop(0)
+        if names[i] is None and not (tool.matches_by_mac and nic.mac):
+            names[i] = f"eth{i}"
+    kept = bonds.plan(virtuals, names, can_rebuild=tool.rebuilds_virtual,
+                      tagged_vlans=tagged_vlans, log=log)
+    if sources or virtuals:
+        tool.disable_sources(sources, virtuals)
     if guest.exists(PERSISTENT_NET_RULES):
         guest.rename(PERSISTENT_NET_RULES, PERSISTENT_NET_RULES + DISABLED)
         log(f"network: {PERSISTENT_NET_RULES} (source MACs) kept as "
             f"{PERSISTENT_NET_RULES}{DISABLED}")
+    macs = {}
     for nic, name in zip(nics, names, strict=True):
-        mac = _norm_mac(nic.mac)
-        if mac:
+        mac = norm_mac(nic.mac)
+        if name is None:
+            log(f"network: the source configuration names no interface for the NIC with MAC "
+                f"{mac}; the guest names it")
+        elif mac:
             guest.mkdir_p(LINK_DIR)
             link = f"{LINK_DIR}/10-coriolis-{name}.link"
             guest.write_text(link, f"[Match]\nMACAddress={mac}\n\n[Link]\nName={name}\n")
@@ -298,5 +326,12 @@ def configure_network(guest: Guest, log: EventLog, nics: list[DestinationNic],
         else:
             log(f"network: the destination does not say the MAC of NIC {name}; its name is "
                 "left to the guest")
+        if name is not None and kept.bond_of(name):
+            macs[name] = mac
+            continue
         tool.configure(name, mac)
+    for bond, members in kept.bonds:
+        tool.configure_bond(bond, [(m, macs.get(m)) for m in members])
+    for vlan in kept.vlans:
+        tool.configure_vlan(vlan)
     return names

@@ -41,6 +41,11 @@ class DestinationProfile:
     # Packages the destination wants in the guest (installed only if the guest has them
     # already: the appliance has no network, so missing ones are reported, not fetched).
     required_packages: list[str] = field(default_factory=list)
+    # The destination's networks carry 802.1Q-tagged frames to the NICs, so the guest's VLANs
+    # are rebuilt (coriolis.osmorphing.bonds); False: they are dropped, each said in an event.
+    tagged_vlans: bool = False
+    # Windows: carry the source's static IPs to the new NICs (a first-boot script by MAC).
+    keep_static_ips: bool = False
 
     @property
     def modules(self) -> tuple[str, ...]:
@@ -59,4 +64,6 @@ class DestinationProfile:
                    cloud_init_datasources=list(value.get("cloud_init_datasources", [])),
                    serial_console=value.get("serial_console", "ttyS0"),
                    keep_agents_of=list(value.get("keep_agents_of", [])),
-                   required_packages=list(value.get("required_packages", [])))
+                   required_packages=list(value.get("required_packages", [])),
+                   tagged_vlans=bool(value.get("tagged_vlans", False)),
+                   keep_static_ips=bool(value.get("keep_static_ips", False)))

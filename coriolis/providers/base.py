@@ -435,6 +435,21 @@ class MinionPoolProvider(abc.ABC):
         key is found at ``key_ref`` in the connection info the worker gets."""
 
 
+class MinionOsMorphingProvider(abc.ABC):
+    """Minions of this provider's destination pools can be the OS-morphing helper of a new
+    instance (``--osmorphing-minion-pool-mapping VM=POOL``)."""
+
+    @abc.abstractmethod
+    def minion_os_morphing_resources(self, connection_info: JSON, env: JSON,
+                                     instance_deployment_info: JSON,
+                                     minion_connection_info: JSON, key_ref: str) -> JSON:
+        """``deploy_os_morphing_resources``' result (``{"disks": [{"path", "format",
+        "name"}], "helper": {"url", "fingerprint", "key_ref"}}``) with the minion's agent
+        (``minion_connection_info``: ``url``, ``fingerprint``) as the helper, which runs the
+        libguestfs appliance on the disks as the minion sees them; its agent key is found at
+        ``key_ref`` in the connection info the worker gets."""
+
+
 # The upstream provider type bits each capability gives (upstream derives them from the base
 # classes a provider inherits the same way; the validation and replica-update bits come with
 # the interface that carries those methods).

@@ -90,18 +90,6 @@ def split(extents: Iterable[Extent], chunk_size: int) -> Iterator[Extent]:
             pos += length
 
 
-def dirty_extents_nbd(socket_path: str, bitmap: str) -> list[Extent]:
-    """Ranges marked dirty in a persistent bitmap that qemu-nbd exports (``-B bitmap``)."""
-    proc = subprocess.run(
-        ["nbdinfo", f"--map=qemu:dirty-bitmap:{bitmap}", "--json",
-         f"nbd+unix:///?socket={socket_path}"], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise exceptions.ProviderError(f"cannot read dirty bitmap {bitmap}: "
-                                       f"{proc.stderr.strip()}")
-    return merge(Extent(int(e["offset"]), int(e["length"]))
-                 for e in json.loads(proc.stdout) if int(e["type"]) & 1)
-
-
 def qcow2_bitmaps(path: str) -> list[str]:
     """Names of the persistent dirty bitmaps of a qcow2 image."""
     info = qemu_img_info(path, "qcow2")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import threading
 from collections.abc import Iterator
 
 from coriolis.transfer import blockdev
@@ -20,6 +21,7 @@ _FALLOC_FL_PUNCH_HOLE = 0x02
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 _libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
 _SYNC_FILE_RANGE_WRITE = 2
+WRITEBACK_EVERY = 32 * 1024 * 1024  # bytes written between two writebacks of the file
 _libc.sync_file_range.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
 
 
@@ -84,6 +86,8 @@ class RawFileWriter:
 
     def __init__(self, path: str) -> None:
         self.path = path
+        self._lock = threading.Lock()
+        self._unflushed = 0
         self._fd = blockdev.open_for_writing(path)
         try:
             self.is_device = blockdev.is_block_device(self._fd)
@@ -105,10 +109,18 @@ class RawFileWriter:
             written = os.pwrite(self._fd, view, offset)
             view = view[written:]
             offset += written
-        # Start writing the range out now: dirty pages never pile up to the kernel's
-        # throttling threshold, and the final fsync has little left to do (measured: a
-        # 512 MiB copy goes from ~0.5 s, with stalls up to 1.7 s, to a steady ~0.3 s).
-        _libc.sync_file_range(self._fd, start, offset - start, _SYNC_FILE_RANGE_WRITE)
+        # Start writing out what is dirty every WRITEBACK_EVERY bytes: dirty pages never pile
+        # up to the kernel's throttling threshold, and the final fsync has little left to do
+        # (measured: a 512 MiB copy goes from ~0.5 s, with stalls up to 1.7 s, to a steady
+        # ~0.3 s). One call per write cost more than it saved where writes are small (1 MiB
+        # pieces: 18 s against 10 s for 3 GiB).
+        with self._lock:
+            self._unflushed += offset - start
+            due = self._unflushed >= WRITEBACK_EVERY
+            if due:
+                self._unflushed = 0
+        if due:
+            _libc.sync_file_range(self._fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
 
     def zero(self, offset: int, length: int) -> None:
         if self.is_device:

@@ -18,7 +18,7 @@ UNKNOWN = 0
 ZERO = 1
 
 
-def block_hash(data: bytes | bytearray) -> int:
+def block_hash(data: bytes | bytearray | memoryview) -> int:
     """xxh3-64 of a non-zero block, never equal to UNKNOWN or ZERO."""
     value = xxhash.xxh3_64_intdigest(data)
     return value if value > ZERO else value + 2

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from coriolis import exceptions
 from coriolis.transfer.base import Data, Extent
-from coriolis.transfer.extents import dirty_extents_nbd, qemu_img_extents
+from coriolis.transfer.nbd_uri import NbdUriReader
 
 _NBDMAGIC = b"NBDMAGIC"
 _IHAVEOPT = 0x49484156454F5054
@@ -270,9 +270,14 @@ class NbdImageReader:
         return self._conns.size
 
     def extents(self, since: str | None = None) -> Iterator[Extent]:
-        if since is not None and since == self._bitmap:
-            return iter(dirty_extents_nbd(self._export.socket_path, since))
-        return iter(qemu_img_extents(self._path, self._fmt))
+        """Block status from the running qemu-nbd through libnbd (``base:allocation``, or the
+        dirty bitmap's context): no ``qemu-img map`` or ``nbdinfo`` process per disk."""
+        status = NbdUriReader(f"nbd+unix:///?socket={self._export.socket_path}",
+                              dirty_bitmap=self._bitmap)
+        try:
+            return iter(list(status.extents(since)))
+        finally:
+            status.close()
 
     def read(self, offset: int, length: int) -> Data:
         with self._conns.borrow() as conn:

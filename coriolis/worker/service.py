@@ -14,6 +14,7 @@ from coriolis import constants as c
 from coriolis import exceptions, task_types
 from coriolis.bus.base import EndpointRef, TaskEventSink, TaskMessage
 from coriolis.config import Settings
+from coriolis.minions.steps import STEP_OF_OPERATION
 from coriolis.providers import registry
 from coriolis.providers.base import OPERATION_CAPABILITY, missing_capability
 from coriolis.worker import faults
@@ -56,8 +57,15 @@ class Worker:
             raise exceptions.InvalidInput(f"{missing} ({operation})")
         method = getattr(provider, operation)
         args = (() if operation in _CONNECTION_ONLY else (endpoint.environment,))
+        step = STEP_OF_OPERATION.get(operation)
         try:
-            return method(endpoint.connection_info, *args, **kwargs)
+            if step is None:
+                return method(endpoint.connection_info, *args, **kwargs)
+            # A minion pool step: the crash tests' fault hooks (STEP:during|after).
+            with faults.running(step, lambda: False):
+                result = method(endpoint.connection_info, *args, **kwargs)
+            faults.finished(step)
+            return result
         except exceptions.CoriolisError:
             raise
         except Exception as exc:

@@ -13,12 +13,12 @@ from typing import Any
 from coriolis import constants as c
 from coriolis import exceptions, task_types
 from coriolis.bus.base import EndpointRef, TaskEventSink, TaskMessage
-from coriolis.minions.transfers import MINION_KEY_REF
+from coriolis.minions.transfers import KEY_REFS, MINION_KEY_REF, ROLE_OSMORPHING
 from coriolis.osmorphing import appliance
 from coriolis.osmorphing.helper import helper_address, job_id_for, morph_on_helper
 from coriolis.osmorphing.isolated import MorphRequest, morph_in_child
 from coriolis.providers import registry
-from coriolis.providers.base import missing_capability
+from coriolis.providers.base import MinionOsMorphingProvider, missing_capability
 from coriolis.task_types import Side
 from coriolis.transfer import locations
 from coriolis.transfer.copy import copy_disk
@@ -253,19 +253,39 @@ def _location(resources: JSON, side: str, disk_id: str) -> JSON:
     return dict(location)
 
 
+# Power states (as providers report them, lower-cased) in which nothing writes to the disks.
+_STOPPED_STATES = {"stopped", "shutoff", "shutdown", "poweredoff", "off"}
+
+
+def reads_point_in_time(export_info: JSON, source_resources: JSON) -> bool:
+    """Whether the source disks hold still while they are read: the source resources are a
+    point-in-time copy (``point_in_time``: a snapshot), or the instance was shut off when its
+    info was taken. Only a running instance read live needs ``replication_count`` passes."""
+    state = str(export_info.get("power_state") or "").lower().replace(" ", "")
+    return bool(source_resources.get("point_in_time")) or state in _STOPPED_STATES
+
+
 def replicate_disks(ctx: TaskContext) -> JSON:
     """Copy every disk from its source location to its target location (``transfer.
     locations``), sending only blocks whose hash differs from what the destination holds
     according to the volume's block manifest (a new volume holds zeroes). The new
     change-tracking point (this execution's bitmap token and manifest) is recorded as the
-    volume's ``pending`` one: it is in force only once the execution commits."""
-    ctx.require("export_info")
+    volume's ``pending`` one: it is in force only once the execution commits.
+
+    A source read at one point in time (``reads_point_in_time``) is copied once per
+    execution: the later passes of a migration's ``replication_count`` find the
+    ``point_in_time_copy`` this one recorded and return at once, saying so."""
+    export_info = ctx.require("export_info")
+    execution = ctx.message.execution_id
+    if ctx.info.get("point_in_time_copy") == execution:
+        ctx.event("The source disks were copied from a point in time (a snapshot, or the "
+                  "instance shut off): nothing can have changed, this pass copies nothing")
+        return {}
     volumes = [dict(v) for v in ctx.require("volumes_info")]
     sources = ctx.info.get("source_resources") or {}
     targets = ctx.info.get("target_resources") or {}
     options = TransferOptions.from_env(ctx.dest_env)
     manifests = _manifests(ctx)
-    execution = ctx.message.execution_id
 
     def platform_reader(location: locations.PlatformLocation, conn: JSON) -> Any:
         return ctx.origin.open_platform_reader(conn, ctx.origin_env, location)
@@ -334,11 +354,14 @@ def replicate_disks(ctx: TaskContext) -> JSON:
                      f"in {stats.seconds:.2f}s" + (
                          f" ({wire_summary()}, {stats.bytes_resumed / MiB:.1f} MiB resumed)"
                          if wire_summary else ""))
+    result: JSON = {"volumes_info": volumes}
+    if reads_point_in_time(export_info, sources):
+        result["point_in_time_copy"] = execution
     if not any(v.get("snapshot") for v in volumes):
         # A migration's copy (no snapshot, nothing to commit): in force at once.
-        return {"volumes_info": _apply_outcome(ctx, {"volumes_info": volumes,
-                                                     "committed": execution})}
-    return {"volumes_info": volumes}
+        result["volumes_info"] = _apply_outcome(ctx, {"volumes_info": volumes,
+                                                      "committed": execution})
+    return result
 
 
 def snapshot_disks(ctx: TaskContext) -> JSON:
@@ -407,9 +430,22 @@ def delete_disks(ctx: TaskContext) -> JSON:
 
 def deploy_os_morphing_resources(ctx: TaskContext) -> JSON:
     """A worker without libguestfs says so when the appliance would run here (no
-    ``helper``), undoing what the provider just made."""
-    resources = ctx.destination.deploy_os_morphing_resources(
-        ctx.dest_conn, ctx.dest_env, ctx.require("instance_deployment_info"))
+    ``helper``), undoing what the provider just made. With an OS-morphing minion reserved
+    (``task_info["osmorphing_minion"]``), the minion is the helper."""
+    minion = ctx.info.get(ROLE_OSMORPHING)
+    if minion:
+        if not isinstance(ctx.destination, MinionOsMorphingProvider):
+            raise exceptions.ProviderError(
+                f"the {ctx.message.destination.platform} provider cannot morph guests on pool "
+                "minions")
+        ctx.event(f"the guest is morphed on minion {minion['machine_id']} of pool "
+                  f"{minion['pool_id']}")
+        resources = ctx.destination.minion_os_morphing_resources(
+            ctx.dest_conn, ctx.dest_env, ctx.require("instance_deployment_info"), minion,
+            KEY_REFS[ROLE_OSMORPHING])
+    else:
+        resources = ctx.destination.deploy_os_morphing_resources(
+            ctx.dest_conn, ctx.dest_env, ctx.require("instance_deployment_info"))
     if not resources.get("helper"):
         try:
             appliance.load_guestfs()

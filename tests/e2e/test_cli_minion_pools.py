@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from coriolis.harness import RunningServer, local_cloud
+from coriolis.harness import RunningServer, local_cloud, transfer_summary
 
 pytestmark = pytest.mark.e2e
 SERVER_BIN = str(Path(sys.executable).parent / "coriolis-server")
@@ -134,6 +134,9 @@ def test_upstream_spellings_skip_allocation_refresh(server: RunningServer,
     old = machines(data)[0]
     os.kill(old["provider_properties"]["pid"], 9)
     data = server.cli("minion", "pool", "refresh", pool_id, "-f", "json").json()
+    assert data["Pool Status"] == "IN_MAINTENANCE"  # in the background, not in the request
+    data = wait_settled(server, pool_id)
+    assert data["Pool Status"] == "ALLOCATED", data["Events"]
     new = machines(data)
     assert len(new) == 1 and new[0]["id"] != old["id"], data["Events"]
     assert "failed its health check" in data["Events"]
@@ -260,7 +263,8 @@ def test_three_migrations_share_two_minions(server: RunningServer, cloud: dict[s
     done = [server.wait_for(["migration", "show", m["id"]],
                             lambda d: d["status"] in {"COMPLETED", "ERROR", "CANCELED"},
                             timeout=180) for m in created]
-    assert all(d["status"] == "COMPLETED" for d in done), [d["tasks"] for d in done]
+    assert all(d["status"] == "COMPLETED" for d in done), \
+        "\n".join(transfer_summary(d) for d in done)
     data = show(server, pool_id)
     events = data["Events"].splitlines()
     # Never more than two in use; the third was reserved only after a release.
@@ -301,7 +305,8 @@ def test_dead_minion_is_replaced_and_serves(server: RunningServer, cloud: dict[s
     dead = machines(show(server, pool_id))[0]
     os.kill(dead["provider_properties"]["pid"], 9)
     # The upkeep's health check (refresh runs it now): marked, removed, replaced.
-    data = server.cli("minion", "pool", "refresh", pool_id, "-f", "json").json()
+    server.cli("minion", "pool", "refresh", pool_id)
+    data = wait_settled(server, pool_id)
     assert f"Minion {dead['id']} failed its health check" in data["Events"]
     assert f"Minion {dead['id']} removed" in data["Events"]
     (new,) = machines(data)
@@ -319,7 +324,7 @@ def test_deallocate_in_use_needs_force_which_cancels(server: RunningServer,
                                                      cloud: dict[str, Any],
                                                      source: Path) -> None:
     pool_id = new_pool(server, cloud, "busy")
-    created = migrate(server, "big", pool_id, mib_per_s=4).json()
+    created = migrate(server, "big", pool_id, mib_per_s=1).json()
     running = server.wait_for(["migration", "show", created["id"]],
                               lambda d: any(t["task_type"] == "REPLICATE_DISKS"
                                             and t["instance"] == "big"
@@ -389,18 +394,20 @@ def test_replica_uses_its_destination_pool(server: RunningServer, cloud: dict[st
         server.cli("minion", "pool", "delete", pool)
 
 
-def test_osmorphing_mapping_is_refused_not_ignored(server: RunningServer,
-                                                   cloud: dict[str, Any],
-                                                   source: Path) -> None:
+def test_bad_osmorphing_and_origin_pools_are_refused(server: RunningServer,
+                                                     cloud: dict[str, Any],
+                                                     source: Path) -> None:
     pool_id = new_pool(server, cloud, "morphers")
-    args = ["--osmorphing-minion-pool-mapping", f"vm0={pool_id}"]
+    # A made-up OS-morphing pool names the field and the pool (a real morph through a local
+    # pool: tests/e2e/test_os_morphing.py).
     result = server.cli(
         "migration", "create", "--origin-endpoint", "pool-src", "--destination-endpoint",
         "pool-dst", "--instance", "vm0", "--source-environment", '{"snapshot": false}',
         "--destination-environment", '{"storage_backend": "bulk"}', "--network-map",
-        '{"lan": "lan"}', *args, check=False)
-    assert result.returncode != 0 and pool_id in result.stderr \
-        and "OS morphing on pool minions is not supported" in result.stderr, result.stderr
+        '{"lan": "lan"}', "--osmorphing-minion-pool-mapping", "vm0=no-such-pool", check=False)
+    assert result.returncode != 0 and "instance_osmorphing_minion_pool_mappings" \
+        in result.stderr and "no-such-pool could not be found" in result.stderr, \
+        result.stderr
     # A made-up pool id names the pool and says it is not found.
     result = server.cli(
         "migration", "create", "--origin-endpoint", "pool-src", "--destination-endpoint",
@@ -435,7 +442,7 @@ def test_allocation_resumes_after_a_crash(tmp_path_factory: pytest.TempPathFacto
     from coriolis.harness import start_server, stop_server
 
     data_dir = tmp_path_factory.mktemp("pool-crash") / "data"
-    srv = start_server(data_dir, env={"CORIOLIS_TEST_CRASH_AT": "CREATE_MINION_MACHINE:during"})
+    srv = start_server(data_dir, env={"CORIOLIS_TEST_CRASH_AT": "CREATE_MINION_MACHINE:after"})
     try:
         dst = srv.cloud_dir("crash-dst")
         local_cloud("init", str(dst), "--network", "lan")

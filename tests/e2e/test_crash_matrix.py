@@ -26,7 +26,8 @@ costs a few seconds, mostly restarts.
 
 The guard test (no server) builds every graph with every option combination and fails when one
 of their task types is not killed during and after by some row: a task type added to a graph
-needs a row here.
+needs a row here. The same holds for the steps of minion pool operations
+(coriolis/minions/steps.py), killed during and after by the pool test's stages.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ from coriolis.harness import (
     start_server,
     stop_server,
 )
+from coriolis.minions import steps as pool_steps
 from coriolis.providers.local.cloud import write_json_atomic
 from coriolis.worker.faults import ENV
 from tests.e2e.test_cli_writer_agent import FINAL, same
@@ -671,6 +673,134 @@ def test_replica_deploy_without_clone_rolls_back_writes_to_the_instance_disks(
             shutil.copyfile(a, b)
 
 
+# ======================================================================= minion pools
+def _agents(folder: Path) -> set[int]:
+    """Pids of the live writer agents (local minions) serving from under ``folder``."""
+    found = set()
+    for proc in Path("/proc").iterdir():
+        try:
+            cmd = (proc / "cmdline").read_bytes().decode(errors="replace")
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if str(folder) in cmd and "writer" in cmd and state != "Z":
+            found.add(int(proc.name))
+    return found
+
+
+def _settled_pool(crashing: Crashing, pool_id: str, timeout: float = 120) -> dict:
+    """The pool once no operation runs (ALLOCATED, DEALLOCATED or ERROR), restarting the
+    server whenever a hook killed it; its machines' records match reality: a powered-on
+    machine's agent runs, no other agent of the pool runs."""
+    deadline = time.monotonic() + timeout
+    while True:
+        crashing.restart_if_killed()
+        pool = crashing.request("get", f"/minion_pools/{pool_id}")["minion_pool"]
+        if pool["status"] in ("ALLOCATED", "DEALLOCATED", "ERROR"):
+            break
+        assert time.monotonic() < deadline, (pool["status"], pool["events"][-5:])
+        time.sleep(0.3)
+    machines = pool["minion_machines"]
+    assert all(m["allocation_status"] in ("AVAILABLE", "IN_USE") for m in machines), machines
+    on = {m["provider_properties"]["pid"] for m in machines
+          if m["power_status"] == "POWERED_ON"}
+    folder = crashing.work / "clouds" / "pool-dst" / ".coriolis" / "minions"
+    assert _agents(folder) == on, (machines, pool["events"][-8:])
+    return pool
+
+
+def _pool_action(crashing: Crashing, pool_id: str, action: dict) -> None:
+    try:
+        crashing.api().post(f"/minion_pools/{pool_id}/actions", json=action)
+    except Exception:  # killed before it answered: the operation was stored, or not
+        pass
+
+
+# The steps of a pool's life, as ``coriolis/minions/steps.py`` names them, killed during and
+# after each, by the stage of the test below that runs them.
+POOL_STAGES = {
+    "allocate": ("VALIDATE_MINION_POOL_OPTIONS", "SET_UP_POOL_SHARED_RESOURCES",
+                 "CREATE_MINION_MACHINE"),
+    "refresh": ("HEALTHCHECK_MINION_MACHINE", "POWER_OFF_MINION_MACHINE"),
+    "wake": ("POWER_ON_MINION_MACHINE",),
+    "deallocate": ("DELETE_MINION_MACHINE", "TEAR_DOWN_POOL_SHARED_RESOURCES"),
+}
+POOL_ITEMS = {stage: tuple(f"{s}:{p}" for s in steps for p in ("during", "after"))
+              for stage, steps in POOL_STAGES.items()}
+
+
+def test_minion_pool_steps_killed_during_and_after_each(rig: dict) -> None:
+    """A pool of one local minion (a writer agent process) is allocated, refreshed (its
+    idle minion powered off), woken by a migration that names it, and deallocated; the
+    server is killed during and right after every step of each stage (the worker's fault
+    hooks) and restarted: the stored operation runs again and ends; each time the records
+    match reality (no agent left running that the pool does not know of, none missing);
+    the migration completes with bit-identical disks; nothing of the pool is left."""
+    crashing: Crashing = rig["crashing"]
+    dst = crashing.work / "clouds" / "pool-dst"
+    local_cloud("init", str(dst), "--network", "lan")
+    endpoint = crashing.request("post", "/endpoints", json={"endpoint": {
+        "name": "pool-dst", "type": "local",
+        "connection_info": {"path": str(dst)}}})["endpoint"]["id"]
+    body = {"minion_pool": {"name": "crashy", "endpoint_id": endpoint,
+                            "platform": "destination", "os_type": "linux",
+                            "environment_options": {}, "minimum_minions": 1,
+                            "maximum_minions": 1, "minion_max_idle_time": 1,
+                            "minion_retention_strategy": "poweroff"}}
+    # allocate: a create killed in its validation stored nothing and is made again.
+    crashing.arm(*POOL_ITEMS["allocate"])
+    pools: list[str] = []
+    while not pools:
+        try:
+            crashing.api().post("/minion_pools", json=body)
+        except Exception:
+            crashing.restart_if_killed()
+        pools = [p["id"] for p in crashing.request("get", "/minion_pools")["minion_pools"]]
+    (pool_id,) = pools
+    pool = _settled_pool(crashing, pool_id)
+    assert pool["status"] == "ALLOCATED", pool["events"]
+    assert len(pool["minion_machines"]) == 1
+    _fired(rig, POOL_ITEMS["allocate"])
+    # refresh: the health check, then the idle minion powered off; killed after its agent
+    # stopped, the dead minion is replaced instead: refresh again until one sleeps.
+    crashing.arm(*POOL_ITEMS["refresh"])
+    for _ in range(6):
+        time.sleep(1.5)  # idle for longer than minion_max_idle_time
+        _pool_action(crashing, pool_id, {"refresh": None})
+        pool = _settled_pool(crashing, pool_id)
+        assert pool["status"] == "ALLOCATED", pool["events"]
+        if [m["power_status"] for m in pool["minion_machines"]] == ["POWERED_OFF"] \
+                and not crashing.armed():
+            break
+    assert [m["power_status"] for m in pool["minion_machines"]] == ["POWERED_OFF"]
+    _fired(rig, POOL_ITEMS["refresh"])
+    # wake: a migration through the pool powers its minion on and completes.
+    crashing.arm(*POOL_ITEMS["wake"])
+    name = f"pooled-{uuid.uuid4().hex[:6]}"
+    migration = _migration_body(rig, name)
+    migration["migration"].update({"destination_endpoint_id": endpoint,
+                                   "destination_minion_pool_id": pool_id,
+                                   "destination_environment": {"storage_backend": "default",
+                                                               "instance_name": name}})
+    migration_id = crashing.create("/migrations", migration, "/migrations", "migrations")
+    data = crashing.wait_final(f"/migrations/{migration_id}", "migration")
+    assert data["last_execution_status"] == "COMPLETED", _summary(data)
+    for a, b in zip(_source_disks(rig), instance_disks(dst, name), strict=True):
+        assert same(a, b), (a, b)
+    pool = _settled_pool(crashing, pool_id)
+    assert "powered on" in " ".join(e["message"] for e in pool["events"])
+    _fired(rig, POOL_ITEMS["wake"])
+    # deallocate: machines and shared resources go, whatever the kills.
+    crashing.arm(*POOL_ITEMS["deallocate"])
+    _pool_action(crashing, pool_id, {"deallocate": {"force": False}})
+    pool = _settled_pool(crashing, pool_id)
+    assert pool["status"] == "DEALLOCATED", pool["events"]
+    assert pool["minion_machines"] == []
+    assert not (dst / ".coriolis" / "minions" / pool_id).exists()
+    _fired(rig, POOL_ITEMS["deallocate"])
+    crashing.api().delete(f"/minion_pools/{pool_id}")
+
+
 # ======================================================================= scale-out
 @pytest.fixture(scope="module")
 def crash_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster, Path]]:
@@ -683,7 +813,7 @@ def crash_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cl
     arm.write_text("")
     try:
         cluster = start_cluster(work / "data", f"{POSTGRES}/{name}", BROKER,
-                                f"test-{uuid.uuid4().hex[:8]}", ["w1", "w2", "w3"],
+                                f"test-{uuid.uuid4().hex[:8]}", ["w1", "w2", "w3", "w4"],
                                 {"CORIOLIS_HEARTBEAT_INTERVAL": "1",
                                  "CORIOLIS_WORKER_DOWN_AFTER": "4", ENV: f"@{arm}",
                                  "CORIOLIS_LOCAL_ROOT": str(work / "clouds")})
@@ -738,6 +868,45 @@ def test_scale_out_worker_killed_in_a_task_another_runs_it_again(
         cluster.parts.pop(name)
 
 
+def test_scale_out_worker_killed_in_a_pool_step_another_runs_it(
+        crash_cluster: tuple[Cluster, Path]) -> None:
+    """The worker making a pool's minion dies (SIGKILL) as the step starts: once it stops
+    heart-beating, the pool manager sends the step to another worker (not waiting for the
+    call's timeout) and the pool is ALLOCATED with a running minion; deallocation leaves
+    no agent."""
+    cluster, arm = crash_cluster
+    api = cluster.api
+    assert api is not None
+    dst = arm.parent / "clouds" / "pool-dst"
+    local_cloud("init", str(dst), "--network", "lan")
+    api.cli("endpoint", "create", "--name", "p-dst", "--provider", "local",
+            "--connection", json.dumps({"path": str(dst)}))
+    arm.write_text("CREATE_MINION_MACHINE:during")
+    started = time.monotonic()
+    pool_id = api.cli(
+        "minion", "pool", "create", "--pool-endpoint", "p-dst", "--pool-platform",
+        "destination", "--pool-os-type", "linux", "--environment-options", '{"verbose": true}',
+        "--minimum-minions", "1", "scaled", "-f", "json").json()["ID"]
+    data = api.wait_for(["minion", "pool", "show", pool_id],
+                        lambda d: d["Pool Status"] in ("ALLOCATED", "ERROR"), timeout=110)
+    assert data["Pool Status"] == "ALLOCATED", data["Events"]
+    assert time.monotonic() - started < 110  # far below the step's 1800 s call timeout
+    assert arm.read_text() == ""
+    dead = [n for n, p in cluster.parts.items() if p.process.poll() is not None]
+    assert [cluster.parts[n].process.returncode for n in dead] == [-signal.SIGKILL]
+    value = data["Minion Machines"]
+    (machine,) = json.loads(value) if isinstance(value, str) else value
+    folder = dst / ".coriolis" / "minions"
+    assert _agents(folder) == {machine["provider_properties"]["pid"]}
+    api.cli("minion", "pool", "deallocate", pool_id)
+    api.wait_for(["minion", "pool", "show", pool_id],
+                 lambda d: d["Pool Status"] == "DEALLOCATED", timeout=60)
+    assert _agents(folder) == set()
+    api.cli("minion", "pool", "delete", pool_id)
+    for name in dead:
+        cluster.parts.pop(name)
+
+
 # ======================================================================= the guard
 # Every graph builder of coriolis/engine/graphs.py with each of its option combinations; a new
 # builder (minion pools...) fails the guard until it is listed here and given rows.
@@ -779,6 +948,9 @@ def test_guard_every_task_type_of_every_graph_has_a_matrix_row() -> None:
     assert builders == set(GRAPHS), "list the new graph builder in GRAPHS and give it rows"
     task_types = {spec.task_type for specs in GRAPHS.values() for g in specs for spec in g}
     assert uncovered(task_types, armed_items()) == []
+    # Every minion pool step (coriolis/minions/steps.py) is killed during and after.
+    pool_items = {i for items in POOL_ITEMS.values() for i in items}
+    assert uncovered({step.name for step in pool_steps.STEPS}, pool_items) == []
     # The guard sees a missing row: drop one and it names what is gone.
     assert uncovered(task_types, armed_items() - {f"{c.TASK_TYPE_SHUTDOWN_INSTANCE}:after"}) \
         == [f"{c.TASK_TYPE_SHUTDOWN_INSTANCE}:after"]

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import create_engine, select
 from sqlalchemy.engine import Engine
 
 from coriolis import task_types
@@ -21,6 +21,7 @@ from coriolis.harness import (
     RunningServer,
     RunningWriter,
     local_cloud,
+    scratch_database,
     start_cluster,
     start_writer,
     stop_server,
@@ -36,16 +37,8 @@ BROKER = "amqp://guest:guest@127.0.0.1:5672//"
 
 @pytest.fixture(scope="module")
 def database() -> Iterator[str]:
-    name = f"coriolis_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(f"{POSTGRES}/postgres", isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f"CREATE DATABASE {name}"))
-    try:
-        yield f"{POSTGRES}/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        admin.dispose()
+    with scratch_database(POSTGRES, "coriolis_test") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from coriolis import exceptions
-from coriolis.harness import RunningServer, local_cloud
+from coriolis.harness import RunningServer, local_cloud, transfer_summary
 from coriolis.providers.libvirt import volumes
 from coriolis.providers.libvirt.provider import LibvirtProvider
 from coriolis.providers.local.cloud import LocalCloud
@@ -139,7 +139,8 @@ def test_libvirt_pool_serves_migrations_heals_and_cleans_up(
         [m["status"] for m in created]
     done = [server.wait_for(["migration", "show", m["id"]], lambda d: d["status"] in FINAL,
                             timeout=600) for m in created]
-    assert all(d["status"] == "COMPLETED" for d in done), [d["tasks"] for d in done]
+    assert all(d["status"] == "COMPLETED" for d in done), \
+        "\n".join(transfer_summary(d) for d in done) + "\n" + server.log_tail(80)
     events = show(server, pool_id)["Events"].splitlines()
     assert sum(" reserved for " in e for e in events) == 3
     cloud = LocalCloud({"path": str(lv["src"])})
@@ -162,7 +163,7 @@ def test_libvirt_pool_serves_migrations_heals_and_cleans_up(
     # Destroy a minion's domain: the health check (refresh runs it) marks it; it is replaced.
     dead = minions[0]
     host.conn.lookupByName(dead["provider_properties"]["domain"]).destroy()
-    data = server.cli("minion", "pool", "refresh", pool_id, "-f", "json").json()
+    server.cli("minion", "pool", "refresh", pool_id)
     data = wait_settled(server, pool_id)
     assert f"Minion {dead['id']} failed its health check" in data["Events"], data["Events"]
     now = machines(data)

@@ -8,7 +8,12 @@ driver on a bind mount, Neutron, Placement, Nova with the fake compute driver: t
 - a replica local → OpenStack: two executions (the second sends no block: nothing changed;
   then one changed block), and a deploy booting a server from clones.
 - after success, failure (unknown flavor, network, volume type) and cancel, the project's
-  Cinder volumes and snapshots, Neutron ports and Nova servers are what they were.
+  Cinder volumes and snapshots, Glance images, Neutron ports and Nova servers are what they
+  were: a cancel while the copy runs (held there by the ``REPLICATE_DISKS:hold`` fault hook)
+  removes the destination volumes of local → OpenStack, and the Glance image and temporary
+  volume of a server booted from an image (OpenStack → local);
+- an endpoint with a Keystone application credential, through the CLI: validated, listing
+  servers; a wrong secret is refused without showing it.
 
 The cloud is the session fixture ``openstack_cloud`` (tests/openstack_cloud.py). The fake
 compute driver runs no guest: the server's disks are checked in Cinder, not booted.
@@ -48,7 +53,8 @@ def osc(openstack_cloud: Any, tmp_path_factory: pytest.TempPathFactory
         auth = {k: v for k, v in cloud.auth.items() if k != "identity_api_version"}
         ci = {**auth, "nfs_mount_point_base": str(cloud.work / "cinder" / "mnt")}
         data = work / "data"
-        server = start_server(data, {"CORIOLIS_OPENSTACK_MOUNT_ROOTS": str(cloud.work)})
+        server = start_server(data, {"CORIOLIS_OPENSTACK_MOUNT_ROOTS": str(cloud.work),
+                                     "CORIOLIS_TEST_CRASH_AT": f"@{work / 'faults'}"})
         src = server.cloud_dir("os-src")
         local_cloud("init", str(src), "--network", "lan")
         local_cloud("add-instance", str(src), "vm1", "--disk-size", "24M", "--disks", "2",
@@ -65,17 +71,20 @@ def osc(openstack_cloud: Any, tmp_path_factory: pytest.TempPathFactory
                    "--connection", json.dumps({"path": str(back)}))
         server.cli("endpoint", "create", "--name", "os", "--provider", "openstack",
                    "--connection-file", str(work / "os.json"))
-        yield {"cloud": cloud, "ci": ci, "server": server, "src": src, "back": back}
+        yield {"cloud": cloud, "ci": ci, "server": server, "src": src, "back": back,
+               "faults": work / "faults", "work": work}
     finally:
         if server is not None:
             stop_server(server)
 
 
 def inventory(ci: dict[str, Any]) -> set[str]:
-    """Every volume, snapshot, port and server of the project, by kind, id and status."""
+    """Every volume, snapshot, image, port and server of the project, by kind, id and
+    status."""
     with connect(ci) as conn:
         return ({f"volume {v.id} {v.status}" for v in conn.block_storage.volumes()}
                 | {f"snapshot {s.id}" for s in conn.block_storage.snapshots()}
+                | {f"image {i.id} {i.status}" for i in conn.image.images()}
                 | {f"port {p.id}" for p in conn.network.ports()
                    if not (p.device_owner or "").startswith("network:")}
                 | {f"server {s.id}" for s in conn.compute.servers()})
@@ -118,6 +127,19 @@ def migrate(server: RunningServer, origin: str, dest: str, instance: str,
                            lambda m: m["status"] in FINAL, timeout=900)
 
 
+def migrated_server(conn: Any, name: str, flavor: str, mac: str, network: str
+                    ) -> tuple[Any, list[Any]]:
+    """The Nova server ``name`` and its Cinder volumes, checked ACTIVE with ``flavor`` and
+    one port on ``network`` keeping ``mac``."""
+    [srv] = [s for s in conn.compute.servers(details=True) if s.name == name]
+    assert srv.status == "ACTIVE"
+    assert srv.flavor.original_name == flavor
+    ports = list(conn.network.ports(device_id=srv.id))
+    assert [p.mac_address for p in ports] == [mac]
+    assert conn.network.get_network(ports[0].network_id).name == network
+    return srv, [conn.block_storage.get_volume(a["id"]) for a in srv.attached_volumes]
+
+
 def test_local_to_openstack_and_back_bit_identical(osc: dict[str, Any]) -> None:
     server, ci = osc["server"], osc["ci"]
     before = inventory(ci)
@@ -126,13 +148,7 @@ def test_local_to_openstack_and_back_bit_identical(osc: dict[str, Any]) -> None:
                     "preserve_mac_addresses": True}, {"lan": NET})
     assert done["status"] == "COMPLETED", done["tasks"]
     with connect(ci) as conn:
-        [srv] = [s for s in conn.compute.servers(details=True) if s.name == "osprov-vm1"]
-        assert srv.status == "ACTIVE"
-        assert srv.flavor.original_name == FLAVOR
-        ports = list(conn.network.ports(device_id=srv.id))
-        assert [p.mac_address for p in ports] == [MAC]
-        assert conn.network.get_network(ports[0].network_id).name == NET
-        vols = [conn.block_storage.get_volume(a["id"]) for a in srv.attached_volumes]
+        srv, vols = migrated_server(conn, "osprov-vm1", FLAVOR, MAC, NET)
     assert len(vols) == 2 and all(v.size == 1 for v in vols)
     by_disk = {v.metadata.get("coriolis_disk"): v for v in vols}
     cloud = LocalCloud({"path": str(osc["src"])})
@@ -158,6 +174,24 @@ def test_local_to_openstack_and_back_bit_identical(osc: dict[str, Any]) -> None:
                               sorted(new, key=lambda p: p.name), strict=True):
         assert os.path.getsize(disk_file) == GiB
         assert same(volume_file(ci, vol.id), disk_file)
+    remove_server(ci, srv.id)  # the user's now; gone so that later tests start clean
+
+
+def remove_server(ci: dict[str, Any], server_id: str) -> None:
+    """Delete a server the tests deployed, then its ports and volumes."""
+    with connect(ci) as conn:
+        srv = conn.compute.get_server(server_id)
+        ports = [p.id for p in conn.network.ports(device_id=srv.id)]
+        vols = [a["id"] for a in srv.attached_volumes or []]
+        conn.compute.delete_server(srv)
+        conn.compute.wait_for_delete(srv, wait=300)
+        for port in ports:
+            conn.network.delete_port(port, ignore_missing=True)
+        for vid in vols:
+            vol = conn.block_storage.get_volume(vid)
+            conn.block_storage.wait_for_status(vol, "available", failures=["error"], wait=300)
+            conn.block_storage.delete_volume(vol)
+            conn.block_storage.wait_for_delete(vol, wait=300)
 
 
 @pytest.mark.parametrize("env,network_map,field", [
@@ -242,3 +276,99 @@ def test_replica_two_executions_then_deploy(osc: dict[str, Any]) -> None:
             break
         time.sleep(3)
     assert left == set()
+
+
+def _held_then_cancelled(server: RunningServer, created: Any) -> None:
+    """Wait until the migration's copy runs (held by the fault hook), then cancel it."""
+    mid = created.json()["id"]
+    server.wait_for(["migration", "show", mid], lambda m: any(
+        t["task_type"] == "REPLICATE_DISKS" and t["status"] == "RUNNING" for t in m["tasks"]),
+        timeout=900)
+
+
+def _cancel(server: RunningServer, mid: str) -> None:
+    server.cli("migration", "cancel", mid)
+    done = server.wait_for(["migration", "show", mid], lambda m: m["status"] in FINAL,
+                           timeout=900)
+    assert done["status"] == "CANCELED", done["tasks"]
+
+
+def test_cancel_leaves_nothing_local_to_openstack(osc: dict[str, Any]) -> None:
+    server, ci = osc["server"], osc["ci"]
+    before = inventory(ci)
+    osc["faults"].write_text("REPLICATE_DISKS:hold")  # the copy stays RUNNING until cancelled
+    created = server.cli(
+        "migration", "create", "--origin-endpoint", "os-src", "--destination-endpoint", "os",
+        "--instance", "vmrep", "--destination-environment",
+        json.dumps({"flavor_name": FLAVOR, "instance_name": "osprov-cancel"}),
+        "--network-map", json.dumps({"lan": NET}), "--skip-os-morphing",
+        "--source-environment", '{"snapshot": false}', "-f", "json")
+    _held_then_cancelled(server, created)
+    made = inventory(ci) - before
+    assert {m.split()[0] for m in made} == {"volume"}  # the destination volume exists now
+    _cancel(server, created.json()["id"])
+    assert inventory(ci) == before
+
+
+def test_cancel_leaves_nothing_image_backed_to_local(osc: dict[str, Any]) -> None:
+    server, ci, cloud = osc["server"], osc["ci"], osc["cloud"]
+    with connect(ci) as conn:
+        base = conn.image.create_image(name="osprov-cancel-base", disk_format="raw",
+                                       container_format="bare", data=b"\x07" * (1 << 20))
+        srv = conn.compute.create_server(
+            name="osprov-imgsrc", image_id=base.id, flavor_id=cloud.flavors["m1.tiny"],
+            networks=[{"uuid": cloud.network_id}])
+        srv = conn.compute.wait_for_server(srv, status="ACTIVE", wait=300)
+    try:
+        before = inventory(ci)
+        osc["faults"].write_text("REPLICATE_DISKS:hold")
+        created = server.cli(
+            "migration", "create", "--origin-endpoint", "os", "--destination-endpoint",
+            "os-back", "--instance", "osprov-imgsrc", "--destination-environment",
+            '{"instance_name": "osprov-imgsrc"}', "--network-map", json.dumps({NET: "lan"}),
+            "--skip-os-morphing", "--source-environment", "{}", "-f", "json")
+        _held_then_cancelled(server, created)
+        made = inventory(ci) - before
+        # the Glance image of the instance and the temporary volume made from it
+        assert sorted(m.split()[0] for m in made) == ["image", "volume"], made
+        _cancel(server, created.json()["id"])
+        assert inventory(ci) == before
+        assert not (osc["back"] / "instances" / "osprov-imgsrc" / "instance.json").exists()
+    finally:
+        with connect(ci) as conn:
+            conn.compute.delete_server(srv)
+            conn.compute.wait_for_delete(srv, wait=300)
+            conn.image.delete_image(base)
+
+
+def test_endpoint_with_an_application_credential(osc: dict[str, Any]) -> None:
+    server, ci = osc["server"], osc["ci"]
+    with connect(ci) as conn:
+        cred = conn.identity.create_application_credential(
+            user=conn.session.get_user_id(), name="osprov-cli-cred")
+    try:
+        app = {"auth_url": ci["auth_url"], "application_credential_id": cred.id,
+               "application_credential_secret": cred.secret, "region_name": "RegionOne",
+               "interface": "public", "nfs_mount_point_base": ci["nfs_mount_point_base"]}
+        path = osc["work"] / "os-app.json"
+        path.write_text(json.dumps(app))
+        server.cli("endpoint", "create", "--name", "os-app", "--provider", "openstack",
+                   "--connection-file", str(path))  # create validates
+        out = server.cli("endpoint", "validate", "connection", "os-app").stdout
+        # Keystone's token names the credential's user and project
+        assert "user admin, project admin" in out, out
+        names = {s["Name"] for s in server.cli("endpoint", "instance", "list", "os-app",
+                                              "-f", "json").json()}
+        with connect(ci) as conn:
+            assert names == {s.name for s in conn.compute.servers()}
+        path.write_text(json.dumps({**app, "application_credential_secret": "wrong-e7c1"}))
+        bad = server.cli("endpoint", "create", "--name", "os-app-bad", "--provider",
+                         "openstack", "--connection-file", str(path), check=False)
+        assert bad.returncode != 0 and "Traceback" not in bad.stderr
+        assert cred.id in bad.stderr
+        for text in (bad.stderr, bad.stdout, server.log_path.read_text()):
+            assert "wrong-e7c1" not in text and cred.secret not in text
+    finally:
+        server.cli("endpoint", "delete", "os-app", check=False)
+        with connect(ci) as conn:
+            conn.identity.delete_application_credential(conn.session.get_user_id(), cred)

@@ -21,7 +21,13 @@ from typing import Any
 import pytest
 
 from coriolis import guest_image
-from coriolis.harness import RunningServer, local_cloud, parse_tasks, processes_naming
+from coriolis.harness import (
+    RunningServer,
+    local_cloud,
+    parse_tasks,
+    processes_naming,
+    transfer_summary,
+)
 from coriolis.providers.local.boot import boot
 from coriolis.providers.local.cloud import LocalCloud
 from tests.libvirt_host import LibvirtHost, libvirt_host
@@ -313,3 +319,50 @@ def test_cancel_during_os_morphing_stops_the_appliance_at_once(
     assert not list((setup["dst"] / "storage").glob("**/debian-cancelled*"))
     assert processes_naming("debian-cancelled") == []  # no qemu left on its disks
 
+
+
+def test_guest_morphed_on_an_osmorphing_pool_minion(server: RunningServer,
+                                                    setup: dict) -> None:
+    """``--osmorphing-minion-pool-mapping VM=POOL``: the libguestfs appliance runs on the
+    pool's minion (a writer agent process of the destination cloud, with its own key), not
+    on the worker: the OS_MORPHING events name the minion's agent, whose log shows the morph
+    job; the guest gets the same changes as when the worker morphs it; the minion is
+    reserved for the instance's morphing and released after."""
+    pool_id = server.cli(
+        "minion", "pool", "create", "--pool-endpoint", "kvm-like", "--pool-platform",
+        "destination", "--pool-os-type", "linux", "--environment-options",
+        '{"verbose": true}', "--minimum-minions", "1", "morphers", "-f", "json").json()["ID"]
+    pool = server.wait_for(["minion", "pool", "show", pool_id],
+                           lambda d: d["Pool Status"] in ("ALLOCATED", "ERROR"))
+    assert pool["Pool Status"] == "ALLOCATED", pool["Events"]
+    value = pool["Minion Machines"]
+    (minion,) = json.loads(value) if isinstance(value, str) else value
+    try:
+        done = migrate(server, "--instance", "debian-vm", "--osmorphing-minion-pool-mapping",
+                       f"debian-vm={pool_id}", destination={"instance_name": "debian-pooled"})
+        assert done["status"] == "COMPLETED", transfer_summary(done)
+        events = task_events(server, done["id"], "OS_MORPHING")
+        text = "\n".join(events)
+        url = minion["provider_properties"]["url"]
+        assert f"starting the libguestfs appliance on 1 disk(s) on the helper at {url}" in text
+        assert "found Debian 12" in text
+        assert "fstab: /dev/sda1 → UUID=" in text
+        assert "initramfs: added virtio_pci virtio_blk" in text
+        prepared = "\n".join(task_events(server, done["id"], "DEPLOY_OS_MORPHING_RESOURCES"))
+        assert f"the guest is morphed on minion {minion['id']} of pool {pool_id}" in prepared
+        agent_log = Path(minion["provider_properties"]["directory"], "agent.log").read_text()
+        assert "/v1/morphs/" in agent_log
+        pool_events = server.cli("minion", "pool", "show", pool_id, "-f", "json").json()[
+            "Events"]
+        assert f"Minion {minion['id']} reserved for migration {done['id']} (debian-vm: " \
+            "osmorphing)" in pool_events
+        assert f"Minion {minion['id']} released by migration {done['id']}" in pool_events
+        # The source guest's bytes are untouched. Not its file's hash: the replica test before
+        # this one added a dirty bitmap to the source qcow2's metadata.
+        assert subprocess.run(["qemu-img", "compare", "-q", "-U", str(guest_image.build()),
+                               str(setup["source_disk"])]).returncode == 0
+    finally:
+        server.cli("minion", "pool", "deallocate", pool_id)
+        server.wait_for(["minion", "pool", "show", pool_id],
+                        lambda d: d["Pool Status"] in ("DEALLOCATED", "ERROR"))
+        server.cli("minion", "pool", "delete", pool_id)

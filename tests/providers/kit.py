@@ -38,9 +38,11 @@ def open_writer(connection_info: JSON, env: JSON, location: JSON, transfer_id: s
                                  connection_info=connection_info, size=volume["size_bytes"])
 
 
-def check_extents(extents: Iterable[Extent], disk: Disk) -> list[Extent]:
+def check_extents(extents: Iterable[Extent], disk: Disk,
+                  image: bytes | None = None) -> list[Extent]:
     """``extents`` cover the disk in order without overlap, and every non-zero byte of
-    ``disk`` is in a data extent; returns them."""
+    ``disk`` (``image``: its bytes, when the caller has them) is in a data extent; returns
+    them."""
     found = list(extents)
     pos = 0
     for ext in found:
@@ -48,7 +50,7 @@ def check_extents(extents: Iterable[Extent], disk: Disk) -> list[Extent]:
         assert ext.length > 0, f"empty extent {ext}"
         pos = ext.end
     assert pos == disk.size, f"extents end at {pos}, the disk at {disk.size}"
-    image = disk.image()
+    image = disk.image() if image is None else image
     for ext in found:
         if ext.zero and image.count(0, ext.offset, ext.end) != ext.length:
             raise AssertionError(f"zero extent {ext} holds data of the source")

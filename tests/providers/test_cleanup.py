@@ -23,7 +23,7 @@ def test_source_resources(provider: BaseProvider, backend: Backend, transfer_id:
     p: Any = provider
     info, env = backend.connection_info(), backend.source_env()
     instance = backend.create_instance(
-        Instance("kit-src", (backend.sample_disk(backend.formats[-1], 40),)))
+        Instance("kit-src", (backend.source_disk(backend.formats[-1], 40),)))
     with_instance = backend.inventory()
     export_info = p.get_instance(info, env, instance)
     p.deploy_source_resources(info, env, export_info, transfer_id=transfer_id)

@@ -40,7 +40,7 @@ def test_bad_source_disk(provider: BaseProvider, backend: Backend, transfer_id: 
     p: Any = provider
     info, env = backend.connection_info(), backend.source_env()
     instance = backend.create_instance(
-        Instance("kit-baddisk", (backend.sample_disk("raw", 50),)))
+        Instance("kit-baddisk", (backend.source_disk("raw", 50),)))
     with_instance = backend.inventory()
     export_info = p.get_instance(info, env, instance)
     disk = export_info["devices"]["disks"][0]

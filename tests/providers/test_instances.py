@@ -16,7 +16,7 @@ def test_listing_tolerates_a_malformed_instance(provider: BaseProvider,
                                                 backend: Backend) -> None:
     need(provider, Capability.INSTANCES)
     good = backend.create_instance(
-        Instance("kit-good", (backend.sample_disk(backend.formats[0], 1),)))
+        Instance("kit-good", (backend.source_disk(backend.formats[0], 1),)))
     bad = backend.create_malformed_instance("kit-broken")
     listed = provider.list_instances(backend.connection_info(), backend.source_env())
     by_id = {i.get("id"): i for i in listed}
@@ -31,7 +31,7 @@ def test_listing_tolerates_a_malformed_instance(provider: BaseProvider,
 
 def test_get_instance_shape(provider: BaseProvider, backend: Backend) -> None:
     need(provider, Capability.INSTANCES)
-    disks = tuple(backend.sample_disk(fmt, i) for i, fmt in enumerate(backend.formats))
+    disks = tuple(backend.source_disk(fmt, i) for i, fmt in enumerate(backend.formats))
     instance = backend.create_instance(Instance("kit-shape", disks, network="lan"))
     info = provider.get_instance(backend.connection_info(), backend.source_env(), instance)
     check_export_info(info)

@@ -18,8 +18,8 @@ def test_reader_returns_the_source(provider: BaseProvider, backend: Backend, fmt
     need(provider, Capability.EXPORT)
     if fmt not in backend.formats:
         pytest.skip(f"the {provider.platform} backend fixture makes no {fmt} disks")
-    disks = (backend.sample_disk(fmt, 10),
-             backend.sample_disk(fmt, 11, size=3 * 1024 * 1024))
+    disks = (backend.source_disk(fmt, 10),
+             backend.source_disk(fmt, 11, size=3 * 1024 * 1024))
     info = backend.connection_info()
     env = backend.source_env()
     before = backend.inventory()
@@ -36,8 +36,8 @@ def test_reader_returns_the_source(provider: BaseProvider, backend: Backend, fmt
             reader = open_reader(provider, info, env, location)
             try:
                 assert reader.size == disk.size
-                extents = check_extents(reader.extents(), disk)
                 image = disk.image()
+                extents = check_extents(reader.extents(), disk, image)
                 for ext in extents:
                     if not ext.zero:
                         assert reader.read(ext.offset, ext.length) == \

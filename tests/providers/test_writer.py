@@ -51,7 +51,8 @@ class Volumes:
         self.p: Any = provider  # the import interfaces, checked by the caller
         self.backend, self.env, self.disks, self.transfer_id = backend, env, disks, transfer_id
         self.info = backend.connection_info()
-        self.export_info = export_info_for("kit-target", disks)
+        # Named per transfer: runs sharing one platform (a host's libvirtd) never collide.
+        self.export_info = export_info_for(f"kit-target-{transfer_id[:8]}", disks)
         self.volumes: list[JSON] = self.p.create_disks(
             self.info, env, self.export_info, [], transfer_id=transfer_id)
 

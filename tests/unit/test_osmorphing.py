@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from coriolis.osmorphing.guest import DirectoryGuest, MorphingFailed, OsInfo, appliance_device
-from coriolis.osmorphing.morph import morph_guest, morpher_for
+from coriolis.osmorphing.morph import morph_guest
 from coriolis.osmorphing.network import Ifupdown
 from coriolis.osmorphing.profile import DestinationProfile
 
@@ -171,15 +171,6 @@ def test_ifupdown_stanzas_commented_out(tmp_path: Path) -> None:
         "# coriolis: iface ens192 inet static\n# coriolis:     address 192.168.50.10/24\n"
         "# coriolis:     gateway 192.168.50.1\n\nsource /etc/extra\n\n"
         "# Added by Coriolis OS morphing\nauto ens192\niface ens192 inet dhcp\n")
-
-
-def test_windows_is_detected_and_refused_with_what_is_missing() -> None:
-    info = OsInfo("windows", "windows", 10, 0, "Windows Server 2019 Standard", "/dev/sda2")
-    with pytest.raises(MorphingFailed) as err:
-        morpher_for(info)
-    message = str(err.value)
-    assert "Windows Server 2019 Standard" in message and "not supported yet" in message
-    assert "viostor" in message and "--skip-os-morphing" in message
 
 
 @pytest.mark.parametrize("distro,major,needle", [

@@ -77,6 +77,12 @@ class _ClientMixin:
             get_parser._fills_help = True  # type: ignore[attr-defined]
             setattr(cls, "get_parser", get_parser)  # noqa: B010
 
+    def get_epilog(self) -> str:
+        """The command's epilog without cliff's "provided by the X plugin" note: every
+        command is this distribution's, and finding a command's distribution reads the
+        metadata of every installed package (0.2 to 0.4 s a command)."""
+        return self._epilog or ""  # type: ignore[attr-defined]
+
     @property
     def client(self) -> Any:
         return self.app.client

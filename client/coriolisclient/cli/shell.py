@@ -12,10 +12,11 @@ from cliff import app, commandmanager
 from keystoneauth1 import loading, session
 from keystoneauth1.identity import v2, v3
 
-from coriolisclient import __version__
+from coriolisclient import __version__, token_cache
 from coriolisclient import client as coriolis_client
 from coriolisclient.cli import admin, endpoints, extras, transfers
 from coriolisclient.cli.utils import CLIError
+from coriolisclient.exceptions import HTTPAuthError
 
 COMMAND_MODULES = (endpoints, transfers, admin, extras)
 
@@ -40,13 +41,16 @@ class CoriolisApp(app.App):
     CONSOLE_MESSAGE_FORMAT = "%(levelname)s: %(message)s"
 
     def __init__(self) -> None:
-        manager = commandmanager.CommandManager("coriolis.v1")
+        # No entry-point namespace: every command is added here, and a namespace would
+        # scan every installed package's entry points on each run.
+        manager = commandmanager.CommandManager(None)
         for module in COMMAND_MODULES:
             for name, command in module.COMMANDS.items():
                 manager.add_command(name, command)
         super().__init__(description="Coriolis command line client", version=__version__,
                          command_manager=manager, deferred_help=True)
         self._client: coriolis_client.Client | None = None
+        self._cache: token_cache.TokenCache | None = None
 
     def build_option_parser(self, description: str | None, version: str | None,
                             argparse_kwargs: dict[str, Any] | None = None
@@ -77,6 +81,10 @@ class CoriolisApp(app.App):
         add("--service-name", default=env("CORIOLIS_SERVICE_NAME"))
         add("--region-name", default=env("CORIOLIS_REGION_NAME"))
         add("--coriolis-api-version", default=env("CORIOLIS_API_VERSION", default="v1"))
+        add("--no-token-cache", action="store_true",
+            help="Log in afresh and keep no token between commands (by default the token "
+                 "is kept, mode 0600, in ~/.cache/coriolis/tokens; CORIOLIS_TOKEN_CACHE=0 "
+                 "turns it off)")
         loading.register_session_argparse_arguments(parser)
         return parser
 
@@ -126,12 +134,33 @@ class CoriolisApp(app.App):
                            password=o.os_password, user_domain_id=o.os_user_domain_id,
                            user_domain_name=o.os_user_domain_name, **scope)
 
+    def _token_cache(self, plugin: Any) -> token_cache.TokenCache | None:
+        """The stored token of this login, when the cache is on."""
+        if self.options.no_token_cache or not token_cache.enabled():
+            return None
+        return token_cache.TokenCache.for_plugin(plugin)
+
+    def clean_up(self, cmd: Any, result: int, err: BaseException | None) -> None:
+        """Keep a new token for the next command; drop the stored one when the login
+        itself was refused."""
+        cache, self._cache = self._cache, None
+        if cache is None or self._client is None:
+            return
+        if isinstance(err, HTTPAuthError):
+            cache.forget()
+        else:
+            cache.save(self._client.session.auth)
+
     @property
     def client(self) -> coriolis_client.Client:
         if self._client is None:
             o = self.options
             verify: Any = o.os_cacert if o.os_cacert else not o.insecure
-            sess = session.Session(auth=self._auth_plugin(), verify=verify)
+            plugin = self._auth_plugin()
+            self._cache = self._token_cache(plugin)
+            if self._cache is not None:
+                self._cache.load(plugin)
+            sess = session.Session(auth=plugin, verify=verify)
             override = (f"{o.endpoint.rstrip('/')}/{o.coriolis_api_version}"
                         if o.endpoint else None)
             self._client = coriolis_client.Client(

@@ -7,10 +7,19 @@ import binascii
 import json
 from typing import Any
 
+import orjson
+from fastapi import Response
 from sqlalchemy.orm import Session
 
 from coriolis import exceptions
 from coriolis.db import models
+
+
+def list_response(collection: str, items: list[dict[str, Any]]) -> Response:
+    """``{collection: items}`` as JSON, for items of JSON types and ``orjson.Fragment``s
+    (``views.listed_migrations``): serialised at once by orjson, without FastAPI's per-value
+    conversion (``jsonable_encoder``), which took most of a 10 000-item list's time."""
+    return Response(orjson.dumps({collection: items}), media_type="application/json")
 
 
 def b64_json(value: str | None, name: str) -> Any:

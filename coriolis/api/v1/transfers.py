@@ -27,6 +27,7 @@ from coriolis.api.schemas.transfers import (
     TransferUpdateRequest,
 )
 from coriolis.api.v1 import listing
+from coriolis.api.v1.common import list_response
 from coriolis.context import RequestContext
 from coriolis.db import models, transfers
 from coriolis.service import Services
@@ -59,34 +60,33 @@ def build_router(services: Services, context: Any) -> APIRouter:
 
     def migration_view(session: Any, row: models.TransferAction,
                        detail: bool = True) -> dict[str, Any]:
-        scenario = None
-        if row.replica_id:
-            replica = session.get(models.TransferAction, row.replica_id)
-            scenario = (replica.scenario if replica else None) or "replica"
-        return views.migration(row, scenario, detail)
+        scenarios = transfers.replica_scenarios(session, [row.replica_id] if row.replica_id
+                                                else [])
+        return views.migration(row, views.replica_scenario(row.replica_id, scenarios), detail)
 
     # --- migrations and deployments (same resource, two names) -------------------------------
     def transfer_routes(collection: str, key: str,
                         request_model: type[MigrationRequest | DeploymentRequest]) -> None:
         @router.get(f"/{collection}", name=f"list_{collection}")
         @router.get(f"/{collection}/detail", name=f"detail_{collection}")
-        def list_all(request: Request,
-                     ctx: RequestContext = Depends(context)) -> dict[str, Any]:
+        def list_all(request: Request, ctx: RequestContext = Depends(context)) -> Response:
             with db.reader() as session:
                 # Every migration is a deployment too (a plain one without a transfer), as
                 # every deployment is a migration: the two names of one resource.
-                rows = transfers.list_actions(session, ctx.project_id,
-                                              c.ACTION_TYPE_MIGRATION)
-                items = [migration_view(session, r, detail=False) for r in rows]
+                rows = transfers.list_summaries(session, ctx.project_id,
+                                                c.ACTION_TYPE_MIGRATION)
+                scenarios = transfers.replica_scenarios(
+                    session, (r.replica_id for r in rows if r.replica_id))
+            items = views.listed_migrations(rows, scenarios)
             if collection == "deployments":  # the newer generation's list parameters
                 items = listing.page(items, request.query_params)
-            return {collection: items}
+            return list_response(collection, items)
 
         @router.get(f"/{collection}/{{action_id}}", name=f"show_{key}")
         def show(action_id: str, ctx: RequestContext = Depends(context)) -> dict[str, Any]:
             with db.reader() as session:
                 row = transfers.get_action(session, ctx.project_id, action_id,
-                                           c.ACTION_TYPE_MIGRATION)
+                                           c.ACTION_TYPE_MIGRATION, with_tasks=True)
                 return {key: migration_view(session, row)}
 
         @router.post(f"/{collection}", name=f"create_{key}")
@@ -133,13 +133,16 @@ def build_router(services: Services, context: Any) -> APIRouter:
     transfer_routes("deployments", "deployment", DeploymentRequest)
 
     # --- replicas ----------------------------------------------------------------------------
-    def replica_row(session: Any, ctx: RequestContext, replica_id: str) -> models.TransferAction:
-        return transfers.get_action(session, ctx.project_id, replica_id, c.ACTION_TYPE_REPLICA)
+    def replica_row(session: Any, ctx: RequestContext, replica_id: str,
+                    with_tasks: bool = False) -> models.TransferAction:
+        return transfers.get_action(session, ctx.project_id, replica_id, c.ACTION_TYPE_REPLICA,
+                                    with_tasks)
 
     def execution_view(execution_id: str, ctx: RequestContext) -> dict[str, Any]:
         with db.reader() as session:
             return {"execution": views.execution(
-                transfers.get_execution(session, ctx.project_id, execution_id))}
+                transfers.get_execution(session, ctx.project_id, execution_id,
+                                        with_tasks=True))}
 
     def replica_routes(collection: str, key: str, request_model: type[BaseModel],
                        update_model: type[BaseModel], execution_model: type[BaseModel]) -> None:
@@ -149,18 +152,19 @@ def build_router(services: Services, context: Any) -> APIRouter:
         @router.get(f"/{collection}")
         @router.get(f"/{collection}/detail")
         def list_replicas(request: Request,
-                          ctx: RequestContext = Depends(context)) -> dict[str, Any]:
+                          ctx: RequestContext = Depends(context)) -> Response:
             with db.reader() as session:
-                rows = transfers.list_actions(session, ctx.project_id, c.ACTION_TYPE_REPLICA)
-                items = [views.replica(r, detail=False) for r in rows]
+                rows = transfers.list_summaries(session, ctx.project_id,
+                                                c.ACTION_TYPE_REPLICA)
+            items = views.listed_replicas(rows)
             if collection == "transfers":  # the newer generation's list parameters
                 items = listing.page(items, request.query_params)
-            return {collection: items}
+            return list_response(collection, items)
 
         @router.get(f"/{collection}/{{replica_id}}")
         def show_replica(replica_id: str, ctx: RequestContext = Depends(context)) -> dict[str, Any]:
             with db.reader() as session:
-                return {key: views.replica(replica_row(session, ctx, replica_id))}
+                return {key: views.replica(replica_row(session, ctx, replica_id, True))}
 
         @router.post(f"/{collection}")
         def create_replica(body: request_model,  # type: ignore[valid-type]

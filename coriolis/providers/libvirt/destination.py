@@ -246,7 +246,7 @@ class LibvirtDestination(DestinationOptionsProvider, ReplicaImportProvider, OSMo
     @staticmethod
     def _has_volume(pool: Any, name: str, disk: JSON) -> bool:
         prefix = f"{volumes.safe_name(name)}-{volumes.safe_name(disk['id'])}-"
-        pool.refresh(0)
+        volumes.refresh(pool)
         return any(v.name().startswith(prefix) and "-clone-" not in v.name()
                    and v.info()[1] >= int(disk["size_bytes"]) for v in pool.listAllVolumes(0))
 

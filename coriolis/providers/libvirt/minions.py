@@ -119,7 +119,7 @@ def _remove_domain(conn: Any, name: str) -> None:
 def _remove_volume(pool: Any, name: str) -> None:
     libvirt = load_libvirt()
     with contextlib.suppress(libvirt.libvirtError):
-        pool.refresh(0)
+        volumes.refresh(pool)
     try:
         vol = pool.storageVolLookupByName(name)
     except libvirt.libvirtError:
@@ -144,7 +144,7 @@ def _put_file(pool: Any, name: str, data: bytes | Path, mode: int = 0o644) -> st
         out.flush()
         os.fsync(out.fileno())
     os.replace(tmp, path)
-    pool.refresh(0)
+    volumes.refresh(pool)
     return str(path)
 
 
@@ -407,7 +407,7 @@ class LibvirtMinionPools:
         except libvirt.libvirtError:
             return
         if pool.isActive():
-            pool.refresh(0)
+            volumes.refresh(pool)
             for vol in pool.listAllVolumes(0):
                 if vol.name().startswith(base + "-"):
                     with contextlib.suppress(libvirt.libvirtError):

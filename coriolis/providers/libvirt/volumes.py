@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import time
 import uuid
 import xml.etree.ElementTree as ET
 from typing import Any
@@ -38,6 +39,32 @@ def safe_name(text: str) -> str:
 
 def volume_name(instance: str, disk_id: str, key: str, fmt: str, clone: bool = False) -> str:
     return f"{safe_name(instance)}-{safe_name(disk_id)}-{'clone-' if clone else ''}{key}.{fmt}"
+
+
+BUSY = "has asynchronous jobs running"
+"""libvirt's refusal to refresh a pool while a volume is being built in it (by any client:
+another task creating a transfer's disks, a minion's config disk)."""
+
+
+def refresh(pool: Any, timeout: float = 120.0) -> None:
+    """``pool.refresh(0)``, waiting out ``BUSY``: libvirt's storage driver refuses to
+    refresh a pool (``virStoragePoolRefresh``: "pool 'x' has asynchronous jobs running",
+    VIR_ERR_INTERNAL_ERROR) while a volume is being created in it, which happens whenever
+    two transfers or a transfer and a minion pool use one storage pool at once. Retries
+    with growing pauses (50 ms to 1 s) for at most ``timeout`` seconds, then raises that
+    ``libvirtError``; any other error at once."""
+    libvirt = load_libvirt()
+    deadline = time.monotonic() + timeout
+    pause = 0.05
+    while True:
+        try:
+            pool.refresh(0)
+            return
+        except libvirt.libvirtError as exc:
+            if BUSY not in (exc.get_error_message() or "") or time.monotonic() >= deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 1.0)
 
 
 def lookup_pool(conn: Any, name: str) -> Any:
@@ -73,7 +100,7 @@ def find(conn: Any, volume: JSON) -> Any | None:
         pass
     try:
         pool = conn.storagePoolLookupByName(volume["pool"])
-        pool.refresh(0)
+        refresh(pool)
         return pool.storageVolLookupByName(volume["volume"])
     except (libvirt.libvirtError, KeyError):
         return None
@@ -107,7 +134,7 @@ def describe(pool: Any, vol: Any, disk_id: str, fmt: str, size: int) -> JSON:
 def replace(pool: Any, name: str) -> None:
     """Delete the volume ``name`` of ``pool`` if it exists (what an interrupted call of the
     same transfer half-made: names carry the transfer's key)."""
-    pool.refresh(0)
+    refresh(pool)
     old = _in_pool(pool, name)
     if old is not None:
         old.delete(0)
@@ -160,5 +187,5 @@ def delete(conn: Any, volume: JSON) -> None:
 
 
 def available_bytes(pool: Any) -> int:
-    pool.refresh(0)
+    refresh(pool)
     return int(pool.info()[3])

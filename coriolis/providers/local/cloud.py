@@ -42,6 +42,8 @@ NIC_MODELS = ("virtio", "e1000", "rtl8139")
 GUEST_DEFAULTS: dict[str, Any] = {
     "disk_bus": "virtio", "nic_model": "virtio", "serial_console": "ttyS0",
     "cloud_init_datasources": ["NoCloud", "None"], "keep_agents_of": [], "required_packages": [],
+    "tagged_vlans": False,  # the cloud's networks carry 802.1Q-tagged frames: VLANs are kept
+    "keep_static_ips": False,  # Windows: the source's static IPs on the new NICs
 }
 
 
@@ -69,6 +71,33 @@ def is_inside(path: str | Path, *bases: Path) -> bool:
     """Whether ``path``, resolved, is one of ``bases`` (already resolved) or under one."""
     real = real_path(path)
     return any(real.is_relative_to(base) for base in bases)
+
+
+_INFO_CACHE: dict[tuple[Any, ...], dict[str, Any]] = {}
+_INFO_CACHE_SIZE = 256
+
+
+def checked_image_info(path: str, fmt: str | None) -> dict[str, Any]:
+    """``qemu-img info`` of an image that ``check_image`` passed. Both are run once per
+    version of the file (same name, format, inode, size, modification and change times):
+    the tasks of one execution ask again about the same unchanged image, and each call
+    was two processes (issue 20). ``ProviderError`` as those two raise."""
+    try:
+        st = os.stat(path)
+        key: tuple[Any, ...] | None = (path, fmt, st.st_dev, st.st_ino, st.st_size,
+                                       st.st_mtime_ns, st.st_ctime_ns)
+    except OSError:
+        key = None  # qemu-img says why
+    cached = _INFO_CACHE.get(key) if key else None
+    if cached is not None:
+        return json.loads(json.dumps(cached))  # callers get their own copy
+    info = qemu_img_info(path, fmt)
+    check_image(path, info["format"])
+    if key:
+        if len(_INFO_CACHE) >= _INFO_CACHE_SIZE:
+            _INFO_CACHE.clear()
+        _INFO_CACHE[key] = json.loads(json.dumps(info))
+    return info
 
 
 def check_image(path: str, fmt: str) -> None:
@@ -186,6 +215,8 @@ class LocalCloud:
             raise exceptions.InvalidInput(
                 f"cloud.json: guest.disk_bus must be one of {', '.join(DISK_BUSES)} and "
                 f"guest.nic_model one of {', '.join(NIC_MODELS)}")
+        if not isinstance(profile["tagged_vlans"], bool):
+            raise exceptions.InvalidInput("cloud.json: guest.tagged_vlans must be true or false")
         return profile
 
     def backend(self, name: str) -> StorageBackend:
@@ -308,13 +339,11 @@ class LocalCloud:
         declared = disk.get("format", "raw")
         file = str(path or self.disk_path(name, disk))
         try:
-            info = qemu_img_info(file, declared if path is None else fmt)
-            check_image(file, info["format"])
+            return checked_image_info(file, declared if path is None else fmt)
         except exceptions.ProviderError as exc:
             raise exceptions.InvalidInput(
                 f"instance '{name}': disk file {disk['file']} is not a readable {declared} "
                 f"image: {exc}") from None
-        return info
 
     def disk_files(self, name: str, disk: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
         """``disk_path`` and the image's ``qemu-img info``, after checking every file qemu

@@ -19,6 +19,7 @@ from coriolis.providers.base import (
     BaseProvider,
     DestinationOptionsProvider,
     InstancesProvider,
+    MinionOsMorphingProvider,
     MinionPoolProvider,
     NetworksProvider,
     OSMorphingProvider,
@@ -164,7 +165,7 @@ def _check_writer_agent(writer: JSON, cloud_path: str) -> None:
 class LocalProvider(LocalMinionPools, BaseProvider, InstancesProvider, NetworksProvider,
                     StorageProvider, SourceOptionsProvider, DestinationOptionsProvider,
                     ReplicaExportProvider, ReplicaImportProvider, OSMorphingProvider,
-                    MinionPoolProvider):
+                    MinionPoolProvider, MinionOsMorphingProvider):
     platform = "local"
 
     # --- schemas --------------------------------------------------------------------------
@@ -322,7 +323,8 @@ class LocalProvider(LocalMinionPools, BaseProvider, InstancesProvider, NetworksP
             except BaseException:
                 shutil.rmtree(folder, ignore_errors=True)
                 raise
-            resources.update({"snapshot_dir": str(folder), "snapshots": snapshots})
+            resources.update({"snapshot_dir": str(folder), "snapshots": snapshots,
+                              "point_in_time": True})
             files.update(snapshots)
         bases = tuple(str(b) for b in cloud.read_bases(name))
         resources["disks"] = {
@@ -678,6 +680,17 @@ class LocalProvider(LocalMinionPools, BaseProvider, InstancesProvider, NetworksP
                 "nics": [{"mac": n.get("mac"), "network": n.get("network")}
                          for n in desc["nics"]]}
 
+    def minion_os_morphing_resources(self, connection_info: JSON, env: JSON,
+                                     instance_deployment_info: JSON,
+                                     minion_connection_info: JSON, key_ref: str) -> JSON:
+        """The disks where they are, the minion's agent (a writer agent of this host serving
+        the cloud's folder) as the helper that morphs them."""
+        return self.deploy_os_morphing_resources(
+            {**connection_info, "writer": {"url": minion_connection_info["url"],
+                                           "fingerprint": minion_connection_info["fingerprint"],
+                                           "mode": "always", "key_ref": key_ref}},
+            env, instance_deployment_info)
+
     def deploy_os_morphing_resources(self, connection_info: JSON, env: JSON,
                                      instance_deployment_info: JSON) -> JSON:
         """The disks are files of this cloud. Without a writer agent the worker opens them
@@ -688,7 +701,7 @@ class LocalProvider(LocalMinionPools, BaseProvider, InstancesProvider, NetworksP
         helper = None
         if agent and (agent.get("mode") == "always" or not is_this_host(agent["url"])):
             helper = {"url": agent["url"], "fingerprint": agent["fingerprint"],
-                      "key_ref": "writer.key"}
+                      "key_ref": agent.get("key_ref") or "writer.key"}
         cloud = LocalCloud(connection_info)
         desc = self._deployed(cloud, instance_deployment_info)
         folder = cloud.instance_dir(instance_deployment_info["instance_name"])

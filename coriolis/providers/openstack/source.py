@@ -17,16 +17,23 @@ snapshots.
   an in-use volume through Nova's assisted snapshots, which not every compute driver has
   (Nova's fake driver here has not). Starting the server during the copy is the user's
   risk, as with any cold migration.
-- Servers booted from a Glance image (no volume) are listed with an ``image`` disk, but an
-  export refuses them (``InvalidInput`` naming the server): reading them needs a Glance
-  image of the instance (``createImage``), which Nova's fake driver here does not fill.
+- Servers booted from a Glance image (no root volume) have an ``image`` disk (``image_id``
+  the image it booted from, ``size_bytes`` the flavor's root disk, or the image's size for a
+  flavor without one). Its export: Nova ``createImage`` makes a Glance image of the
+  instance named ``coriolis-export-<key>`` (the compute host uploads the root disk), waited
+  for until ``active``; Cinder then makes the temporary volume from it (downloading and
+  converting it to raw), read as a file as above. The image goes with the volume, also
+  those of a call that died (by name). An image Nova removed (a failed snapshot) or one
+  still without data after the endpoint's timeout is a ``ProviderError`` naming the
+  instance and the image.
 - No changed-block tracking: the NFS Cinder backend has none, so each replica execution
   reads every allocated block and the worker's block manifests send only what changed. A
   Ceph RBD backend would give it (``rbd diff --from-snap`` between two Cinder snapshots);
   an event says so when a replica asks.
 
-Sources: Nova API (servers, ``os-extended-volumes:volumes_attached``, ``os-stop``), Neutron
-ports (``device_id``), Cinder snapshots and ``snapshot_id`` volume creation.
+Sources: Nova API (servers, ``os-extended-volumes:volumes_attached``, ``os-stop``,
+``createImage``), Glance v2 images, Neutron ports (``device_id``), Cinder snapshots and
+``snapshot_id``/``imageRef`` volume creation.
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ from typing import Any
 
 from coriolis import exceptions
 from coriolis.providers.base import InstancesProvider, ReplicaExportProvider
-from coriolis.providers.openstack import volumes
+from coriolis.providers.openstack import images, volumes
 from coriolis.providers.openstack.connection import JSON, connect, http_error, timeout_of
 from coriolis.transfer import locations
 from coriolis.worker.faults import crash_point
@@ -53,16 +60,29 @@ SOURCE_ENV_SCHEMA: JSON = {
 }
 
 
-def _flavor(conn: Any, server: Any) -> tuple[str | None, int, int]:
+def _flavor(conn: Any, server: Any) -> tuple[str | None, int, int, int]:
+    """(name, vCPUs, memory MiB, root disk GiB) of the server's flavor."""
     flavor = server.flavor
     name = getattr(flavor, "original_name", None) or getattr(flavor, "name", None)
     cpus, ram = getattr(flavor, "vcpus", None), getattr(flavor, "ram", None)
-    if not cpus or not ram:
+    disk = getattr(flavor, "disk", None)
+    if not cpus or not ram or disk is None:
         found = conn.compute.find_flavor(getattr(flavor, "id", None) or name or "",
                                          ignore_missing=True)
         if found is not None:
-            name, cpus, ram = found.name, found.vcpus, found.ram
-    return name, int(cpus or 1), int(ram or 512)
+            name, cpus, ram, disk = found.name, found.vcpus, found.ram, found.disk
+    return name, int(cpus or 1), int(ram or 512), int(disk or 0)
+
+
+def _image_disk_bytes(conn: Any, image_id: str, root_gib: int) -> int:
+    """The root disk of an image-backed server: the flavor's, else (a flavor without one)
+    the image's virtual size, in whole GiB."""
+    if root_gib:
+        return root_gib * GiB
+    image = conn.image.find_image(image_id, ignore_missing=True)
+    size = (getattr(image, "virtual_size", None) or getattr(image, "size", None) or 0) \
+        if image is not None else 0
+    return volumes.gib(size) * GiB
 
 
 def _is_stopped(conn: Any, instance: str) -> bool:
@@ -87,7 +107,7 @@ def _find_server(conn: Any, instance: str) -> Any:
 
 
 def describe_server(conn: Any, server: Any, full: bool = True) -> JSON:
-    flavor_name, cpus, ram = _flavor(conn, server)
+    flavor_name, cpus, ram, root_gib = _flavor(conn, server)
     image = server.image if isinstance(server.image, dict) else {}
     out: JSON = {"id": server.id, "name": server.name, "instance_name": server.name,
                  "num_cpu": cpus, "memory_mb": ram, "os_type": "linux",
@@ -105,7 +125,9 @@ def describe_server(conn: Any, server: Any, full: bool = True) -> JSON:
     disks.sort(key=lambda d: (d["device"] is None, d["device"] or "", d["id"]))
     if image.get("id") and not any(d["device"] in (server.root_device_name, "/dev/vda")
                                    for d in disks):
-        disks.insert(0, {"id": "image", "image_id": image["id"], "size_bytes": 0,
+        disks.insert(0, {"id": "image", "image_id": image["id"],
+                         "device": server.root_device_name or "/dev/vda",
+                         "size_bytes": _image_disk_bytes(conn, image["id"], root_gib),
                          "format": "raw", "bus": "virtio", "storage_backend": None})
     nics = []
     for port in conn.network.ports(device_id=server.id):
@@ -124,11 +146,13 @@ class OpenStackSource(InstancesProvider, ReplicaExportProvider):
 
     def list_instances(self, connection_info: JSON, env: JSON) -> list[JSON]:
         """Summaries of the project's servers (flavor, vCPUs, memory, ``status``); one that
-        cannot be described is listed with an ``error``."""
+        cannot be described (or whose volume Cinder does not have) is listed with an
+        ``error``."""
         out = []
         with connect(connection_info) as conn:
             try:
                 servers = list(conn.compute.servers(details=True))
+                known = {v.id for v in conn.block_storage.volumes()}
             except volumes.sdk_errors() as exc:
                 raise http_error(exc, "cannot list Nova servers", connection_info) from None
             for server in servers:
@@ -136,6 +160,10 @@ class OpenStackSource(InstancesProvider, ReplicaExportProvider):
                     entry = describe_server(conn, server, full=False)
                     entry["status"] = server.status
                     entry["volumes"] = [v["id"] for v in server.attached_volumes or []]
+                    missing = sorted(set(entry["volumes"]) - known)
+                    if missing:
+                        entry["error"] = (f"server '{server.name}': Cinder has no volume "
+                                          f"{', '.join(missing)} that Nova lists as attached")
                 except volumes.sdk_errors() as exc:
                     entry = {"id": server.id, "name": server.name,
                              "instance_name": server.name,
@@ -155,9 +183,8 @@ class OpenStackSource(InstancesProvider, ReplicaExportProvider):
         return SOURCE_ENV_SCHEMA
 
     def validate_source_inputs(self, connection_info: JSON, env: JSON, instance: str) -> None:
-        """The server exists and every disk is a Cinder volume."""
-        info = self.get_instance(connection_info, env, instance)
-        _refuse_image_disks(info)
+        """The server exists and can be described."""
+        self.get_instance(connection_info, env, instance)
 
     def shutdown_instance(self, connection_info: JSON, env: JSON, export_info: JSON) -> None:
         """``os-stop`` and wait for SHUTOFF; a stopped server stays so."""
@@ -186,20 +213,32 @@ class OpenStackSource(InstancesProvider, ReplicaExportProvider):
                                 tracking_id: str | None = None,
                                 transfer_id: str | None = None,
                                 keep_tokens: Iterable[str] = ()) -> JSON:
-        """Per volume: Cinder snapshot → temporary volume → ``path`` location of its file.
-        What an interrupted call of the same transfer left is removed first; on an error,
-        what this call made goes."""
-        _refuse_image_disks(export_info)
+        """Per volume: Cinder snapshot → temporary volume → ``path`` location of its file;
+        an image-backed root disk: Glance image of the instance → temporary volume. What an
+        interrupted call of the same transfer left is removed first; on an error, what this
+        call made goes."""
         ci = connection_info
         names = self._names(export_info, transfer_id)
+        # Point in time every way: a Cinder snapshot, a Glance image of the instance, or a
+        # stopped server's volume.
         resources: JSON = {"disks": {}, "cbt": {}, "volumes": {}, "snapshots": {},
-                           "events": [NO_CBT] if tracking_id else []}
+                           "images": {}, "events": [NO_CBT] if tracking_id else [],
+                           "point_in_time": True}
         with connect(ci) as conn:
             self._remove(conn, ci, names.values())
             stopped = _is_stopped(conn, export_info["id"])
             try:
                 for disk in export_info["devices"]["disks"]:
                     name = names[disk["id"]]
+                    if disk.get("image_id"):
+                        temp = self._image_volume(conn, ci, export_info, disk, name, resources)
+                        resources["volumes"][disk["id"]] = temp.id
+                        crash_point()
+                        loc = volumes.location(
+                            conn, ci, temp.id,
+                            f"source disk {disk['id']} of instance '{export_info['name']}'")
+                        resources["disks"][disk["id"]] = locations.to_json(loc)
+                        continue
                     what = (f"disk {disk['id']} of instance '{export_info['name']}' "
                             f"(Cinder volume {disk['volume_id']})")
                     if stopped:
@@ -231,6 +270,27 @@ class OpenStackSource(InstancesProvider, ReplicaExportProvider):
         return resources
 
     @staticmethod
+    def _image_volume(conn: Any, ci: JSON, export_info: JSON, disk: JSON, name: str,
+                      resources: JSON) -> Any:
+        """A Glance image of the instance (Nova ``createImage``), then a temporary volume
+        made from it; the image's id goes into ``resources["images"]`` as soon as it
+        exists."""
+        what = f"root disk of instance '{export_info['name']}' (booted from an image)"
+        try:
+            image = conn.compute.create_server_image(
+                export_info["id"], name, metadata={"coriolis_export": "1"})
+        except volumes.sdk_errors() as exc:
+            raise http_error(exc, f"cannot make a Glance image of the {what}", ci) from None
+        resources["images"][disk["id"]] = image.id
+        crash_point()
+        image = images.wait_active(conn, ci, image, what, export_info["id"])
+        size = max(volumes.gib(disk["size_bytes"]), int(image.min_disk or 0),
+                   volumes.gib(image.virtual_size or image.size or 0))
+        return volumes.create_volume(conn, ci, f"{what}, from Glance image {image.id}",
+                                     name=name, imageRef=image.id, size=size,
+                                     metadata={"coriolis_export": "1"})
+
+    @staticmethod
     def _remove(conn: Any, ci: JSON, names: Iterable[str]) -> None:
         for name in names:
             for vol in volumes.find_named(conn, name):
@@ -238,11 +298,13 @@ class OpenStackSource(InstancesProvider, ReplicaExportProvider):
                 volumes.delete_volume(conn, ci, vol.id)
             for snap in volumes.find_snapshots(conn, name):
                 volumes.delete_snapshot(conn, ci, snap.id)
+            for image in images.find_named(conn, name):
+                images.delete(conn, ci, image.id)
 
     def delete_source_resources(self, connection_info: JSON, env: JSON,
                                 source_resources: JSON) -> None:
-        """Close and delete the temporary volumes, then the snapshots: those recorded and
-        those named after ``export_info`` and ``transfer_id``. Idempotent."""
+        """Close and delete the temporary volumes, then the snapshots and images: those
+        recorded and those named after ``export_info`` and ``transfer_id``. Idempotent."""
         res = source_resources or {}
         with connect(connection_info) as conn:
             for vid in res.get("direct") or []:
@@ -252,13 +314,8 @@ class OpenStackSource(InstancesProvider, ReplicaExportProvider):
                 volumes.delete_volume(conn, connection_info, vid)
             for sid in (res.get("snapshots") or {}).values():
                 volumes.delete_snapshot(conn, connection_info, sid)
+            for image_id in (res.get("images") or {}).values():
+                images.delete(conn, connection_info, image_id)
             if res.get("export_info"):
                 self._remove(conn, connection_info,
                              self._names(res["export_info"], res.get("transfer_id")).values())
-
-
-def _refuse_image_disks(export_info: JSON) -> None:
-    if any(d.get("image_id") for d in export_info["devices"]["disks"]):
-        raise exceptions.InvalidInput(
-            f"instance '{export_info['name']}' boots from a Glance image, not a volume: "
-            "only volume-backed servers can be exported here")

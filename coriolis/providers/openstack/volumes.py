@@ -21,6 +21,7 @@ import contextlib
 import hashlib
 import os
 import socket
+import time
 import uuid
 from typing import Any
 
@@ -91,14 +92,31 @@ def wait_snapshot(conn: Any, ci: JSON, snap: Any, what: str) -> Any:
     return _wait(conn, ci, snap, what, "snapshot", "available")
 
 
+SERVER_ERROR_ATTEMPTS = 3
+
+
 def _made(conn: Any, ci: JSON, make: Any, wait: Any, delete: Any, failed: str,
-          what: str) -> Any:
+          what: str, find: Any = None) -> Any:
     """``make()``, then ``wait(conn, ci, it, what)``; what was made is deleted on an
-    error, which names ``failed`` (quota, unknown type: ``InvalidInput``)."""
-    try:
-        made = make()
-    except sdk_errors() as exc:
-        raise http_error(exc, failed, ci) from None
+    error, which names ``failed`` (quota, unknown type: ``InvalidInput``). A 5xx answer
+    (a transient fault of the service, e.g. a database deadlock) is tried again, up to
+    ``SERVER_ERROR_ATTEMPTS`` times, unless ``find()`` (the resources of that name) shows
+    the call made it anyway: that one is used and any other of the name deleted."""
+    for attempt in range(1, SERVER_ERROR_ATTEMPTS + 1):
+        try:
+            made = make()
+            break
+        except sdk_errors() as exc:
+            status = getattr(exc, "status_code", None) or 0
+            if status < 500 or find is None or attempt == SERVER_ERROR_ATTEMPTS:
+                raise http_error(exc, failed, ci) from None
+        time.sleep(2 * attempt)
+        found = find()
+        if found:
+            made = found[0]
+            for extra in found[1:]:
+                delete(conn, ci, extra.id)
+            break
     try:
         return wait(conn, ci, made, what)
     except BaseException:
@@ -110,7 +128,8 @@ def create_volume(conn: Any, ci: JSON, what: str, **attrs: Any) -> Any:
     """Create a volume and wait for it; on an error it is deleted and the error names
     ``what``."""
     return _made(conn, ci, lambda: conn.block_storage.create_volume(**attrs), wait_volume,
-                 delete_volume, f"cannot create the Cinder volume of {what}", what)
+                 delete_volume, f"cannot create the Cinder volume of {what}", what,
+                 (lambda: find_named(conn, attrs["name"])) if attrs.get("name") else None)
 
 
 def delete_volume(conn: Any, ci: JSON, volume_id: str | None, wait: bool = True) -> None:
@@ -171,7 +190,8 @@ def create_snapshot(conn: Any, ci: JSON, volume_id: str, name: str, what: str,
     return _made(conn, ci, lambda: conn.block_storage.create_snapshot(
         volume_id=volume_id, name=name, is_forced=True,
         metadata=metadata or {"coriolis": "1"}), wait_snapshot, delete_snapshot,
-        f"cannot snapshot the Cinder volume of {what}", what)
+        f"cannot snapshot the Cinder volume of {what}", what,
+        lambda: [s for s in find_snapshots(conn, name) if s.volume_id == volume_id])
 
 
 def connector() -> JSON:

@@ -8,7 +8,8 @@ name left by an interrupted call is removed first; the VM's other snapshots (the
 never touched. Each disk's location is a ``platform`` location::
 
     {"kind": "platform", "platform": "vmware_vsphere", "vm": moref, "snapshot": moref,
-     "datacenter": str, "datastore": str, "path": flat extent path in the datastore,
+     "datacenter": str, "datastore": str, "path": flat extent path in the datastore
+     (or "layout": "vmdk", "chain": vmdk_chain files),
      "descriptor": datastore path of the disk, "size": int, "device_key": int,
      "change_id": str|None, "what": "VM 'x': disk scsi0-0"}
 
@@ -17,9 +18,11 @@ and sends the session's cookie with every ranged GET (``/folder``).
 
 Disk layouts: a flat VMDK (``FlatVer2`` backing whose descriptor names a ``VMFS``/``FLAT``
 extent, or vcsim's empty placeholder descriptor next to a ``-flat.vmdk``) is read as its
-flat extent. A sparse or delta descriptor (``vmfsSparse``, ``seSparse``, ``monolithicSparse``,
-a ``parentFileNameHint``: a disk under a user snapshot) is refused naming the disk: reading
-it through qemu's vmdk driver is not done yet.
+flat extent with ranged GETs. Every other layout (``monolithicSparse``, ``streamOptimized``,
+split extents, a ``vmfsSparse``/``seSparse`` delta under a user snapshot, with its
+``parentFileNameHint`` chain) is read by qemu's vmdk driver over nbdkit curl mounts of its
+files (``vmdk_chain``); the location then says ``"layout": "vmdk", "chain": chain_files``
+instead of ``"path"``.
 
 Replicas: with ``changeTrackingEnabled`` on the VM, ``source_resources["cbt"][disk]["token"]``
 is the snapshot's disk ``changeId``; a reader asked for ``extents(since=<an earlier
@@ -39,6 +42,7 @@ RemoveSnapshot_Task``, ``VirtualMachine.QueryChangedDiskAreas``, "Datastore File
 from __future__ import annotations
 
 import logging
+import posixpath
 import re
 import time
 from collections.abc import Iterable, Iterator
@@ -50,7 +54,7 @@ from pyVmomi import vim, vmodl
 from coriolis import exceptions
 from coriolis.providers.base import ReplicaExportProvider
 from coriolis.providers.vmware_vsphere import connection as conn
-from coriolis.providers.vmware_vsphere import inventory
+from coriolis.providers.vmware_vsphere import inventory, vmdk_chain
 from coriolis.transfer.base import Data, Extent
 from coriolis.transfer.http_reader import HttpRangeReader
 from coriolis.transfer.locations import PlatformLocation, to_json
@@ -73,9 +77,8 @@ SOURCE_ENV_SCHEMA: JSON = {
     },
     "additionalProperties": False,
 }
-SPARSE_TYPES = ("vmfssparse", "sesparse", "monolithicsparse", "twogbmaxextentsparse",
-                "streamoptimized", "vsansparse")
-EXTENT_RE = re.compile(r'^\s*(RW|RDONLY)\s+(\d+)\s+(FLAT|VMFS)\s+"([^"]+)"', re.M)
+EXTENT_RE = re.compile(r'^\s*(RW|RDONLY)\s+(\d+)\s+(FLAT|VMFS)\s+"([^"]+)"[ \t]*(\d*)',
+                       re.M)
 CHANGED_AREAS_LIMIT = 1 << 40
 
 
@@ -113,24 +116,25 @@ def remove_transfer_snapshots(si: Any, vm: Any, transfer_id: str | None) -> int:
     return removed
 
 
-def _get(si: Any, connection_info: JSON, url: str, what: str, head: bool = False) -> bytes:
-    """The start of a datastore file (1 MiB at most; nothing with ``head``, which only checks
-    that it exists); ``ProviderError`` naming ``what`` when it is missing or unreachable."""
+def _get(si: Any, connection_info: JSON, url: str, what: str, head: bool = False,
+         limit: int = 1 << 20) -> bytes:
+    """The first ``limit`` bytes of a datastore file (a ranged GET; nothing with ``head``,
+    which only checks that it exists); ``ProviderError`` naming ``what`` when it is missing
+    or unreachable."""
     pool = urllib3.PoolManager(ssl_context=conn.ssl_context(connection_info),
                                retries=False, timeout=urllib3.Timeout(connect=10, read=60))
-    headers = {"Cookie": conn.session_cookie(si)}
-    if head:
-        headers["Range"] = "bytes=0-0"
+    headers = {"Cookie": conn.session_cookie(si),
+               "Range": "bytes=0-0" if head else f"bytes=0-{limit - 1}"}
     try:
         response = pool.request("GET", url, headers=headers, preload_content=False)
-        if head and response.status == 416:  # an empty file
+        if response.status == 416:  # an empty file
             return b""
         if response.status == 404:
             raise exceptions.ProviderError(f"{what} is missing on its datastore")
         if response.status >= 400:
             raise exceptions.ProviderError(f"{what}: the datastore answered HTTP "
                                            f"{response.status}")
-        return response.read(1 << 20)  # a descriptor is a few hundred bytes
+        return response.read(limit)  # a descriptor is a few hundred bytes
     except urllib3.exceptions.HTTPError as exc:
         raise exceptions.ProviderError(f"{what}: the datastore is unreachable ({exc})") \
             from None
@@ -138,41 +142,66 @@ def _get(si: Any, connection_info: JSON, url: str, what: str, head: bool = False
         pool.clear()
 
 
-def flat_extent(si: Any, connection_info: JSON, datacenter: str, descriptor_path: str,
-                what: str) -> str:
-    """The datastore-relative path of the flat extent of a disk whose descriptor is
-    ``descriptor_path`` (``[ds] dir/disk.vmdk``); ``ProviderError`` for sparse or delta
-    layouts, naming the disk."""
+def mirror_tls(connection_info: JSON) -> dict[str, str]:
+    """nbdkit curl's certificate check for this endpoint: ``allow_untrusted`` and a pinned
+    thumbprint (already compared when the session logged in: the curl plugin cannot pin
+    one) read unverified, ``ca_bundle`` is its ``cainfo``, else the system's CAs."""
+    if conn._thumbprint(connection_info) or connection_info.get("allow_untrusted"):
+        return {"sslverify": "false"}
+    bundle = connection_info.get("ca_bundle")
+    return {"ca_bundle": str(bundle)} if bundle else {}
+
+
+def new_mirror(si: Any, connection_info: JSON, datacenter: str, datastore: str,
+               what: str) -> vmdk_chain.Mirror:
+    return vmdk_chain.Mirror(
+        datastore, lambda path: conn.folder_url(connection_info, datacenter, datastore, path),
+        conn.session_cookie(si), mirror_tls(connection_info), what)
+
+
+def disk_layout(si: Any, connection_info: JSON, datacenter: str, descriptor_path: str,
+                size: int, what: str) -> JSON:
+    """How a disk's data is read: ``{"path": flat extent}`` (datastore-relative) for one
+    flat extent, read with ranged GETs directly; else ``{"layout": "vmdk", "chain":
+    chain_files}`` (``vmdk_chain``: sparse, stream-optimized, split, or a snapshot delta
+    chain), checked here by opening it with qemu. ``ProviderError`` naming the disk when a
+    file is missing or qemu cannot read the chain."""
     datastore, path = conn.split_datastore_path(descriptor_path)
-    text = _get(si, connection_info, conn.folder_url(connection_info, datacenter, datastore,
-                                                     path), f"{what} ({descriptor_path})")
-    folder = path.rsplit("/", 1)[0] + "/" if "/" in path else ""
-    if not text.strip():
+
+    def fetch(file: str, limit: int) -> bytes:
+        return _get(si, connection_info,
+                    conn.folder_url(connection_info, datacenter, datastore, file),
+                    f"{what} ([{datastore}] {file})", limit=limit)
+
+    head = fetch(path, vmdk_chain.DESCRIPTOR_LIMIT)
+    flat = None
+    if not head.strip():
         # vcsim's placeholder descriptor: the flat extent is <name>-flat.vmdk beside it.
         flat = f"{path[:-5]}-flat.vmdk" if path.endswith(".vmdk") else path
-    else:
-        flat = _extent_of(text, descriptor_path, what, folder)
-    _get(si, connection_info, conn.folder_url(connection_info, datacenter, datastore, flat),
-         f"{what} (flat extent [{datastore}] {flat})", head=True)
-    return flat
+    elif vmdk_chain.is_text_descriptor(head):
+        flat = _single_flat_extent(head.decode("utf-8", "replace"), path)
+    if flat is not None:
+        fetch(flat, 1)
+        return {"path": flat}
+    mirror = new_mirror(si, connection_info, datacenter, datastore, what)
+    try:
+        chain = vmdk_chain.discover_and_check(mirror, path, fetch, size,
+                                              f"{what} ({descriptor_path})")
+    finally:
+        mirror.close()
+    return {"layout": "vmdk", "chain": chain}
 
 
-def _extent_of(text: bytes, descriptor_path: str, what: str, folder: str) -> str:
-    if text[:4] in (b"KDMV", b"COWD"):
-        raise exceptions.ProviderError(
-            f"{what} is a sparse VMDK ({descriptor_path}): only flat disks are read so far")
-    body = text.decode("utf-8", "replace")
-    create_type = re.search(r'createType\s*=\s*"([^"]+)"', body)
-    if (create_type and create_type.group(1).lower() in SPARSE_TYPES) or \
-            "parentFileNameHint" in body:
-        raise exceptions.ProviderError(
-            f"{what} is a sparse or snapshot-delta VMDK ({descriptor_path}, createType "
-            f"{create_type.group(1) if create_type else '?'}): only flat disks are read so far")
-    extents = EXTENT_RE.findall(body)
-    if len(extents) != 1:
-        raise exceptions.ProviderError(
-            f"{what}: {len(extents)} flat extents in {descriptor_path}; one is read so far")
-    return folder + extents[0][3]
+def _single_flat_extent(text: str, path: str) -> str | None:
+    """The one flat extent a descriptor names (datastore-relative), None for anything else
+    (sparse, split, a delta with a parent, an extent at an offset)."""
+    if vmdk_chain.PARENT_HINT.search(text):
+        return None
+    extents = EXTENT_RE.findall(text)
+    if len(extents) != 1 or len(vmdk_chain.EXTENT_LINE.findall(text)) != 1 or \
+            extents[0][4] not in ("", "0"):
+        return None
+    return posixpath.join(posixpath.dirname(path), extents[0][3])
 
 
 class VSphereDiskReader:
@@ -187,6 +216,12 @@ class VSphereDiskReader:
         self._params = params
         self._what = str(params.get("what") or f"disk {params.get('path')}")
         self._size = int(params["size"])
+        self._chain: vmdk_chain.VmdkChainReader | None = None
+        if params.get("layout") == "vmdk":
+            self._chain = vmdk_chain.VmdkChainReader(
+                new_mirror(si, connection_info, params["datacenter"], params["datastore"],
+                           self._what), params["chain"])
+            return
         fingerprint = conn._thumbprint(connection_info)
         self._http = HttpRangeReader(
             conn.folder_url(connection_info, params["datacenter"], params["datastore"],
@@ -245,6 +280,9 @@ class VSphereDiskReader:
             else:
                 yield from changed
                 return
+        if self._chain is not None:
+            yield from self._chain.extents()
+            return
         data_end = min(self._file_size, self._size)
         if data_end:
             yield Extent(0, data_end)
@@ -252,6 +290,8 @@ class VSphereDiskReader:
             yield Extent(data_end, self._size - data_end, zero=True)
 
     def read(self, offset: int, length: int) -> Data:
+        if self._chain is not None:
+            return self._chain.read(offset, length)
         if offset + length <= self._file_size:
             return self._http.read(offset, length)
         inside = max(0, self._file_size - offset)
@@ -261,8 +301,19 @@ class VSphereDiskReader:
     def change_token(self) -> str | None:
         return self._params.get("change_id")
 
+    @property
+    def bytes_fetched(self) -> int | None:
+        """Bytes nbdkit read over ``/folder`` for a sparse or delta chain (after ``close``);
+        None for a flat disk (read as asked)."""
+        return self._chain.bytes_fetched if self._chain is not None else None
+
     def close(self) -> None:
-        self._http.close()
+        if self._chain is not None:
+            self._chain.close()
+            log.info("%s: %d bytes read over the datastore for its VMDK chain", self._what,
+                     self._chain.bytes_fetched)
+        else:
+            self._http.close()
 
 
 class VSphereSource(ReplicaExportProvider):
@@ -325,19 +376,21 @@ class VSphereSource(ReplicaExportProvider):
             if not disk["datastore_path"]:
                 raise exceptions.ProviderError(f"{what} has no file backing (RDM or other)")
             datastore, _ = conn.split_datastore_path(disk["datastore_path"])
-            path = flat_extent(si, connection_info, datacenter, disk["datastore_path"], what)
+            layout = disk_layout(si, connection_info, datacenter, disk["datastore_path"],
+                                 disk["size_bytes"], what)
             device = next((d for d in snapshot.config.hardware.device
                            if getattr(d, "key", None) == disk["device_key"]), None)
             change_id = getattr(getattr(device, "backing", None), "changeId", None) \
                 if cbt_on else None
             disks[disk["id"]] = to_json(PlatformLocation(PLATFORM, {
                 "vm": vm._moId, "snapshot": snapshot._moId, "datacenter": datacenter,
-                "datastore": datastore, "path": path, "descriptor": disk["datastore_path"],
+                "datastore": datastore, **layout, "descriptor": disk["datastore_path"],
                 "size": disk["size_bytes"], "device_key": disk["device_key"],
                 "change_id": change_id, "what": what}))
             if tracking_id and change_id:
                 cbt[disk["id"]] = {"token": change_id}
         return {"disks": disks, "cbt": cbt, "vm": vm._moId, "snapshot": snapshot._moId,
+                "point_in_time": True,
                 "snapshot_name": name}
 
     def delete_source_resources(self, connection_info: JSON, env: JSON,
@@ -398,6 +451,10 @@ class _Closing:
 
     def change_token(self) -> str | None:
         return self._reader.change_token()
+
+    @property
+    def bytes_fetched(self) -> int | None:
+        return self._reader.bytes_fetched
 
     def close(self) -> None:
         try:

@@ -93,15 +93,18 @@ def test_changes_to_a_user_revoke_their_tokens(server: RunningServer,
 def test_expired_and_forged_tokens_are_401(tmp_path: Path) -> None:
     import os
 
-    os.environ["CORIOLIS_TOKEN_TTL"] = "2"
+    # 6 s: long enough to use the token once on a loaded machine (2 s was not), short
+    # enough to wait out.
+    os.environ["CORIOLIS_TOKEN_TTL"] = "6"
     try:
         srv = start_server(tmp_path / "data")
     finally:
         del os.environ["CORIOLIS_TOKEN_TTL"]
     try:
         tok, url = token(srv, "admin", srv.env["OS_PASSWORD"], "admin")
+        issued = time.monotonic()
         assert status(url, tok) == 200
-        time.sleep(2.5)
+        time.sleep(max(0.0, issued + 6.5 - time.monotonic()))
         resp = requests.get(f"{url}/endpoints", headers={"X-Auth-Token": tok}, timeout=30)
         assert resp.status_code == 401 and "expired" in resp.json()["error"]["message"]
         forged = tok[:-8] + ("A" * 8 if not tok.endswith("A" * 8) else "B" * 8)

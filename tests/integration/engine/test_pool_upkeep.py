@@ -90,6 +90,19 @@ def make_pool(env: dict, **values: object) -> str:
     return pool_id
 
 
+def try_reserve(env: dict, pool_id: str) -> bool | None:
+    """A new migration of instance ``vm`` asks ``pool_id`` for a minion (committed)."""
+    svc: Services = env["services"]
+    with svc.db.session() as session:
+        action = models.TransferAction(
+            type=c.ACTION_TYPE_MIGRATION, project_id=PROJECT,
+            origin_endpoint_id=env["endpoint"], destination_endpoint_id=env["endpoint"],
+            destination_minion_pool_id=pool_id, instances=["vm"], info={"vm": {}})
+        session.add(action)
+        session.flush()
+        return svc.pools.reserve(session, action, c.EXECUTION_TYPE_MIGRATION, ["vm"])
+
+
 def test_delete_retention_keeps_the_minimum_and_refills(env: dict) -> None:
     svc: Services = env["services"]
     pool_id = make_pool(env, minimum_minions=1, maximum_minions=3, minion_max_idle_time=60,
@@ -129,14 +142,7 @@ def test_poweroff_retention_and_wake_up(env: dict) -> None:
     assert all(Path(p["directory"]).is_dir() for p in before.values())
     assert events(svc, pool_id).count("powered off") == 2
     # A transfer asking for a minion wakes one up (in the background).
-    with svc.db.session() as session:
-        action = models.TransferAction(
-            type=c.ACTION_TYPE_MIGRATION, project_id=PROJECT,
-            origin_endpoint_id=env["endpoint"], destination_endpoint_id=env["endpoint"],
-            destination_minion_pool_id=pool_id, instances=["vm"], info={"vm": {}})
-        session.add(action)
-        session.flush()
-        assert not svc.pools.reserve(session, action, ["vm"])
+    assert not try_reserve(env, pool_id)
     deadline = dt.datetime.now() + dt.timedelta(seconds=30)
     while dt.datetime.now() < deadline and not any(
             m.power_status == c.MINION_POWER_ON for m in machines(svc, pool_id)):
@@ -144,3 +150,35 @@ def test_poweroff_retention_and_wake_up(env: dict) -> None:
     on = [m for m in machines(svc, pool_id) if m.power_status == c.MINION_POWER_ON]
     assert len(on) == 1 and pid_alive(on[0].provider_properties)
     assert "powered on" in events(svc, pool_id)
+
+
+def test_upkeep_never_acts_on_a_machine_a_transfer_just_took(env: dict) -> None:
+    """The upkeep reads a pool's available machines, then checks (and retires) them one by
+    one; a transfer reserving a machine meanwhile must get it whole: the check and the
+    power-off take the machine out of circulation first (HEALTHCHECKING, POWERING_OFF), so
+    the reservation tried during each of them gets nothing, and the reservation tried after
+    the upkeep gets a machine that is still powered on... or none, never a powered-off one.
+    The interleaving is forced by reserving from inside the upkeep's provider calls."""
+    svc: Services = env["services"]
+    pool_id = make_pool(env, minimum_minions=1, maximum_minions=1, minion_max_idle_time=30,
+                        minion_retention_strategy="poweroff")
+    env["clock"].offset = dt.timedelta(seconds=31)
+    real_call = svc.pools._call
+    during: dict[str, bool | None] = {}
+
+    def call(which: str, operation: str, /, **kwargs: object) -> object:
+        if operation in ("healthcheck_minion", "power_off_minion"):
+            during[operation] = try_reserve(env, pool_id)
+        return real_call(which, operation, **kwargs)
+
+    svc.pools._call = call  # type: ignore[method-assign]
+    try:
+        svc.pools.upkeep_pool(pool_id, healthcheck=True)
+    finally:
+        del svc.pools._call
+    assert during == {"healthcheck_minion": False, "power_off_minion": False}
+    (machine,) = machines(svc, pool_id)
+    assert machine.allocated_action is None
+    assert machine.allocation_status == c.MINION_STATUS_AVAILABLE
+    assert machine.power_status == c.MINION_POWER_OFF
+    assert not pid_alive(machine.provider_properties)

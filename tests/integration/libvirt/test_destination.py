@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
@@ -333,3 +334,33 @@ def test_a_remote_host_is_refused_naming_it_before_anything_is_made() -> None:
         LibvirtProvider().validate_destination_inputs(conn, {}, export_info("vm", [MiB]))
     with pytest.raises(exceptions.ProviderError, match="kvm7.invalid"):
         LibvirtProvider().deploy_target_resources(conn, {}, export_info("vm", [MiB]), [])
+
+
+def test_transfers_into_one_pool_at_once_do_not_fail_each_other(host: LibvirtHost) -> None:
+    """Three transfers making their disks in one storage pool while others validate theirs
+    (a pool refresh): libvirt refuses to refresh a pool while a volume is being built in it
+    ("has asynchronous jobs running"); the provider waits that out instead of failing a
+    transfer (the flake of three migrations through one libvirt minion pool)."""
+    host.add_pool("pool")
+    host.add_network("net")
+    provider, conn = LibvirtProvider(), host.connection_info()
+    env = env_for(host, disk_format="qcow2")
+    errors: list[BaseException] = []
+
+    def transfer(i: int) -> None:
+        info = export_info(host.name(f"busy{i}"), [4 * MiB] * 3)
+        try:
+            for round_ in range(4):
+                provider.validate_destination_inputs(conn, env, info)
+                made = provider.create_disks(conn, env, info, [],
+                                             transfer_id=f"busy-{i}-{round_}")
+                provider.delete_disks(conn, env, made)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=transfer, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []

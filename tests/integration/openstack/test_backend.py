@@ -87,8 +87,9 @@ def test_volume_bytes_snapshot_and_clone(openstack_cloud: OpenStackCloud) -> Non
     for res in (clone, snap, volume):
         (bs.delete_snapshot if res is snap else bs.delete_volume)(res)
         bs.wait_for_delete(res, wait=120)
-    assert not [v for v in bs.volumes() if v.name.startswith("osb-")]
-    assert not list(bs.snapshots())
+    # The cloud is the session's: other tests' resources may exist; only ours must be gone.
+    assert not {v.id for v in bs.volumes()} & {volume.id, clone.id}
+    assert snap.id not in {s.id for s in bs.snapshots()}
 
 
 def test_server_from_volume_on_port_with_chosen_mac(openstack_cloud: OpenStackCloud) -> None:
@@ -127,6 +128,7 @@ def test_server_from_volume_on_port_with_chosen_mac(openstack_cloud: OpenStackCl
     conn.network.delete_port(port)
     bs.delete_volume(volume)
     bs.wait_for_delete(volume, wait=120)
-    assert not list(conn.compute.servers())
-    assert not [p for p in conn.network.ports() if p.name.startswith("osb-")]
-    assert not [v for v in bs.volumes() if v.name.startswith("osb-")]
+    # The cloud is the session's: other tests' servers may exist; only ours must be gone.
+    assert server.id not in {s.id for s in conn.compute.servers()}
+    assert port.id not in {p.id for p in conn.network.ports()}
+    assert volume.id not in {v.id for v in bs.volumes()}

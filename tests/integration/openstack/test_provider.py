@@ -7,14 +7,23 @@
 - ``create_disks`` twice for one transfer (the first result lost) leaves one volume per disk
   of the mapped volume type, ``delete_disks`` leaves nothing;
 - bad input: an unknown volume type names it and the disk; a Cinder quota refusal names the
-  disk and says quota, and the volumes made before it are gone;
+  disk and says quota, and the volumes made before it are gone; a volume that Cinder puts in
+  ``error`` (its type's backend does not exist) names the disk and the volume, and it and
+  the volumes made before it are gone;
 - replica snapshots: the roll-back (Cinder ``revert``) restores the bytes before the writes,
-  the commit keeps them, and no snapshot is left.
+  the commit keeps them, and no snapshot is left;
+- a server booted from a Glance image is exported through a Glance image of the instance
+  (Nova ``createImage``) and a temporary volume made from it, with exactly its disk's bytes;
+  the image and the volume go, also those of a call whose result was lost; a snapshot that
+  fails on the compute host is an error naming the instance and the image, leaving nothing.
+  The compute is Nova's fake driver whose snapshot uploads the server's base image
+  (``coriolis/openstack_fake_compute.py``): the root disk of a guest that never wrote.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -39,7 +48,8 @@ def ci(openstack_cloud: Any) -> Iterator[dict[str, Any]]:
 def inventory(ci: dict[str, Any]) -> set[str]:
     with connect(ci) as conn:
         return ({f"volume {v.id}" for v in conn.block_storage.volumes()}
-                | {f"snapshot {s.id}" for s in conn.block_storage.snapshots()})
+                | {f"snapshot {s.id}" for s in conn.block_storage.snapshots()}
+                | {f"image {i.id}" for i in conn.image.images()})
 
 
 def export_info(disks: list[dict[str, Any]]) -> dict[str, Any]:
@@ -142,6 +152,28 @@ def test_unknown_volume_type_and_quota(ci: dict[str, Any]) -> None:
     assert inventory(ci) == before
 
 
+def test_volume_in_error_names_it_and_leaves_nothing(ci: dict[str, Any]) -> None:
+    provider = OpenStackProvider()
+    with connect(ci) as conn:  # no backend serves this type: the scheduler fails its volumes
+        broken = conn.block_storage.create_type(
+            name="osprov-broken", extra_specs={"volume_backend_name": "no-such-backend"})
+    try:
+        before = inventory(ci)
+        info = export_info([{"id": "ok", "size_bytes": MiB, "storage_backend": "good"},
+                            {"id": "bad", "size_bytes": MiB, "storage_backend": "gone"}])
+        env = {"storage_mappings": {"backend_mappings": [
+            {"source": "gone", "destination": "osprov-broken"}]}}
+        with pytest.raises(exceptions.ProviderError) as err:
+            provider.create_disks(ci, env, info, [], transfer_id="t-error")
+        text = str(err.value)
+        assert re.search(r"disk bad of instance 'osprov-int': Cinder volume [0-9a-f-]{36} "
+                         r"went to status 'error'", text), text
+        assert inventory(ci) == before
+    finally:
+        with connect(ci) as conn:
+            conn.block_storage.delete_type(broken)
+
+
 def test_replica_snapshot_roll_back_and_commit(ci: dict[str, Any], tmp_path: Path) -> None:
     provider = OpenStackProvider()
     before = inventory(ci)
@@ -196,3 +228,77 @@ def test_replica_snapshot_roll_back_and_commit(ci: dict[str, Any], tmp_path: Pat
     finally:
         provider.delete_disks(ci, {}, made)
     assert inventory(ci) == before
+
+
+def _image_server(openstack_cloud: Any, name: str, content: bytes) -> tuple[Any, Any]:
+    """(server, base image): an ACTIVE server booted from a new raw image of ``content``."""
+    conn = openstack_cloud.connect()
+    base = conn.image.create_image(name=f"{name}-base", disk_format="raw",
+                                   container_format="bare", data=content)
+    server = conn.compute.create_server(
+        name=name, image_id=base.id, flavor_id=openstack_cloud.flavors["m1.tiny"],
+        networks=[{"uuid": openstack_cloud.network_id}])
+    return conn.compute.wait_for_server(server, status="ACTIVE", wait=300), base
+
+
+def _remove_server(openstack_cloud: Any, server: Any, base: Any) -> None:
+    conn = openstack_cloud.connect()
+    conn.compute.delete_server(server, ignore_missing=True)
+    conn.compute.wait_for_delete(server, wait=300)
+    conn.image.delete_image(base, ignore_missing=True)
+
+
+def test_image_backed_server_through_a_glance_image(ci: dict[str, Any],
+                                                    openstack_cloud: Any) -> None:
+    provider = OpenStackProvider()
+    content = bytearray(3 * MiB)
+    content[:4096] = b"boot" * 1024
+    content[2 * MiB + 7:2 * MiB + 7 + 1000] = b"\x5a" * 1000
+    server, base = _image_server(openstack_cloud, "osprov-img", bytes(content))
+    try:
+        info = provider.get_instance(ci, {}, "osprov-img")
+        [disk] = info["devices"]["disks"]
+        assert (disk["id"], disk["image_id"], disk["size_bytes"]) == ("image", base.id,
+                                                                      1024 ** 3)
+        provider.validate_source_inputs(ci, {}, "osprov-img")
+        before = inventory(ci)
+        first = provider.deploy_source_resources(ci, {}, info, transfer_id="t-img")
+        res = provider.deploy_source_resources(ci, {}, info, transfer_id="t-img")
+        assert first["images"]["image"] != res["images"]["image"]  # the first one replaced
+        added = inventory(ci) - before
+        assert added == {f"image {res['images']['image']}",
+                         f"volume {res['volumes']['image']}"}
+        with connect(ci) as conn:
+            image = conn.image.get_image(res["images"]["image"])
+            assert image.name.startswith("coriolis-export-") and image.status == "active"
+        loc = res["disks"]["image"]
+        assert loc["kind"] == "path" and os.path.getsize(loc["path"]) == 1024 ** 3
+        assert read(loc["path"], len(content)) == bytes(content)
+        assert read(loc["path"], MiB, 512 * MiB) == bytes(MiB)
+        provider.delete_source_resources(ci, {}, {"export_info": info,
+                                                  "transfer_id": "t-img"})
+        assert inventory(ci) == before
+    finally:
+        _remove_server(openstack_cloud, server, base)
+
+
+def test_image_backed_server_whose_snapshot_fails(ci: dict[str, Any],
+                                                  openstack_cloud: Any) -> None:
+    """The compute host cannot make the snapshot (here: the base image it reads is gone; Nova
+    takes that for a deleted snapshot and ends the task, the image staying ``queued``): the
+    error, once Nova has finished, names the instance and the image; nothing stays."""
+    provider = OpenStackProvider()
+    server, base = _image_server(openstack_cloud, "osprov-imgfail", b"\x01" * MiB)
+    try:
+        info = provider.get_instance(ci, {}, "osprov-imgfail")
+        with connect(ci) as conn:
+            conn.image.delete_image(base)
+        before = inventory(ci)
+        with pytest.raises(exceptions.ProviderError) as err:
+            provider.deploy_source_resources(ci, {}, info, transfer_id="t-imgfail")
+        assert "instance 'osprov-imgfail'" in str(err.value)
+        assert "Glance image" in str(err.value)
+        assert "the compute host uploaded nothing" in str(err.value), str(err.value)
+        assert inventory(ci) == before
+    finally:
+        _remove_server(openstack_cloud, server, base)

@@ -81,7 +81,8 @@ class Backend(abc.ABC):
     storage: ClassVar[tuple[str | None, ...]] = (None,)
     """The destination storage choices the write checks run on (``destination_env``)."""
     disk_size_unit: ClassVar[int] = 512
-    """The platform keeps disk sizes in multiples of this many bytes (vSphere: 1 KiB)."""
+    """The platform keeps source disk sizes in multiples of this many bytes (vSphere: 1 KiB,
+    Cinder volumes: 1 GiB): ``source_disk`` rounds up to it."""
 
     @classmethod
     def start_session(cls, root: Path) -> dict[str, str]:
@@ -141,7 +142,12 @@ class Backend(abc.ABC):
         after every cleanup."""
 
     def sample_disk(self, fmt: str, seed: int, size: int | None = None) -> Disk:
-        """``sample_disk`` with its size rounded up to ``disk_size_unit``."""
+        """``sample_disk``: a disk to write to the destination (whose volume may be larger)."""
+        return sample_disk(fmt, seed, size or DEFAULT_SIZE)
+
+    def source_disk(self, fmt: str, seed: int, size: int | None = None) -> Disk:
+        """``sample_disk`` with its size rounded up to ``disk_size_unit``: a disk a source
+        instance of the platform can have."""
         size = size or DEFAULT_SIZE
         unit = self.disk_size_unit
         return sample_disk(fmt, seed, -(-size // unit) * unit)

@@ -78,6 +78,9 @@ def api(monkeypatch: pytest.MonkeyPatch) -> Iterator[Recorder]:
     for key in list(__import__("os").environ):
         if key.startswith("OS_") or key.startswith("CORIOLIS_"):
             monkeypatch.delenv(key)
+    # Each command logs in: these tests read the requests in order (the token cache has
+    # tests of its own, tests/e2e/test_cli_token_cache.py).
+    monkeypatch.setenv("CORIOLIS_TOKEN_CACHE", "0")
     monkeypatch.setenv("OS_AUTH_URL", f"http://127.0.0.1:{server.server_address[1]}/v3")
     monkeypatch.setenv("OS_USERNAME", "u")
     monkeypatch.setenv("OS_PASSWORD", "p")
