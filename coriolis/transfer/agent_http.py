@@ -9,7 +9,8 @@ OS morphing jobs of this host as a helper machine, each with the agent key:
 ``PUT /v1/morphs/<id>`` (body: ``MorphRequest`` JSON; 202 and the job's view),
 ``GET /v1/morphs/<id>?after=N&wait=S`` (the events from N on, waiting up to S seconds, at
 most 10, for one; see ``osmorphing.jobs``) and ``DELETE /v1/morphs/<id>`` (stop its appliance
-and forget it; 204, also when there is no such job).
+and forget it; 204, also when there is no such job). The reader side, ``/v1/reads/<id>...``
+(a disk served read-only), is described in ``transfer.agent_reads``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
+import xxhash
+
 from coriolis import exceptions
 from coriolis.transfer.agent import (
     MAX_CHUNK,
@@ -35,12 +38,14 @@ from coriolis.transfer.agent import (
     WriterAgent,
     parse_body,
 )
+from coriolis.transfer.agent_reads import ReadRequest, ReadSession, ReadSessions
 from coriolis.transfer.base import Data
 from coriolis.transfer.wire import AGENT_KEY_HEADER, HASH_HEADER
 
 LOG = logging.getLogger(__name__)
 _TRANSFER = r"/v1/transfers/(?P<tid>[^/]+)"
 _MORPH = r"/v1/morphs/(?P<jid>[^/]+)"
+_READ = r"/v1/reads/(?P<rid>[^/]+)"
 _INT = r"(-?\d+)"
 MAX_POLL_WAIT = 10.0
 
@@ -55,6 +60,7 @@ class AgentServer(ThreadingHTTPServer):
         self.socket.close()
         self.socket = sock
         self.agent = agent
+        self.reads = ReadSessions(agent)
         self.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.tls.minimum_version = ssl.TLSVersion.TLSv1_2
         self.tls.load_cert_chain(str(cert_file), str(key_file))
@@ -67,6 +73,10 @@ class AgentServer(ThreadingHTTPServer):
             LOG.info("TLS handshake with %s failed: %s", client_address[0], exc)
             return
         super().finish_request(request, client_address)
+
+    def server_close(self) -> None:
+        super().server_close()
+        self.reads.close()  # their qemu-nbd processes end with them
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -124,18 +134,23 @@ class _Handler(BaseHTTPRequestHandler):
     def do_PUT(self) -> None:  # noqa: N802 - stdlib naming
         self._dispatch([(_MORPH, self._start_morph), (_TRANSFER, self._open),
                         (_TRANSFER + "/data/" + _INT, self._write),
-                        (_TRANSFER + "/zero/" + _INT + "/" + _INT, self._zero)])
+                        (_TRANSFER + "/zero/" + _INT + "/" + _INT, self._zero),
+                        (_READ, self._open_read), (_READ + "/.+", self._refuse_write)])
 
     def do_GET(self) -> None:  # noqa: N802
         self._dispatch([("/v1/agent", self._describe), (_MORPH, self._poll_morph),
                         (_TRANSFER, self._show),
-                        (_TRANSFER + "/data/" + _INT + "/" + _INT, self._read)])
+                        (_TRANSFER + "/data/" + _INT + "/" + _INT, self._read),
+                        (_READ + "/extents", self._read_extents),
+                        (_READ + "/data/" + _INT + "/" + _INT, self._read_data)])
 
     def do_POST(self) -> None:  # noqa: N802
-        self._dispatch([(_TRANSFER + "/flush", self._flush)])
+        self._dispatch([(_TRANSFER + "/flush", self._flush),
+                        (_READ + "/.+", self._refuse_write)])
 
     def do_DELETE(self) -> None:  # noqa: N802
-        self._dispatch([(_MORPH, self._stop_morph), (_TRANSFER, self._delete)])
+        self._dispatch([(_MORPH, self._stop_morph), (_TRANSFER, self._delete),
+                        (_READ, self._close_read)])
 
     def _describe(self) -> None:
         """What a worker checks when an endpoint is validated: the key works, and which
@@ -221,3 +236,39 @@ class _Handler(BaseHTTPRequestHandler):
         self._morph_key()
         self.server.agent.stop_morph(jid)
         self._reply(204)
+
+    # --- read sessions (transfer.agent_reads) ---------------------------------------------
+    def _read_session(self, rid: str) -> ReadSession:
+        return self.server.reads.get(rid, self.headers.get("Authorization"))
+
+    def _open_read(self, rid: str) -> None:
+        body = self._body()
+        self.server.agent.check_agent_key(self.headers.get(AGENT_KEY_HEADER),
+                                          "open a disk for reading")
+        request = parse_body(ReadRequest, body, "read request")
+        session, token = self.server.reads.open(rid, request)
+        self._json(200, {"id": session.id, "token": token, "size": session.reader.size})
+
+    def _read_extents(self, rid: str) -> None:
+        session = self._read_session(rid)
+        since = parse_qs(self.path.partition("?")[2]).get("since", [None])[0]
+        self._json(200, {"extents": [[e.offset, e.length, int(e.zero)]
+                                     for e in session.extents(since)]})
+
+    def _read_data(self, rid: str, offset: str, length: str) -> None:
+        session = self._read_session(rid)
+        start, size = int(offset), int(length)
+        if start < 0 or size <= 0 or size > MAX_CHUNK or start + size > session.reader.size:
+            raise RequestError(400, f"range {start}+{size} is outside the disk or too long")
+        data = session.reader.read(start, size)
+        self._reply(200, data, "application/octet-stream",
+                    {HASH_HEADER: xxhash.xxh3_64_hexdigest(data)})
+
+    def _close_read(self, rid: str) -> None:
+        self.server.reads.close_session(self._read_session(rid))
+        self._reply(204)
+
+    def _refuse_write(self, rid: str) -> None:
+        self._body()
+        raise RequestError(405, f"read session {rid} is read-only: nothing is written "
+                                "through it")

@@ -28,14 +28,19 @@ reader or writer objects. As JSON (in ``task_info``) each is an object with a ``
     {"kind": "http", "url": str, "size": int, "fingerprint": str|None}
 
 ``agent``  a writer agent (``coriolis-server writer``) on a helper machine or another host
-(target)::
+(target, and source: a source minion serves the disks it reads)::
 
     {"kind": "agent", "url": "https://...", "fingerprint": str, "key_ref": str,
      "path": str,                  # the disk as the agent sees it (inside one of its roots)
-     "format": str, "mode": "auto"|"always", "journal": str|None, "what": str}
+     "format": str, "mode": "auto"|"always", "journal": str|None, "what": str,
+     "confine": [folder, ...]}     # source only: what the agent may open for this disk
+                                   # (inside its roots; none: its roots)
 
-    ``mode`` ``auto`` with the transfer option ``writer_agent`` ``auto``: an agent on this
-    very host is bypassed and ``path`` written directly (as a ``path`` location).
+    As a target, ``mode`` ``auto`` with the transfer option ``writer_agent`` ``auto``: an
+    agent on this very host is bypassed and ``path`` written directly (as a ``path``
+    location). As a source it is always read through the agent (its read session,
+    ``transfer.agent_reads``: read-only, confined to its roots, the allocated extents or the
+    changes since a qcow2 dirty bitmap); ``mode`` and ``journal`` do not apply.
 
 ``platform`` a reader only the platform's provider can open (a block API such as EBS
 direct, a datastore with a session) (source)::
@@ -67,6 +72,7 @@ from coriolis.transfer.options import TransferOptions
 from coriolis.transfer.remote import (
     AgentAddress,
     AgentError,
+    RemoteDiskReader,
     RemoteDiskWriter,
     is_this_host,
     key_from_ref,
@@ -113,6 +119,7 @@ class AgentLocation:
     mode: str = "auto"
     journal: str | None = None
     what: str = ""
+    confine: tuple[str, ...] = ()
     kind: str = field(default="agent", init=False)
 
 
@@ -123,9 +130,9 @@ class PlatformLocation:
     kind: str = field(default="platform", init=False)
 
 
-SourceLocation = PathLocation | NbdLocation | HttpLocation | PlatformLocation
+SourceLocation = PathLocation | NbdLocation | HttpLocation | PlatformLocation | AgentLocation
 TargetLocation = PathLocation | AgentLocation
-Location = SourceLocation | AgentLocation
+Location = SourceLocation
 
 _KINDS: dict[str, type] = {"path": PathLocation, "nbd": NbdLocation, "http": HttpLocation,
                            "agent": AgentLocation, "platform": PlatformLocation}
@@ -134,7 +141,7 @@ _KINDS: dict[str, type] = {"path": PathLocation, "nbd": NbdLocation, "http": Htt
 def to_json(location: Location) -> JSON:
     """The JSON form kept in ``task_info``."""
     value = asdict(location)
-    if isinstance(location, PathLocation):
+    if isinstance(location, PathLocation | AgentLocation):
         value["confine"] = list(location.confine)
     if isinstance(location, PlatformLocation):
         value = {"kind": "platform", "platform": location.platform, **location.params}
@@ -155,7 +162,7 @@ def from_json(value: Any, what: str = "location") -> Location:
         if not isinstance(platform, str):
             raise ValueError(f"{what}.platform must be a string")
         return PlatformLocation(platform, fields)
-    if cls is PathLocation and "confine" in fields:
+    if cls in (PathLocation, AgentLocation) and "confine" in fields:
         fields["confine"] = tuple(fields["confine"] or ())
     try:
         location = cls(**fields)
@@ -190,10 +197,13 @@ def open_reader(location: SourceLocation | JSON, *, since: str | None = None,
     - ``http``: ranged GETs; every byte is data.
     - ``platform``: ``platform_opener(location, connection_info)``, the source provider's
       ``open_platform_reader``.
+    - ``agent``: a ``RemoteDiskReader`` (the agent's read session, ``since`` passed on) with
+      the agent key found at ``key_ref`` in ``connection_info`` (the source endpoint's).
 
     Errors: ``InvalidInput`` for a malformed location or one that leads out of ``confine``
     (naming ``what`` and the file); ``ProviderError`` for a missing disk (naming ``what``),
-    an unreachable export or server (naming it)."""
+    an unreachable export or server (naming it), an agent that refuses or a connection info
+    without the key at ``key_ref`` (naming ``what``, never the key)."""
     loc = _parse(location, "source location")
     if isinstance(loc, PathLocation):
         return _open_path_reader(loc, since)
@@ -206,12 +216,31 @@ def open_reader(location: SourceLocation | JSON, *, since: str | None = None,
             raise exceptions.ProviderError(
                 f"no reader for a '{loc.platform}' platform location here")
         return platform_opener(loc, connection_info or {})
-    raise exceptions.InvalidInput(f"a{'n' if loc.kind == 'agent' else ''} {loc.kind} "
-                                  "location cannot be read")
+    address = _agent_address(loc, connection_info or {}, "source")
+    try:
+        return RemoteDiskReader(address, loc.path, loc.format, since=since,
+                                confine=loc.confine)
+    except AgentError as exc:
+        raise exceptions.ProviderError(f"{_name(loc)}: {exc}") from None
 
 
 def _name(loc: PathLocation | AgentLocation) -> str:
     return loc.what or f"disk {loc.path}"
+
+
+def _agent_address(loc: AgentLocation, connection_info: JSON, side: str) -> AgentAddress:
+    """The agent of ``loc`` with its key from ``connection_info`` (the ``side`` endpoint's);
+    errors name the disk and the agent, never the key."""
+    what = _name(loc)
+    try:
+        key = key_from_ref(connection_info, loc.key_ref, side)
+    except exceptions.ProviderError as exc:
+        raise exceptions.ProviderError(f"{what}: {exc} (agent at {loc.url})") from None
+    try:
+        return AgentAddress.from_json({"url": loc.url, "fingerprint": loc.fingerprint,
+                                       "key": key})
+    except ValueError as exc:  # a malformed fingerprint
+        raise exceptions.InvalidInput(f"{what}: agent fingerprint: {exc}") from None
 
 
 def _open_path_reader(loc: PathLocation, since: str | None) -> DiskReader:
@@ -273,20 +302,11 @@ def open_writer(location: TargetLocation | JSON, *, options: TransferOptions, tr
             writer = _open_path_writer(PathLocation(loc.path, loc.format, what=what,
                                                     journal=loc.journal))
         else:
-            try:
-                key = key_from_ref(connection_info, loc.key_ref)
-            except exceptions.ProviderError as exc:
-                raise exceptions.ProviderError(f"{what}: {exc} (writer agent at {loc.url})") \
-                    from None
+            address = _agent_address(loc, connection_info, "destination")
             try:
                 writer = RemoteDiskWriter(
-                    AgentAddress.from_json({"url": loc.url, "fingerprint": loc.fingerprint,
-                                            "key": key}),
-                    transfer_id, loc.path, loc.format, journal=loc.journal,
+                    address, transfer_id, loc.path, loc.format, journal=loc.journal,
                     compression=options.compression, bandwidth_limit=options.bandwidth_limit)
-            except ValueError as exc:  # a malformed fingerprint
-                raise exceptions.InvalidInput(f"{what}: writer agent fingerprint: {exc}") \
-                    from None
             except AgentError as exc:
                 raise exceptions.ProviderError(f"{what}: {exc}") from None
     elif isinstance(loc, PathLocation):

@@ -1,4 +1,5 @@
-"""A DiskWriter that sends chunks to a writer agent over HTTPS (see ``transfer.agent``).
+"""A DiskWriter that sends chunks to a writer agent over HTTPS (see ``transfer.agent``), and
+a DiskReader of a disk an agent serves read-only (``RemoteDiskReader``, ``transfer.agent_reads``).
 
 The agent's certificate is pinned by its SHA-256 fingerprint: urllib3 checks it right after the
 TLS handshake, before a request (and the token in it) leaves this host. Every chunk carries its
@@ -13,20 +14,22 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import secrets
 import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, cast
+from urllib.parse import quote
 
 import urllib3
 import xxhash
 import zstandard
 
 from coriolis import exceptions
-from coriolis.transfer.base import Data
+from coriolis.transfer.base import Data, Extent
 from coriolis.transfer.tls import normalise_fingerprint
 from coriolis.transfer.wire import (
     AGENT_KEY_HEADER,
@@ -134,15 +137,17 @@ def _raise_for(response: urllib3.BaseHTTPResponse, what: str) -> None:
     raise AgentError(f"writer agent refused to {what} ({response.status}): {detail}")
 
 
-def key_from_ref(connection_info: dict[str, Any], key_ref: str) -> str:
+def key_from_ref(connection_info: dict[str, Any], key_ref: str,
+                 side: str = "destination") -> str:
     """The agent key found at ``key_ref``, a dotted path into ``connection_info`` (e.g.
-    ``"writer.key"``); ``ProviderError`` naming ``key_ref`` (never a value) otherwise."""
+    ``"writer.key"``) of the ``side`` endpoint; ``ProviderError`` naming ``key_ref`` (never
+    a value) otherwise."""
     value: Any = connection_info
     for part in key_ref.split("."):
         value = value.get(part) if isinstance(value, dict) else None
     if not isinstance(value, str) or not value:
         raise exceptions.ProviderError(
-            f"the destination endpoint's connection info has no agent key at '{key_ref}'")
+            f"the {side} endpoint's connection info has no agent key at '{key_ref}'")
     return value
 
 
@@ -293,5 +298,88 @@ class RemoteDiskWriter:
             if self._clean:
                 response = self._client.request("DELETE", self._base, headers=self._auth())
                 _raise_for(response, "close the transfer")
+        finally:
+            self._client.pool.clear()
+
+
+class RemoteDiskReader:
+    """A ``DiskReader`` of a disk an agent serves read-only (its read session, see
+    ``transfer.agent_reads``): ``path`` and ``fmt`` as the agent sees them, ``since`` the
+    change-tracking token ``extents(since)`` may be asked for, ``confine`` the folders
+    (inside the agent's roots) every file opened for it must be in. Every reply's bytes are
+    checked against the xxh3 the agent sent (a mismatch is read again); a session the agent
+    lost (it restarted) is opened again. ``AgentError`` naming the agent and what was asked
+    when it refuses."""
+
+    def __init__(self, agent: AgentAddress, path: str, fmt: str, *, since: str | None = None,
+                 confine: tuple[str, ...] = (), connections: int = 8,
+                 retry_seconds: float = 120.0, timeout: float = 300.0) -> None:
+        self.agent = agent
+        self._client = _AgentClient(agent, connections, retry_seconds, timeout)
+        self._base = f"{agent.url}/v1/reads/{secrets.token_hex(12)}"
+        self._request = {"path": path, "format": fmt, "since": since,
+                         "confine": list(confine)}
+        self._reopen = threading.Lock()
+        self._token = ""
+        self._size = 0
+        self._open()
+
+    def _open(self) -> None:
+        response = self._client.request(
+            "PUT", self._base, json.dumps(self._request).encode(),
+            {AGENT_KEY_HEADER: self.agent.key, "Content-Type": "application/json"})
+        _raise_for(response, "open the disk for reading")
+        opened = json.loads(response.data)
+        self._token, self._size = opened["token"], int(opened["size"])
+
+    def _get(self, path: str, what: str) -> urllib3.BaseHTTPResponse:
+        token = self._token
+        response = self._client.request("GET", f"{self._base}{path}",
+                                        headers={"Authorization": f"Bearer {token}"})
+        if response.status in (401, 404):  # the agent restarted: its sessions are gone
+            with self._reopen:
+                if self._token == token:
+                    LOG.info("agent %s lost the read session; opening it again",
+                             self.agent.url)
+                    self._open()
+            response = self._client.request(
+                "GET", f"{self._base}{path}",
+                headers={"Authorization": f"Bearer {self._token}"})
+        _raise_for(response, what)
+        return response
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def extents(self, since: str | None = None) -> Iterator[Extent]:
+        query = f"?since={quote(since, safe='')}" if since else ""
+        listed = json.loads(self._get(f"/extents{query}", "list the disk's extents").data)
+        return iter([Extent(int(o), int(n), bool(z)) for o, n, z in listed["extents"]])
+
+    def read(self, offset: int, length: int) -> Data:
+        what = f"read {length} bytes at offset {offset}"
+        for attempt in range(1, CHECKSUM_ATTEMPTS + 1):
+            response = self._get(f"/data/{offset}/{length}", what)
+            data = response.data
+            expected = (response.headers.get(HASH_HEADER) or "").lower()
+            if len(data) == length and xxhash.xxh3_64_hexdigest(data) == expected:
+                return data
+            LOG.warning("agent %s: %d bytes at %d arrived corrupted (attempt %d)",
+                        self.agent.url, length, offset, attempt)
+        raise AgentError(f"agent at {self.agent.url}: {length} bytes at offset {offset} "
+                         f"never arrived intact ({CHECKSUM_ATTEMPTS} attempts)")
+
+    def change_token(self) -> str | None:
+        return None
+
+    def close(self) -> None:
+        self._client.retry_seconds = min(self._client.retry_seconds, 5.0)
+        try:
+            self._client.request("DELETE", self._base,
+                                 headers={"Authorization": f"Bearer {self._token}"})
+        except AgentError:
+            LOG.info("agent %s unreachable while closing a read session; it closes it "
+                     "when idle", self.agent.url)
         finally:
             self._client.pool.clear()
