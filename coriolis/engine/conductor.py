@@ -26,7 +26,12 @@ from coriolis.db import models, transfers
 from coriolis.db.session import Database
 from coriolis.engine import graphs, state, validation
 from coriolis.minions.manager import PoolManager
-from coriolis.minions.transfers import KEY_REFS, check_transfer_pools, minion_needs
+from coriolis.minions.transfers import (
+    KEY_REFS,
+    SOURCE_ROLES,
+    check_transfer_pools,
+    minion_needs,
+)
 from coriolis.providers import registry
 from coriolis.providers.base import (
     OPERATION_CAPABILITY,
@@ -752,11 +757,11 @@ class Conductor:
                     "user_scripts": action.user_scripts or {},
                 })
                 dest_ref = self._endpoint_ref(dest, self._destination_env(action))
-                self._with_minion(session, task_info, dest_ref)
+                origin_ref = self._endpoint_ref(origin, action.source_environment or {})
+                self._with_minion(session, task_info, origin_ref, dest_ref)
                 messages.append((host, TaskMessage(
                     task_id=task.id, execution_id=task.execution_id, task_type=task.task_type,
-                    instance=task.instance,
-                    origin=self._endpoint_ref(origin, action.source_environment or {}),
+                    instance=task.instance, origin=origin_ref,
                     destination=dest_ref, task_info=task_info)))
         if self._pools_changed:
             self._pools_changed = False
@@ -776,11 +781,12 @@ class Conductor:
                         unsent.status, unsent.host = c.TASK_STATUS_PENDING, None
 
     def _with_minion(self, session: Session, task_info: dict[str, Any],
-                     dest_ref: EndpointRef) -> None:
+                     origin_ref: EndpointRef, dest_ref: EndpointRef) -> None:
         """A task of an instance holding minions gets each one's address in
-        ``task_info[role]`` (``destination_minion``, ``osmorphing_minion``) and its agent key
-        in the destination connection info at the role's ``minions.transfers.KEY_REFS``
-        (sent, never stored)."""
+        ``task_info[role]`` (``source_minion``, ``destination_minion``, ``osmorphing_minion``)
+        and its agent key in the connection info of its side (the source's for the
+        ``SOURCE_ROLES``) at the role's ``minions.transfers.KEY_REFS`` (sent, never
+        stored)."""
         for role, key_ref in KEY_REFS.items():
             held = task_info.get(role)
             if not held:
@@ -791,8 +797,9 @@ class Conductor:
                 continue
             task_info[role] = {**held, "url": secrets["url"],
                                "fingerprint": secrets["fingerprint"]}
-            dest_ref.connection_info = {**dest_ref.connection_info,
-                                        key_ref.split(".")[0]: {"key": secrets["key"]}}
+            ref = origin_ref if role in SOURCE_ROLES else dest_ref
+            ref.connection_info = {**ref.connection_info,
+                                   key_ref.split(".")[0]: {"key": secrets["key"]}}
 
     # ============================================================================ worker events
     def _task_event(self, task_id: str, apply: Any, transition: bool = False) -> None:

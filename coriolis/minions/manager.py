@@ -594,10 +594,10 @@ class PoolManager:
         ``execution_type`` needs (``minions.transfers.minion_needs``: one AVAILABLE,
         powered-on machine of each pool per instance it serves there), all or none. On
         success the machines are IN_USE by the action and each instance's info names its
-        machine per role (``destination_minion``, ``osmorphing_minion``: machine and pool
-        ids, no secret); otherwise nothing changes and the pools short of machines grow (or
-        wake powered-off ones) in the background. None when a pool can no longer give any
-        (gone, or no longer ALLOCATED)."""
+        machine per role (``source_minion``, ``destination_minion``, ``osmorphing_minion``:
+        machine and pool ids, no secret); otherwise nothing changes and the pools short of
+        machines grow (or wake powered-off ones) in the background. None when a pool can no
+        longer give any (gone, or no longer ALLOCATED)."""
         from coriolis.minions.transfers import minion_needs
 
         plan = []
@@ -673,8 +673,9 @@ class PoolManager:
                 message=f"Minion {machine.id} released by {action.type} {action.id}"))
             session.flush()
             session.refresh(pool, ["events"])
-        action.info = {name: {k: v for k, v in (info or {}).items()
-                              if k not in ("destination_minion", "osmorphing_minion")}
+        from coriolis.minions.transfers import KEY_REFS
+
+        action.info = {name: {k: v for k, v in (info or {}).items() if k not in KEY_REFS}
                        for name, info in (action.info or {}).items()}
         return len(machines)
 

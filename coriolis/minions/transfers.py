@@ -18,25 +18,34 @@ conductor puts it there when it sends the task; it is never stored with the tran
 OSMORPHING_KEY_REF = "coriolis_osmorphing_minion.key"
 """The same for the instance's OS-morphing minion."""
 
+SOURCE_MINION_KEY_REF = "coriolis_source_minion.key"
+"""Where a task's SOURCE connection info carries the instance's source minion's agent key."""
+
 ROLE_DESTINATION, ROLE_OSMORPHING = "destination_minion", "osmorphing_minion"
-KEY_REFS = {ROLE_DESTINATION: MINION_KEY_REF, ROLE_OSMORPHING: OSMORPHING_KEY_REF}
+ROLE_SOURCE = "source_minion"
+KEY_REFS = {ROLE_DESTINATION: MINION_KEY_REF, ROLE_OSMORPHING: OSMORPHING_KEY_REF,
+            ROLE_SOURCE: SOURCE_MINION_KEY_REF}
 """The roles a reserved minion plays for an instance (its key in the instance's task info:
-``{"machine_id", "pool_id"}``) and where its agent key travels."""
+``{"machine_id", "pool_id"}``) and where its agent key travels: in the source connection
+info for the ``SOURCE_ROLES``, the destination's for the others."""
+SOURCE_ROLES = frozenset({ROLE_SOURCE})
 
 
 def minion_needs(action: models.TransferAction, execution_type: str,
                  instances: list[str]) -> dict[str, dict[str, list[str]]]:
     """The minions an execution of ``action`` needs: ``{pool id: {instance: [roles]}}``.
-    Executions that write the destination disks (migration, replica execution) need one of
-    the destination pool per instance; those that morph the guest (migration, replica deploy,
+    Executions that read the source disks and write the destination disks (migration,
+    replica execution) need one of the origin pool and one of the destination pool per
+    instance; those that morph the guest (migration, replica deploy,
     unless ``skip_os_morphing``) one of each instance's OS-morphing pool. An instance needing
     both of one pool gets one machine for both."""
     needs: dict[str, dict[str, list[str]]] = {}
-    if action.destination_minion_pool_id and execution_type in (
-            c.EXECUTION_TYPE_MIGRATION, c.EXECUTION_TYPE_REPLICA_EXECUTION):
-        for name in instances:
-            needs.setdefault(action.destination_minion_pool_id, {}).setdefault(
-                name, []).append(ROLE_DESTINATION)
+    copies = execution_type in (c.EXECUTION_TYPE_MIGRATION, c.EXECUTION_TYPE_REPLICA_EXECUTION)
+    for pool_id, role in ((action.origin_minion_pool_id, ROLE_SOURCE),
+                          (action.destination_minion_pool_id, ROLE_DESTINATION)):
+        if pool_id and copies:
+            for name in instances:
+                needs.setdefault(pool_id, {}).setdefault(name, []).append(role)
     mapping = action.instance_osmorphing_minion_pool_mappings or {}
     if mapping and not action.skip_os_morphing and execution_type in (
             c.EXECUTION_TYPE_MIGRATION, c.EXECUTION_TYPE_REPLICA_DEPLOY):

@@ -366,6 +366,18 @@ def require_linux_destination_pool(provider: str, why: str, pool_platform: str,
         raise exceptions.InvalidInput(f"os_type: {provider} minions run Linux ('linux')")
 
 
+def require_linux_pool(provider: str, platforms: frozenset[str], pool_platform: str,
+                       os_type: str) -> None:
+    """``InvalidInput`` naming ``platform`` or ``os_type`` unless the pool is a Linux pool of
+    one of ``platforms`` (those ``provider``'s minions serve)."""
+    if pool_platform not in platforms:
+        raise exceptions.InvalidInput(
+            f"platform: a {provider} pool must be one of "
+            f"{', '.join(repr(p) for p in sorted(platforms))}")
+    if os_type != "linux":
+        raise exceptions.InvalidInput(f"os_type: {provider} minions run Linux ('linux')")
+
+
 class MinionPoolProvider(abc.ABC):
     """Helper machines of the platform (issue 17 fills this interface in): a minion runs the
     writer agent, the reader side or the morphing appliance, with a transfer's volumes
@@ -433,6 +445,28 @@ class MinionPoolProvider(abc.ABC):
         """``deploy_target_resources``' result for a transfer whose destination disks are
         written through the minion (``{"disks": {disk_id: location}}``); the minion's agent
         key is found at ``key_ref`` in the connection info the worker gets."""
+
+    def minion_source_resources(self, connection_info: JSON, env: JSON, export_info: JSON,
+                                minion_connection_info: JSON, key_ref: str, *,
+                                tracking_id: str | None = None,
+                                transfer_id: str | None = None,
+                                keep_tokens: Iterable[str] = ()) -> JSON:
+        """``deploy_source_resources``' result for a transfer whose source disks are read
+        through a minion of a source pool (a provider whose ``minion_pool_platforms`` has
+        ``"source"`` implements it): the same keys (``cbt``, ``point_in_time``, what
+        ``delete_source_resources`` needs to undo it, which the worker calls as for any
+        source resources), with ``disks`` mapping each disk id to an ``agent`` source
+        location (``transfer.locations``) on the minion's agent (``minion_connection_info``:
+        ``url``, ``fingerprint``, ``machine_id``, ``pool_id``; no secret), whose agent key
+        is found at ``key_ref`` in the source connection info the worker gets. The disks
+        are attached to the minion (or already under its roots) read-only; ``tracking_id``,
+        ``transfer_id`` and ``keep_tokens`` as for ``deploy_source_resources`` (the agent
+        lists the changes since a token its disk carries). ``ProviderError`` naming the
+        instance or disk when it cannot be read there (e.g. a disk outside what the minion
+        serves); never a secret."""
+        raise exceptions.ProviderError(
+            f"provider '{getattr(self, 'platform', type(self).__name__)}' reads no source "
+            "disks through minions")
 
 
 class MinionOsMorphingProvider(abc.ABC):

@@ -13,7 +13,7 @@ from typing import Any
 from coriolis import constants as c
 from coriolis import exceptions, task_types
 from coriolis.bus.base import EndpointRef, TaskEventSink, TaskMessage
-from coriolis.minions.transfers import KEY_REFS, MINION_KEY_REF, ROLE_OSMORPHING
+from coriolis.minions.transfers import KEY_REFS, MINION_KEY_REF, ROLE_OSMORPHING, ROLE_SOURCE
 from coriolis.osmorphing import appliance
 from coriolis.osmorphing.helper import helper_address, job_id_for, morph_on_helper
 from coriolis.osmorphing.isolated import MorphRequest, morph_in_child
@@ -152,14 +152,29 @@ def _committed_tokens(ctx: TaskContext) -> list[str]:
 
 
 def deploy_source_resources(ctx: TaskContext) -> JSON:
-    """Replicas (not migrations) track changes natively where the platform can. The
+    """Replicas (not migrations) track changes natively where the platform can. With a
+    source minion reserved (``task_info["source_minion"]``), the disks are read through its
+    agent (``minion_source_resources``: ``agent`` source locations). The
     resources' ``events`` (a provider's warnings, e.g. a full read after a lost change-tracking
     point) are reported as warning events and not kept."""
     replica = ctx.message.task_type == c.TASK_TYPE_DEPLOY_REPLICA_SOURCE_RESOURCES
-    resources = dict(ctx.origin.deploy_source_resources(
-        ctx.origin_conn, ctx.origin_env, ctx.require("export_info"),
-        tracking_id=ctx.info.get("action_id") if replica else None,
-        transfer_id=ctx.info.get("action_id"), keep_tokens=_committed_tokens(ctx)))
+    tracking = {"tracking_id": ctx.info.get("action_id") if replica else None,
+                "transfer_id": ctx.info.get("action_id"),
+                "keep_tokens": _committed_tokens(ctx)}
+    minion = ctx.info.get(ROLE_SOURCE)
+    if minion:
+        if "source" not in getattr(ctx.origin, "minion_pool_platforms", ()):
+            raise exceptions.ProviderError(
+                f"the {ctx.message.origin.platform} provider reads no source disks through "
+                "pool minions")
+        ctx.event(f"source disks are read through minion {minion['machine_id']} of pool "
+                  f"{minion['pool_id']}")
+        resources = dict(ctx.origin.minion_source_resources(
+            ctx.origin_conn, ctx.origin_env, ctx.require("export_info"), minion,
+            KEY_REFS[ROLE_SOURCE], **tracking))
+    else:
+        resources = dict(ctx.origin.deploy_source_resources(
+            ctx.origin_conn, ctx.origin_env, ctx.require("export_info"), **tracking))
     for message in resources.pop("events", None) or []:
         ctx.event(str(message), c.TASK_EVENT_WARNING)
     return {"source_resources": resources}
@@ -300,6 +315,8 @@ def replicate_disks(ctx: TaskContext) -> JSON:
         work_file.parent.mkdir(parents=True, exist_ok=True)
         tracking = (sources.get("cbt") or {}).get(disk_id)
         since = volume.get("cbt") if tracking else None
+        if source.get("kind") == "agent":
+            ctx.event(f"Disk {disk_id}: reading through the agent at {source.get('url')}")
         reader = locations.open_reader(source, since=since, connection_info=ctx.origin_conn,
                                        platform_opener=platform_reader)
         try:

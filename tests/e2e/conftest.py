@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +18,19 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     data_dir = tmp_path_factory.mktemp("server") / "data"
     # The libvirt tests use this host's own daemon, which a server refuses by default.
     srv = start_server(data_dir, {"CORIOLIS_LIBVIRT_ALLOW_LOCAL": "1"})
+    try:
+        yield srv
+    finally:
+        stop_server(srv)
+
+
+def server_with_faults(base: Path) -> Iterator[RunningServer]:
+    """A server under ``base`` whose tasks can be made to fail, hold or crash on demand: write
+    ``TASK_TYPE:PHASE`` items to ``server.faults`` (``coriolis/worker/faults.py``)."""
+    faults = base / "faults"
+    faults.write_text("")
+    srv = start_server(base / "data", env={"CORIOLIS_TEST_CRASH_AT": f"@{faults}"})
+    srv.faults = faults  # type: ignore[attr-defined]
     try:
         yield srv
     finally:

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from coriolis.harness import RunningServer, local_cloud, start_server, stop_server
+from coriolis.harness import RunningServer, local_cloud
 from tests import loop_devices
+from tests.e2e.conftest import server_with_faults
 
 pytestmark = pytest.mark.e2e
 FINAL = {"COMPLETED", "ERROR", "CANCELED", "DEADLOCKED"}
@@ -31,15 +32,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     reason = loop_devices.unavailable()
     if reason:
         pytest.skip(reason)
-    base = tmp_path_factory.mktemp("blockdev-server")
-    faults = base / "faults"
-    faults.write_text("")
-    srv = start_server(base / "data", env={"CORIOLIS_TEST_CRASH_AT": f"@{faults}"})
-    srv.faults = faults  # type: ignore[attr-defined]
-    try:
-        yield srv
-    finally:
-        stop_server(srv)
+    yield from server_with_faults(tmp_path_factory.mktemp("blockdev-server"))
 
 
 @pytest.fixture(scope="module")

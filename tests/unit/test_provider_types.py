@@ -60,13 +60,12 @@ def test_minion_pool_bits_follow_the_sides() -> None:
 
 
 def test_local_bits() -> None:
-    """Everything but flavours, library setup and source minion pools (the validation,
-    replica update and OS morphing bits are new with the capability interfaces; local
-    minions are writer agents: destination pools only)."""
-    assert registry.platforms()["local"] == 1571583 == sum(
+    """Everything but flavours and library setup (the validation, replica update and OS
+    morphing bits are new with the capability interfaces; local minions are writer agents
+    that write destination disks or serve source disks: both pool bits)."""
+    assert registry.platforms()["local"] == 2095871 == sum(
         bit for name, bit in vars(c).items() if name.startswith("PROVIDER_TYPE_")
-        and name not in {"PROVIDER_TYPE_INSTANCE_FLAVOR", "PROVIDER_TYPE_SETUP_LIBS",
-                         "PROVIDER_TYPE_SOURCE_MINION_POOL"})
+        and name not in {"PROVIDER_TYPE_INSTANCE_FLAVOR", "PROVIDER_TYPE_SETUP_LIBS"})
 
 
 @pytest.mark.usefixtures("plugin_providers")

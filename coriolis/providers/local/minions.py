@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from coriolis import exceptions
-from coriolis.providers.base import JSON, require_linux_destination_pool
+from coriolis.providers.base import JSON, require_linux_pool
 from coriolis.providers.local import replica_disks
 from coriolis.providers.local.cloud import LocalCloud
 from coriolis.transfer import locations
@@ -130,19 +130,19 @@ def _start(connection_info: JSON, env: JSON, directory: Path) -> JSON:
 
 
 class LocalMinionPools:
-    """The local provider's ``MinionPoolProvider`` methods (mixed into ``LocalProvider``):
-    destination pools only (a writer agent writes disks; sources are read in place)."""
+    """The local provider's ``MinionPoolProvider`` methods (mixed into ``LocalProvider``): a
+    minion is a writer agent serving the cloud's directory, which writes destination disks
+    (destination pools) or serves the instances' disks read-only (source pools:
+    ``LocalProvider.minion_source_resources``)."""
 
-    minion_pool_platforms = frozenset({"destination"})
+    minion_pool_platforms = frozenset({"source", "destination"})
 
     def minion_pool_environment_schema(self) -> JSON:
         return ENV_SCHEMA
 
     def validate_minion_pool_options(self, connection_info: JSON, env: JSON,
                                      pool_platform: str, os_type: str) -> None:
-        require_linux_destination_pool(
-            "local", "local minions are writer agents, which serve destination disks only",
-            pool_platform, os_type)
+        require_linux_pool("local", self.minion_pool_platforms, pool_platform, os_type)
         LocalCloud(connection_info).validate()
 
     def set_up_pool_shared_resources(self, connection_info: JSON, env: JSON,

@@ -691,6 +691,40 @@ class LocalProvider(LocalMinionPools, BaseProvider, InstancesProvider, NetworksP
                                            "mode": "always", "key_ref": key_ref}},
             env, instance_deployment_info)
 
+    def minion_source_resources(self, connection_info: JSON, env: JSON, export_info: JSON,
+                                minion_connection_info: JSON, key_ref: str, *,
+                                tracking_id: str | None = None,
+                                transfer_id: str | None = None,
+                                keep_tokens: Iterable[str] = ()) -> JSON:
+        """What ``deploy_source_resources`` makes (change-tracking bitmaps, the snapshot with
+        ``snapshot``), each disk read through the source minion (a writer agent of this host
+        serving the cloud's folder) instead of opened by the worker: an ``agent`` location
+        of the same file, confined to the instance's own places. A disk outside the cloud's
+        folder (a block device elsewhere) cannot be served: ``ProviderError`` naming it."""
+        cloud = LocalCloud(connection_info)
+        name = export_info["name"]
+        root = cloud.real_root
+        for disk in export_info["devices"]["disks"]:
+            if not cloud.disk_path(name, disk).is_relative_to(root):
+                raise exceptions.ProviderError(
+                    f"instance '{name}': disk file {disk['file']} is outside the cloud's "
+                    f"folder, which is all a source minion serves")
+        resources = self.deploy_source_resources(
+            connection_info, env, export_info, tracking_id=tracking_id,
+            transfer_id=transfer_id, keep_tokens=keep_tokens)
+        bases = tuple(str(b) for b in cloud.read_bases(name) if b.is_relative_to(root))
+        machine = minion_connection_info.get("machine_id", "")
+        for disk_id, value in resources["disks"].items():
+            at = locations.from_json(value)
+            if not isinstance(at, PathLocation):  # deploy_source_resources makes paths only
+                raise exceptions.ProviderError(f"disk {disk_id}: not a file of the cloud")
+            resources["disks"][disk_id] = locations.to_json(AgentLocation(
+                url=minion_connection_info["url"],
+                fingerprint=minion_connection_info["fingerprint"], key_ref=key_ref,
+                path=at.path, format=at.format, mode="always", confine=bases,
+                what=f"{at.what} (through minion {machine})"))
+        return resources
+
     def deploy_os_morphing_resources(self, connection_info: JSON, env: JSON,
                                      instance_deployment_info: JSON) -> JSON:
         """The disks are files of this cloud. Without a writer agent the worker opens them
