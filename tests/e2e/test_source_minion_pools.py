@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from coriolis.harness import RunningServer, local_cloud, parse_tasks
+from coriolis.harness import RunningServer, local_cloud, parse_tasks, start_server, stop_server
 from tests.e2e.conftest import server_with_faults
 from tests.e2e.test_cli_minion_pools import disk_files, machines, same, show, wait_settled
 from tests.e2e.test_os_morphing import task_events
@@ -246,3 +246,50 @@ def test_pools_of_the_wrong_side_or_os_are_refused(
         and "source pool must be 'linux'" in result.stderr, result.stderr
     for pool_id in (dest_pool, other):
         server.cli("minion", "pool", "delete", pool_id)
+
+
+@pytest.mark.parametrize("crash_at", ["DEPLOY_MIGRATION_SOURCE_RESOURCES:during",
+                                      "REPLICATE_DISKS:during"])
+def test_a_server_killed_mid_migration_still_reads_through_and_releases_the_minion(
+        tmp_path_factory: pytest.TempPathFactory, crash_at: str) -> None:
+    """SIGKILL of the all-in-one server while the source disks are being set up or read
+    through the minion: restarted, the migration completes through the same minion (its key
+    sent again with the re-run tasks), bit-identical, and the minion is released."""
+    base = tmp_path_factory.mktemp("srcpool-crash")
+    faults = base / "faults"
+    faults.write_text("")
+    env = {"CORIOLIS_TEST_CRASH_AT": f"@{faults}"}
+    srv = start_server(base / "data", env=env)
+    try:
+        src, dst = srv.cloud_dir("c-src"), srv.cloud_dir("c-dst")
+        local_cloud("init", str(src), "--network", "lan")
+        local_cloud("add-instance", str(src), "vm", "--disk-size", "32M", "--allocated", "1",
+                    "--network", "lan", "--seed", "71")
+        local_cloud("init", str(dst), "--network", "lan", "--storage", "bulk:raw")
+        srv.local_endpoint("sp-src", src)
+        srv.local_endpoint("sp-dst", dst)
+        pool_id = srv.cli("minion", "pool", "create", "--pool-endpoint", "sp-src",
+                          "--pool-platform", "source", "--pool-os-type", "linux",
+                          "--environment-options", ENV, "crashy", "-f", "json").json()["ID"]
+        assert wait_settled(srv, pool_id)["Pool Status"] == "ALLOCATED"
+        faults.write_text(crash_at)
+        migration = migrate(srv, "vm", pool_id, name="moved", mib_per_s=4).json()
+        assert srv.process.wait(timeout=120) == -9
+    finally:
+        stop_server(srv)
+    srv = start_server(base / "data", env=env)
+    try:
+        done = wait_done(srv, migration["id"])
+        assert done["status"] == "COMPLETED", done["tasks"]
+        for a, b in zip(disk_files(src, "vm"), disk_files(dst, "moved"), strict=True):
+            assert same(a, b)
+        log = agent_log({"src": src}, pool_id).read_text()
+        assert "opened read-only" in log
+        srv.wait_for(["minion", "pool", "show", pool_id],
+                     lambda d: f"released by migration {migration['id']}" in d["Events"],
+                     timeout=60)
+        assert released(srv, pool_id, migration["id"])
+        srv.cli("minion", "pool", "deallocate", pool_id)
+        assert wait_settled(srv, pool_id)["Pool Status"] == "DEALLOCATED"
+    finally:
+        stop_server(srv)
