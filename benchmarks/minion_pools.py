@@ -8,6 +8,9 @@ server of this machine. Printed: the median of each over --runs, and warm ÷ col
 
     .venv/bin/python benchmarks/minion_pools.py [--runs 5]
 
+With ``--source``: the same for a SOURCE pool of the local source cloud (its minion, a
+writer agent serving the cloud's folder, reads the source disk: ``--origin-minion-pool-id``).
+
 With ``--libvirt``: the same figures for a local → libvirt migration (the system libvirtd,
 TCG) whose destination pool makes libvirt minions (helper domains booted from the minion
 image, built once into the cache), a warm pool against a pool allocated for the transfer
@@ -38,7 +41,7 @@ def copy_running(tasks: list[Any]) -> bool:
 
 
 def migrate(client: Any, src: str, dst: str, pool: str | None,
-            target: dict[str, Any] | None = None) -> tuple[float, str]:
+            target: dict[str, Any] | None = None, side: str = "destination") -> tuple[float, str]:
     """Seconds from the create request to the copy running; the migration's id."""
     target = target or {"env": {"storage_backend": "bulk"}, "network": "lan"}
     started = time.monotonic()
@@ -47,7 +50,8 @@ def migrate(client: Any, src: str, dst: str, pool: str | None,
         {**target["env"], "instance_name": f"{target.get('prefix', 'vm')}-"
                                            f"{uuid.uuid4().hex[:6]}"},
         ["vm"], network_map={"lan": target["network"]}, skip_os_morphing=True,
-        replication_count=1, destination_minion_pool_id=pool)
+        replication_count=1, **{("origin" if side == "source" else "destination")
+                                + "_minion_pool_id": pool})
     first = None
     while True:
         m = client.migrations.get(migration.id)
@@ -127,7 +131,10 @@ def main() -> None:
     parser = bench_parser(__doc__ or "", runs=5)
     parser.add_argument("--libvirt", action="store_true",
                         help="a libvirt destination with libvirt minions")
+    parser.add_argument("--source", action="store_true",
+                        help="source pools (the source disks read through a minion)")
     args = parser.parse_args()
+    side = "source" if args.source else "destination"
     if args.libvirt:
         libvirt_figures(args.runs)
         return
@@ -143,19 +150,22 @@ def main() -> None:
             src_id, dst_id = server.local_endpoint("b-src", src), \
                 server.local_endpoint("b-dst", dst)
             env = {"verbose": False}
-            warm = client.minion_pools.create("warm", dst_id, "destination", "linux", env,
+            pool_endpoint = src_id if args.source else dst_id
+            warm = client.minion_pools.create("warm", pool_endpoint, side, "linux", env,
                                               minion_max_idle_time=3600)
             wait_pool(client, warm.id, "ALLOCATED")
             results: dict[str, list[float]] = {"warm pool": [], "cold pool": [],
                                                "no pool": []}
             for _ in range(args.runs):
                 results["no pool"].append(migrate(client, src_id, dst_id, None)[0])
-                results["warm pool"].append(migrate(client, src_id, dst_id, warm.id)[0])
+                results["warm pool"].append(migrate(client, src_id, dst_id, warm.id,
+                                                    side=side)[0])
                 started = time.monotonic()
-                cold = client.minion_pools.create("cold", dst_id, "destination", "linux", env)
+                cold = client.minion_pools.create("cold", pool_endpoint, side, "linux", env)
                 wait_pool(client, cold.id, "ALLOCATED")
                 made = time.monotonic() - started
-                results["cold pool"].append(made + migrate(client, src_id, dst_id, cold.id)[0])
+                results["cold pool"].append(made + migrate(client, src_id, dst_id, cold.id,
+                                                           side=side)[0])
                 client.minion_pools.deallocate_minion_pool(cold.id, False)
                 wait_pool(client, cold.id, "DEALLOCATED")
                 client.minion_pools.delete(cold.id)
