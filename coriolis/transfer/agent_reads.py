@@ -27,7 +27,12 @@ from collections.abc import Callable
 from pydantic import BaseModel, Field
 
 from coriolis import exceptions
-from coriolis.transfer.agent import IDLE_SECONDS, RequestError, WriterAgent
+from coriolis.transfer.agent import (
+    DEVICE_WAIT_SECONDS,
+    IDLE_SECONDS,
+    RequestError,
+    WriterAgent,
+)
 from coriolis.transfer.base import DiskReader, Extent
 from coriolis.transfer.locations import PathLocation, open_reader
 
@@ -92,6 +97,12 @@ class ReadSessions:
         may be asked for); a session id already open is closed first. 400 for a path outside
         the roots, missing or that leads out of them (a backing file elsewhere)."""
         self.agent._check_id(session_id, "read session")
+        if request.path.startswith("/dev/"):
+            # A disk just hot-plugged into this machine (a minion) gets its /dev name from
+            # udev a moment later.
+            deadline = time.monotonic() + DEVICE_WAIT_SECONDS
+            while not os.path.exists(request.path) and time.monotonic() < deadline:
+                time.sleep(0.1)
         # Resolved (a /dev/disk/by-id name is read as the device it leads to); the reader
         # checks again what it actually opened.
         path = self.agent._inside_roots("path", request.path)

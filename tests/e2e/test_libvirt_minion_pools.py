@@ -190,8 +190,8 @@ def test_libvirt_pool_bad_input_makes_nothing(server: RunningServer,
         return result.stderr
 
     ok = {"memory_mb": 384}
-    assert "makes no source pools" in refused(ok, "--pool-platform", "source",
-                                              "--pool-os-type", "linux")
+    assert "source pool must be 'linux'" in refused(ok, "--pool-platform", "source",
+                                                    "--pool-os-type", "windows")
     assert "name_prefix" in refused({"name_prefix": "Bad Prefix!"}, "--pool-platform",
                                     "destination", "--pool-os-type", "linux")
     assert f"{host.name('nope')}" in refused({"storage_pool": host.name("nope")},

@@ -9,9 +9,10 @@ from coriolis.providers.libvirt.destination import LibvirtDestination
 from coriolis.providers.libvirt.endpoint import LibvirtEndpoint
 from coriolis.providers.libvirt.minions import LibvirtMinionPools
 from coriolis.providers.libvirt.source import LibvirtSource
+from coriolis.providers.libvirt.source_minions import LibvirtSourceMinions
 
 
-class LibvirtProvider(LibvirtMinionPools, LibvirtEndpoint, LibvirtSource, LibvirtDestination,
-                      MinionPoolProvider):
+class LibvirtProvider(LibvirtSourceMinions, LibvirtMinionPools, LibvirtEndpoint, LibvirtSource,
+                      LibvirtDestination, MinionPoolProvider):
     """KVM/QEMU hosts managed by libvirt (``qemu:///system``, ``qemu+ssh://``,
     ``qemu+tls://``)."""
