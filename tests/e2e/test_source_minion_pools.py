@@ -72,10 +72,12 @@ def agent_log(clouds: dict[str, Any], pool_id: str) -> Path:
 
 
 def migrate(server: RunningServer, instance: str, pool_id: str | None, *extra: str,
-            check: bool = True, mib_per_s: int = 16, name: str | None = None) -> Any:
+            check: bool = True, mib_per_s: int = 16, name: str | None = None,
+            snapshot: bool = False) -> Any:
     name = name or f"{instance}-{os.urandom(3).hex()}"
     args = ["migration", "create", "--origin-endpoint", "sp-src", "--destination-endpoint",
-            "sp-dst", "--instance", instance, "--source-environment", '{"snapshot": false}',
+            "sp-dst", "--instance", instance, "--source-environment",
+            json.dumps({"snapshot": snapshot}),
             "--destination-environment", json.dumps(
                 {"storage_backend": "bulk", "transfer_bandwidth_limit_mib": mib_per_s,
                  "instance_name": name}),
@@ -252,9 +254,10 @@ def test_pools_of_the_wrong_side_or_os_are_refused(
                                       "REPLICATE_DISKS:during"])
 def test_a_server_killed_mid_migration_still_reads_through_and_releases_the_minion(
         tmp_path_factory: pytest.TempPathFactory, crash_at: str) -> None:
-    """SIGKILL of the all-in-one server while the source disks are being set up or read
-    through the minion: restarted, the migration completes through the same minion (its key
-    sent again with the re-run tasks), bit-identical, and the minion is released."""
+    """SIGKILL of the all-in-one server while the source disks are being set up (a
+    point-in-time copy of each, ``snapshot``) or read through the minion: restarted, the
+    migration completes through the same minion (its key sent again with the re-run tasks),
+    bit-identical, and the minion is released; no snapshot is left."""
     base = tmp_path_factory.mktemp("srcpool-crash")
     faults = base / "faults"
     faults.write_text("")
@@ -273,7 +276,8 @@ def test_a_server_killed_mid_migration_still_reads_through_and_releases_the_mini
                           "--environment-options", ENV, "crashy", "-f", "json").json()["ID"]
         assert wait_settled(srv, pool_id)["Pool Status"] == "ALLOCATED"
         faults.write_text(crash_at)
-        migration = migrate(srv, "vm", pool_id, name="moved", mib_per_s=4).json()
+        migration = migrate(srv, "vm", pool_id, name="moved", mib_per_s=4,
+                            snapshot=True).json()
         assert srv.process.wait(timeout=120) == -9
     finally:
         stop_server(srv)
@@ -284,7 +288,8 @@ def test_a_server_killed_mid_migration_still_reads_through_and_releases_the_mini
         for a, b in zip(disk_files(src, "vm"), disk_files(dst, "moved"), strict=True):
             assert same(a, b)
         log = agent_log({"src": src}, pool_id).read_text()
-        assert "opened read-only" in log
+        assert "/.coriolis/snapshot-" in log and "opened read-only" in log, log[-2000:]
+        assert not list((src / ".coriolis").glob("snapshot-*"))
         srv.wait_for(["minion", "pool", "show", pool_id],
                      lambda d: f"released by migration {migration['id']}" in d["Events"],
                      timeout=60)
