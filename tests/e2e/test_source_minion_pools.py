@@ -298,3 +298,32 @@ def test_a_server_killed_mid_migration_still_reads_through_and_releases_the_mini
         assert wait_settled(srv, pool_id)["Pool Status"] == "DEALLOCATED"
     finally:
         stop_server(srv)
+
+
+def test_source_and_destination_minions_in_one_migration(
+        server: RunningServer, clouds: dict[str, Any], pool: str) -> None:
+    """Both pools at once: each side's minion gets its own key (the source's in the source
+    connection info, the destination's in the destination's); the data goes from one agent
+    to the other; both are released."""
+    writers = server.cli(
+        "minion", "pool", "create", "--endpoint-id", clouds["dst_id"], "--platform",
+        "destination", "--os-type", "linux", "--environment-options", ENV, "writers2",
+        "-f", "json").json()["ID"]
+    assert wait_settled(server, writers)["Pool Status"] == "ALLOCATED"
+    (writer_dir,) = sorted(p for p in (clouds["dst"] / ".coriolis" / "minions" / writers)
+                           .iterdir() if p.is_dir())
+    read_log = agent_log(clouds, pool)
+    before = len(read_log.read_text())
+    name = f"vm2-{os.urandom(3).hex()}"
+    done = wait_done(server, migrate(server, "vm2", pool, "--destination-minion-pool-id",
+                                     writers, name=name).json()["id"])
+    assert done["status"] == "COMPLETED", done["tasks"]
+    for a, b in zip(disk_files(clouds["src"], "vm2"), disk_files(clouds["dst"], name),
+                    strict=True):
+        assert same(a, b)
+    assert "opened read-only" in read_log.read_text()[before:]
+    assert "/v1/transfers/" in (writer_dir / "agent.log").read_text()
+    assert released(server, pool, done["id"]) and released(server, writers, done["id"])
+    server.cli("minion", "pool", "deallocate", writers)
+    wait_settled(server, writers)
+    server.cli("minion", "pool", "delete", writers)
