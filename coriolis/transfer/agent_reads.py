@@ -1,10 +1,10 @@
 """The reader side of the agent: disks under its roots served read-only to a worker (a source
 minion reads the source disks attached to it or kept on its host).
 
-A worker opens a *read session* (``PUT /v1/reads/<id>``, with the agent key; body: ``path``,
-``format``, ``since``, ``confine``) and gets a per-session bearer token; with it, it asks the disk's
-extents (``GET .../extents?since=T``: the allocated ones, or only what changed since the
-change-tracking token ``T``) and its data (``GET .../data/<offset>/<length>``, each reply
+A worker opens a *read session* (``PUT /v1/reads/<id>``, with the agent key; body:
+``path``, ``format``, ``since``, ``confine``) and gets a per-session bearer token; with it,
+it asks the disk's extents (``GET .../extents?since=T``: the allocated ones, or only what
+changed since the change-tracking token ``T``) and its data (``GET .../data/<offset>/<length>``, each reply
 with the xxh3 of its bytes), then closes it (``DELETE``). The disk is opened as a ``path``
 source location confined to the agent's roots (``transfer.locations``: SEEK_DATA/SEEK_HOLE
 for raw files, one data extent for block devices, qemu-nbd block status and persistent dirty
@@ -15,7 +15,6 @@ agent that restarted answers 404, and the worker's reader opens a new one.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import logging
 import os
@@ -32,15 +31,12 @@ from coriolis.transfer.agent import (
     IDLE_SECONDS,
     RequestError,
     WriterAgent,
+    _digest,
 )
 from coriolis.transfer.base import DiskReader, Extent
 from coriolis.transfer.locations import PathLocation, open_reader
 
 LOG = logging.getLogger(__name__)
-
-
-def _digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 class ReadRequest(BaseModel):
