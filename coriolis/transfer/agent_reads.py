@@ -4,13 +4,14 @@ minion reads the source disks attached to it or kept on its host).
 A worker opens a *read session* (``PUT /v1/reads/<id>``, with the agent key; body:
 ``path``, ``format``, ``since``, ``confine``) and gets a per-session bearer token; with it,
 it asks the disk's extents (``GET .../extents?since=T``: the allocated ones, or only what
-changed since the change-tracking token ``T``) and its data (``GET .../data/<offset>/<length>``, each reply
-with the xxh3 of its bytes), then closes it (``DELETE``). The disk is opened as a ``path``
-source location confined to the agent's roots (``transfer.locations``: SEEK_DATA/SEEK_HOLE
-for raw files, one data extent for block devices, qemu-nbd block status and persistent dirty
-bitmaps for the other formats); it is opened read-only (``O_RDONLY``, ``qemu-nbd
---read-only``) and a write to a read session is refused (405). Sessions live in memory: an
-agent that restarted answers 404, and the worker's reader opens a new one.
+changed since the change-tracking token ``T``) and its data (``GET .../data/<offset>/
+<length>``, each reply with the xxh3 of its bytes), then closes it (``DELETE``). The disk
+is opened as a ``path`` source location confined to the agent's roots (or to ``confine``,
+inside them; ``transfer.locations``: SEEK_DATA/SEEK_HOLE for raw files, one data extent for
+block devices, qemu-nbd block status and persistent dirty bitmaps for the other formats);
+it is opened read-only (``O_RDONLY``, ``qemu-nbd --read-only``) and a write to a read
+session is refused (405). Sessions live in memory: an agent that restarted answers 404, and
+the worker's reader opens a new one.
 """
 
 from __future__ import annotations
