@@ -169,6 +169,9 @@ def main() -> None:
                 client.minion_pools.deallocate_minion_pool(cold.id, False)
                 wait_pool(client, cold.id, "DEALLOCATED")
                 client.minion_pools.delete(cold.id)
+            # Its minion is an agent process of its own session: stopped with the pool.
+            client.minion_pools.deallocate_minion_pool(warm.id, False)
+            wait_pool(client, warm.id, "DEALLOCATED")
             report(results, args.runs)
         finally:
             stop_server(server)
