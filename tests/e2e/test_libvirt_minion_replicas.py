@@ -12,7 +12,9 @@ TCG), against an all-in-one server that the fault hook (``CORIOLIS_TEST_CRASH_AT
   restarted server completes the execution;
 - the server killed half-way through the commit's merge of the overlay into the volume: the
   volume's undo journal rolls it back to the last committed state (checked on a copy), and
-  the restarted server completes the commit.
+  the restarted server completes the commit;
+- the copy fails after writing (``REPLICATE_DISKS:fail``): the roll-back detaches and drops
+  the overlay, the volume holds the last committed execution.
 
 One minion for the whole module (a TCG boot costs 30-120 s here)."""
 
@@ -255,3 +257,26 @@ def test_crash_mid_copy_and_mid_merge_keep_the_committed_state(
     crashing.restart_if_killed()
     data = crashing.wait_final(f"{executions}/{execution}", "execution", timeout=900)
     check_committed(rig, data)
+
+
+def test_failed_copy_rolls_back_to_the_committed_state(rig: dict[str, Any],
+                                                       tmp_path: Path) -> None:
+    """The copy writes the overlay through the minion, then fails: the roll-back detaches
+    and drops the overlay; the volume holds the last committed execution."""
+    crashing: Crashing = rig["crashing"]
+    first, _ = execute(rig, "pooled")
+    check_committed(rig, first)
+    committed = tmp_path / "committed"
+    shutil.copyfile(rig["disk"], committed)
+    change_source(rig["disk"], 4)
+    crashing.arm("REPLICATE_DISKS:fail")
+    failed, _ = execute(rig, "pooled")
+    assert failed["status"] == "ERROR", _summary(failed)
+    assert crashing.armed() == []
+    tasks = {t["task_type"]: t["status"] for t in failed["tasks"]}
+    assert tasks["RESTORE_REPLICA_DISK_SNAPSHOTS"] == "COMPLETED", tasks
+    vol = volume(rig, "pooled")
+    assert same(committed, vol["path"])
+    assert attached(rig) == [] and not overlays.path_of(vol).exists()
+    again, _ = execute(rig, "pooled")
+    check_committed(rig, again)

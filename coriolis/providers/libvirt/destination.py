@@ -14,7 +14,8 @@ morphing.
   ``/var/log/libvirt/qemu/<name>-serial.log`` (``transfer_result["serial_log"]``).
 - Replica disks are pool volumes with the snapshot / commit / roll-back of
   ``coriolis.providers.local.replica_disks`` on their files; a deploy clones them (new
-  volumes) or uses them.
+  volumes) or uses them. Written through a libvirt minion, a replica volume gets a qcow2
+  overlay instead, merged into it through its undo journal at the commit (``overlays``).
 - The domain is defined (never started before ``finalize_instance``) under a pending name
   with coriolis metadata (``<metadata><coriolis:transfer>``), virtio disks and NICs on the
   ``network_map``'s networks, the source's CPUs/memory/firmware unless the destination
