@@ -14,7 +14,8 @@ TCG), against an all-in-one server that the fault hook (``CORIOLIS_TEST_CRASH_AT
   volume's undo journal rolls it back to the last committed state (checked on a copy), and
   the restarted server completes the commit;
 - the copy fails after writing (``REPLICATE_DISKS:fail``): the roll-back detaches and drops
-  the overlay, the volume holds the last committed execution.
+  the overlay, the volume holds the last committed execution;
+- a replica with qcow2 volumes through the same minion: two executions, bit-identical.
 
 One minion for the whole module (a TCG boot costs 30-120 s here)."""
 
@@ -97,14 +98,15 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             machines = data["Minion Machines"]
             (minion,) = json.loads(machines) if isinstance(machines, str) else machines
             replicas = {}
-            for kind, pool in (("pooled", pool_id), ("plain", None)):
+            for kind, pool, fmt in (("pooled", pool_id, "raw"), ("plain", None, "raw"),
+                                    ("qcow2", pool_id, "qcow2")):
                 replicas[kind] = server.cli(
                     "replica", "create", "--origin-endpoint", "lr-src",
                     "--destination-endpoint", "lr-dst", "--instance", "vm",
                     "--source-environment", '{"snapshot": false}',
                     "--destination-environment", json.dumps({
                         "storage_backend": host.name("pool"), "domain_type": "qemu",
-                        "instance_name": host.name(f"vm-{kind}")}),
+                        "instance_name": host.name(f"vm-{kind}"), "disk_format": fmt}),
                     "--network-map", json.dumps({"lan": host.name("net")}),
                     *(["--destination-minion-pool-id", pool] if pool else []),
                     "-f", "json").json()["id"]
@@ -280,3 +282,17 @@ def test_failed_copy_rolls_back_to_the_committed_state(rig: dict[str, Any],
     assert attached(rig) == [] and not overlays.path_of(vol).exists()
     again, _ = execute(rig, "pooled")
     check_committed(rig, again)
+
+
+def test_qcow2_replica_volumes_through_the_minion(rig: dict[str, Any]) -> None:
+    """qcow2 volumes (an internal snapshot protects them): the overlay is committed into
+    the volume by ``qemu-img commit``; two executions, bit-identical, nothing left."""
+    for seed in (None, 5):
+        if seed is not None:
+            change_source(rig["disk"], seed)
+        data, _ = execute(rig, "qcow2")
+        assert data["status"] == "COMPLETED", _summary(data)
+        vol = volume(rig, "qcow2")
+        assert vol["format"] == "qcow2"
+        assert same(rig["disk"], vol["path"])
+        assert attached(rig) == [] and not overlays.path_of(vol).exists()
