@@ -22,8 +22,10 @@ One minion for the whole module (a TCG boot costs 30-120 s here)."""
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
+import signal
 import subprocess
 import time
 import xml.etree.ElementTree as ET
@@ -259,6 +261,18 @@ def test_crash_mid_copy_and_mid_merge_keep_the_committed_state(
     crashing.restart_if_killed()
     data = crashing.wait_final(f"{executions}/{execution}", "execution", timeout=900)
     check_committed(rig, data)
+    # The killed worker's qemu-nbd reading the overlay outlives it (qemu-nbd --persistent
+    # has no parent-death signal): stop it here.
+    kill_processes_naming(str(overlays.path_of(vol)))
+
+
+def kill_processes_naming(text: str) -> None:
+    for path in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if text in path.read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                os.kill(int(path.parent.name), signal.SIGTERM)
+        except (OSError, ValueError):
+            continue
 
 
 def test_failed_copy_rolls_back_to_the_committed_state(rig: dict[str, Any],
