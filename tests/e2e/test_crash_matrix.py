@@ -43,7 +43,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -89,14 +89,17 @@ class Crashing:
     def arm_file(self) -> Path:
         return self.work / "crash-at"
 
-    @staticmethod
-    def start(work: Path) -> RunningServer:
+    EXTRA_ENV: ClassVar[dict[str, str]] = {}  # more environment for the server
+
+    @classmethod
+    def start(cls, work: Path) -> RunningServer:
         """Start the server; again when the hook killed it before it listened (a task sent
         again at start-up reached the next armed point)."""
         for _ in range(10):
             try:
                 return start_server(work / "data", {ENV: f"@{work / 'crash-at'}",
-                                                    "CORIOLIS_LOCAL_ROOT": str(work / "clouds")})
+                                                    "CORIOLIS_LOCAL_ROOT": str(work / "clouds"),
+                                                    **cls.EXTRA_ENV})
             except RuntimeError as exc:
                 if "killing this process" not in str(exc):
                     raise

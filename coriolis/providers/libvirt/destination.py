@@ -14,7 +14,8 @@ morphing.
   ``/var/log/libvirt/qemu/<name>-serial.log`` (``transfer_result["serial_log"]``).
 - Replica disks are pool volumes with the snapshot / commit / roll-back of
   ``coriolis.providers.local.replica_disks`` on their files; a deploy clones them (new
-  volumes) or uses them.
+  volumes) or uses them. Written through a libvirt minion, a replica volume gets a qcow2
+  overlay instead, merged into it through its undo journal at the commit (``overlays``).
 - The domain is defined (never started before ``finalize_instance``) under a pending name
   with coriolis metadata (``<metadata><coriolis:transfer>``), virtio disks and NICs on the
   ``network_map``'s networks, the source's CPUs/memory/firmware unless the destination
@@ -38,7 +39,7 @@ from coriolis.providers.base import (
     OSMorphingProvider,
     ReplicaImportProvider,
 )
-from coriolis.providers.libvirt import define_xml, metadata, minions, volumes
+from coriolis.providers.libvirt import define_xml, metadata, minions, overlays, volumes
 from coriolis.providers.libvirt.connection import (
     connect,
     load_libvirt,
@@ -168,6 +169,26 @@ def _nic_targets(conn: Any, env: JSON, export_info: JSON) -> list[tuple[str, str
     return result
 
 
+def _release_overlays(connection_info: JSON, volumes_info: list[JSON]) -> None:
+    """Detach the volumes' overlays (and the volumes) from any minion still holding them:
+    an execution's commit or roll-back runs beside its transfer cleanup, or after a crash
+    that skipped it."""
+    paths = [p for v in volumes_info if v.get("path")
+             for p in (v["path"], str(overlays.path_of(v)))]
+    if not paths or not any(os.path.exists(str(overlays.path_of(v))) for v in volumes_info):
+        return
+    with connect(connection_info) as conn:
+        minions.detach_paths(conn, paths)
+
+
+def _drop_overlays(connection_info: JSON, volumes_info: list[JSON]) -> None:
+    """Detach and drop what minions wrote and no commit merged (or a merged one's leftover)."""
+    _release_overlays(connection_info, volumes_info)
+    for volume in volumes_info:
+        if volume.get("path"):
+            overlays.discard(volume)
+
+
 class LibvirtDestination(DestinationOptionsProvider, ReplicaImportProvider, OSMorphingProvider):
     def destination_environment_schema(self) -> JSON:
         return DESTINATION_ENV_SCHEMA
@@ -283,8 +304,9 @@ class LibvirtDestination(DestinationOptionsProvider, ReplicaImportProvider, OSMo
         return result
 
     def delete_disks(self, connection_info: JSON, env: JSON, volumes_info: list[JSON]) -> None:
-        """Delete the volumes (gone ones skipped), then their replica snapshots and commit
-        record."""
+        """Delete the volumes (gone ones skipped), then their replica snapshots, minion
+        overlays and commit record."""
+        _drop_overlays(connection_info, volumes_info or [])
         with connect(connection_info) as conn:
             for volume in volumes_info or []:
                 volumes.delete(conn, volume)
@@ -322,18 +344,35 @@ class LibvirtDestination(DestinationOptionsProvider, ReplicaImportProvider, OSMo
 
     # Replica volumes are files of dir pools: the snapshot / commit / roll-back of the local
     # provider's replica_disks works on them as they are (side files beside the volumes).
+    # Written through a minion, a volume has a qcow2 overlay instead (overlays.py): it is
+    # detached from the minion, then merged into the volume before the commit point, or
+    # dropped by a roll-back or the next settle.
     def snapshot_disks(self, connection_info: JSON, env: JSON, volumes_info: list[JSON],
                        snapshot_id: str, for_deploy: bool = False) -> JSON:
         require_local(connection_info, "snapshots of replica volumes")
+        _drop_overlays(connection_info, volumes_info or [])
         return replica_disks.take(volumes_info or [], snapshot_id, for_deploy=for_deploy)
 
     def restore_disk_snapshots(self, connection_info: JSON, env: JSON,
                                volumes_info: list[JSON]) -> JSON:
+        _drop_overlays(connection_info, volumes_info or [])
         return replica_disks.settle(volumes_info or [])
 
     def delete_disk_snapshots(self, connection_info: JSON, env: JSON,
                               volumes_info: list[JSON]) -> JSON:
-        return replica_disks.commit(volumes_info or [])
+        """The commit: a minion's overlays are merged into the volumes first (through their
+        undo journals: a merge cut short is rolled back or done again), then the commit
+        point, then the overlays go."""
+        volumes_info = volumes_info or []
+        _release_overlays(connection_info, volumes_info)
+        wanted = next((v["snapshot_id"] for v in volumes_info if v.get("snapshot_id")), None)
+        if volumes_info and wanted and replica_disks.read_record(volumes_info)["pending"] == wanted:
+            for volume in volumes_info:
+                overlays.merge(volume)
+        outcome = replica_disks.commit(volumes_info)
+        for volume in volumes_info:
+            overlays.discard(volume)
+        return outcome
 
     # --- the domain -------------------------------------------------------------------------
     def deploy_instance(self, connection_info: JSON, env: JSON, export_info: JSON,

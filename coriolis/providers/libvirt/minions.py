@@ -40,7 +40,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 from coriolis import exceptions
 from coriolis.providers.base import require_linux_destination_pool
-from coriolis.providers.libvirt import minion_image, volumes
+from coriolis.providers.libvirt import minion_image, overlays, volumes
 from coriolis.providers.libvirt.connection import (
     connect,
     load_libvirt,
@@ -56,6 +56,7 @@ JSON = dict[str, Any]
 NAMESPACE = "https://cloudbase.it/coriolis/minion/1"
 SERIAL_LOG_DIR = "/var/log/libvirt/qemu"
 DISK_BY_ID = "/dev/disk/by-id/scsi-0QEMU_QEMU_HARDDISK_"
+DETACH_SECONDS = 60.0
 
 ENV_SCHEMA: JSON = {
     "$schema": "http://json-schema.org/draft-07/schema#",
@@ -322,29 +323,76 @@ def _disk_xml(path: str, fmt: str, dev: str, serial: str) -> str:
             f"<serial>{serial}</serial></disk>")
 
 
-def detach_disks(conn: Any, dom: Any, serials: set[str] | None = None) -> list[str]:
-    """Hot-unplug the transfer disks (those of ``serials``, or all) from a minion domain;
-    the serials detached."""
+def _scsi_disks(dom: Any) -> list[ET.Element]:
+    return [disk for disk in ET.fromstring(dom.XMLDesc(0)).findall("./devices/disk")
+            if disk.find("target[@bus='scsi']") is not None]
+
+
+def _source_file(disk: ET.Element) -> str:
+    source = disk.find("source")
+    return os.path.realpath(str(source.get("file"))) if source is not None else ""
+
+
+def _detach(dom: Any, disks: list[ET.Element], timeout: float = DETACH_SECONDS) -> None:
+    """Hot-unplug ``disks`` and wait until the domain's live XML has none of them (libvirt
+    returns after 5 s without the guest's acknowledgement; only then has qemu closed the
+    files). One another caller detached meanwhile is no error."""
     libvirt = load_libvirt()
-    done = []
-    root = ET.fromstring(dom.XMLDesc(0))
-    for disk in root.findall("./devices/disk"):
-        target = disk.find("target")
-        serial = disk.findtext("serial") or ""
-        if target is None or target.get("bus") != "scsi":
-            continue
-        if serials is not None and serial not in serials:
-            continue
+    serials = {disk.findtext("serial") or "" for disk in disks}
+    for disk in disks:
         try:
             dom.detachDeviceFlags(ET.tostring(disk, encoding="unicode"),
                                   libvirt.VIR_DOMAIN_AFFECT_LIVE)
-            done.append(serial)
         except libvirt.libvirtError as exc:
-            if dom.isActive():
+            if not dom.isActive():
+                return
+            if any((d.findtext("serial") or "") == (disk.findtext("serial") or "")
+                   for d in _scsi_disks(dom)):
                 raise exceptions.ProviderError(
-                    f"cannot detach disk {serial} from minion {dom.name()}: "
+                    f"cannot detach disk {disk.findtext('serial')} from minion {dom.name()}: "
                     f"{exc.get_error_message()}") from None
-    return done
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            left = [d.findtext("serial") for d in _scsi_disks(dom)
+                    if (d.findtext("serial") or "") in serials]
+        except libvirt.libvirtError:  # the domain went away
+            return
+        if not left:
+            return
+        if time.monotonic() > deadline or not dom.isActive():
+            raise exceptions.ProviderError(
+                f"minion {dom.name()} did not release disks {', '.join(map(str, left))} "
+                f"within {timeout:g} s")
+        time.sleep(0.2)
+
+
+def detach_disks(conn: Any, dom: Any, serials: set[str] | None = None) -> list[str]:
+    """Hot-unplug the transfer disks (those of ``serials``, or all) from a minion domain;
+    the serials detached."""
+    disks = [disk for disk in _scsi_disks(dom)
+             if serials is None or (disk.findtext("serial") or "") in serials]
+    _detach(dom, disks)
+    return [disk.findtext("serial") or "" for disk in disks]
+
+
+def detach_paths(conn: Any, paths: list[str]) -> list[str]:
+    """Detach the files ``paths`` from every minion domain that has them attached (what a
+    transfer interrupted before its cleanup left); the domains that held one."""
+    libvirt = load_libvirt()
+    wanted = {os.path.realpath(p) for p in paths}
+    held = []
+    for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
+        try:
+            dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, NAMESPACE, 0)
+            disks = _scsi_disks(dom)
+        except libvirt.libvirtError:
+            continue  # not a minion, or gone
+        mine = [d for d in disks if _source_file(d) in wanted]
+        if mine:
+            _detach(dom, mine)
+            held.append(dom.name())
+    return held
 
 
 class LibvirtMinionPools:
@@ -479,7 +527,10 @@ class LibvirtMinionPools:
                                 key_ref: str) -> JSON:
         """Hot-plug each volume into the minion's domain (virtio-scsi, serial
         ``cv<hash of the volume key>``; what an earlier transfer left attached is detached
-        first) and point an agent location at its ``/dev/disk/by-id`` name in the guest.
+        first) and point an agent location at its ``/dev/disk/by-id`` name in the guest. A
+        replica volume (one with a ``snapshot``) is not attached itself: its qcow2 overlay
+        is (``overlays``; an existing one, this execution's so far, is kept), so the volume
+        stays in its committed state until the commit merges the overlay on the host.
         ``target_resources["minion_disks"]`` says what ``delete_target_resources``
         detaches."""
         machine_id = minion_connection_info["machine_id"]
@@ -495,18 +546,18 @@ class LibvirtMinionPools:
             try:
                 for index, volume in enumerate(volumes_info or []):
                     what = f"destination disk {volume['disk_id']} (through minion {dom.name()})"
-                    if volume.get("snapshot"):
-                        raise exceptions.ProviderError(
-                            f"{what}: replica volumes are written on the host, not through "
-                            "libvirt minions (use a migration, or no destination pool)")
                     vol = volumes.find(conn, volume)
                     if vol is None:
                         raise exceptions.ProviderError(f"{what}: its volume is missing")
+                    path, fmt = vol.path(), volume["format"]
+                    if volume.get("snapshot"):
+                        # A replica volume: the minion writes its overlay (overlays.py).
+                        path, fmt = overlays.ensure({**volume, "path": path}), "qcow2"
                     serial = "cv" + hashlib.sha256(
                         str(volume["volume_id"]).encode()).hexdigest()[:16]
                     dom.attachDeviceFlags(
-                        _disk_xml(vol.path(), volume["format"], f"sd{chr(97 + index)}",
-                                  serial), libvirt.VIR_DOMAIN_AFFECT_LIVE)
+                        _disk_xml(path, fmt, f"sd{chr(97 + index)}", serial),
+                        libvirt.VIR_DOMAIN_AFFECT_LIVE)
                     attached.append(serial)
                     disks[volume["disk_id"]] = locations.to_json(AgentLocation(
                         url=minion_connection_info["url"],
