@@ -11,6 +11,7 @@ changes little with the machine's load, unlike the wall time, which is printed t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import statistics
@@ -46,39 +47,41 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--requests", type=int, default=300)
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="coriolis-api-"))
-    server = None
-    try:
+    with contextlib.ExitStack() as cleanup:
+        work = Path(tempfile.mkdtemp(prefix="coriolis-api-"))
+        cleanup.callback(shutil.rmtree, work, ignore_errors=True)
         clouds = work / "clouds"
         for cloud in ("src", "dst"):
             (clouds / cloud / "instances").mkdir(parents=True)
             (clouds / cloud / "cloud.json").write_text(
                 '{"networks": ["lan"], "storage": [{"name": "default", "format": "raw"}]}')
         server = start_server(work / "data", {"CORIOLIS_LOCAL_ROOT": str(clouds)})
+        cleanup.callback(stop_server, server)
         api = server.bindings()
         src = api.endpoints.create("src", "local", {"path": str(clouds / "src")}, "").id
         api.endpoints.create("dst", "local", {"path": str(clouds / "dst")}, "")
         session = requests.Session()
         session.headers["X-Auth-Token"] = api.session.get_token()
         base = f"{server.url}/v1/{server.project_id}"
-        paths = {"GET /": f"{server.url}/", "GET /endpoints": f"{base}/endpoints",
-                 "GET /endpoints/{id}": f"{base}/endpoints/{src}"}
-        results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in paths}
-        for run in range(args.runs):
-            for name, url in paths.items():
-                results[name].append(series(session, url, server.process.pid, args.requests))
-            print(f"run {run + 1} (load average {os.getloadavg()[0]:.1f}): " + "; ".join(
-                f"{name} {r[-1][0]:.2f} ms CPU, p50 {r[-1][1]:.1f} ms"
-                for name, r in results.items()), flush=True)
-        print(f"\nmedians of {args.runs} series of {args.requests} requests:")
-        for name, rows in results.items():
-            cpu, p50, p99 = (statistics.median(r[i] for r in rows) for i in range(3))
-            print(f"  {name:22s} server CPU {cpu:.2f} ms/request, wall p50 {p50:.1f} ms, "
-                  f"p99 {p99:.1f} ms")
-    finally:
-        if server is not None:
-            stop_server(server)
-        shutil.rmtree(work, ignore_errors=True)
+        report({"GET /": f"{server.url}/", "GET /endpoints": f"{base}/endpoints",
+                "GET /endpoints/{id}": f"{base}/endpoints/{src}"},
+               session, server.process.pid, args.runs, args.requests)
+
+
+def report(paths: dict[str, str], session: requests.Session, pid: int, runs: int,
+           count: int) -> None:
+    results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in paths}
+    for run in range(runs):
+        for name, url in paths.items():
+            results[name].append(series(session, url, pid, count))
+        print(f"run {run + 1} (load average {os.getloadavg()[0]:.1f}): " + "; ".join(
+            f"{name} {r[-1][0]:.2f} ms CPU, p50 {r[-1][1]:.1f} ms"
+            for name, r in results.items()), flush=True)
+    print(f"\nmedians of {runs} series of {count} requests:")
+    for name, rows in results.items():
+        cpu, p50, p99 = (statistics.median(r[i] for r in rows) for i in range(3))
+        print(f"  {name:22s} server CPU {cpu:.2f} ms/request, wall p50 {p50:.1f} ms, "
+              f"p99 {p99:.1f} ms")
 
 
 if __name__ == "__main__":
