@@ -95,13 +95,16 @@ def run(args: argparse.Namespace, database_url: str) -> None:
         def sample() -> None:
             interval, due, n = 1 / args.rate, time.monotonic(), 0
             sampled.append(due)
-            with ThreadPoolExecutor(max_workers=POOL) as pool:
-                while not stop.is_set():
-                    pool.submit(timed, calls[n % len(calls)])
-                    n += 1
-                    due += interval
-                    stop.wait(max(0.0, due - time.monotonic()))
+            pool = ThreadPoolExecutor(max_workers=POOL)
+            while not stop.is_set():
+                pool.submit(timed, calls[n % len(calls)])
+                n += 1
+                due += interval
+                stop.wait(max(0.0, due - time.monotonic()))
             sampled.append(time.monotonic())
+            # Requests still queued when the migrations are done (the API fell behind the
+            # rate) are dropped, not sent after the measured window.
+            pool.shutdown(wait=True, cancel_futures=True)
 
         def create(i: int) -> str:
             return str(api.migrations.create(

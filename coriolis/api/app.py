@@ -28,6 +28,12 @@ def create_app(services: Services) -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=services.settings.max_request_body_bytes)
     # Added last: the outermost, so that every response (errors too) carries the id.
     app.add_middleware(requestid.RequestIdMiddleware)
+
+    # First: routes are matched in order, and every client's version discovery asks for it.
+    @app.get("/", include_in_schema=False)
+    async def root() -> dict[str, Any]:
+        return {"versions": [{"id": "v1", "status": "CURRENT"}]}
+
     validator: TokenValidator
     login: dashboard_login.Login
     if services.settings.keystone:
@@ -54,9 +60,5 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(secrets.build_router(services, context))
     app.include_router(logger.build_router(services, validator))
     dashboard.install(app, services, validator, login)
-
-    @app.get("/", include_in_schema=False)
-    def root() -> dict[str, Any]:
-        return {"versions": [{"id": "v1", "status": "CURRENT"}]}
 
     return app

@@ -64,7 +64,11 @@ def write_openrc(settings: Settings, url: str, password: str) -> Path:
 
 
 def _listen(settings: Settings) -> tuple[socket.socket, str]:
-    sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET)
+    # IPPROTO_TCP named: asyncio turns Nagle's algorithm off (TCP_NODELAY) only on sockets
+    # whose proto says TCP, and the accepted ones inherit it; with proto 0 every response
+    # written in two parts waited for the client's delayed ACK (40 ms).
+    sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET,
+                         socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((settings.host, settings.port))
     sock.listen(128)

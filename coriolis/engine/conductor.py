@@ -9,6 +9,7 @@ made them PENDING has committed, each to a worker chosen by ``scheduling.placeme
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import threading
@@ -719,11 +720,16 @@ class Conductor:
         LOG.info("execution %s of replica %s completed: auto-deployed as %s", execution.id,
                  replica.id, deployment_id)
 
-    def _dispatch_pending(self) -> None:
+    def _dispatch_pending(self, within: Session | None = None
+                          ) -> list[tuple[str, TaskMessage]]:
         """Send every PENDING task (ready, not yet sent) once the transaction that made it
-        PENDING has committed; sent tasks become STARTING until a worker picks them up."""
-        messages = []
-        with self._lock, self.db.session() as session:
+        PENDING has committed; sent tasks become STARTING until a worker picks them up.
+        ``within``: the caller's transaction, which made them PENDING; they are marked in it
+        and the messages returned, for ``_send`` once it has committed (one transaction per
+        finished task instead of two)."""
+        messages: list[tuple[str, TaskMessage]] = []
+        with self._lock, (contextlib.nullcontext(within) if within is not None
+                          else self.db.session()) as session:
             waiting = session.scalars(select(models.Execution).where(
                 models.Execution.status == c.EXECUTION_STATUS_AWAITING_MINION_ALLOCATIONS
             ).order_by(models.Execution.created_at).with_for_update(skip_locked=True))
@@ -763,6 +769,12 @@ class Conductor:
                     task_id=task.id, execution_id=task.execution_id, task_type=task.task_type,
                     instance=task.instance, origin=origin_ref,
                     destination=dest_ref, task_info=task_info)))
+        if within is None:
+            self._send(messages)
+        return messages
+
+    def _send(self, messages: list[tuple[str, TaskMessage]]) -> None:
+        """Hand tasks ``_dispatch_pending`` marked STARTING, once committed, to the bus."""
         if self._pools_changed:
             self._pools_changed = False
             self._dispatch_pending()
@@ -807,6 +819,7 @@ class Conductor:
         ended), dispatch whatever became ready."""
         if task_id in self._ignored_tasks:
             return
+        messages: list[tuple[str, TaskMessage]] = []
         with self._lock:
             with self.db.session() as session:
                 execution_id = session.scalar(select(models.Task.execution_id).where(
@@ -823,8 +836,21 @@ class Conductor:
                     LOG.info("ignoring a late report for task %s (%s)", task_id, task.status)
                     return
                 apply(session, task)
+                if transition:
+                    messages = self._dispatch_within(session)
             if transition:
-                self._dispatch_pending()
+                self._send(messages)
+
+    def _dispatch_within(self, session: Session) -> list[tuple[str, TaskMessage]]:
+        """``_dispatch_pending`` in ``session`` (a worker's report), in a savepoint: if it
+        fails, the report still commits and the tasks stay PENDING for the worker monitor."""
+        try:
+            with session.begin_nested():
+                return self._dispatch_pending(within=session)
+        except Exception:
+            LOG.exception("choosing workers for the next tasks failed; the worker monitor "
+                          "sends them later")
+            return []
 
     def task_started(self, task_id: str, host: str, process_id: int) -> None:
         def apply(session: Session, task: models.Task) -> None:
@@ -835,6 +861,11 @@ class Conductor:
             if task.status in (c.TASK_STATUS_PENDING, c.TASK_STATUS_STARTING):
                 task.status = c.TASK_STATUS_RUNNING
             task.host, task.process_id = host, process_id
+            # Every phase reports from its first second: an event when it starts (in this
+            # transaction rather than a report of its own).
+            session.add(models.TaskEvent(task_id=task.id, index=len(task.events),
+                                         level=c.TASK_EVENT_INFO,
+                                         message=f"{task.task_type} started on {host}"))
         self._task_event(task_id, apply)
 
     def task_progress(self, task_id: str, current_step: int, total_steps: int | None,

@@ -75,6 +75,8 @@ def choose_worker(session: Session, endpoints: Sequence[models.Endpoint],
         raise exceptions.NoEligibleWorker(
             f"No enabled worker can run a task for {_describe(endpoints)}; "
             f"enabled workers that are up: {known}")
+    if len(eligible) == 1:  # the all-in-one server's own worker, say: nothing to compare
+        return eligible[0].host
     load = dict(session.execute(
         select(models.Task.host, func.count()).where(
             models.Task.status.in_(c.ACTIVE_TASK_STATUSES),

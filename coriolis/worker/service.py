@@ -10,7 +10,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from coriolis import constants as c
 from coriolis import exceptions, task_types
 from coriolis.bus.base import EndpointRef, TaskEventSink, TaskMessage
 from coriolis.config import Settings
@@ -91,10 +90,7 @@ class Worker:
         sink.task_started(message.task_id, self.host, os.getpid())
         who = f"task {message.task_id} ({message.task_type}, {message.instance})"
         LOG.info("%s started on %s", who, self.host)
-        started = time.monotonic()
-        # Every phase reports from its first second: an event when it starts.
-        _report(sink.task_event, message.task_id, c.TASK_EVENT_INFO,
-                f"{message.task_type} started on {self.host}")
+        started = time.monotonic()  # the conductor records the start as an event
         runner = TASK_RUNNERS.get(message.task_type)
         try:
             if runner is None:

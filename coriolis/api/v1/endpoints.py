@@ -8,7 +8,7 @@ from typing import Any
 import jsonschema
 from fastapi import APIRouter, Depends, Response
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from coriolis import exceptions
 from coriolis.api import views
@@ -112,7 +112,7 @@ def build_router(services: Services, context: Any) -> APIRouter:
         with db.reader() as session:
             rows = session.scalars(select(models.Endpoint).where(
                 models.Endpoint.project_id == ctx.project_id).order_by(
-                models.Endpoint.created_at))
+                models.Endpoint.created_at).options(selectinload(models.Endpoint.regions)))
             return {"endpoints": [views.endpoint(r, None) for r in rows]}
 
     @router.get("/endpoints/{endpoint_id}")

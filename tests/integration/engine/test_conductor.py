@@ -3,9 +3,11 @@ provider, moving real disk images."""
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -349,3 +351,29 @@ def test_a_task_whose_end_report_was_lost_is_taken_over_and_a_plain_cancel_ends(
     assert statuses[c.TASK_TYPE_CLEANUP_INSTANCE_TARGET_STORAGE] == c.TASK_STATUS_COMPLETED
     assert not (clouds["dst"] / "instances" / "vm1").exists()
     assert not list((clouds["dst"] / "storage").glob("*/vm1-*"))
+
+
+def test_a_task_end_and_the_dispatch_it_allows_are_one_transaction(services, ctx, endpoints,
+                                                                   monkeypatch) -> None:
+    """Each worker report is one write transaction: a task's end also sends the tasks it made
+    ready (no second transaction per task), and its start records the "started on" event
+    (no report of its own)."""
+    callers: collections.Counter[str] = collections.Counter()
+    real = services.db.session
+
+    def counting():  # type: ignore[no-untyped-def]
+        callers[sys._getframe(1).f_code.co_name] += 1
+        return real()
+
+    monkeypatch.setattr(services.db, "session", counting)
+    mid = services.conductor.create_migration(ctx, body(endpoints, "vm1"))
+    execution = wait_execution(services, mid)
+    assert execution.status == c.EXECUTION_STATUS_COMPLETED
+    ran = [t for t in execution.tasks if t.status == c.TASK_STATUS_COMPLETED]
+    assert len(ran) >= 8
+    # Only the create's own dispatch opens a transaction for dispatching.
+    assert callers["_dispatch_pending"] == 1, callers
+    for task in ran:
+        started = [e.message for e in task.events if " started on " in e.message]
+        assert started == [f"{task.task_type} started on {task.host}"], task.task_type
+        assert task.events[0].message == started[0]
