@@ -29,6 +29,7 @@ from urllib.parse import parse_qs
 from coriolis import exceptions
 from coriolis.transfer.agent import (
     MAX_CHUNK,
+    DurableRequest,
     OpenRequest,
     RequestError,
     Transfer,
@@ -132,7 +133,9 @@ class _Handler(BaseHTTPRequestHandler):
                         (_TRANSFER + "/data/" + _INT + "/" + _INT, self._read)])
 
     def do_POST(self) -> None:  # noqa: N802
-        self._dispatch([(_TRANSFER + "/flush", self._flush)])
+        self._dispatch([(_TRANSFER + "/flush", self._flush),
+                        (_TRANSFER + "/durable", self._durable),
+                        (_TRANSFER + "/release", self._release)])
 
     def do_DELETE(self) -> None:  # noqa: N802
         self._dispatch([(_MORPH, self._stop_morph), (_TRANSFER, self._delete)])
@@ -149,7 +152,7 @@ class _Handler(BaseHTTPRequestHandler):
         request = parse_body(OpenRequest, body, "transfer request")
         transfer, token = self.server.agent.open(tid, request)
         self._json(200, {"id": transfer.id, "token": token, "size": transfer.size,
-                         "durable": transfer.durable.as_list()})
+                         "durable": transfer.durable.as_list(), **transfer.open_reply()})
 
     def _show(self, tid: str) -> None:
         transfer = self._transfer(tid)
@@ -191,6 +194,24 @@ class _Handler(BaseHTTPRequestHandler):
         began = time.monotonic()
         transfer.wait_durable(0, 0)
         self._committed(began)
+
+    def _durable(self, tid: str) -> None:
+        """Ranges a worker wrote and flushed through the transfer's NBD export: logged as
+        acknowledged, as chunks sent here are (``transfer.nbd_export``)."""
+        body = self._body()
+        transfer = self._transfer(tid)
+        ranges = parse_body(DurableRequest, body, "durable ranges").ranges
+        for start, end in ranges:
+            self.server.agent.check_range(transfer, start, end - start, transfer.size)
+        began = time.monotonic()
+        transfer.wait_durable_ranges(ranges)
+        self._committed(began)
+
+    def _release(self, tid: str) -> None:
+        """Close the transfer's disk and NBD export, keeping its state for a resume."""
+        self._body()
+        self.server.agent.release(self._transfer(tid))
+        self._reply(204)
 
     def _delete(self, tid: str) -> None:
         self.server.agent.delete(self._transfer(tid))
