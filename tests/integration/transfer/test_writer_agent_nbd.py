@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import urllib3
 
 from coriolis.cmd.local_cloud import make_disk
 from coriolis.harness import RunningWriter, processes_naming
@@ -22,8 +21,7 @@ from coriolis.transfer.copy import copy_disk
 from coriolis.transfer.images import open_image_reader
 from coriolis.transfer.nbd_uri import load_libnbd
 from coriolis.transfer.nbd_writer import NbdAgentWriter, open_agent_writer
-from coriolis.transfer.remote import AgentAddress, RemoteDiskWriter
-from coriolis.transfer.wire import AGENT_KEY_HEADER
+from coriolis.transfer.remote import AgentAddress, AgentSession, RemoteDiskWriter
 
 MiB = 1024 * 1024
 ODD = 24 * MiB + 3 * 512
@@ -54,12 +52,9 @@ def psk_folders() -> set[str]:
 
 def open_raw(agent: RunningWriter, tid: str, path: Path) -> dict[str, Any]:
     """The open reply of an NBD transfer, asked for as a worker does."""
-    http = urllib3.PoolManager(cert_reqs="CERT_NONE", assert_hostname=False)
-    response = http.request("PUT", f"{agent.details['url']}/v1/transfers/{tid}",
-                            body=json.dumps({"path": str(path), "export": "nbd"}).encode(),
-                            headers={AGENT_KEY_HEADER: agent.details["key"]})
-    assert response.status == 200, response.data
-    return dict(json.loads(response.data))
+    with AgentSession(address(agent)) as session:
+        return dict(session.call("PUT", f"/v1/transfers/{tid}", "open a transfer",
+                                 {"path": str(path), "export": "nbd"}))
 
 
 @pytest.mark.parametrize(("fmt", "dst_fmt"), [("raw", "raw"), ("qcow2", "qcow2")])
