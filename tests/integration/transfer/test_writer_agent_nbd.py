@@ -46,8 +46,9 @@ def exports_of(path: Path) -> list[str]:
     return [c for c in processes_naming(str(path)) if c.startswith("qemu-nbd") and "tls" in c]
 
 
-def psk_folders() -> set[str]:
-    return {p.name for p in Path(os.environ.get("TMPDIR", "/tmp")).glob("coriolis-nbd-*")}
+def key_folder(cmdline: str) -> Path:
+    """The folder of qemu-nbd's key file, from its command line."""
+    return Path(cmdline.split("dir=")[1].split(",")[0].split()[0])
 
 
 def open_raw(agent: RunningWriter, tid: str, path: Path) -> dict[str, Any]:
@@ -63,11 +64,11 @@ def test_the_nbd_path_is_used_and_copies_bit_identically(writer: RunningWriter, 
     src = tmp_path / f"src.{fmt}"
     make_disk(src, ODD, fmt, allocated_fraction=0.4, seed=3)
     dst = blank(writer, f"dst.{dst_fmt}", ODD, dst_fmt)
-    before = psk_folders()
     remote = open_agent_writer(address(writer), "nbd-copy", str(dst), dst_fmt,
                                transport="nbd", compression="auto")
     assert isinstance(remote, NbdAgentWriter)
-    assert len(exports_of(dst)) == 1
+    [cmdline] = exports_of(dst)
+    assert (key_folder(cmdline) / "keys.psk").exists()
     reader = open_image_reader(str(src), fmt)
     try:
         stats = copy_disk(reader, remote)
@@ -79,7 +80,7 @@ def test_the_nbd_path_is_used_and_copies_bit_identically(writer: RunningWriter, 
     assert "over NBD with TLS" in remote.wire_summary()
     # closed: no qemu-nbd left, no key file, the transfer forgotten
     assert exports_of(dst) == []
-    assert psk_folders() <= before
+    assert not key_folder(cmdline).exists()
     assert not any((writer.data_dir / "transfers").iterdir())
 
 
@@ -90,9 +91,9 @@ def test_the_export_needs_its_key(writer: RunningWriter) -> None:
     nbd = load_libnbd()
     [cmdline] = exports_of(dst)
     assert export["psk"] not in cmdline  # never on a command line
-    folder = cmdline.split("dir=")[1].split(",")[0].split()[0]
+    folder = key_folder(cmdline)
     assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700
-    assert stat.S_IMODE(os.stat(Path(folder) / "keys.psk").st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(folder / "keys.psk").st_mode) == 0o600
 
     def connect(tmp: Path, tls: bool, key: str) -> Any:
         h = nbd.NBD()
