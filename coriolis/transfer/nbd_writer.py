@@ -35,6 +35,7 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import urllib3
@@ -121,6 +122,8 @@ class NbdAgentWriter:
         self._assign = itertools.count()
         self._local = threading.local()
         self._commit = _GroupCommit(self._make_durable)
+        self._flusher = ThreadPoolExecutor(max_workers=connections,
+                                           thread_name_prefix="nbd-flush")
         self._clean = False
 
     def _connect(self, export: dict[str, Any], connections: int) -> list[Any]:
@@ -165,8 +168,11 @@ class NbdAgentWriter:
     def _make_durable(self, ranges: list[tuple[int, int]]) -> None:
         """Flush through NBD (every connection, unless the export says one covers all),
         then have the agent log the ranges as acknowledged."""
-        for h in self._handles[:1] if self._multi_conn else self._handles:
-            self._nbd_call("flush", h.flush)
+        handles = self._handles[:1] if self._multi_conn else self._handles
+        if len(handles) == 1:
+            self._nbd_call("flush", handles[0].flush)
+        else:  # at once: the first does the work, the others find little left
+            list(self._flusher.map(lambda h: self._nbd_call("flush", h.flush), handles))
         if not ranges:
             return
         merged = RangeSet(ranges).as_list()
@@ -231,6 +237,7 @@ class NbdAgentWriter:
                 h.shutdown()
             except self._nbd.Error:
                 pass
+        self._flusher.shutdown()
         self._handles = []  # libnbd closes a handle when it is dropped
         self._local = threading.local()
         try:
