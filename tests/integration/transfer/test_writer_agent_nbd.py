@@ -19,8 +19,10 @@ from coriolis.cmd.local_cloud import make_disk
 from coriolis.harness import RunningWriter, processes_naming
 from coriolis.transfer.copy import copy_disk
 from coriolis.transfer.images import open_image_reader
+from coriolis.transfer.locations import AgentLocation, open_writer
 from coriolis.transfer.nbd_uri import load_libnbd
 from coriolis.transfer.nbd_writer import NbdAgentWriter, open_agent_writer
+from coriolis.transfer.options import TransferOptions
 from coriolis.transfer.remote import AgentAddress, AgentSession, RemoteDiskWriter
 
 MiB = 1024 * 1024
@@ -127,6 +129,7 @@ SENDER = """
 import json, sys
 from coriolis.transfer.copy import copy_disk
 from coriolis.transfer.images import open_image_reader
+from coriolis.transfer.locations import AgentLocation, open_writer
 from coriolis.transfer.nbd_writer import open_agent_writer
 from coriolis.transfer.remote import AgentAddress
 details, src, dst, tid = sys.argv[1:]
@@ -204,3 +207,20 @@ def test_the_https_path_where_nbd_cannot_be_used(writer: RunningWriter,
         assert exports_of(dst) == []
     finally:
         remote.close()
+
+
+@pytest.mark.parametrize(("transport", "kind"), [("nbd", NbdAgentWriter),
+                                                 ("https", RemoteDiskWriter)])
+def test_the_transfer_option_chooses_the_path(writer: RunningWriter, transport: str,
+                                              kind: type) -> None:
+    dst = blank(writer, "dst.raw", MiB)
+    details = writer.details
+    location = AgentLocation(details["url"], details["fingerprint"], "writer.key", str(dst),
+                             mode="always")
+    options = TransferOptions.from_env({"writer_agent_transport": transport})
+    opened = open_writer(location, options=options, transfer_id=f"option-{transport}",
+                         connection_info={"writer": {"key": details["key"]}})
+    try:
+        assert isinstance(opened, kind)
+    finally:
+        opened.close()
