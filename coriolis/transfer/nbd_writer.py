@@ -4,10 +4,11 @@
 (``transfer.nbd_export``) and writes with libnbd over several connections, one per copy
 thread, each with TLS and the transfer's own pre-shared key: the bytes move in native code
 (libnbd, gnutls, qemu-nbd), not through Python HTTP on either side. A chunk is durable, and
-``write`` returns, once an NBD flush covering it finished on every connection and the agent
-logged its range as acknowledged (``POST .../durable``): the same resume semantics as the
-HTTPS path (an interrupted transfer skips exactly the acknowledged ranges). Writers waiting
-at once share one flush and one acknowledgement (group commit).
+``write`` returns, once an NBD flush covering it finished on every connection; then
+the agent logs its range as acknowledged (``POST .../durable``, sent in the background after
+the flush): the same resume semantics as the HTTPS path (an interrupted transfer skips
+exactly the acknowledged ranges, all of them flushed). Writers waiting at once share one
+flush (group commit).
 
 It is chosen by the transfer option ``writer_agent_transport`` ``nbd`` (the default,
 ``https``, sends chunks over HTTPS: measured faster on this project's machines, see the
@@ -124,6 +125,10 @@ class NbdAgentWriter:
         self._commit = _GroupCommit(self._make_durable)
         self._flusher = ThreadPoolExecutor(max_workers=connections,
                                            thread_name_prefix="nbd-flush")
+        self._acker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nbd-ack")
+        self._ack_lock = threading.Lock()
+        self._unacked: list[tuple[int, int]] = []
+        self._ack_error: str | None = None
         self._clean = False
 
     def _connect(self, export: dict[str, Any], connections: int) -> list[Any]:
@@ -166,20 +171,39 @@ class NbdAgentWriter:
             raise AgentError(f"NBD {what} on the writer agent failed: {exc}") from None
 
     def _make_durable(self, ranges: list[tuple[int, int]]) -> None:
-        """Flush through NBD (every connection, unless the export says one covers all),
-        then have the agent log the ranges as acknowledged."""
+        """Flush through NBD (every connection, unless the export says one covers all);
+        the agent then logs the ranges as acknowledged, off the writers' path: a range
+        logged late is at worst sent again by a resumed transfer, never skipped unflushed."""
         handles = self._handles[:1] if self._multi_conn else self._handles
         if len(handles) == 1:
             self._nbd_call("flush", handles[0].flush)
         else:  # at once: the first does the work, the others find little left
             list(self._flusher.map(lambda h: self._nbd_call("flush", h.flush), handles))
-        if not ranges:
+        if ranges:
+            with self._ack_lock:
+                self._unacked.extend(ranges)
+            self._acker.submit(self._send_acks)
+
+    def _send_acks(self) -> None:
+        """Log every flushed range not yet logged on the agent, in one request (runs on
+        the single ``_acker`` thread, so in order)."""
+        with self._ack_lock:
+            ranges, self._unacked = self._unacked, []
+        if not ranges or self._ack_error:
             return
-        merged = RangeSet(ranges).as_list()
-        response = self._client.request(
-            "POST", f"{self._base}/durable", json.dumps({"ranges": merged}).encode(),
-            {**self._auth(), "Content-Type": "application/json"})
-        _raise_for(response, "acknowledge the flushed ranges")
+        try:
+            response = self._client.request(
+                "POST", f"{self._base}/durable",
+                json.dumps({"ranges": RangeSet(ranges).as_list()}).encode(),
+                {**self._auth(), "Content-Type": "application/json"})
+            _raise_for(response, "acknowledge the flushed ranges")
+        except AgentError as exc:
+            self._ack_error = str(exc)
+
+    def _wait_acks(self) -> None:
+        self._acker.submit(self._send_acks).result()
+        if self._ack_error:
+            raise AgentError(self._ack_error)
 
     def _auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._token}"}
@@ -227,6 +251,7 @@ class NbdAgentWriter:
 
     def flush(self) -> None:
         self._commit.wait([])
+        self._wait_acks()
         self._clean = True
 
     def close(self) -> None:
@@ -238,6 +263,7 @@ class NbdAgentWriter:
             except self._nbd.Error:
                 pass
         self._flusher.shutdown()
+        self._acker.shutdown()  # the flushed ranges are logged before the transfer is released
         self._handles = []  # libnbd closes a handle when it is dropped
         self._local = threading.local()
         try:

@@ -166,7 +166,7 @@ def test_a_killed_sender_resumes_skipping_only_acknowledged_chunks(writer: Runni
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     durable = acknowledged(writer, "resume-nbd")
-    assert durable >= size // 4
+    assert durable >= size // 4 - 4 * MiB  # the last flushed ranges may not be logged yet
     reader = open_image_reader(str(src), "raw")
     remote = open_agent_writer(address(writer), "resume-nbd", str(dst), "raw",
                                transport="nbd", strict=True)
