@@ -108,6 +108,7 @@ class NbdAgentWriter:
     (``opened`` is its open reply); use ``open_agent_writer``."""
 
     transport = "nbd"
+    copy_workers = 8  # chunks written at once by ``copy_disk``: more of them share a flush
 
     def __init__(self, client: _AgentClient, base: str, opened: dict[str, Any],
                  connections: int = CONNECTIONS) -> None:
