@@ -4,7 +4,10 @@ Measured on loopback with TLS (2 cores, 4 MiB chunks), uvicorn's asyncio TLS rec
 400 MiB/s while a blocking TLS socket per connection thread moves well over 1 GiB/s, so the
 data path uses ``http.server`` with one thread per connection; there are only a few routes.
 
-Routes: ``/v1/agent`` (describe), ``/v1/transfers/<id>...`` (a disk being written), and the
+Routes: ``/v1/agent`` (describe), ``/v1/transfers/<id>...`` (a disk being written; with
+``"export": "nbd"`` in the open request, through a TLS NBD export instead, whose flushed
+ranges the worker reports with ``POST .../durable`` and which ``POST .../release`` stops
+while keeping the transfer for a resume: see ``transfer.nbd_export``), and the
 OS morphing jobs of this host as a helper machine, each with the agent key:
 ``PUT /v1/morphs/<id>`` (body: ``MorphRequest`` JSON; 202 and the job's view),
 ``GET /v1/morphs/<id>?after=N&wait=S`` (the events from N on, waiting up to S seconds, at
