@@ -48,7 +48,8 @@ def cmd_writer(args: argparse.Namespace) -> None:
     hosts = sorted({args.host, socket.gethostname(), "localhost", "127.0.0.1",
                     *(args.advertise_host or [])})
     cert = ensure_certificate(data_dir, hosts)
-    agent = WriterAgent(AgentConfig(data_dir, roots, agent_key(data_dir)))
+    agent = WriterAgent(AgentConfig(data_dir, roots, agent_key(data_dir),
+                                    listen_host=args.host))
     sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((args.host, args.port))

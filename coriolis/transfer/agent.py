@@ -78,7 +78,7 @@ class Transfer:
     def __init__(self, folder: Path, state: dict[str, Any]) -> None:
         self.folder, self.state = folder, state
         self.id = folder.name
-        writer: DiskWriter = open_image_writer(state["path"], state["format"])
+        writer: DiskWriter = self._open_writer(state)
         if state.get("journal"):
             writer = JournalingWriter(writer, state["journal"])
         self.writer = writer
@@ -98,6 +98,13 @@ class Transfer:
                                            name=f"commit-{self.id[:8]}")
         self._committer.start()
 
+    def _open_writer(self, state: dict[str, Any]) -> DiskWriter:
+        return open_image_writer(state["path"], state["format"])
+
+    def open_reply(self) -> dict[str, Any]:
+        """What the open reply adds for this kind of transfer (``nbd_export``'s export)."""
+        return {}
+
     @property
     def size(self) -> int:
         return self.writer.size
@@ -107,9 +114,13 @@ class Transfer:
 
     def wait_durable(self, start: int, end: int) -> None:
         """Block until ``[start, end)`` (already written) is flushed and logged."""
+        self.wait_durable_ranges([(start, end)])
+
+    def wait_durable_ranges(self, ranges: list[tuple[int, int]]) -> None:
+        """Block until every range (already written) is flushed and logged."""
         with self._cond:
             batch = self._batch
-            batch.ranges.append((start, end))
+            batch.ranges.extend(ranges)
             self._cond.notify_all()
         batch.done.wait()
         if batch.error:
@@ -149,6 +160,14 @@ class OpenRequest(BaseModel):
     format: str = Field(default="raw", pattern=r"^[a-z0-9]+$")
     journal: str | None = Field(default=None,
                                 description="Undo journal to keep beside the disk")
+    export: str | None = Field(default=None, pattern=r"^nbd$",
+                               description="nbd: serve the disk as a TLS NBD export (see "
+                                           "transfer.nbd_export); older agents ignore it")
+
+
+class DurableRequest(BaseModel):
+    ranges: list[tuple[int, int]] = Field(max_length=100_000,
+                                          description="Byte ranges flushed through NBD")
 
 
 class MorphDisk(BaseModel):
@@ -182,6 +201,7 @@ class AgentConfig:
     data_dir: Path
     roots: list[Path]
     agent_key: str
+    listen_host: str = "127.0.0.1"  # where NBD exports listen: the agent's own address
 
 
 class WriterAgent:
@@ -246,6 +266,7 @@ class WriterAgent:
         journal = self._inside_roots("journal", request.journal) if request.journal else None
         if not os.path.exists(path):
             raise RequestError(400, f"path {request.path!r} does not exist")
+        nbd = self._serves_nbd(request, path, journal)
         token = secrets.token_urlsafe(32)
         with self._lock:
             folder = self.folder / transfer_id
@@ -262,15 +283,52 @@ class WriterAgent:
             tmp.write_text(json.dumps(state))
             os.replace(tmp, state_file)
             transfer = self._open.get(transfer_id)
+            if transfer is not None and (nbd or type(transfer) is not Transfer):
+                # An NBD export gets a new key on every open (a sender presumed dead loses
+                # its connections), and a transfer may change from one path to the other.
+                del self._open[transfer_id]
+                transfer.close()
+                transfer = None
             if transfer is None:
                 try:
-                    transfer = Transfer(folder, state)
+                    transfer = self._new_transfer(folder, state, nbd)
                 except exceptions.CoriolisError as exc:
                     raise RequestError(400, str(exc)) from exc
                 self._open[transfer_id] = transfer
             transfer.state = state
             transfer.last_used = time.monotonic()
         return transfer, token
+
+    def _serves_nbd(self, request: OpenRequest, path: str, journal: str | None) -> bool:
+        """Whether this transfer gets a TLS NBD export: asked for, no undo journal to keep
+        (only the HTTPS path journals), qemu-nbd here, every file of the image under the
+        roots."""
+        from coriolis.transfer import nbd_export
+
+        if request.export != "nbd" or journal or not nbd_export.available():
+            return False
+        if request.format != "raw":
+            try:
+                files = image_files(Path(path), request.format)
+            except exceptions.CoriolisError as exc:
+                raise RequestError(400, f"path: {exc}") from None
+            for file in files[1:]:
+                self._inside_roots("path (a file it is made of)", file)
+        return True
+
+    def _new_transfer(self, folder: Path, state: dict[str, Any], nbd: bool) -> Transfer:
+        if not nbd:
+            return Transfer(folder, state)
+        from coriolis.transfer.nbd_export import NbdTransfer
+
+        return NbdTransfer(folder, state, self.config.listen_host)
+
+    def release(self, transfer: Transfer) -> None:
+        """Close a transfer (its disk, its NBD export) but keep its state for resuming."""
+        with self._lock:
+            if self._open.get(transfer.id) is transfer:
+                del self._open[transfer.id]
+        transfer.close()
 
     def get(self, transfer_id: str, authorization: str | None) -> Transfer:
         """The transfer a bearer token is for (reloaded from disk after an agent restart)."""

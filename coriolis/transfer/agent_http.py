@@ -4,7 +4,10 @@ Measured on loopback with TLS (2 cores, 4 MiB chunks), uvicorn's asyncio TLS rec
 400 MiB/s while a blocking TLS socket per connection thread moves well over 1 GiB/s, so the
 data path uses ``http.server`` with one thread per connection; there are only a few routes.
 
-Routes: ``/v1/agent`` (describe), ``/v1/transfers/<id>...`` (a disk being written), and the
+Routes: ``/v1/agent`` (describe), ``/v1/transfers/<id>...`` (a disk being written; with
+``"export": "nbd"`` in the open request, through a TLS NBD export instead, whose flushed
+ranges the worker reports with ``POST .../durable`` and which ``POST .../release`` stops
+while keeping the transfer for a resume: see ``transfer.nbd_export``), and the
 OS morphing jobs of this host as a helper machine, each with the agent key:
 ``PUT /v1/morphs/<id>`` (body: ``MorphRequest`` JSON; 202 and the job's view),
 ``GET /v1/morphs/<id>?after=N&wait=S`` (the events from N on, waiting up to S seconds, at
@@ -32,6 +35,7 @@ import xxhash
 from coriolis import exceptions
 from coriolis.transfer.agent import (
     MAX_CHUNK,
+    DurableRequest,
     OpenRequest,
     RequestError,
     Transfer,
@@ -146,6 +150,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802
         self._dispatch([(_TRANSFER + "/flush", self._flush),
+                        (_TRANSFER + "/durable", self._durable),
+                        (_TRANSFER + "/release", self._release),
                         (_READ + "/.+", self._refuse_write)])
 
     def do_DELETE(self) -> None:  # noqa: N802
@@ -164,7 +170,7 @@ class _Handler(BaseHTTPRequestHandler):
         request = parse_body(OpenRequest, body, "transfer request")
         transfer, token = self.server.agent.open(tid, request)
         self._json(200, {"id": transfer.id, "token": token, "size": transfer.size,
-                         "durable": transfer.durable.as_list()})
+                         "durable": transfer.durable.as_list(), **transfer.open_reply()})
 
     def _show(self, tid: str) -> None:
         transfer = self._transfer(tid)
@@ -206,6 +212,24 @@ class _Handler(BaseHTTPRequestHandler):
         began = time.monotonic()
         transfer.wait_durable(0, 0)
         self._committed(began)
+
+    def _durable(self, tid: str) -> None:
+        """Ranges a worker wrote and flushed through the transfer's NBD export: logged as
+        acknowledged, as chunks sent here are (``transfer.nbd_export``)."""
+        body = self._body()
+        transfer = self._transfer(tid)
+        ranges = parse_body(DurableRequest, body, "durable ranges").ranges
+        for start, end in ranges:
+            self.server.agent.check_range(transfer, start, end - start, transfer.size)
+        began = time.monotonic()
+        transfer.wait_durable_ranges(ranges)
+        self._committed(began)
+
+    def _release(self, tid: str) -> None:
+        """Close the transfer's disk and NBD export, keeping its state for a resume."""
+        self._body()
+        self.server.agent.release(self._transfer(tid))
+        self._reply(204)
 
     def _delete(self, tid: str) -> None:
         self.server.agent.delete(self._transfer(tid))

@@ -28,6 +28,7 @@ from coriolis.transfer.extents import split
 from coriolis.transfer.manifest import UNKNOWN, ZERO, BlockManifest, block_hash
 
 DEFAULT_CHUNK = 4 * 1024 * 1024
+DEFAULT_WORKERS = 4
 VERIFY_ATTEMPTS = 3
 PROGRESS_INTERVAL = 1.0
 _ZEROS = bytes(DEFAULT_CHUNK)
@@ -203,7 +204,7 @@ def copy_disk(
     since: str | None = None,
     manifest: BlockManifest | None = None,
     chunk_size: int = DEFAULT_CHUNK,
-    workers: int = 4,
+    workers: int | None = None,
     progress: ProgressCallback | None = None,
     cancel: Callable[[], bool] | None = None,
     dest_is_blank: bool = True,
@@ -212,6 +213,9 @@ def copy_disk(
     """Copy ``reader`` into ``writer``; see the module docstring. Raises ``TaskCanceled`` when
     ``cancel()`` turns true, ``ProviderError`` when a chunk cannot be written correctly."""
     started = time.monotonic()
+    # A writer whose writes wait for a flush (the writer agent's NBD path) asks for more
+    # chunks in flight, so that more of them share each flush.
+    parallel: int = workers or int(getattr(writer, "copy_workers", DEFAULT_WORKERS))
     size = reader.size
     if writer.size < size:
         raise exceptions.ProviderError(
@@ -332,13 +336,13 @@ def copy_disk(
 
     run = run_plain if manifest is None else run_manifest
     in_flight: set[Future[None]] = set()
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="copy") as pool:
+    with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="copy") as pool:
         try:
             for job in jobs:
                 if cancelled():
                     raise exceptions.TaskCanceled("copy cancelled")
                 in_flight.add(pool.submit(run, job))
-                if len(in_flight) >= workers * 2:
+                if len(in_flight) >= parallel * 2:
                     done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
                     for fut in done:
                         fut.result()

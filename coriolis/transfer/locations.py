@@ -68,12 +68,12 @@ from coriolis.transfer.http_reader import HttpRangeReader
 from coriolis.transfer.journal import JournalingWriter
 from coriolis.transfer.nbd import NbdImageReader, NbdImageWriter
 from coriolis.transfer.nbd_uri import NbdUriReader
+from coriolis.transfer.nbd_writer import open_agent_writer
 from coriolis.transfer.options import TransferOptions
 from coriolis.transfer.remote import (
     AgentAddress,
     AgentError,
     RemoteDiskReader,
-    RemoteDiskWriter,
     is_this_host,
     key_from_ref,
 )
@@ -286,8 +286,9 @@ def open_writer(location: TargetLocation | JSON, *, options: TransferOptions, tr
     - ``path``: raw directly (a file or block device), other formats through qemu-nbd;
       ``journal``: every overwritten range is first saved there (``JournalingWriter``);
       ``confine`` as for readers.
-    - ``agent``: a ``RemoteDiskWriter`` (transfer id ``transfer_id``; a re-run with the same
-      id resumes) with the agent key found at ``key_ref`` (a dotted path) in
+    - ``agent``: through the agent's TLS NBD export, or a ``RemoteDiskWriter`` over HTTPS
+      (``nbd_writer.open_agent_writer`` chooses; transfer id ``transfer_id``; a re-run with
+      the same id resumes) with the agent key found at ``key_ref`` (a dotted path) in
       ``connection_info``, compression and bandwidth limit from ``options``; written as a
       ``path`` location when ``writes_through_agent`` says so.
 
@@ -304,9 +305,10 @@ def open_writer(location: TargetLocation | JSON, *, options: TransferOptions, tr
         else:
             address = _agent_address(loc, connection_info, "destination")
             try:
-                writer = RemoteDiskWriter(
+                writer = open_agent_writer(
                     address, transfer_id, loc.path, loc.format, journal=loc.journal,
-                    compression=options.compression, bandwidth_limit=options.bandwidth_limit)
+                    compression=options.compression, bandwidth_limit=options.bandwidth_limit,
+                    transport=options.agent_transport)
             except AgentError as exc:
                 raise exceptions.ProviderError(f"{what}: {exc}") from None
     elif isinstance(loc, PathLocation):

@@ -31,6 +31,12 @@ TRANSFER_OPTIONS_SCHEMA: JSON = {
             "type": "string", "enum": ["auto", "always"], "default": "auto",
             "description": "auto: write through a target's writer agent only when it is on "
                            "another host; always: through the agent even on this host"},
+        "writer_agent_transport": {
+            "type": "string", "enum": ["https", "nbd"], "default": "https",
+            "description": "https: chunks as HTTPS requests to the writer agent; nbd: "
+                           "through a TLS NBD export the agent serves (libnbd), falling back "
+                           "to https where NBD cannot be used (undo journals, zstd, a "
+                           "bandwidth limit, an older agent)"},
     },
 }
 
@@ -50,6 +56,7 @@ class TransferOptions:
     compression: str = "auto"
     bandwidth_limit: float | None = None  # bytes per second
     writer_agent: str = "auto"
+    agent_transport: str = "https"
 
     @classmethod
     def from_env(cls, env: JSON | None) -> TransferOptions:
@@ -58,4 +65,5 @@ class TransferOptions:
         limit = env.get("transfer_bandwidth_limit_mib")
         return cls(compression=env.get("transfer_compression") or "auto",
                    bandwidth_limit=float(limit) * MiB if limit else None,
-                   writer_agent=env.get("writer_agent") or "auto")
+                   writer_agent=env.get("writer_agent") or "auto",
+                   agent_transport=env.get("writer_agent_transport") or "https")

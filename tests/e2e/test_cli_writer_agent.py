@@ -19,6 +19,7 @@ from coriolis.harness import (
     RunningWriter,
     local_cloud,
     parse_tasks,
+    processes_naming,
     start_server,
     start_writer,
     stop_server,
@@ -65,15 +66,21 @@ def copy_progress(tasks: str) -> str:
                     if t["task_type"] == "REPLICATE_DISKS")
 
 
-def test_migration_through_the_writer_agent(server: RunningServer, setup: dict) -> None:
+def migrate(server: RunningServer, instance: str, env: dict) -> dict:
+    """Migrate ``instance`` from a-src to a-dst with destination environment ``env``; the
+    COMPLETED migration."""
     created = server.cli(
         "migration", "create", "--origin-endpoint", "a-src", "--destination-endpoint", "a-dst",
-        "--instance", "web", "--source-environment", '{"snapshot": false}',
-        "--destination-environment",
-        json.dumps({"storage_backend": "fast", "transfer_compression": "zstd"}),
-        "--network-map", '{"lan": "lan"}', "--skip-os-morphing", "-f", "json").json()
+        "--instance", instance, "--source-environment", '{"snapshot": false}',
+        "--destination-environment", json.dumps(env), "--network-map", '{"lan": "lan"}',
+        "--skip-os-morphing", "-f", "json").json()
     done = server.wait_for(["migration", "show", created["id"]], lambda m: m["status"] in FINAL)
     assert done["status"] == "COMPLETED", done["tasks"]
+    return dict(done)
+
+
+def test_migration_through_the_writer_agent(server: RunningServer, setup: dict) -> None:
+    done = migrate(server, "web", {"storage_backend": "fast", "transfer_compression": "zstd"})
     progress = copy_progress(done["tasks"])
     assert progress.count("on the wire") >= 2, progress  # both disks, each pass
     for a, b in zip(disk_files(setup["src"], "web"), disk_files(setup["dst"], "web"),
@@ -81,6 +88,21 @@ def test_migration_through_the_writer_agent(server: RunningServer, setup: dict) 
         assert same(a, b)
     agent: RunningWriter = setup["agent"]
     assert not any((agent.data_dir / "transfers").iterdir())  # finished transfers forgotten
+
+
+def test_migration_over_the_agents_tls_nbd_export(server: RunningServer, setup: dict) -> None:
+    """``writer_agent_transport`` nbd: the disks (qcow2 targets) go through the agent's TLS
+    NBD export; nothing of the export is left afterwards."""
+    local_cloud("add-instance", str(setup["src"]), "app", "--disk-size", "24M",
+                "--disk-format", "qcow2", "--network", "lan", "--seed", "13")
+    done = migrate(server, "app", {"storage_backend": "fast", "writer_agent_transport": "nbd"})
+    assert "over NBD with TLS" in copy_progress(done["tasks"])
+    targets = disk_files(setup["dst"], "app")
+    for a, b in zip(disk_files(setup["src"], "app"), targets, strict=True):
+        assert same(a, b)
+    assert not processes_naming(f"--tls-creds tls0 {targets[0]}")
+    agent: RunningWriter = setup["agent"]
+    assert not any((agent.data_dir / "transfers").iterdir())
 
 
 def test_replica_executions_through_the_writer_agent(server: RunningServer,
