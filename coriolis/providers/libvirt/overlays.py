@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from coriolis import exceptions
-from coriolis.providers.local.cloud import fsync_dir
+from coriolis.providers.local.cloud import fsync_dir, install_file
 from coriolis.providers.local.replica_disks import JOURNAL_SUFFIX
 from coriolis.providers.local.replica_disks import _qemu_img as qemu_img
 from coriolis.transfer.files import RawFileWriter
@@ -59,11 +59,7 @@ def ensure(volume: JSON) -> str:
     tmp.unlink(missing_ok=True)
     qemu_img("create", "-q", "-f", "qcow2", "-F", volume["format"], "-b",
              os.path.realpath(volume["path"]), str(tmp))
-    os.chmod(tmp, 0o600)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, overlay)
-    fsync_dir(overlay.parent)
+    install_file(tmp, overlay, 0o600)
     return str(overlay)
 
 

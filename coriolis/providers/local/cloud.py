@@ -132,6 +132,16 @@ def write_json_atomic(path: Path, value: Any) -> None:
     fsync_dir(path.parent)
 
 
+def install_file(tmp: Path, final: Path, mode: int) -> None:
+    """Give the finished file ``tmp`` its ``mode``, make it durable and rename it to
+    ``final`` (durably): a crash leaves either no ``final`` or the whole file."""
+    os.chmod(tmp, mode)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, final)
+    fsync_dir(final.parent)
+
+
 def fsync_dir(folder: Path) -> None:
     """Make the creations, renames and removals of entries in ``folder`` durable."""
     try:

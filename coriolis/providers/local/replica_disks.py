@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from coriolis import exceptions
-from coriolis.providers.local.cloud import fsync_dir, write_json_atomic
+from coriolis.providers.local.cloud import fsync_dir, install_file, write_json_atomic
 from coriolis.providers.local.source_snapshot import reflink_copy
 from coriolis.transfer.copy import copy_disk
 from coriolis.transfer.files import RawFileReader, RawFileWriter
@@ -165,11 +165,7 @@ def _copy_volume(volume: JSON) -> str:
     tmp = copy.with_name(copy.name + ".tmp")
     tmp.unlink(missing_ok=True)
     reflink_copy(path, tmp)
-    os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode))
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, copy)
-    fsync_dir(copy.parent)
+    install_file(tmp, copy, stat.S_IMODE(os.stat(path).st_mode))
     return str(copy)
 
 
